@@ -1,0 +1,184 @@
+"""Per-example gradient features captured with hooks, one module at a time.
+
+A forward hook keeps each selected module's input (already projected on the factored path) and
+registers a hook on its output tensor; during the backward pass that hook receives the output
+gradients dy and turns (dy, input) into per-example features. The model's parameters stay
+frozen: no parameter gradient is ever built on the factored path. Where a module's output does
+not require grad (it is the first selected module of a frozen model), a zero scalar leaf is
+added to it so the backward pass reaches it; the backward computes gradients for those leaves
+only, so nothing else is materialized.
+
+Tensor hooks registered before an in-place op (ReLU(inplace=True)) still receive the gradient
+of the value the module produced, which is the one we need.
+
+A module called several times in one forward (shared weights, several timesteps) gets the sum
+of its per-call gradients, as its parameter gradient would.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .modules import ModuleSpec
+from .projection import DenseProjector, ProjectionSpec, factored_matrices
+
+
+class ModuleCapture:
+    def __init__(
+        self,
+        spec: ModuleSpec,
+        module: nn.Module,
+        projection: ProjectionSpec,
+        device: torch.device,
+        dense_cache_bytes: int,
+    ):
+        self.spec, self.module, self.projection = spec, module, projection
+        self.anchors: list[torch.Tensor] = []
+        self._records: list = []
+        self._feature: torch.Tensor | None = None
+        self._dense: DenseProjector | None = None
+        if projection.kind == "factored":
+            p_out, p_in = factored_matrices(projection, spec.name, spec.d_out, spec.d_in)
+            self.p_out, self.p_in = p_out.to(device), p_in.to(device)
+            if spec.kind == "conv2d":
+                self._conv_weight = self._patch_projection_weight()
+        elif projection.kind == "dense" and spec.d_out * spec.d_in > projection.dim**2:
+            self._dense = DenseProjector(
+                projection, spec.name, spec.d_out * spec.d_in, dense_cache_bytes
+            )
+
+    # -- hooks ---------------------------------------------------------------------------
+    def on_forward(self, module, args, kwargs, output):
+        x = args[0] if args else next(iter(kwargs.values()))
+        record = self._input_record(x.detach())
+        added_anchor = not output.requires_grad
+        if added_anchor:
+            anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
+            self.anchors.append(anchor)
+            output = output + anchor
+        slot = len(self._records)
+        self._records.append(record)
+        output.register_hook(lambda grad, slot=slot: self._on_grad(slot, grad))
+        return output if added_anchor else None
+
+    def _on_grad(self, slot: int, grad: torch.Tensor) -> None:
+        record, self._records[slot] = self._records[slot], None
+        feature = self._features(record, grad.detach())
+        self._feature = feature if self._feature is None else self._feature.add_(feature)
+
+    def take(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """This batch's (B x F) float32 features; zeros if the output never got a gradient."""
+        feature = self._feature
+        if feature is None:
+            dim = self.projection.feature_dim(self.spec.d_out, self.spec.d_in)
+            feature = torch.zeros(batch_size, dim, device=device)
+        self._feature, self._records, self.anchors = None, [], []
+        return feature
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _input_record(self, x: torch.Tensor):
+        spec = self.spec
+        if spec.kind == "conv2d":
+            if self.projection.kind == "factored":
+                return self._project_patches(x.float())
+            return self._unfold_patches(x.float())
+        x = x.float().reshape(x.shape[0], -1, x.shape[-1])  # (B, L, d_in)
+        if self.projection.kind == "factored":
+            projected = x @ self.p_in[: x.shape[-1]]
+            return projected + self.p_in[-1] if spec.bias else projected
+        return _append_ones(x) if spec.bias else x
+
+    def _patch_projection_weight(self) -> torch.Tensor:
+        # Projecting every unfolded patch with P_in is a convolution whose kernels are P_in's
+        # columns; grouped convs reuse the same P_in for each group.
+        conv = self.module
+        kh, kw = conv.kernel_size
+        per_group_in = conv.in_channels // conv.groups
+        rows = per_group_in * kh * kw
+        weight = self.p_in[:rows].T.reshape(self.p_in.shape[1], per_group_in, kh, kw)
+        return weight.repeat(conv.groups, 1, 1, 1).contiguous()
+
+    def _project_patches(self, x: torch.Tensor) -> torch.Tensor:
+        conv, p = self.module, self.p_in.shape[1]
+        projected = conv._conv_forward(x, self._conv_weight, None)  # (B, g*p, H', W')
+        projected = projected.reshape(x.shape[0], conv.groups, p, -1)  # (B, g, p, L)
+        if self.spec.bias:
+            projected = projected + self.p_in[-1].view(1, 1, p, 1)
+        return projected
+
+    def _unfold_patches(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.module
+        mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
+        patches = F.unfold(x, conv.kernel_size, dilation=conv.dilation, stride=conv.stride)
+        patches = patches.reshape(x.shape[0], conv.groups, -1, patches.shape[-1])  # (B,g,d,L)
+        if self.spec.bias:
+            ones = patches.new_ones(patches.shape[0], conv.groups, 1, patches.shape[-1])
+            patches = torch.cat([patches, ones], dim=2)
+        return patches
+
+    # -- features --------------------------------------------------------------------------
+    def _features(self, record: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+        batch = dy.shape[0]
+        dy = dy.float()
+        if self.spec.kind == "conv2d":
+            groups = self.module.groups
+            dy = dy.reshape(batch, groups, self.spec.d_out // groups, -1)  # (B, g, o, L)
+            if self.projection.kind == "factored":
+                p_out = self.p_out.reshape(groups, self.spec.d_out // groups, -1)
+                dy_proj = torch.einsum("bgol,gop->bgpl", dy, p_out)
+                return torch.einsum("bgpl,bgql->bpq", dy_proj, record).reshape(batch, -1)
+            grad = torch.einsum("bgol,bgil->bgoi", dy, record)
+        else:
+            dy = dy.reshape(batch, -1, dy.shape[-1])  # (B, L, d_out)
+            if self.projection.kind == "factored":
+                dy_proj = dy @ self.p_out
+                return torch.bmm(dy_proj.transpose(1, 2), record).reshape(batch, -1)
+            grad = torch.bmm(dy.transpose(1, 2), record)
+        flat = grad.reshape(batch, -1)  # the exact per-example gradient, (out, in) row-major
+        return flat if self._dense is None else self._dense(flat)
+
+
+def _append_ones(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+
+
+class GradientCapture:
+    """Hooks a set of modules for the duration of a `with` block."""
+
+    def __init__(
+        self,
+        selected: list[tuple[ModuleSpec, nn.Module]],
+        projection: ProjectionSpec,
+        device: torch.device,
+        dense_cache_bytes: int = 512 * 2**20,
+    ):
+        self.device = device
+        self.captures = [
+            ModuleCapture(spec, module, projection, device, dense_cache_bytes)
+            for spec, module in selected
+        ]
+        self._handles: list = []
+
+    def __enter__(self) -> GradientCapture:
+        for capture in self.captures:
+            handle = capture.module.register_forward_hook(capture.on_forward, with_kwargs=True)
+            self._handles.append(handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def backward(self, total: torch.Tensor) -> None:
+        """Run the backward pass of a scalar that is the sum of per-example outputs."""
+        anchors = [a for c in self.captures for a in c.anchors]
+        if not anchors:
+            raise RuntimeError("no selected module took part in the forward pass")
+        torch.autograd.grad(total, anchors, allow_unused=True)
+
+    def collect(self, batch_size: int) -> dict[str, torch.Tensor]:
+        return {c.spec.name: c.take(batch_size, self.device) for c in self.captures}

@@ -1,0 +1,153 @@
+"""Datasets by hub id or local path, through the `datasets` library.
+
+`datasets` keeps a split as memory-mapped Arrow on disk, so the whole dataset is never held in
+memory: rows are read one batch at a time. Images are read undecoded and decoded here, so a
+file that does not decode is reported by row instead of deep inside `datasets`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from PIL import Image, UnidentifiedImageError
+
+from .errors import AttribError
+
+_FILE_BUILDERS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".txt": "text",
+    ".arrow": "arrow",
+}
+
+
+@dataclass(frozen=True)
+class DataRef:
+    source: str
+    split: str = "train"
+    config: str | None = None
+    revision: str | None = None
+
+
+def open_dataset(ref: DataRef) -> datasets.Dataset:
+    datasets.disable_progress_bars()
+    path = Path(ref.source).expanduser()
+    try:
+        if path.is_file():
+            builder = _FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                known = ", ".join(sorted(_FILE_BUILDERS))
+                raise AttribError(f"--data {ref.source}: unknown file type; use one of {known}")
+            dataset = datasets.load_dataset(builder, data_files=str(path), split=ref.split)
+        elif path.is_dir() and (path / "dataset_info.json").exists() and (path / "state.json").exists():
+            dataset = datasets.load_from_disk(str(path))
+        elif path.is_dir() and (path / "dataset_dict.json").exists():
+            dataset = datasets.load_from_disk(str(path))[ref.split]
+        elif path.is_dir():
+            dataset = datasets.load_dataset(str(path), name=ref.config, split=ref.split)
+        elif _looks_like_path(ref.source):
+            raise AttribError(f"--data {ref.source}: no such file or folder")
+        else:
+            dataset = datasets.load_dataset(
+                ref.source, name=ref.config, split=ref.split, revision=ref.revision
+            )
+    except AttribError:
+        raise
+    except KeyError:
+        raise AttribError(f"--data {ref.source}: no split {ref.split!r}; pass --split") from None
+    except ValueError as exc:
+        message = str(exc).splitlines()[0]
+        if "split" in message.lower():
+            raise AttribError(f"--data {ref.source}: {message}; pass --split") from None
+        raise AttribError(f"--data {ref.source}: {message}") from None
+    except Exception as exc:  # FileNotFoundError, hub errors, connection errors
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AttribError(
+            f"cannot load dataset {ref.source!r}: {message} "
+            "(check the hub id or path, --split and --data-config; offline runs need a local copy)"
+        ) from None
+    if isinstance(dataset, datasets.DatasetDict):
+        raise AttribError(f"--data {ref.source}: pass --split to choose one of {list(dataset)}")
+    if len(dataset) == 0:
+        raise AttribError(f"--data {ref.source}: split {ref.split!r} has no rows")
+    return dataset
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep + os.sep in source
+
+
+def dataset_info(dataset: datasets.Dataset, ref: DataRef) -> dict:
+    return {
+        "source": ref.source,
+        "split": ref.split,
+        "config": ref.config,
+        "revision": ref.revision,
+        "fingerprint": dataset._fingerprint,
+        "num_rows": len(dataset),
+    }
+
+
+def choose_column(
+    dataset: datasets.Dataset, role: str, requested: str | None, candidates: list[str]
+) -> str | None:
+    """The column for a role: the one asked for, else the only candidate; None if none."""
+    names = list(dataset.column_names)
+    if requested is not None:
+        if requested not in names:
+            raise AttribError(
+                f"the dataset has no column {requested!r} for --{role}-column; columns: {names}"
+            )
+        return requested
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        raise AttribError(
+            f"several columns could be the {role} column {candidates}; pass --{role}-column"
+        )
+    return None
+
+
+def undecoded(dataset: datasets.Dataset, image_column: str | None) -> datasets.Dataset:
+    """The dataset with images left as bytes/paths, decoded later by `decode_image`."""
+    if image_column and isinstance(dataset.features[image_column], datasets.Image):
+        return dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+def decode_image(value, row: int, column: str) -> Image.Image:
+    """A PIL image from a datasets image cell ({bytes, path}), a path string, or an image."""
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict) and value.get("bytes") is not None:
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict) and value.get("path"):
+            image = Image.open(value["path"])
+        elif isinstance(value, str):
+            image = Image.open(value)
+        else:
+            raise ValueError(f"unsupported value of type {type(value).__name__}")
+        image.load()
+        return image
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise AttribError(
+            f"row {row}: the image in column {column!r} cannot be decoded ({exc}); "
+            "fix or drop that row"
+        ) from None
+
+
+def batches(
+    dataset: datasets.Dataset, start: int, end: int, batch_size: int
+) -> Iterator[tuple[range, dict[str, list]]]:
+    """(row positions, columns as lists) for consecutive batches of rows [start, end)."""
+    for lo in range(start, end, batch_size):
+        hi = min(lo + batch_size, end)
+        yield range(lo, hi), dataset[lo:hi]

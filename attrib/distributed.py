@@ -1,0 +1,52 @@
+"""Processes launched by `accelerate launch` or `torchrun`: rank, world size, device, barrier.
+
+A single process never initializes a process group. Under a launcher (WORLD_SIZE > 1)
+accelerate's PartialState sets up the group: NCCL on GPUs, gloo on CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .errors import AttribError
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    _state: object = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AttribError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AttribError("--device cuda was asked for but no CUDA GPU is available; use cpu")
+    return device
+
+
+def init(device_name: str = "auto") -> Runtime:
+    device = resolve_device(device_name)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Runtime(device)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device.type == "cpu")
+    return Runtime(state.device, state.process_index, state.num_processes, state)

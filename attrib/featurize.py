@@ -1,0 +1,181 @@
+"""`attrib featurize`: a model and a dataset in, a store of projected gradient features out."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import distributed, log
+from .data import DataRef, batches, dataset_info, open_dataset, undecoded
+from .errors import AttribError
+from .featurizer import Featurizer
+from .methods import METHOD_OUTPUTS
+from .modules import select_modules
+from .progress import progress_bar
+from .projection import ProjectionSpec
+from .store import shards
+from .store.writer import ShardRecord, StoreWriter
+from .tasks import ModelRef, TaskOptions, load_task
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+NUMPY_STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    """Everything `featurize` needs; checked on construction so bad values fail early."""
+
+    model: ModelRef
+    data: DataRef
+    out: Path
+    task: str | None = None
+    task_options: TaskOptions = field(default_factory=TaskOptions)
+    method: str = "trak"
+    projection: ProjectionSpec = field(default_factory=lambda: ProjectionSpec("factored", 16))
+    modules: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    batch_size: int = 16
+    max_examples: int | None = None
+    shard_size: int = 1024
+    dtype: str = "float32"
+    store_dtype: str = "float16"
+    device: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+    command: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_OUTPUTS:
+            raise AttribError(f"unknown --method {self.method!r}; choose {', '.join(METHOD_OUTPUTS)}")
+        for name in ("batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise AttribError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise AttribError("--max-examples must be at least 1")
+        if self.dtype not in DTYPES:
+            raise AttribError(f"--dtype must be one of {', '.join(DTYPES)}")
+        if self.store_dtype not in NUMPY_STORE_DTYPES:
+            raise AttribError(f"--store-dtype must be one of {', '.join(NUMPY_STORE_DTYPES)}")
+        if self.task_options.padding_side not in ("left", "right"):
+            raise AttribError("--padding-side must be left or right")
+
+
+def featurize(config: FeaturizeConfig) -> Path:
+    log.quiet_libraries()
+    runtime = distributed.init(config.device)
+    dtype = DTYPES[config.dtype]
+    if runtime.device.type == "cpu" and dtype != torch.float32:
+        log.warn(f"--dtype {config.dtype} on a CPU is slow and inexact; float32 is the default")
+    task = load_task(config.model, config.task, dtype, config.task_options)
+    task.model.to(runtime.device)
+    dataset = open_dataset(config.data)
+    data_record = dataset_info(dataset, config.data)
+    columns = task.bind_columns(dataset)
+    dataset = undecoded(dataset, columns.get("image"))
+    num_examples = min(len(dataset), config.max_examples or len(dataset))
+    selected = select_modules(
+        task.model, list(config.modules) or None, list(config.exclude), bool(config.model.adapter)
+    )
+    output_function = task.output_function_for(METHOD_OUTPUTS[config.method])
+    featurizer = Featurizer(task, selected, config.projection, output_function)
+
+    settings = store_settings(config, task, featurizer, data_record, num_examples)
+    modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
+    schema = shards.schema(modules, settings["scalars"], config.store_dtype)
+    writer = StoreWriter(config.out, settings, schema, list(config.command) or sys.argv)
+    writer.check(config.overwrite)
+    if writer.complete:
+        log.info(f"{config.out} is already complete with these settings; nothing to do")
+        return config.out
+    runtime.barrier()
+    if runtime.is_main:
+        writer.create()
+    runtime.barrier()
+    try:
+        records = _write_my_shards(config, runtime, writer, featurizer, dataset)
+        writer.report(runtime.rank, records)
+        runtime.barrier()
+        if runtime.is_main:
+            writer.finish(runtime.world_size)
+        runtime.barrier()
+    except AttribError:
+        if runtime.world_size == 1:
+            writer.discard()
+        raise
+    log.info(f"wrote {num_examples} examples x {len(modules)} modules to {config.out}")
+    return config.out
+
+
+def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
+    """The values that determine what a store holds (compared on resume and by `score`)."""
+    projection = config.projection
+    modules = [
+        {"spec": spec.to_dict(), "feature_dim": projection.feature_dim(spec.d_out, spec.d_in)}
+        for spec in featurizer.modules
+    ]
+    return {
+        "model": task.info,
+        "task": task.name,
+        "task_options": task.settings(),
+        "output_function": featurizer.output_function,
+        "projection": projection.to_dict(),
+        "modules": modules,
+        "scalars": list(task.scalar_columns),
+        "store_dtype": config.store_dtype,
+        "dataset": data_record,
+        "num_examples": num_examples,
+        "shard_size": config.shard_size,
+    }
+
+
+def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[ShardRecord]:
+    records, todo = [], []
+    for start, end in writer.my_ranges(runtime.rank, runtime.world_size):
+        record = writer.resumable(start, end)
+        if record is not None:
+            records.append(record)
+        else:
+            todo.append((start, end))
+    if records and runtime.is_main:
+        log.info(f"resuming: {len(records)} complete shard(s) kept")
+    total = sum(end - start for start, end in todo)
+    store_dtype = NUMPY_STORE_DTYPES[config.store_dtype]
+    label = "featurize" if runtime.world_size == 1 else f"featurize (rank 0 of {runtime.world_size})"
+    with progress_bar(config.progress and runtime.is_main) as bar:
+        bar_task = bar.add_task(label, total=total)
+        for start, end in todo:
+            features = {spec.name: [] for spec in featurizer.modules}
+            scalars: dict[str, list] = {}
+            for positions, rows in batches(dataset, start, end, config.batch_size):
+                batch = featurizer(rows, positions)
+                for name, matrix in batch.features.items():
+                    features[name].append(_to_store(matrix, store_dtype, positions, name))
+                for name, values in batch.scalars.items():
+                    scalars.setdefault(name, []).append(values.cpu().numpy())
+                bar.advance(bar_task, len(positions))
+            data = shards.table(
+                writer.schema,
+                np.arange(start, end, dtype=np.int64),
+                {k: np.concatenate(v) for k, v in scalars.items()},
+                {k: np.concatenate(v) for k, v in features.items()},
+            )
+            records.append(writer.write_shard(start, end, data))
+    return records
+
+
+def _to_store(matrix: torch.Tensor, dtype, positions: range, module: str) -> np.ndarray:
+    if not torch.isfinite(matrix).all():
+        bad = positions[int((~torch.isfinite(matrix)).any(-1).nonzero()[0, 0])]
+        raise AttribError(
+            f"row {bad}: the gradient of {module} is not finite; check the input and --dtype"
+        )
+    values = matrix.cpu().numpy().astype(dtype)
+    if not np.isfinite(values).all():
+        raise AttribError(
+            f"features of {module} overflow {np.dtype(dtype).name}; pass --store-dtype float32"
+        )
+    return values

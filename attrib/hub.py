@@ -1,0 +1,68 @@
+"""Resolving models and adapters by hub id or local path, with clear errors.
+
+What gets recorded identifies the weights: for a hub id the resolved commit hash, for a local
+folder a content hash of its weight files (size and modification time instead, past 2 GiB, so
+a large local checkpoint does not cost a full read on every run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import AttribError
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt")
+_FULL_HASH_LIMIT = 2 * 2**30
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).exists()
+
+
+def check_source(source: str, what: str) -> None:
+    """Fail fast on a path that does not exist, before asking the hub about it."""
+    if looks_like_path(source) and not Path(source).expanduser().exists():
+        raise AttribError(f"{what} {source}: no such folder (pass a hub id or an existing path)")
+
+
+def load_error(what: str, source: str, revision: str | None, exc: Exception) -> AttribError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    at = f" at revision {revision!r}" if revision else ""
+    return AttribError(
+        f"cannot load {what} {source!r}{at}: {first[:300]} "
+        "(check the id or path; without network access use a local folder)"
+    )
+
+
+def fingerprint(source: str, commit: str | None) -> str:
+    """A string that changes when the weights change."""
+    if commit:
+        return f"commit:{commit}"
+    path = Path(source).expanduser()
+    if not path.exists():
+        return "unknown"
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    total = sum(p.stat().st_size for p in files)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode())
+        if total <= _FULL_HASH_LIMIT:
+            with open(file, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        else:
+            stat = file.stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    kind = "sha256" if total <= _FULL_HASH_LIMIT else "stat"
+    return f"{kind}:{digest.hexdigest()[:32]}"
+
+
+def absolute_if_local(source: str) -> str:
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

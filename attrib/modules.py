@@ -1,0 +1,105 @@
+"""Which modules' gradients become features, and how each one's gradient is shaped.
+
+A module's full path (as `model.named_modules()` spells it) is its group name everywhere in
+attrib: store columns, weights artifacts, plots. Supported: `nn.Linear`, Hugging Face
+`Conv1D` (GPT-2), `nn.Conv2d` (grouped too), and the Linear/Conv2d layers inside PEFT LoRA
+adapters (`...lora_A.<adapter>`, `...lora_B.<adapter>`). Embeddings and norms are never
+selected; they are not linear maps of their inputs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass
+
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .errors import AttribError
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A module's gradient as a (d_out x d_in) matrix; the bias is one more input column."""
+
+    name: str
+    kind: str  # linear | conv1d | conv2d
+    d_out: int
+    d_in: int  # bias column included
+    bias: bool
+    conv_groups: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModuleSpec:
+        return cls(**data)
+
+
+def describe(name: str, module: nn.Module) -> ModuleSpec | None:
+    """The spec of a supported module, or None when its type is not a linear map we handle."""
+    if isinstance(module, nn.Linear):
+        bias = module.bias is not None
+        return ModuleSpec(name, "linear", module.out_features, module.in_features + bias, bias)
+    if isinstance(module, Conv1D):
+        d_in, d_out = module.weight.shape
+        bias = module.bias is not None
+        return ModuleSpec(name, "conv1d", d_out, d_in + bias, bias)
+    if isinstance(module, nn.Conv2d):
+        bias = module.bias is not None
+        per_group_in = module.in_channels // module.groups
+        kh, kw = module.kernel_size
+        return ModuleSpec(
+            name, "conv2d", module.out_channels, per_group_in * kh * kw + bias, bias, module.groups
+        )
+    return None
+
+
+def _is_lora(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) >= 2 and parts[-2] in ("lora_A", "lora_B")
+
+
+def select_modules(
+    model: nn.Module,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    adapter: bool = False,
+) -> list[tuple[ModuleSpec, nn.Module]]:
+    """Supported modules in registration (network) order, filtered by globs.
+
+    Default: every supported module, or only the LoRA layers when an adapter is loaded.
+    `include` globs replace that default; `exclude` globs remove from the result.
+    """
+    supported = []
+    for name, module in model.named_modules():
+        spec = describe(name, module)
+        if spec is not None:
+            supported.append((spec, module))
+    if include:
+        chosen = [
+            (s, m) for s, m in supported if any(fnmatch.fnmatchcase(s.name, g) for g in include)
+        ]
+        if not chosen:
+            sample = ", ".join(s.name for s, _ in supported[:6])
+            raise AttribError(
+                f"--modules {' '.join(include)} matched no Linear/Conv1D/Conv2d module "
+                f"(embeddings and norms are never selected); names look like: {sample}"
+            )
+    elif adapter:
+        chosen = [(s, m) for s, m in supported if _is_lora(s.name)]
+        if not chosen:
+            raise AttribError(
+                "the adapter has no LoRA Linear/Conv2d layers to take gradients from; "
+                "pass --modules GLOB to choose modules"
+            )
+    else:
+        chosen = supported
+    if exclude:
+        chosen = [
+            (s, m) for s, m in chosen if not any(fnmatch.fnmatchcase(s.name, g) for g in exclude)
+        ]
+    if not chosen:
+        raise AttribError("no modules left after --exclude; loosen the globs")
+    return chosen

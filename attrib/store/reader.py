@@ -1,0 +1,100 @@
+"""Reading a complete store: manifest, modules, shards as memory-mapped Arrow tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import AttribError
+from ..modules import ModuleSpec
+from . import shards
+from .manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    start: int
+    end: int
+    sha256: str
+
+    @property
+    def rows(self) -> int:
+        return self.end - self.start
+
+
+class Store:
+    """A featurized store. Opening checks the manifest; shards are read lazily."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.exists():
+            raise AttribError(f"{self.path} is not an attrib store (no {MANIFEST}); run featurize")
+        try:
+            self.manifest = read_json(manifest_path)
+        except ValueError:
+            raise AttribError(f"{manifest_path} is not valid JSON; featurize again") from None
+        version = self.manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise AttribError(
+                f"{self.path} has store format {version}; this attrib reads {FORMAT_VERSION}"
+            )
+        if not self.manifest.get("complete"):
+            raise AttribError(
+                f"{self.path} is incomplete (a featurize run stopped early); "
+                "run the same featurize command again to resume it"
+            )
+        self.settings: dict = self.manifest["settings"]
+        self.modules = [ModuleSpec.from_dict(m["spec"]) for m in self.settings["modules"]]
+        self.feature_dims = {m["spec"]["name"]: m["feature_dim"] for m in self.settings["modules"]}
+        self.shards = [ShardInfo(**s) for s in self.manifest["shards"]]
+        for shard in self.shards:
+            if not (self.path / SHARD_DIR / shard.file).exists():
+                raise AttribError(f"{self.path}: shard {shard.file} is missing; featurize again")
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.settings["num_examples"])
+
+    @property
+    def module_names(self) -> list[str]:
+        return [m.name for m in self.modules]
+
+    @property
+    def scalar_names(self) -> list[str]:
+        return list(self.settings["scalars"])
+
+    def read_shard(self, shard: ShardInfo, columns: list[str] | None = None) -> pa.Table:
+        return shards.read(self.path / SHARD_DIR / shard.file, columns)
+
+    def iter_shards(self, columns: list[str] | None = None) -> Iterator[tuple[ShardInfo, pa.Table]]:
+        for shard in self.shards:
+            yield shard, self.read_shard(shard, columns)
+
+    def matrix(self, module: str, dtype=np.float32) -> np.ndarray:
+        """All rows of one module's features as an (N x F) array (for tests and small stores)."""
+        parts = [column_matrix(t.column(module), dtype) for _, t in self.iter_shards([module])]
+        return np.concatenate(parts, axis=0)
+
+    def column(self, name: str) -> np.ndarray:
+        """A scalar column (`index`, `loss`, ...) over all rows."""
+        return np.concatenate([t.column(name).to_numpy() for _, t in self.iter_shards([name])])
+
+    def size_bytes(self) -> int:
+        return sum((self.path / SHARD_DIR / s.file).stat().st_size for s in self.shards)
+
+
+def column_matrix(column: pa.ChunkedArray, dtype=np.float32) -> np.ndarray:
+    """A fixed_size_list column as a 2-D numpy array (zero-copy when the dtype matches)."""
+    chunks = []
+    for chunk in column.chunks:
+        width = chunk.type.list_size
+        values = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten honours slices
+        chunks.append(values.reshape(-1, width))
+    matrix = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
+    return matrix.astype(dtype, copy=False)

@@ -1,0 +1,51 @@
+"""Model families: one module each; `load_task` detects which from the checkpoint's config."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig
+
+from .. import hub
+from ..errors import AttribError
+from .base import ModelRef, Task, TaskOptions, TaskOutput
+from .causal_lm import CausalLMTask
+from .image_classifier import ImageClassifierTask
+
+TASKS: dict[str, type[Task]] = {
+    CausalLMTask.name: CausalLMTask,
+    ImageClassifierTask.name: ImageClassifierTask,
+}
+
+__all__ = ["TASKS", "ModelRef", "Task", "TaskOptions", "TaskOutput", "detect_task", "load_task"]
+
+
+def detect_task(ref: ModelRef) -> str:
+    hub.check_source(ref.source, "--model")
+    try:
+        config = AutoConfig.from_pretrained(
+            ref.source, revision=ref.revision, trust_remote_code=ref.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise hub.load_error("model", ref.source, ref.revision, exc) from None
+    for architecture in getattr(config, "architectures", None) or []:
+        if architecture.endswith(("ForCausalLM", "LMHeadModel")):
+            return CausalLMTask.name
+        if architecture.endswith("ForImageClassification"):
+            return ImageClassifierTask.name
+    raise AttribError(
+        f"cannot tell the task of {ref.source!r} from its config "
+        f"(architectures: {getattr(config, 'architectures', None)}); pass --task "
+        f"({', '.join(TASKS)})"
+    )
+
+
+def load_task(
+    ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions
+) -> Task:
+    name = task or detect_task(ref)
+    if name not in TASKS:
+        raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(TASKS)}")
+    loaded = TASKS[name].load(ref, dtype, options)
+    loaded.model.requires_grad_(False)
+    loaded.model.eval()
+    return loaded

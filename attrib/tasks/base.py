@@ -1,0 +1,153 @@
+"""The Task interface: how a model family is loaded, batched, and turned into outputs.
+
+A task owns the model and its processor. It binds dataset columns to the roles it needs,
+turns rows into tensors, and computes the per-example output function f whose gradients
+become features. Output functions: `loss` and, for classifiers, `margin` (TRAK's
+log p_y - logsumexp over other classes); the out-to-loss factor Q = 1 - p_y is stored with each
+example, as TRAK applies it on the training side.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .. import hub
+from ..errors import AttribError
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    source: str
+    revision: str | None = None
+    adapter: str | None = None
+    adapter_revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    text_column: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    max_length: int | None = None
+    padding_side: str = "right"
+
+
+@dataclass
+class TaskOutput:
+    values: torch.Tensor  # (B,) the output function per example; its gradient is the feature
+    scalars: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) each, stored per row
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    output_functions: ClassVar[tuple[str, ...]]
+    scalar_columns: ClassVar[tuple[str, ...]] = ("loss", "out_to_loss")
+
+    def __init__(self, model: nn.Module, processor, options: TaskOptions, info: dict):
+        self.model, self.processor, self.options, self.info = model, processor, options, info
+        self.columns: dict[str, str | None] = {}
+
+    @classmethod
+    @abstractmethod
+    def load(cls, ref: ModelRef, dtype: torch.dtype, options: TaskOptions) -> Task:
+        """Load model and processor; `info` records what identifies them."""
+
+    @abstractmethod
+    def bind_columns(self, dataset) -> dict[str, str | None]:
+        """Choose and check the dataset columns this task reads."""
+
+    @abstractmethod
+    def prepare(self, rows: dict[str, list], positions: range, device: torch.device) -> dict:
+        """Tensors for one batch of rows."""
+
+    @abstractmethod
+    def outputs(self, batch: dict, output_function: str) -> TaskOutput:
+        """Per-example output function values (and the scalars stored beside features)."""
+
+    def settings(self) -> dict:
+        """Task options that change stored values (recorded in the store's settings)."""
+        return {"columns": dict(self.columns)}
+
+    def output_function_for(self, method_output: str) -> str:
+        """The output function this task uses when a method asks for `method_output`."""
+        return method_output if method_output in self.output_functions else "loss"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_pretrained(loader, ref: ModelRef, dtype: torch.dtype, what: str = "model"):
+    hub.check_source(ref.source, "--model")
+    try:
+        return loader.from_pretrained(
+            ref.source,
+            revision=ref.revision,
+            dtype=dtype,
+            trust_remote_code=ref.trust_remote_code,
+        )
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise hub.load_error(what, ref.source, ref.revision, exc) from None
+
+
+def attach_adapter(model: nn.Module, ref: ModelRef) -> tuple[nn.Module, dict | None]:
+    """Wrap the model with a PEFT adapter (id or path); returns the model and its record."""
+    if not ref.adapter:
+        return model, None
+    from peft import PeftModel
+
+    hub.check_source(ref.adapter, "--adapter")
+    source, commit = ref.adapter, None
+    if not Path(ref.adapter).expanduser().exists():
+        source, commit = _download_adapter(ref)
+    try:
+        model = PeftModel.from_pretrained(model, source, is_trainable=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise hub.load_error("adapter", ref.adapter, ref.adapter_revision, exc) from None
+    record = {
+        "source": hub.absolute_if_local(ref.adapter),
+        "revision": ref.adapter_revision,
+        "fingerprint": hub.fingerprint(source, commit),
+    }
+    return model, record
+
+
+def _download_adapter(ref: ModelRef) -> tuple[str, str]:
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(ref.adapter, revision=ref.adapter_revision)
+    except Exception as exc:  # hub errors, no network
+        raise hub.load_error("adapter", ref.adapter, ref.adapter_revision, exc) from None
+    return folder, Path(folder).name  # snapshot folders are named by commit hash
+
+
+def model_record(ref: ModelRef, config, task: str, dtype: torch.dtype, adapter: dict | None):
+    commit = getattr(config, "_commit_hash", None)
+    local = Path(ref.source).expanduser().exists()
+    return {
+        "source": hub.absolute_if_local(ref.source),
+        "revision": ref.revision,
+        "commit": None if local else commit,
+        "fingerprint": hub.fingerprint(ref.source, None if local else commit),
+        "architecture": (getattr(config, "architectures", None) or [type(config).__name__])[0],
+        "task": task,
+        "dtype": str(dtype).removeprefix("torch."),
+        "adapter": adapter,
+    }
+
+
+def require_column(column: str | None, role: str, dataset) -> str:
+    if column is None:
+        raise AttribError(
+            f"the dataset has no {role} column; pass --{role}-column "
+            f"(columns: {list(dataset.column_names)})"
+        )
+    return column

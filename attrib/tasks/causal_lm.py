@@ -1,0 +1,110 @@
+"""Causal language models (`AutoModelForCausalLM`): f = mean token NLL of an example.
+
+Targets are tokens whose own position and the position before are both real (not padding),
+so the set of predicted tokens, and hence the gradient, is the same whichever side pads.
+Position ids are counted over real tokens for the same reason.
+"""
+
+from __future__ import annotations
+
+import datasets
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .. import hub
+from ..data import choose_column
+from ..errors import AttribError
+from .base import (
+    ModelRef,
+    Task,
+    TaskOptions,
+    TaskOutput,
+    attach_adapter,
+    load_pretrained,
+    model_record,
+    require_column,
+)
+
+DEFAULT_MAX_LENGTH = 1024
+
+
+class CausalLMTask(Task):
+    name = "causal-lm"
+    output_functions = ("loss",)
+
+    @classmethod
+    def load(cls, ref: ModelRef, dtype: torch.dtype, options: TaskOptions) -> CausalLMTask:
+        model = load_pretrained(AutoModelForCausalLM, ref, dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                ref.source, revision=ref.revision, trust_remote_code=ref.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise hub.load_error("tokenizer of", ref.source, ref.revision, exc) from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer.padding_side = options.padding_side
+        model, adapter = attach_adapter(model, ref)
+        info = model_record(ref, model.config, cls.name, dtype, adapter)
+        return cls(model, tokenizer, options, info)
+
+    def max_length(self) -> int:
+        if self.options.max_length:
+            return self.options.max_length
+        config = self.model.config
+        limits = [
+            getattr(config, "n_positions", None),
+            getattr(config, "max_position_embeddings", None),
+            getattr(self.processor, "model_max_length", None),
+            DEFAULT_MAX_LENGTH,
+        ]
+        return min(int(x) for x in limits if isinstance(x, int) and x > 0)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "max_length": self.max_length()}
+
+    def bind_columns(self, dataset) -> dict[str, str | None]:
+        strings = [
+            name
+            for name, feature in dataset.features.items()
+            if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+        ]
+        candidates = ["text"] if "text" in strings else strings
+        text = choose_column(dataset, "text", self.options.text_column, candidates)
+        self.columns = {"text": require_column(text, "text", dataset)}
+        return self.columns
+
+    def prepare(self, rows: dict[str, list], positions: range, device: torch.device) -> dict:
+        texts = rows[self.columns["text"]]
+        for offset, text in enumerate(texts):
+            if not isinstance(text, str):
+                column = self.columns["text"]
+                raise AttribError(
+                    f"row {positions[offset]}: column {column!r} holds {type(text).__name__}, "
+                    "not text; pass --text-column"
+                )
+        encoded = self.processor(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length(),
+            return_tensors="pt",
+        )
+        mask = encoded["attention_mask"]
+        return {
+            "input_ids": encoded["input_ids"].to(device),
+            "attention_mask": mask.to(device),
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0).to(device),
+        }
+
+    def outputs(self, batch: dict, output_function: str) -> TaskOutput:
+        logits = self.model(**batch, use_cache=False).logits.float()
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        targets = mask[:, 1:] * mask[:, :-1]
+        nll = F.cross_entropy(
+            logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
+        )  # (B, T-1)
+        counts = targets.sum(-1).clamp(min=1)
+        loss = (nll * targets).sum(-1) / counts
+        return TaskOutput(loss, {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss)})

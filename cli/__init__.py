@@ -1,0 +1,1 @@
+"""The `attrib` command line (installed as the `attrib_cli` package)."""

@@ -1,0 +1,58 @@
+"""Entry point: `attrib <command>`. Commands are thin: parse options, call `attrib`, print."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from attrib import __version__, log
+from attrib.errors import AttribError
+
+from .featurize_cmd import featurize_command
+from .inspect_cmd import inspect_command
+
+app = typer.Typer(
+    name="attrib",
+    help="Training data attribution for Hugging Face checkpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("featurize")(featurize_command)
+app.command("inspect")(inspect_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"attrib {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Training data attribution for Hugging Face checkpoints.
+
+    Output on a pipe is machine-readable (JSON lines); progress and logs go to stderr.
+    Exit codes: 0 ok, 1 failure, 2 bad usage or bad input.
+    """
+
+
+def main() -> None:
+    try:
+        app()
+    except AttribError as exc:
+        log.error(str(exc))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Tiny checkpoints and datasets built from configs and saved locally, loaded by path through
+the same code a hub id takes. Nothing here touches the network."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+WORDS = (
+    "the a cat dog bird sat ran flew on under over mat tree house red blue green small big "
+    "quick lazy happy sad old new river hill garden window"
+).split()
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        length = rng.randint(3, 14)
+        out.append(" ".join(rng.choice(WORDS) for _ in range(length)))
+    return out
+
+
+def tiny_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<unk>", "<pad>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
+    )
+
+
+def save_tiny_gpt2(path: Path, texts: list[str], seed: int = 0) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = tiny_tokenizer(texts)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _image_processor(size: int):
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": size, "width": size}, do_rescale=True)
+
+
+def save_tiny_resnet(path: Path, num_labels: int = 3, seed: int = 0) -> Path:
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=num_labels,
+    )
+    torch.manual_seed(seed)
+    model = ResNetForImageClassification(config)
+    # Non-trivial BatchNorm statistics, so eval-mode normalization is exercised.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    model.save_pretrained(path)
+    _image_processor(16).save_pretrained(path)
+    return path
+
+
+def save_tiny_vit(path: Path, num_labels: int = 3, seed: int = 0) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=num_labels,
+    )
+    torch.manual_seed(seed)
+    ViTForImageClassification(config).save_pretrained(path)
+    _image_processor(16).save_pretrained(path)
+    return path
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_text_data(path: Path, texts: list[str]) -> Path:
+    datasets.Dataset.from_dict({"text": texts}).to_parquet(str(path))
+    return path
+
+
+def save_image_data(path: Path, n: int, num_labels: int = 3, seed: int = 0, size: int = 20):
+    rng = np.random.default_rng(seed)
+    images = [
+        {"bytes": png_bytes((rng.random((size, size, 3)) * 255).astype(np.uint8)), "path": None}
+        for _ in range(n)
+    ]
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=[f"c{i}" for i in range(num_labels)]),
+        }
+    )
+    labels = [int(x) for x in rng.integers(0, num_labels, n)]
+    data = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    data.to_parquet(str(path))
+    return path

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny checkpoints and datasets, saved once per session, loaded by path."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before any Hugging Face import: never touch the network, keep caches out of $HOME.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="attrib-test-hf-"))
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import builders  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def texts():
+    return builders.sentences(40)
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory, texts):
+    return builders.save_tiny_gpt2(tmp_path_factory.mktemp("gpt2"), texts)
+
+
+@pytest.fixture(scope="session")
+def resnet_dir(tmp_path_factory):
+    return builders.save_tiny_resnet(tmp_path_factory.mktemp("resnet"))
+
+
+@pytest.fixture(scope="session")
+def vit_dir(tmp_path_factory):
+    return builders.save_tiny_vit(tmp_path_factory.mktemp("vit"))
+
+
+@pytest.fixture(scope="session")
+def text_data(tmp_path_factory, texts):
+    return builders.save_text_data(tmp_path_factory.mktemp("text") / "train.parquet", texts)
+
+
+@pytest.fixture(scope="session")
+def image_data(tmp_path_factory):
+    return builders.save_image_data(tmp_path_factory.mktemp("images") / "train.parquet", 24)
