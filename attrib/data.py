@@ -46,7 +46,11 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
                 known = ", ".join(sorted(_FILE_BUILDERS))
                 raise AttribError(f"--data {ref.source}: unknown file type; use one of {known}")
             dataset = datasets.load_dataset(builder, data_files=str(path), split=ref.split)
-        elif path.is_dir() and (path / "dataset_info.json").exists() and (path / "state.json").exists():
+        elif (
+            path.is_dir()
+            and (path / "dataset_info.json").exists()
+            and (path / "state.json").exists()
+        ):
             dataset = datasets.load_from_disk(str(path))
         elif path.is_dir() and (path / "dataset_dict.json").exists():
             dataset = datasets.load_from_disk(str(path))[ref.split]
@@ -64,6 +68,8 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
         raise AttribError(f"--data {ref.source}: no split {ref.split!r}; pass --split") from None
     except ValueError as exc:
         message = str(exc).splitlines()[0]
+        if "corresponds to no data" in message:
+            raise AttribError(f"--data {ref.source}: split {ref.split!r} has no rows") from None
         if "split" in message.lower():
             raise AttribError(f"--data {ref.source}: {message}; pass --split") from None
         raise AttribError(f"--data {ref.source}: {message}") from None

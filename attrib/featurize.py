@@ -50,7 +50,9 @@ class FeaturizeConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_OUTPUTS:
-            raise AttribError(f"unknown --method {self.method!r}; choose {', '.join(METHOD_OUTPUTS)}")
+            raise AttribError(
+                f"unknown --method {self.method!r}; choose {', '.join(METHOD_OUTPUTS)}"
+            )
         for name in ("batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise AttribError(f"--{name.replace('_', '-')} must be at least 1")
@@ -144,7 +146,9 @@ def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[Shard
         log.info(f"resuming: {len(records)} complete shard(s) kept")
     total = sum(end - start for start, end in todo)
     store_dtype = NUMPY_STORE_DTYPES[config.store_dtype]
-    label = "featurize" if runtime.world_size == 1 else f"featurize (rank 0 of {runtime.world_size})"
+    label = (
+        "featurize" if runtime.world_size == 1 else f"featurize (rank 0 of {runtime.world_size})"
+    )
     with progress_bar(config.progress and runtime.is_main) as bar:
         bar_task = bar.add_task(label, total=total)
         for start, end in todo:

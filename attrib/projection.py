@@ -54,9 +54,7 @@ class ProjectionSpec:
         if self.kind == "none" and self.dim is not None:
             raise AttribError("projection kind 'none' (--proj-dim full) takes no dimension")
         if self.kind != "none" and (self.dim is None or self.dim < 1):
-            raise AttribError(
-                f"--proj-dim must be a positive integer or 'full', got {self.dim}"
-            )
+            raise AttribError(f"--proj-dim must be a positive integer or 'full', got {self.dim}")
 
     def side_dims(self, d_out: int, d_in: int) -> tuple[int, int]:
         """Factored projection sizes per side: p, or the side itself when it is not larger

@@ -32,7 +32,9 @@ def _projection(proj_dim: str, projection: str, seed: int) -> ProjectionSpec:
     try:
         dim = int(proj_dim)
     except ValueError:
-        raise AttribError(f"--proj-dim must be a positive integer or 'full', got {proj_dim!r}") from None
+        raise AttribError(
+            f"--proj-dim must be a positive integer or 'full', got {proj_dim!r}"
+        ) from None
     return ProjectionSpec(projection, dim, seed)
 
 

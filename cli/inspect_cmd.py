@@ -31,8 +31,12 @@ def _summary(store) -> dict:
         "bytes": store.size_bytes(),
         "store_dtype": settings["store_dtype"],
         "modules": [
-            {"name": m.name, "kind": m.kind, "grad_shape": [m.d_out, m.d_in],
-             "feature_dim": store.feature_dims[m.name]}
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "grad_shape": [m.d_out, m.d_in],
+                "feature_dim": store.feature_dims[m.name],
+            }
             for m in store.modules
         ],
         "feature_dim": sum(store.feature_dims.values()),
@@ -60,8 +64,21 @@ def inspect_command(
         raise AttribError("--format must be table or json")
     console = Console()
     head = Table(show_header=False, box=None)
-    for key in ("path", "model", "revision", "commit", "adapter", "task", "output_function",
-                "dataset", "split", "examples", "shards", "store_dtype", "feature_dim"):
+    for key in (
+        "path",
+        "model",
+        "revision",
+        "commit",
+        "adapter",
+        "task",
+        "output_function",
+        "dataset",
+        "split",
+        "examples",
+        "shards",
+        "store_dtype",
+        "feature_dim",
+    ):
         head.add_row(key, str(summary[key]))
     head.add_row("projection", ", ".join(f"{k}={v}" for k, v in summary["projection"].items()))
     head.add_row("size", f"{summary['bytes'] / 2**20:,.1f} MiB")

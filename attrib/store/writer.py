@@ -67,7 +67,9 @@ class StoreWriter:
         try:
             old = read_json(manifest)
         except ValueError:
-            raise AttribError(f"{manifest} is unreadable; pass --overwrite to start again") from None
+            raise AttribError(
+                f"{manifest} is unreadable; pass --overwrite to start again"
+            ) from None
         if old.get("format_version") != FORMAT_VERSION:
             raise AttribError(
                 f"--out {self.path} has store format {old.get('format_version')}; "

@@ -39,9 +39,7 @@ def detect_task(ref: ModelRef) -> str:
     )
 
 
-def load_task(
-    ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions
-) -> Task:
+def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions) -> Task:
     name = task or detect_task(ref)
     if name not in TASKS:
         raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(TASKS)}")

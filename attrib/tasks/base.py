@@ -93,7 +93,7 @@ def load_pretrained(loader, ref: ModelRef, dtype: torch.dtype, what: str = "mode
             dtype=dtype,
             trust_remote_code=ref.trust_remote_code,
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise hub.load_error(what, ref.source, ref.revision, exc) from None
 
 

@@ -50,14 +50,13 @@ class CausalLMTask(Task):
         return cls(model, tokenizer, options, info)
 
     def max_length(self) -> int:
-        if self.options.max_length:
-            return self.options.max_length
+        """--max-length, capped by what the model's position embeddings allow."""
         config = self.model.config
         limits = [
+            self.options.max_length or DEFAULT_MAX_LENGTH,
             getattr(config, "n_positions", None),
             getattr(config, "max_position_embeddings", None),
             getattr(self.processor, "model_max_length", None),
-            DEFAULT_MAX_LENGTH,
         ]
         return min(int(x) for x in limits if isinstance(x, int) and x > 0)
 

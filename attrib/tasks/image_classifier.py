@@ -1,9 +1,9 @@
 """Image classifiers (`AutoModelForImageClassification` + `AutoImageProcessor`).
 
 Output functions: `loss` (cross-entropy, for TracIn-style methods) and `margin`
-(log p_y - logsumexp_{c != y} logit_c, TRAK's choice). Since dloss/dtheta = -(1 - p_y) dmargin/dtheta,
-the out-to-loss factor Q = 1 - p_y is stored per example. Rows without a label (queries) use
-the model's predicted class.
+(log p_y - logsumexp_{c != y} logit_c, TRAK's choice). Since
+dloss/dtheta = -(1 - p_y) dmargin/dtheta, the out-to-loss factor Q = 1 - p_y is stored per
+example. Rows without a label (queries) use the model's predicted class.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ImageClassifierTask(Task):
                 if not isinstance(label, int) or not 0 <= label < num_labels:
                     raise AttribError(
                         f"row {positions[i]}: label {label!r} in column {label_column!r} is not "
-                        f"a class index in [0, {num_labels}); pass --label-column"
+                        f"a class index in [0, {num_labels}) of this model; check --label-column"
                     )
             batch["labels"] = torch.tensor(labels, device=device)
         return batch

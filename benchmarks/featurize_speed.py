@@ -1,0 +1,196 @@
+"""Featurize throughput next to plain batched forward+backward of the same model and batch.
+
+    python benchmarks/featurize_speed.py [--device cuda] [--batches 5] [--sizes tiny,small]
+
+For each model the baseline is batching the rows (tokenizing / image processing), a forward
+pass and `loss.backward()` computing parameter gradients (a training step without the
+optimizer), measured in the same run on the same rows. `featurize` is the per-batch work of
+`attrib featurize`: the same batching, forward, backward with hooks, projection. The last
+column is the whole command on a saved dataset (opening it and writing shards included,
+model loading excluded).
+Target: featurize / forward+backward >= 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import builders  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from attrib import log  # noqa: E402
+from attrib.data import DataRef, open_dataset, undecoded  # noqa: E402
+from attrib.featurize import FeaturizeConfig, featurize  # noqa: E402
+from attrib.featurizer import Featurizer  # noqa: E402
+from attrib.modules import select_modules  # noqa: E402
+from attrib.projection import ProjectionSpec  # noqa: E402
+from attrib.tasks import ModelRef, TaskOptions, load_task  # noqa: E402
+
+
+def build_models(root: Path, sizes: list[str], image_size: int):
+    from transformers import GPT2Config, GPT2LMHeadModel, ResNetConfig, ResNetForImageClassification
+
+    texts = builders.sentences(2000, seed=1)
+    long_texts = [" ".join(texts[i : i + 12]) for i in range(0, 2000, 4)]  # ~100+ tokens each
+    builders.save_text_data(root / "text.parquet", long_texts)
+    builders.save_image_data(root / "images.parquet", 512, num_labels=10, size=image_size)
+    models = []
+    if "tiny" in sizes:
+        models.append(("gpt2 tiny", builders.save_tiny_gpt2(root / "gpt2-tiny", texts), "text", 16))
+        models.append(
+            (
+                "resnet tiny",
+                builders.save_tiny_resnet(root / "resnet-tiny", num_labels=10),
+                "images",
+                16,
+            )
+        )
+    if "small" in sizes:
+        tokenizer = builders.tiny_tokenizer(texts)
+        path = root / "gpt2-small"
+        config = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
+        GPT2LMHeadModel(config).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        models.append(("gpt2-small config", path, "text", 8))
+        path = root / "resnet18"
+        config = ResNetConfig(
+            embedding_size=64,
+            hidden_sizes=[64, 128, 256, 512],
+            depths=[2, 2, 2, 2],
+            layer_type="basic",
+            num_labels=10,
+        )
+        ResNetForImageClassification(config).save_pretrained(path)
+        builders._image_processor(image_size).save_pretrained(path)
+        models.append(("resnet-18 config", path, "images", 16))
+    return models
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype):
+    task = load_task(ModelRef(str(model_dir)), None, dtype, TaskOptions(max_length=128))
+    task.model.to(device)
+    dataset = open_dataset(DataRef(str(data_path)))
+    columns = task.bind_columns(dataset)
+    dataset = undecoded(dataset, columns.get("image"))
+    rows = [dataset[i * batch : (i + 1) * batch] for i in range(batches + 1)]
+    positions = [range(i * batch, (i + 1) * batch) for i in range(batches + 1)]
+    output = task.output_function_for("margin")
+
+    params = [p for p in task.model.parameters()]
+
+    def forward_backward(rows_positions):
+        b = task.prepare(*rows_positions, device)
+        for p in params:
+            p.requires_grad_(True)
+        task.outputs(b, output).values.sum().backward()
+        for p in params:
+            p.grad = None
+            p.requires_grad_(False)
+
+    selected = select_modules(task.model)
+    featurizer = Featurizer(task, selected, ProjectionSpec("factored", proj_dim), output)
+
+    def timed(fn, items):
+        fn(items[0])  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        for item in items[1:]:
+            fn(item)
+        _sync(device)
+        return batch * batches / (time.perf_counter() - start)
+
+    plain = timed(forward_backward, list(zip(rows, positions)))
+    feat = timed(lambda rp: featurizer(*rp), list(zip(rows, positions)))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = FeaturizeConfig(
+            ModelRef(str(model_dir)),
+            DataRef(str(data_path)),
+            Path(tmp) / "s",
+            task_options=TaskOptions(max_length=128),
+            batch_size=batch,
+            max_examples=batch * batches,
+            progress=False,
+            device=str(device),
+            projection=ProjectionSpec("factored", proj_dim),
+            dtype=str(dtype).split(".")[1],
+        )
+        featurize(config)  # loads the model and warms caches
+        config = FeaturizeConfig(**{**config.__dict__, "out": Path(tmp) / "s2"})
+        start = time.perf_counter()
+        featurize(config)
+        whole = time.perf_counter() - start
+    return name, batch, len(selected), plain, feat, batch * batches / whole
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--proj-dim", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    log.set_quiet(True)
+    log.quiet_libraries()
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = build_models(Path(tmp), args.sizes.split(","), args.image_size)
+        rows = [
+            measure(
+                name,
+                path,
+                Path(tmp) / f"{data}.parquet",
+                batch,
+                args.batches,
+                device,
+                args.proj_dim,
+                dtype,
+            )
+            for name, path, data, batch in models
+        ]
+    table = Table(
+        title=f"featurize vs forward+backward on {device} ({args.dtype}, "
+        f"p={args.proj_dim}, images {args.image_size}px, texts <=128 tokens)"
+    )
+    for column in (
+        "model",
+        "batch",
+        "modules",
+        "fwd+bwd ex/s",
+        "featurize ex/s",
+        "ratio",
+        "whole command ex/s",
+    ):
+        table.add_column(column, justify="right")
+    for name, batch, modules, plain, feat, whole in rows:
+        table.add_row(
+            name,
+            str(batch),
+            str(modules),
+            f"{plain:,.1f}",
+            f"{feat:,.1f}",
+            f"{feat / plain:.2f}",
+            f"{whole:,.1f}",
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

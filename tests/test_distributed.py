@@ -1,0 +1,72 @@
+"""Two CPU processes (gloo) write the same store as one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attrib.store import Store
+
+ATTRIB = str(Path(sys.executable).parent / "attrib")
+LAUNCHERS = {
+    # Without GPUs accelerate needs --multi_gpu to start N processes; attrib then uses gloo.
+    "accelerate": [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ],
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
+}
+
+
+def _featurize(model, data, out, launcher=None):
+    args = [
+        "featurize",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--shard-size",
+        "4",
+        "--batch-size",
+        "3",
+        "--proj-dim",
+        "4",
+        "-q",
+    ]
+    command = [*LAUNCHERS[launcher], ATTRIB, *args] if launcher else [ATTRIB, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Store(out)
+
+
+@pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
+def test_two_processes_equal_one(tmp_path, resnet_dir, image_data, launcher):
+    one = _featurize(resnet_dir, image_data, tmp_path / "one")
+    two = _featurize(resnet_dir, image_data, tmp_path / "two", launcher)
+    assert two.manifest["world_size"] == 2  # really two ranks
+    assert one.manifest["world_size"] == 1
+    assert [(s.start, s.end) for s in two.shards] == [(s.start, s.end) for s in one.shards]
+    np.testing.assert_array_equal(two.column("index"), one.column("index"))
+    for name in one.module_names + ["loss", "out_to_loss"]:
+        a = one.matrix(name) if name in one.module_names else one.column(name)
+        b = two.matrix(name) if name in one.module_names else two.column(name)
+        # Same shards, same batches, one thread each: equal up to float16 rounding.
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * np.abs(a).max())
