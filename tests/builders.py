@@ -140,3 +140,18 @@ def save_image_data(path: Path, n: int, num_labels: int = 3, seed: int = 0, size
     data = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
     data.to_parquet(str(path))
     return path
+
+
+def save_lora_adapter(model_dir: Path, path: Path, target_modules: list[str], seed: int = 0):
+    """A LoRA adapter with random A and B (PEFT's default B = 0 would zero A's gradients)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageClassification
+
+    config = AutoConfig.from_pretrained(model_dir)
+    causal = any(a.endswith("LMHeadModel") for a in config.architectures)
+    loader = AutoModelForCausalLM if causal else AutoModelForImageClassification
+    model = loader.from_pretrained(model_dir)
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=target_modules, init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(path)
+    return path

@@ -15,8 +15,9 @@ from attrib.projection import ProjectionSpec
 from attrib.tasks import ModelRef, TaskOptions, load_task
 
 
-def load(model_dir, data_path, options: TaskOptions = TaskOptions()):
-    task = load_task(ModelRef(str(model_dir)), None, torch.float32, options)
+def load(model_dir, data_path, options: TaskOptions = TaskOptions(), adapter=None):
+    ref = ModelRef(str(model_dir), adapter=str(adapter) if adapter else None)
+    task = load_task(ref, None, torch.float32, options)
     dataset = open_dataset(DataRef(str(data_path)))
     columns = task.bind_columns(dataset)
     return task, undecoded(dataset, columns.get("image"))
@@ -24,7 +25,7 @@ def load(model_dir, data_path, options: TaskOptions = TaskOptions()):
 
 def features(task, dataset, projection: ProjectionSpec, rows: range, output="loss", batch=None):
     """Features of `rows`, computed in batches of `batch` rows (all at once by default)."""
-    selected = select_modules(task.model)
+    selected = select_modules(task.model, adapter=task.info["adapter"] is not None)
     featurizer = Featurizer(task, selected, projection, output)
     batch = batch or len(rows)
     parts = []
@@ -36,7 +37,7 @@ def features(task, dataset, projection: ProjectionSpec, rows: range, output="los
 
 def autograd_gradients(task, dataset, rows: range, output="loss") -> dict[str, torch.Tensor]:
     """Per-example gradients from one backward pass per example, as (out x in+bias) rows."""
-    selected = select_modules(task.model)
+    selected = select_modules(task.model, adapter=task.info["adapter"] is not None)
     for _, module in selected:
         # Untie shared weights (GPT-2's lm_head and wte): a module's group is the gradient
         # through that module's own use of the weight.

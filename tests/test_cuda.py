@@ -1,0 +1,44 @@
+"""CUDA paths (skipped without a GPU): float32 on the GPU equals the CPU; bfloat16 and float16
+compute stay close to float32; a store written on the GPU reads back like a CPU one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import features, load
+
+from attrib.projection import ProjectionSpec
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CASES = [("gpt2_dir", "text_data", "loss"), ("resnet_dir", "image_data", "margin")]
+
+
+def _on(task, device, dtype):
+    task.model.to(device=device, dtype=dtype)
+    return task
+
+
+@pytest.mark.parametrize("model, data, output", CASES)
+def test_gpu_float32_equals_cpu(request, model, data, output):
+    task, dataset = load(request.getfixturevalue(model), request.getfixturevalue(data))
+    spec = ProjectionSpec("factored", 8)
+    cpu = features(task, dataset, spec, range(8), output)
+    gpu = features(_on(task, "cuda", torch.float32), dataset, spec, range(8), output)
+    for name in cpu:
+        scale = cpu[name].abs().max()
+        # cuDNN convolutions may use TF32 (10-bit mantissa): allow 1e-2 of the scale.
+        assert (gpu[name].cpu() - cpu[name]).abs().max() <= 1e-2 * scale, name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("model, data, output", CASES)
+def test_half_precision_compute_stays_close_to_float32(request, model, data, output, dtype):
+    task, dataset = load(request.getfixturevalue(model), request.getfixturevalue(data))
+    spec = ProjectionSpec("factored", 8)
+    full = features(_on(task, "cuda", torch.float32), dataset, spec, range(8), output)
+    half = features(_on(task, "cuda", dtype), dataset, spec, range(8), output)
+    for name in full:
+        assert half[name].dtype == torch.float32  # projected and accumulated in float32
+        cos = torch.nn.functional.cosine_similarity(half[name], full[name], dim=1)
+        assert cos.min() > 0.98, (name, cos.min().item())
