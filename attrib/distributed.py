@@ -48,5 +48,11 @@ def init(device_name: str = "auto") -> Runtime:
         return Runtime(device)
     from accelerate import PartialState
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda" and local_rank >= torch.cuda.device_count():
+        raise AttribError(
+            f"process {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+            "start at most one process per GPU, or pass --device cpu"
+        )
     state = PartialState(cpu=device.type == "cpu")
     return Runtime(state.device, state.process_index, state.num_processes, state)
