@@ -15,41 +15,17 @@ from attrib.store import Store
 ATTRIB = str(Path(sys.executable).parent / "attrib")
 LAUNCHERS = {
     # Without GPUs accelerate needs --multi_gpu to start N processes; attrib then uses gloo.
-    "accelerate": [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ],
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch"]
+    + "--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no".split()
+    + "--dynamo_backend no".split(),
     "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
 }
+OPTIONS = "--shard-size 4 --batch-size 3 --proj-dim 4 --device cpu -q".split()
 
 
 def _featurize(model, data, out, launcher=None):
-    args = [
-        "featurize",
-        "--model",
-        str(model),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--shard-size",
-        "4",
-        "--batch-size",
-        "3",
-        "--proj-dim",
-        "4",
-        "-q",
-    ]
+    args = ["featurize", "--model", model, "--data", data, "--out", out, *OPTIONS]
+    args = [str(a) for a in args]
     command = [*LAUNCHERS[launcher], ATTRIB, *args] if launcher else [ATTRIB, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -23,6 +23,7 @@ def config(model, data, out, **kw) -> FeaturizeConfig:
     kw.setdefault("shard_size", 5)
     kw.setdefault("batch_size", 4)
     kw.setdefault("progress", False)
+    kw.setdefault("device", "cpu")
     return FeaturizeConfig(ModelRef(str(model)), DataRef(str(data)), Path(out), **kw)
 
 
