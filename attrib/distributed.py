@@ -26,8 +26,16 @@ class Runtime:
         return self.rank == 0
 
     def barrier(self) -> None:
-        if self._state is not None:
-            self._state.wait_for_everyone()
+        if self._state is None:
+            return
+        import torch.distributed as dist
+
+        # Not accelerate's wait_for_everyone: it passes CUDA device ids even to a gloo group
+        # on a GPU machine, which fails when there are more CPU processes than GPUs.
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[self.device.index or 0])
+        else:
+            dist.barrier()
 
 
 def resolve_device(name: str) -> torch.device:
