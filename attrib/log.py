@@ -31,12 +31,12 @@ def _is_main_process() -> bool:
 
 def info(message: str) -> None:
     if not _quiet and _is_main_process():
-        _console.print(message, markup=False)
+        _console.print(message, markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     if _is_main_process():
-        _console.print(f"warning: {message}", markup=False, style="yellow")
+        _console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
 
 def error(message: str) -> None:

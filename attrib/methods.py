@@ -1,10 +1,133 @@
-"""Attribution methods, as far as featurization is concerned: which output function's
-gradients each method's features are (for tasks that offer that output function; language
-models and diffusion always use their loss)."""
+"""Attribution methods: one small strategy object each, in a registry.
 
-METHOD_OUTPUTS: dict[str, str] = {
-    "tracin": "loss",
-    "cosine": "loss",
-    "trak": "margin",
-    "trak-block": "margin",
-}
+Every method scores as  tau(q, n) = u(q) . phi(n) * s(n)  where
+- u(q) = `query_vectors`: the query's features, optionally weighted per group (weights act on
+  the query side only, METHODS.md section 4), then through the method's kernel;
+- phi(n) = the stored training features, streamed shard by shard;
+- s(n) = `train_scale`: a per-example factor (TRAK's out-to-loss factor Q_n, cosine's 1/|phi|).
+Kernels are symmetric, so applying them to the (few) queries instead of the (many) training
+examples gives the same scores at a fraction of the cost. New methods (EK-FAC, D-TRAK, DAS,
+Journey-TRAK, Daunce) plug in by adding a class here and registering it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from . import kernels
+from .errors import AttribError
+from .store import Store
+
+DEFAULT_DAMPING = 0.1  # relative: lambda = c * mean diag of the kernel's Gram matrix
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    output: ClassVar[str]  # output function it wants for classifiers: loss | margin
+    summary: ClassVar[str]
+    uses_damping: ClassVar[bool] = False
+
+    def __init__(self, store: Store, damping: float = DEFAULT_DAMPING):
+        if damping < 0:
+            raise AttribError("--lambda must be at least 0")
+        self.store, self.damping = store, damping
+        self.slices = store.layout.slices
+
+    def prepare(self) -> Method:
+        """Load or compute what the method needs from the training store (kernels)."""
+        return self
+
+    @abstractmethod
+    def query_vectors(self, g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """(Q x D) query features -> (Q x D) vectors to dot with training features."""
+
+    def train_scale(self, blocks: list[torch.Tensor], scalars: dict) -> torch.Tensor | None:
+        """A per-example factor for the training side of one shard, or None."""
+        return None
+
+    def self_scores(self, blocks, scalars, weights: torch.Tensor | None) -> torch.Tensor:
+        """tau(n, n) for every example of one shard."""
+        phi = torch.cat(blocks, dim=1)
+        scores = (self.query_vectors(phi, weights) * phi).sum(1)
+        scale = self.train_scale(blocks, scalars)
+        return scores if scale is None else scores * scale
+
+
+def _weighted(g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return g if weights is None else g * weights.to(g.dtype)
+
+
+def _out_to_loss(scalars: dict) -> torch.Tensor:
+    return torch.from_numpy(scalars["out_to_loss"]).float()
+
+
+class TracIn(Method):
+    name = "tracin"
+    output = "loss"
+    summary = "gradient dot product at the final checkpoint (K = I)"
+
+    def query_vectors(self, g, weights):
+        return _weighted(g, weights)
+
+
+class Cosine(Method):
+    name = "cosine"
+    output = "loss"
+    summary = "unit-normalized gradients (RelatIF / TrackStar-style cosine)"
+
+    def query_vectors(self, g, weights):
+        return _weighted(g / g.norm(dim=1, keepdim=True).clamp(min=1e-30), weights)
+
+    def train_scale(self, blocks, scalars):
+        squared = sum(block.pow(2).sum(1) for block in blocks)
+        return 1.0 / squared.sqrt().clamp(min=1e-30)
+
+    def self_scores(self, blocks, scalars, weights):
+        phi = torch.cat(blocks, dim=1)
+        unit = phi / phi.norm(dim=1, keepdim=True).clamp(min=1e-30)
+        return (_weighted(unit, weights) * unit).sum(1)
+
+
+class Trak(Method):
+    name = "trak"
+    output = "margin"
+    summary = (
+        "g_q^T (Phi^T Phi + lambda I)^-1 g_n Q_n, one global kernel (LoGra on factored features)"
+    )
+    uses_damping = True
+    kernel_kind = "global"
+
+    def prepare(self):
+        self.eigens = kernels.eigen(self.store, self.kernel_kind)
+        return self
+
+    def query_vectors(self, g, weights):
+        return self.eigens[0].apply_inverse(_weighted(g, weights), self.damping)
+
+    def train_scale(self, blocks, scalars):
+        return _out_to_loss(scalars)
+
+
+class TrakBlock(Trak):
+    name = "trak-block"
+    summary = "TRAK with one kernel per module (block-diagonal), damped per block"
+    kernel_kind = "block"
+
+    def query_vectors(self, g, weights):
+        return kernels.apply_block_inverse(
+            self.eigens, _weighted(g, weights), self.slices, self.damping
+        )
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (TracIn, Cosine, Trak, TrakBlock)}
+METHOD_OUTPUTS: dict[str, str] = {name: cls.output for name, cls in METHODS.items()}
+
+
+def get_method(name: str, store: Store, damping: float | None = None) -> Method:
+    """The method, not yet prepared: call `prepare()` once the cheap checks have passed."""
+    if name not in METHODS:
+        raise AttribError(f"unknown --method {name!r}; choose {', '.join(METHODS)}")
+    return METHODS[name](store, DEFAULT_DAMPING if damping is None else damping)

@@ -11,6 +11,7 @@ from attrib.errors import AttribError
 
 from .featurize_cmd import featurize_command
 from .inspect_cmd import inspect_command
+from .score_cmd import score_command
 
 app = typer.Typer(
     name="attrib",
@@ -21,6 +22,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command("featurize")(featurize_command)
+app.command("score")(score_command)
 app.command("inspect")(inspect_command)
 
 
@@ -49,6 +51,12 @@ def main() -> None:
     except AttribError as exc:
         log.error(str(exc))
         sys.exit(2)
+    except BrokenPipeError:
+        # The reader of our stdout went away (`attrib score ... | head`): not an error.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:
         log.error("interrupted")
         sys.exit(130)

@@ -35,8 +35,18 @@ def test_featurize_with_adapter_from_the_cli(tmp_path, gpt2_dir, text_data):
     adapter = save_lora_adapter(gpt2_dir, tmp_path / "adapter", ["c_attn"])
     out = tmp_path / "store"
     code, _, err = run_cli(
-        "featurize", "--model", gpt2_dir, "--data", text_data, "--adapter", adapter,
-        "--out", out, "--max-examples", "6", "-q",
+        "featurize",
+        "--model",
+        gpt2_dir,
+        "--data",
+        text_data,
+        "--adapter",
+        adapter,
+        "--out",
+        out,
+        "--max-examples",
+        "6",
+        "-q",
     )
     assert code == 0, err
     store = Store(out)

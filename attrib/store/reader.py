@@ -16,6 +16,30 @@ from .manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where each module's features sit in the concatenated (D,) feature vector."""
+
+    names: tuple[str, ...]
+    dims: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.dims)
+
+    @property
+    def slices(self) -> list[slice]:
+        out, start = [], 0
+        for dim in self.dims:
+            out.append(slice(start, start + dim))
+            start += dim
+        return out
+
+    def expand(self, per_module: np.ndarray) -> np.ndarray:
+        """A per-module vector repeated over each module's features: (M,) -> (D,)."""
+        return np.repeat(np.asarray(per_module, dtype=np.float64), self.dims)
+
+
+@dataclass(frozen=True)
 class ShardInfo:
     file: str
     start: int
@@ -68,6 +92,37 @@ class Store:
     @property
     def scalar_names(self) -> list[str]:
         return list(self.settings["scalars"])
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(
+            tuple(self.module_names), tuple(self.feature_dims[n] for n in self.module_names)
+        )
+
+    def iter_blocks(self, device="cpu") -> Iterator[tuple[ShardInfo, dict[str, np.ndarray], list]]:
+        """Per shard: (shard, scalar columns incl. `index`, one float32 tensor per module)."""
+        import torch
+
+        scalars = ["index", *self.scalar_names]
+        for shard, data in self.iter_shards():
+            columns = {name: data.column(name).to_numpy().copy() for name in scalars}
+            # float16 stores are converted (a copy); float32 ones are memory-mapped, read-only.
+            blocks = [
+                torch.from_numpy(
+                    np.require(column_matrix(data.column(name), np.float32), requirements="W")
+                ).to(device)
+                for name in self.module_names
+            ]
+            yield shard, columns, blocks
+
+    def fingerprint(self) -> str:
+        """Changes whenever any shard's bytes change (used to key caches)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for shard in self.shards:
+            digest.update(f"{shard.file}:{shard.sha256};".encode())
+        return digest.hexdigest()[:20]
 
     def read_shard(self, shard: ShardInfo, columns: list[str] | None = None) -> pa.Table:
         return shards.read(self.path / SHARD_DIR / shard.file, columns)

@@ -49,6 +49,7 @@ class Task(ABC):
     name: ClassVar[str]
     output_functions: ClassVar[tuple[str, ...]]
     scalar_columns: ClassVar[tuple[str, ...]] = ("loss", "out_to_loss")
+    query_role: ClassVar[str]  # what a --query value is: "text" or "image" (a file path)
 
     def __init__(self, model: nn.Module, processor, options: TaskOptions, info: dict):
         self.model, self.processor, self.options, self.info = model, processor, options, info
@@ -70,6 +71,12 @@ class Task(ABC):
     @abstractmethod
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
         """Per-example output function values (and the scalars stored beside features)."""
+
+    def bind_query_columns(self) -> str:
+        """Columns for on-the-fly queries: the value itself, no label (the model's own
+        prediction is explained); returns the column name the values go in."""
+        self.columns = {self.query_role: self.query_role}
+        return self.query_role
 
     def settings(self) -> dict:
         """Task options that change stored values (recorded in the store's settings)."""

@@ -31,6 +31,7 @@ DEFAULT_MAX_LENGTH = 1024
 
 class CausalLMTask(Task):
     name = "causal-lm"
+    query_role = "text"
     output_functions = ("loss",)
 
     @classmethod

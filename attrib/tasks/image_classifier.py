@@ -29,6 +29,7 @@ from .base import (
 
 class ImageClassifierTask(Task):
     name = "image-classification"
+    query_role = "image"
     output_functions = ("loss", "margin")
 
     @classmethod

@@ -1,0 +1,133 @@
+"""Kernels built from stored training features, cached next to the store.
+
+TRAK's kernel is (Phi^T Phi + lambda I)^-1. We cache the eigendecomposition of the Gram matrix
+Phi^T Phi (computed once per store, in float64) rather than one inverse per lambda: applying
+U diag(1 / (s + lambda)) U^T costs two matrix products, so any damping can be used (and swept)
+without recomputing anything. `global` has one Gram matrix over all D features; `block` has one
+per module (block-diagonal kernel).
+
+Damping rule (documented for users): `--lambda c` means lambda = c * mean(diag(Phi^T Phi)) of the
+kernel it damps (for `block`, of each module's own block), so the same c means the same
+relative regularization whatever the model size, projection or number of examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import log
+from .errors import AttribError
+from .store import Store
+
+CACHE_DIR = "cache"
+KERNEL_VERSION = 1
+GLOBAL_KERNEL_LIMIT_BYTES = 8 * 2**30
+
+
+@dataclass
+class Eigen:
+    """Eigendecomposition of one Gram block: vectors (d x d, float32), values (d, float64)."""
+
+    vectors: torch.Tensor
+    values: torch.Tensor
+
+    def damping(self, relative: float) -> float:
+        return float(relative * self.values.clamp(min=0).mean())
+
+    def apply_inverse(self, x: torch.Tensor, relative: float) -> torch.Tensor:
+        """x (n x d) -> x (G + lambda I)^-1, with lambda from the relative damping rule."""
+        lam = self.damping(relative)
+        inv = (1.0 / (self.values.clamp(min=0) + lam)).to(x.dtype)
+        if not torch.isfinite(inv).all():
+            raise AttribError("the kernel is singular with --lambda 0; pass a positive --lambda")
+        vectors = self.vectors.to(x.device, x.dtype)
+        return ((x @ vectors) * inv.to(x.device)) @ vectors.T
+
+
+def gram_blocks(store: Store, kind: str) -> list[torch.Tensor]:
+    """Phi^T Phi (float64) over the whole store: one matrix, or one per module."""
+    layout = store.layout
+    if kind == "global":
+        need = layout.total**2 * 8
+        if need > GLOBAL_KERNEL_LIMIT_BYTES:
+            raise AttribError(
+                f"a global kernel over D={layout.total} features needs {need / 2**30:.0f} GiB; "
+                "use --method trak-block or a smaller --proj-dim"
+            )
+        grams = [torch.zeros(layout.total, layout.total, dtype=torch.float64)]
+    else:
+        grams = [torch.zeros(d, d, dtype=torch.float64) for d in layout.dims]
+    for _, _, blocks in store.iter_blocks():
+        if kind == "global":
+            phi = torch.cat(blocks, dim=1)
+            grams[0] += (phi.T @ phi).double()
+        else:
+            for gram, block in zip(grams, blocks):
+                gram += (block.T @ block).double()
+    return grams
+
+
+def _key(store: Store, kind: str) -> str:
+    payload = json.dumps(
+        {
+            "v": KERNEL_VERSION,
+            "kind": kind,
+            "store": store.fingerprint(),
+            "modules": store.module_names,
+        }
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def eigen(store: Store, kind: str) -> list[Eigen]:
+    """The cached eigendecompositions for `kind` (global | block), computing them if needed."""
+    path = store.path / CACHE_DIR / f"gram-{kind}-{_key(store, kind)}.safetensors"
+    if path.exists():
+        tensors = load_file(str(path))
+        count = len([k for k in tensors if k.startswith("vectors.")])
+        return [Eigen(tensors[f"vectors.{i}"], tensors[f"values.{i}"]) for i in range(count)]
+    log.info(f"computing the {kind} kernel of {store.path} (cached for later runs)")
+    result = []
+    for gram in gram_blocks(store, kind):
+        values, vectors = torch.linalg.eigh(gram)
+        result.append(Eigen(vectors.float().contiguous(), values))
+    _save(path, result)
+    return result
+
+
+def _save(path: Path, result: list[Eigen]) -> None:
+    tensors = {}
+    for i, item in enumerate(result):
+        tensors[f"vectors.{i}"] = item.vectors
+        tensors[f"values.{i}"] = item.values
+    try:
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".kernel.", suffix=".part", dir=path.parent)
+        os.close(fd)
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warn(f"cannot cache the kernel in {path.parent} ({exc}); it is recomputed next time")
+
+
+def apply_block_inverse(
+    eigens: list[Eigen], x: torch.Tensor, slices: list[slice], relative: float
+) -> torch.Tensor:
+    """Block-diagonal kernel: each module's slice of x through its own damped inverse."""
+    out = torch.empty_like(x)
+    for item, part in zip(eigens, slices):
+        out[:, part] = item.apply_inverse(x[:, part], relative)
+    return out
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()

@@ -1,0 +1,61 @@
+"""Short previews of training examples for score output: a text snippet, a label, an image path.
+
+The training dataset is reopened from the store's manifest; when that is not possible (a hub
+dataset offline, a moved file) previews are left out with one warning.
+"""
+
+from __future__ import annotations
+
+import datasets
+
+from . import log
+from .data import DataRef, open_dataset, undecoded
+from .errors import AttribError
+from .store import Store
+
+SNIPPET = 80
+
+
+class Previewer:
+    def __init__(self, store: Store):
+        info = store.settings["dataset"]
+        self.columns = store.settings["task_options"].get("columns", {})
+        try:
+            dataset = open_dataset(
+                DataRef(info["source"], info["split"], info.get("config"), info.get("revision"))
+            )
+            self.dataset = undecoded(dataset, self.columns.get("image"))
+        except AttribError as exc:
+            log.warn(f"no previews: the training dataset cannot be opened ({exc})")
+            self.dataset = None
+
+    def __call__(self, indices) -> dict[int, dict]:
+        if self.dataset is None:
+            return {}
+        wanted = sorted({int(i) for i in indices})
+        rows = self.dataset.select(wanted)
+        out = {}
+        for i, row in zip(wanted, rows):
+            out[i] = self._one(row)
+        return out
+
+    def _one(self, row: dict) -> dict:
+        preview = {}
+        text = self.columns.get("text")
+        if text:
+            value = " ".join(str(row[text]).split())
+            preview["text"] = value[:SNIPPET] + ("..." if len(value) > SNIPPET else "")
+        label = self.columns.get("label")
+        if label:
+            feature = self.dataset.features[label]
+            value = row[label]
+            preview["label"] = (
+                feature.int2str(value) if isinstance(feature, datasets.ClassLabel) else value
+            )
+        image = self.columns.get("image")
+        if image:
+            cell = row[image]
+            path = cell.get("path") if isinstance(cell, dict) else cell
+            if path:
+                preview["image"] = str(path)
+        return preview

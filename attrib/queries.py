@@ -1,0 +1,114 @@
+"""Query features: from a featurized query store, or featurized on the fly from image files or
+text with exactly the training store's settings (model, revision, adapter, output function,
+modules, projection seeds), so both sides are gradients of the same function in the same space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import log
+from .errors import AttribError
+from .featurizer import Featurizer
+from .modules import select_modules
+from .projection import ProjectionSpec
+from .store import Store
+from .store.manifest import settings_diff
+from .tasks import ModelRef, TaskOptions, load_task
+
+# Settings a query's features must share with the training store's to be comparable.
+MATCHING = (
+    "model.fingerprint",
+    "model.adapter",
+    "task",
+    "output_function",
+    "projection",
+    "modules",
+)
+
+
+@dataclass
+class Queries:
+    features: torch.Tensor  # (Q x D) float32, in the training store's layout
+    ids: list  # what identifies each query in output: a row index, a path or a text
+
+
+def check_compatible(train: Store, settings: dict, what: str) -> None:
+    differing = [
+        key
+        for key in settings_diff(train.settings, settings)
+        if any(key == m or key.startswith(m + ".") for m in MATCHING)
+    ]
+    if differing:
+        raise AttribError(
+            f"{what} was made with other settings than the training store "
+            f"({', '.join(differing[:6])}); featurize both with the same model, adapter, "
+            "--method, --proj-dim, --seed and modules"
+        )
+
+
+def from_store(train: Store, queries: Store) -> Queries:
+    check_compatible(train, queries.settings, f"query store {queries.path}")
+    matrix = np.concatenate([queries.matrix(name) for name in train.module_names], axis=1)
+    return Queries(torch.from_numpy(matrix), [int(i) for i in queries.column("index")])
+
+
+def from_values(
+    train: Store,
+    values: list[str],
+    device: str = "auto",
+    batch_size: int = 16,
+    trust_remote_code: bool = False,
+) -> Queries:
+    """Featurize image paths or texts with the training store's settings."""
+    from .distributed import resolve_device
+    from .featurize import DTYPES
+
+    if not values:
+        raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")
+    settings = train.settings
+    model = settings["model"]
+    adapter = model.get("adapter") or {}
+    ref = ModelRef(
+        model["source"],
+        model.get("revision"),
+        adapter.get("source"),
+        adapter.get("revision"),
+        trust_remote_code,
+    )
+    options = TaskOptions(max_length=settings["task_options"].get("max_length"))
+    log.quiet_libraries()
+    task = load_task(ref, settings["task"], DTYPES[model["dtype"]], options)
+    if task.info["fingerprint"] != model["fingerprint"]:
+        raise AttribError(
+            f"the model at {model['source']} changed since {train.path} was made "
+            "(its weights' fingerprint differs); featurize the training data again"
+        )
+    task.model.to(resolve_device(device))
+    names = train.module_names
+    selected = select_modules(task.model, include=names)
+    if [spec.name for spec, _ in selected] != names:
+        raise AttribError(f"the model's modules differ from those in {train.path}")
+    featurizer = Featurizer(
+        task, selected, ProjectionSpec(**settings["projection"]), settings["output_function"]
+    )
+    column = task.bind_query_columns()
+    if task.name == "image-classification":
+        for value in values:
+            if not Path(value).is_file():
+                raise AttribError(f"--query {value}: no such image file")
+            try:
+                Image.open(value).load()
+            except (UnidentifiedImageError, OSError) as exc:
+                raise AttribError(f"--query {value}: the image cannot be decoded ({exc})") from None
+    parts = []
+    for start in range(0, len(values), batch_size):
+        chunk = values[start : start + batch_size]
+        batch = featurizer({column: chunk}, range(start, start + len(chunk)))
+        parts.append(torch.cat([batch.features[name] for name in names], dim=1).cpu())
+    return Queries(torch.cat(parts), list(values))

@@ -1,0 +1,108 @@
+"""Streaming blocked scoring: one shard of training features at a time, a running top-k per
+query, and optionally the dense (queries x train) matrix written straight to a .npy file.
+
+Peak memory is the query vectors, one shard and the top-k buffers: it does not grow with the
+number of training examples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .methods import Method
+from .progress import progress_bar
+from .store import Store
+
+
+@dataclass
+class TopK:
+    scores: torch.Tensor  # (Q x k) descending
+    positions: torch.Tensor  # (Q x k) row positions in the training store
+    indices: np.ndarray  # (Q x k) the store's `index` column (row in the source split)
+
+
+def score(
+    store: Store,
+    method: Method,
+    queries: torch.Tensor,
+    top: int,
+    weights: torch.Tensor | None = None,
+    dense_out: Path | None = None,
+    show_progress: bool = False,
+) -> TopK:
+    """Rank the training store for each row of `queries` (Q x D query features)."""
+    vectors = method.query_vectors(queries.float(), weights)
+    parts = [vectors[:, s].contiguous() for s in store.layout.slices]
+    count = len(vectors)
+    k = min(top, store.num_examples)
+    best = torch.empty(count, 0)
+    best_pos = torch.empty(count, 0, dtype=torch.long)
+    index_column = np.empty(store.num_examples, dtype=np.int64)
+    dense, part_path = _open_dense(dense_out, count, store.num_examples)
+    try:
+        with progress_bar(show_progress, unit="train examples") as bar:
+            task = bar.add_task("score", total=store.num_examples)
+            for shard, scalars, blocks in store.iter_blocks():
+                scores = torch.zeros(count, shard.rows)
+                for part, block in zip(parts, blocks):
+                    scores.addmm_(part, block.T)
+                scale = method.train_scale(blocks, scalars)
+                if scale is not None:
+                    scores *= scale
+                if dense is not None:
+                    dense[:, shard.start : shard.end] = scores.numpy()
+                index_column[shard.start : shard.end] = scalars["index"]
+                best, best_pos = _merge(best, best_pos, scores, shard.start, k)
+                bar.advance(task, shard.rows)
+        if dense is not None:
+            dense.flush()
+            del dense
+            os.replace(part_path, dense_out)
+    finally:
+        if part_path is not None:
+            Path(part_path).unlink(missing_ok=True)
+    return TopK(best, best_pos, index_column[best_pos.numpy()])
+
+
+def self_influence(
+    store: Store, method: Method, weights: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(tau(n, n) for every training example, the `index` column), in store order."""
+    values, index = [], []
+    for _, scalars, blocks in store.iter_blocks():
+        values.append(method.self_scores(blocks, scalars, weights).numpy())
+        index.append(scalars["index"])
+    return np.concatenate(values), np.concatenate(index)
+
+
+def _merge(best, best_pos, scores, start, k):
+    positions = torch.arange(start, start + scores.shape[1]).expand(scores.shape[0], -1)
+    values = torch.cat([best, scores], dim=1)
+    candidates = torch.cat([best_pos, positions], dim=1)
+    top = values.topk(min(k, values.shape[1]), dim=1)
+    return top.values, candidates.gather(1, top.indices)
+
+
+def _open_dense(path: Path | None, rows: int, cols: int):
+    if path is None:
+        return None, None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part")
+    dense = np.lib.format.open_memmap(part, mode="w+", dtype=np.float32, shape=(rows, cols))
+    return dense, part
+
+
+def write_vector(path: Path, values: np.ndarray) -> None:
+    """Write a .npy atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part")
+    with open(part, "wb") as handle:
+        np.save(handle, values.astype(np.float32))
+    os.replace(part, path)

@@ -1,0 +1,102 @@
+"""The weights artifact: a small safetensors file, one non-negative weight per group.
+
+Tensors: `weights` (M,) float32. Metadata (strings, JSON where structured): `groups` (names
+in order), `module_to_group` (every module of the store it was learned on -> its group), and
+what made it: method, k, lambda, model, store fingerprint, attrib version. A weight vector is
+tied to group names, not to a method: weights learned with one method apply to another on the
+same architecture (the paper's Tables 11-12).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .. import __version__
+from ..errors import AttribError
+
+
+@dataclass
+class WeightsArtifact:
+    weights: np.ndarray  # (M,) non-negative
+    groups: list[str]
+    module_to_group: dict[str, str]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.weights = np.asarray(self.weights, dtype=np.float32)
+        if self.weights.shape != (len(self.groups),):
+            raise AttribError("the weights file has a different number of weights and groups")
+        unknown = set(self.module_to_group.values()) - set(self.groups)
+        if unknown:
+            raise AttribError(f"the weights file maps modules to unknown groups {sorted(unknown)}")
+
+    def module_weights(self, modules: list[str]) -> np.ndarray:
+        """One weight per store module, refusing a store whose modules differ."""
+        missing = [m for m in modules if m not in self.module_to_group]
+        extra = [m for m in self.module_to_group if m not in set(modules)]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"store modules without a weight: {_few(missing)}")
+            if extra:
+                parts.append(f"weighted modules not in the store: {_few(extra)}")
+            raise AttribError(
+                "the weights do not match the store's groups (" + "; ".join(parts) + "); "
+                "learn weights on a store of the same model and modules"
+            )
+        index = {g: i for i, g in enumerate(self.groups)}
+        return np.array([self.weights[index[self.module_to_group[m]]] for m in modules])
+
+
+def _few(names: list[str], count: int = 4) -> str:
+    shown = ", ".join(names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def save_weights(path: Path, artifact: WeightsArtifact) -> None:
+    metadata = {
+        "format": "attrib-weights/1",
+        "groups": json.dumps(artifact.groups),
+        "module_to_group": json.dumps(artifact.module_to_group),
+        "info": json.dumps(artifact.info),
+        "attrib_version": __version__,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({"weights": torch.from_numpy(artifact.weights.copy())}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(path: Path) -> WeightsArtifact:
+    path = Path(path)
+    if not path.is_file():
+        raise AttribError(f"--weights {path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AttribError(f"--weights {path} is not a safetensors file ({exc})") from None
+    if metadata.get("format") != "attrib-weights/1" or "weights" not in tensors:
+        raise AttribError(f"--weights {path} is not an attrib weights file")
+    return WeightsArtifact(
+        tensors["weights"].float().numpy(),
+        json.loads(metadata["groups"]),
+        json.loads(metadata["module_to_group"]),
+        json.loads(metadata.get("info", "{}")),
+    )
