@@ -66,12 +66,12 @@ def gram_blocks(store: Store, kind: str) -> list[torch.Tensor]:
         grams = [torch.zeros(layout.total, layout.total, dtype=torch.float64)]
     else:
         grams = [torch.zeros(d, d, dtype=torch.float64) for d in layout.dims]
-    for _, _, blocks in store.iter_blocks():
+    for _, _, phi in store.iter_features():
         if kind == "global":
-            phi = torch.cat(blocks, dim=1)
             grams[0] += (phi.T @ phi).double()
         else:
-            for gram, block in zip(grams, blocks):
+            for gram, part in zip(grams, layout.slices):
+                block = phi[:, part]
                 gram += (block.T @ block).double()
     return grams
 

@@ -44,15 +44,14 @@ class Method(ABC):
     def query_vectors(self, g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """(Q x D) query features -> (Q x D) vectors to dot with training features."""
 
-    def train_scale(self, blocks: list[torch.Tensor], scalars: dict) -> torch.Tensor | None:
-        """A per-example factor for the training side of one shard, or None."""
+    def train_scale(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor | None:
+        """A per-example factor for the training side of one shard (rows x D), or None."""
         return None
 
-    def self_scores(self, blocks, scalars, weights: torch.Tensor | None) -> torch.Tensor:
+    def self_scores(self, phi, scalars, weights: torch.Tensor | None) -> torch.Tensor:
         """tau(n, n) for every example of one shard."""
-        phi = torch.cat(blocks, dim=1)
         scores = (self.query_vectors(phi, weights) * phi).sum(1)
-        scale = self.train_scale(blocks, scalars)
+        scale = self.train_scale(phi, scalars)
         return scores if scale is None else scores * scale
 
 
@@ -81,12 +80,10 @@ class Cosine(Method):
     def query_vectors(self, g, weights):
         return _weighted(g / g.norm(dim=1, keepdim=True).clamp(min=1e-30), weights)
 
-    def train_scale(self, blocks, scalars):
-        squared = sum(block.pow(2).sum(1) for block in blocks)
-        return 1.0 / squared.sqrt().clamp(min=1e-30)
+    def train_scale(self, phi, scalars):
+        return 1.0 / phi.norm(dim=1).clamp(min=1e-30)
 
-    def self_scores(self, blocks, scalars, weights):
-        phi = torch.cat(blocks, dim=1)
+    def self_scores(self, phi, scalars, weights):
         unit = phi / phi.norm(dim=1, keepdim=True).clamp(min=1e-30)
         return (_weighted(unit, weights) * unit).sum(1)
 
@@ -107,7 +104,7 @@ class Trak(Method):
     def query_vectors(self, g, weights):
         return self.eigens[0].apply_inverse(_weighted(g, weights), self.damping)
 
-    def train_scale(self, blocks, scalars):
+    def train_scale(self, phi, scalars):
         return _out_to_loss(scalars)
 
 

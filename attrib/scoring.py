@@ -37,7 +37,6 @@ def score(
 ) -> TopK:
     """Rank the training store for each row of `queries` (Q x D query features)."""
     vectors = method.query_vectors(queries.float(), weights)
-    parts = [vectors[:, s].contiguous() for s in store.layout.slices]
     count = len(vectors)
     k = min(top, store.num_examples)
     best = torch.empty(count, 0)
@@ -47,11 +46,9 @@ def score(
     try:
         with progress_bar(show_progress, unit="train examples") as bar:
             task = bar.add_task("score", total=store.num_examples)
-            for shard, scalars, blocks in store.iter_blocks():
-                scores = torch.zeros(count, shard.rows)
-                for part, block in zip(parts, blocks):
-                    scores.addmm_(part, block.T)
-                scale = method.train_scale(blocks, scalars)
+            for shard, scalars, phi in store.iter_features():
+                scores = vectors @ phi.T
+                scale = method.train_scale(phi, scalars)
                 if scale is not None:
                     scores *= scale
                 if dense is not None:
@@ -74,8 +71,8 @@ def self_influence(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tau(n, n) for every training example, the `index` column), in store order."""
     values, index = [], []
-    for _, scalars, blocks in store.iter_blocks():
-        values.append(method.self_scores(blocks, scalars, weights).numpy())
+    for _, scalars, phi in store.iter_features():
+        values.append(method.self_scores(phi, scalars, weights).numpy())
         index.append(scalars["index"])
     return np.concatenate(values), np.concatenate(index)
 

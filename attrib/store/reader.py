@@ -99,21 +99,34 @@ class Store:
             tuple(self.module_names), tuple(self.feature_dims[n] for n in self.module_names)
         )
 
-    def iter_blocks(self, device="cpu") -> Iterator[tuple[ShardInfo, dict[str, np.ndarray], list]]:
-        """Per shard: (shard, scalar columns incl. `index`, one float32 tensor per module)."""
+    def iter_features(
+        self, device="cpu"
+    ) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray], object]]:
+        """Per shard: (shard, scalar columns incl. `index`, features as one (rows x D) float32
+        tensor in layout order). The next shard is read and converted in a background thread
+        while the caller works on the current one."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._load, self.shards[0]) if self.shards else None
+            for i, shard in enumerate(self.shards):
+                columns, phi = pending.result()
+                if i + 1 < len(self.shards):
+                    pending = pool.submit(self._load, self.shards[i + 1])
+                yield shard, columns, phi.to(device)
+
+    def _load(self, shard: ShardInfo):
         import torch
 
-        scalars = ["index", *self.scalar_names]
-        for shard, data in self.iter_shards():
-            columns = {name: data.column(name).to_numpy().copy() for name in scalars}
-            # float16 stores are converted (a copy); float32 ones are memory-mapped, read-only.
-            blocks = [
-                torch.from_numpy(
-                    np.require(column_matrix(data.column(name), np.float32), requirements="W")
-                ).to(device)
-                for name in self.module_names
-            ]
-            yield shard, columns, blocks
+        data = self.read_shard(shard)
+        columns = {
+            name: data.column(name).to_numpy().copy() for name in ["index", *self.scalar_names]
+        }
+        phi = torch.empty(shard.rows, self.layout.total, dtype=torch.float32)
+        for name, part in zip(self.module_names, self.layout.slices):
+            values = column_matrix(data.column(name), dtype=None)
+            phi[:, part].copy_(_readonly_tensor(values))
+        return columns, phi
 
     def fingerprint(self) -> str:
         """Changes whenever any shard's bytes change (used to key caches)."""
@@ -144,6 +157,17 @@ class Store:
         return sum((self.path / SHARD_DIR / s.file).stat().st_size for s in self.shards)
 
 
+def _readonly_tensor(values: np.ndarray):
+    """A tensor view of a read-only (memory-mapped) array, for reading only: no copy."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(values)
+
+
 def column_matrix(column: pa.ChunkedArray, dtype=np.float32) -> np.ndarray:
     """A fixed_size_list column as a 2-D numpy array (zero-copy when the dtype matches)."""
     chunks = []
@@ -152,4 +176,4 @@ def column_matrix(column: pa.ChunkedArray, dtype=np.float32) -> np.ndarray:
         values = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten honours slices
         chunks.append(values.reshape(-1, width))
     matrix = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
-    return matrix.astype(dtype, copy=False)
+    return matrix if dtype is None else matrix.astype(dtype, copy=False)
