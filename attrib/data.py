@@ -36,6 +36,11 @@ class DataRef:
     revision: str | None = None
 
 
+def ref_from_settings(info: dict) -> DataRef:
+    """The DataRef a store's manifest recorded for its dataset."""
+    return DataRef(info["source"], info["split"], info.get("config"), info.get("revision"))
+
+
 def open_dataset(ref: DataRef) -> datasets.Dataset:
     datasets.disable_progress_bars()
     path = Path(ref.source).expanduser()
@@ -91,8 +96,9 @@ def _looks_like_path(source: str) -> bool:
 
 
 def dataset_info(dataset: datasets.Dataset, ref: DataRef) -> dict:
+    local = Path(ref.source).expanduser()
     return {
-        "source": ref.source,
+        "source": str(local.resolve()) if local.exists() else ref.source,
         "split": ref.split,
         "config": ref.config,
         "revision": ref.revision,

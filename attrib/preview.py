@@ -9,7 +9,7 @@ from __future__ import annotations
 import datasets
 
 from . import log
-from .data import DataRef, open_dataset, undecoded
+from .data import open_dataset, ref_from_settings, undecoded
 from .errors import AttribError
 from .store import Store
 
@@ -21,9 +21,7 @@ class Previewer:
         info = store.settings["dataset"]
         self.columns = store.settings["task_options"].get("columns", {})
         try:
-            dataset = open_dataset(
-                DataRef(info["source"], info["split"], info.get("config"), info.get("revision"))
-            )
+            dataset = open_dataset(ref_from_settings(info))
             self.dataset = undecoded(dataset, self.columns.get("image"))
         except AttribError as exc:
             log.warn(f"no previews: the training dataset cannot be opened ({exc})")

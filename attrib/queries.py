@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from . import log
 from .errors import AttribError
 from .featurizer import Featurizer
 from .modules import select_modules
 from .projection import ProjectionSpec
 from .store import Store
 from .store.manifest import settings_diff
-from .tasks import ModelRef, TaskOptions, load_task
+from .tasks import load_task_from_settings
 
 # Settings a query's features must share with the training store's to be comparable.
 MATCHING = (
@@ -67,28 +66,11 @@ def from_values(
 ) -> Queries:
     """Featurize image paths or texts with the training store's settings."""
     from .distributed import resolve_device
-    from .featurize import DTYPES
 
     if not values:
         raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")
     settings = train.settings
-    model = settings["model"]
-    adapter = model.get("adapter") or {}
-    ref = ModelRef(
-        model["source"],
-        model.get("revision"),
-        adapter.get("source"),
-        adapter.get("revision"),
-        trust_remote_code,
-    )
-    options = TaskOptions(max_length=settings["task_options"].get("max_length"))
-    log.quiet_libraries()
-    task = load_task(ref, settings["task"], DTYPES[model["dtype"]], options)
-    if task.info["fingerprint"] != model["fingerprint"]:
-        raise AttribError(
-            f"the model at {model['source']} changed since {train.path} was made "
-            "(its weights' fingerprint differs); featurize the training data again"
-        )
+    task = load_task_from_settings(settings, trust_remote_code)
     task.model.to(resolve_device(device))
     names = train.module_names
     selected = select_modules(task.model, include=names)

@@ -26,6 +26,19 @@ class TopK:
     indices: np.ndarray  # (Q x k) the store's `index` column (row in the source split)
 
 
+def stream(
+    store: Store, method: Method, queries: torch.Tensor, weights: torch.Tensor | None = None
+):
+    """Yield (shard, scalars, scores) with scores (Q x shard rows) = tau(query, example)."""
+    vectors = method.query_vectors(queries.float(), weights)
+    for shard, scalars, phi in store.iter_features():
+        scores = vectors @ phi.T
+        scale = method.train_scale(phi, scalars)
+        if scale is not None:
+            scores *= scale
+        yield shard, scalars, scores
+
+
 def score(
     store: Store,
     method: Method,
@@ -36,8 +49,7 @@ def score(
     show_progress: bool = False,
 ) -> TopK:
     """Rank the training store for each row of `queries` (Q x D query features)."""
-    vectors = method.query_vectors(queries.float(), weights)
-    count = len(vectors)
+    count = len(queries)
     k = min(top, store.num_examples)
     best = torch.empty(count, 0)
     best_pos = torch.empty(count, 0, dtype=torch.long)
@@ -46,11 +58,7 @@ def score(
     try:
         with progress_bar(show_progress, unit="train examples") as bar:
             task = bar.add_task("score", total=store.num_examples)
-            for shard, scalars, phi in store.iter_features():
-                scores = vectors @ phi.T
-                scale = method.train_scale(phi, scalars)
-                if scale is not None:
-                    scores *= scale
+            for shard, scalars, scores in stream(store, method, queries, weights):
                 if dense is not None:
                     dense[:, shard.start : shard.end] = scores.numpy()
                 index_column[shard.start : shard.end] = scalars["index"]

@@ -9,6 +9,7 @@ import typer
 from attrib import __version__, log
 from attrib.errors import AttribError
 
+from .evaluate_cmd import app as evaluate_app
 from .featurize_cmd import featurize_command
 from .inspect_cmd import inspect_command
 from .score_cmd import score_command
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.command("featurize")(featurize_command)
 app.command("score")(score_command)
 app.command("inspect")(inspect_command)
+app.add_typer(evaluate_app, name="evaluate")
 
 
 def _version(value: bool) -> None:

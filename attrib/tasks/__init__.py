@@ -40,6 +40,9 @@ def detect_task(ref: ModelRef) -> str:
 
 
 def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions) -> Task:
+    from .. import log
+
+    log.quiet_libraries()
     name = task or detect_task(ref)
     if name not in TASKS:
         raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(TASKS)}")
@@ -47,3 +50,27 @@ def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: Task
     loaded.model.requires_grad_(False)
     loaded.model.eval()
     return loaded
+
+
+def load_task_from_settings(settings: dict, trust_remote_code: bool = False) -> Task:
+    """The task that made a store, reloaded from its manifest settings (model, revision,
+    adapter, dtype, task options), refusing weights that changed since."""
+    from ..featurize import DTYPES
+
+    model = settings["model"]
+    adapter = model.get("adapter") or {}
+    ref = ModelRef(
+        model["source"],
+        model.get("revision"),
+        adapter.get("source"),
+        adapter.get("revision"),
+        trust_remote_code,
+    )
+    options = TaskOptions(max_length=settings["task_options"].get("max_length"))
+    task = load_task(ref, settings["task"], DTYPES[model["dtype"]], options)
+    if task.info["fingerprint"] != model["fingerprint"]:
+        raise AttribError(
+            f"the model at {model['source']} changed since the store was made "
+            "(its weights' fingerprint differs); featurize again"
+        )
+    return task

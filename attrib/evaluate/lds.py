@@ -1,0 +1,64 @@
+"""LDS: stream the scores shard by shard, summing each query's scores over every subset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import queries as query_features
+from ..methods import get_method
+from ..scoring import stream
+from ..store import Store
+from .groundtruth import GroundTruth
+from .metrics import lds, mean_ci
+
+
+@dataclass
+class LdsResult:
+    method: str
+    weights: str
+    lds: float  # fraction
+    ci: float
+    subsets: int
+    queries: int
+    per_query: np.ndarray
+
+    def record(self) -> dict:
+        keys = ("method", "weights", "lds", "ci", "subsets", "queries")
+        return {k: getattr(self, k) for k in keys}
+
+
+def predicted_outputs(
+    train: Store, method, queries: torch.Tensor, masks: np.ndarray, weights=None
+) -> np.ndarray:
+    """(Q x M): each query's scores summed over each subset, without the dense score matrix."""
+    masks_t = torch.from_numpy(masks.astype(np.float32))
+    predicted = torch.zeros(len(queries), masks.shape[0], dtype=torch.float64)
+    for shard, _, scores in stream(train, method, queries, weights):
+        predicted += (scores @ masks_t[:, shard.start : shard.end].T).double()
+    return predicted.numpy()
+
+
+def evaluate_lds(
+    train: Store,
+    queries: Store,
+    truth: GroundTruth,
+    method: str,
+    damping: float | None = None,
+    weights: torch.Tensor | None = None,
+    weights_name: str = "none",
+) -> LdsResult:
+    truth.check(train.num_examples, queries.num_examples, "--groundtruth")
+    features = query_features.from_store(train, queries).features
+    prepared = get_method(method, train, damping).prepare()
+    predicted = predicted_outputs(train, prepared, features, truth.masks, weights)
+    per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
+    mean, ci = mean_ci(per_query)
+    return LdsResult(method, weights_name, mean, ci, truth.subsets, len(per_query), per_query)
+
+
+def weights_label(path: Path | None) -> str:
+    return "none" if path is None else Path(path).name

@@ -1,0 +1,165 @@
+"""`attrib evaluate retrain`: the LDS ground truth for the built-in tasks.
+
+M random subsets of the training store (each keeps round(alpha * N) examples, seeded), a
+model trained on each with a recipe, every query's output recorded. Work is kept per subset
+in `OUT.parts/` (written atomically), so a killed run resumes and `--shard i/n` splits the
+subsets across processes or machines sharing that folder; whichever run finds all subsets
+done writes OUT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import log
+from ..data import open_dataset, ref_from_settings, undecoded
+from ..distributed import resolve_device
+from ..errors import AttribError
+from ..progress import progress_bar
+from ..store import Store
+from ..tasks import load_task_from_settings
+from ..train import BatchSource, InitialState, Recipe, outputs, train
+from .groundtruth import GroundTruth, save_groundtruth
+
+
+@dataclass
+class RetrainConfig:
+    train: Path
+    queries: Path
+    out: Path
+    subsets: int = 50
+    alpha: float = 0.5
+    seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+    output: str | None = None  # loss | margin; default: margin for classifiers, else loss
+    shard: tuple[int, int] = (0, 1)
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.subsets < 2:
+            raise AttribError("--subsets must be at least 2")
+        if not 0 < self.alpha < 1:
+            raise AttribError("--alpha must be between 0 and 1")
+        index, count = self.shard
+        if count < 1 or not 0 <= index < count:
+            raise AttribError("--shard must be i/n with 0 <= i < n")
+        if self.output not in (None, "loss", "margin"):
+            raise AttribError("--output must be loss or margin")
+
+
+def make_masks(num_examples: int, subsets: int, alpha: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    keep = max(1, round(alpha * num_examples))
+    masks = np.zeros((subsets, num_examples), dtype=bool)
+    for m in range(subsets):
+        masks[m, rng.permutation(num_examples)[:keep]] = True
+    return masks
+
+
+def subset_seed(seed: int, subset: int) -> int:
+    digest = hashlib.sha256(f"retrain:{seed}:{subset}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _source(task, settings: dict, rows: np.ndarray | None, device, labels=None) -> BatchSource:
+    dataset = open_dataset(ref_from_settings(settings["dataset"]))
+    columns = dict(settings["task_options"]["columns"])
+    dataset = undecoded(dataset, columns.get("image"))
+    dataset = dataset.select(rows.tolist()) if rows is not None else dataset
+    return BatchSource(task, dataset, columns, device, labels)
+
+
+def retrain(config: RetrainConfig) -> GroundTruth | None:
+    train_store, query_store = Store(config.train), Store(config.queries)
+    settings = train_store.settings
+    task = load_task_from_settings(settings)
+    device = resolve_device(config.device)
+    task.model.to(device)
+    output = config.output or ("margin" if task.name == "image-classification" else "loss")
+    if output not in task.output_functions:
+        raise AttribError(f"--output {output} is not available for {task.name}")
+    parts = Path(f"{config.out}.parts")
+    meta = {
+        "train": train_store.fingerprint(),
+        "queries": query_store.fingerprint(),
+        "subsets": config.subsets,
+        "alpha": config.alpha,
+        "seed": config.seed,
+        "recipe": config.recipe.to_dict(),
+        "output": output,
+    }
+    _check_meta(parts, meta)
+    masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
+    train_rows = train_store.column("index")
+    query_rows = query_store.column("index")
+    train_source = _source(task, settings, train_rows, device)
+    query_columns = dict(query_store.settings["task_options"]["columns"])
+    labels = None
+    if task.name == "image-classification" and not query_columns.get("label"):
+        # Label-less queries explain the original model's prediction: keep that class fixed.
+        plain = _source(task, query_store.settings, query_rows, device)
+        with torch.no_grad():
+            batch = plain.batch(list(range(len(query_rows))))
+            labels = task.model(pixel_values=batch["pixel_values"]).logits.argmax(-1).cpu().numpy()
+    query_source = _source(task, query_store.settings, query_rows, device, labels)
+    initial = InitialState(task)
+    index, count = config.shard
+    todo = [m for m in range(index, config.subsets, count) if not _part(parts, m).exists()]
+    with progress_bar(config.progress, unit="subsets") as bar:
+        bar_task = bar.add_task("retrain", total=len(todo))
+        for m in todo:
+            seed = subset_seed(config.seed, m)
+            initial.restore(config.recipe, seed)
+            torch.manual_seed(seed)
+            train(task, train_source, np.flatnonzero(masks[m]), config.recipe, seed)
+            values = outputs(task, query_source, len(query_rows), output)
+            _save_part(parts, m, values)
+            bar.advance(bar_task)
+    done = [m for m in range(config.subsets) if _part(parts, m).exists()]
+    if len(done) < config.subsets:
+        log.info(f"{len(done)} of {config.subsets} subsets done in {parts}; run the other shards")
+        return None
+    truth = GroundTruth(
+        masks,
+        np.stack([np.load(_part(parts, m)) for m in range(config.subsets)]),
+        higher_is_better=output == "margin",
+        extra={"recipe": json.dumps(meta), "output_function": output},
+    )
+    save_groundtruth(config.out, truth)
+    log.info(f"wrote {config.out}: {config.subsets} subsets x {len(query_rows)} queries")
+    return truth
+
+
+def _part(parts: Path, subset: int) -> Path:
+    return parts / f"subset-{subset:05d}.npy"
+
+
+def _save_part(parts: Path, subset: int, values: np.ndarray) -> None:
+    tmp = parts / f".subset-{subset:05d}.{os.getpid()}.part.npy"
+    np.save(tmp, values.astype(np.float64))
+    os.replace(tmp, _part(parts, subset))
+
+
+def _check_meta(parts: Path, meta: dict) -> None:
+    path = parts / "meta.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != meta:
+            changed = sorted(k for k in meta if old.get(k) != meta[k])
+            raise AttribError(
+                f"{parts} holds subsets made with other settings ({', '.join(changed)}); "
+                "remove it or choose another --out"
+            )
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    tmp = parts / f".meta.{os.getpid()}.part"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)

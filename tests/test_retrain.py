@@ -1,0 +1,104 @@
+"""Retraining ground truth: reproducible for a seed, resumable, splittable into shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import run_cli
+from test_score import _store
+
+from attrib.evaluate import retrain as retrain_module
+from attrib.evaluate.groundtruth import load_groundtruth
+from attrib.evaluate.retrain import RetrainConfig, retrain
+from attrib.train import Recipe
+
+RECIPE = Recipe(epochs=2, lr=0.01, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory, resnet_dir, image_data):
+    root = tmp_path_factory.mktemp("retrain")
+    train = _store(resnet_dir, image_data, root / "train", max_examples=16)
+    queries = _store(resnet_dir, image_data, root / "queries", max_examples=4)
+    return train, queries
+
+
+def _config(stores, out, **kw):
+    return RetrainConfig(
+        stores[0].path,
+        stores[1].path,
+        out,
+        subsets=4,
+        recipe=RECIPE,
+        device="cpu",
+        progress=False,
+        **kw,
+    )
+
+
+def test_same_seed_reproduces_masks_and_outputs(tmp_path, stores):
+    a = retrain(_config(stores, tmp_path / "a.npz"))
+    b = retrain(_config(stores, tmp_path / "b.npz"))
+    assert a.masks.shape == (4, 16) and a.outputs.shape == (4, 4)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    assert a.higher_is_better  # classifiers record the margin
+    assert np.unique(a.outputs, axis=0).shape[0] == 4  # every subset trains another model
+    loaded = load_groundtruth(tmp_path / "a.npz")
+    np.testing.assert_array_equal(loaded.outputs, a.outputs)
+    other = retrain(_config(stores, tmp_path / "c.npz", seed=1))
+    assert not np.array_equal(other.masks, a.masks)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_retrain_resumes_and_shards_merge(tmp_path, stores, monkeypatch):
+    whole = retrain(_config(stores, tmp_path / "whole.npz"))
+    original = retrain_module.train
+    calls = []
+
+    def die_on_third(*args, **kwargs):
+        if len(calls) == 2:
+            raise Killed
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(retrain_module, "train", die_on_third)
+    out = tmp_path / "resumed.npz"
+    with pytest.raises(Killed):
+        retrain(_config(stores, out))
+    assert len(list((tmp_path / "resumed.npz.parts").glob("subset-*.npy"))) == 2
+    assert not out.exists()
+    monkeypatch.setattr(retrain_module, "train", original)
+    resumed = retrain(_config(stores, out))
+    np.testing.assert_array_equal(resumed.outputs, whole.outputs)
+
+    split = tmp_path / "split.npz"
+    assert retrain(_config(stores, split, shard=(1, 2))) is None  # half done: no file yet
+    assert not split.exists()
+    merged = retrain(_config(stores, split, shard=(0, 2)))
+    np.testing.assert_array_equal(merged.outputs, whole.outputs)
+
+
+def test_retrain_refuses_other_settings_in_the_same_folder(tmp_path, stores):
+    retrain(_config(stores, tmp_path / "gt.npz"))
+    code, _, err = run_cli(
+        "evaluate",
+        "retrain",
+        "--train",
+        stores[0].path,
+        "--queries",
+        stores[1].path,
+        "--out",
+        tmp_path / "gt.npz",
+        "--subsets",
+        "4",
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 2 and "other settings (recipe)" in err
