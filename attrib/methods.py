@@ -36,8 +36,9 @@ class Method(ABC):
         self.store, self.damping = store, damping
         self.slices = store.layout.slices
 
-    def prepare(self) -> Method:
-        """Load or compute what the method needs from the training store (kernels)."""
+    def prepare(self, kinds: tuple[str, ...] | None = None) -> Method:
+        """Load or compute the kernels the method needs from the training store: its own, or
+        the `kinds` asked for (learn-weights' block contributions need only `block`)."""
         return self
 
     @abstractmethod
@@ -47,6 +48,20 @@ class Method(ABC):
     def train_scale(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor | None:
         """A per-example factor for the training side of one shard (rows x D), or None."""
         return None
+
+    # -- the factorization learn-weights uses: tau = sum_j w_j q_j . psi_j -----------------
+    def query_plain(self, g: torch.Tensor) -> torch.Tensor:
+        """The query side before weights and kernel (cosine normalizes, others keep g)."""
+        return g
+
+    def train_preconditioned(
+        self, phi: torch.Tensor, scalars: dict, kernel: str = "method"
+    ) -> torch.Tensor:
+        """The training side with the kernel applied: psi(n) = s(n) K phi(n), so that the
+        unweighted score is query_plain(g) . psi(n). `kernel="block"` uses each module's own
+        block of the kernel instead of a global one."""
+        scale = self.train_scale(phi, scalars)
+        return phi if scale is None else phi * scale[:, None]
 
     def self_scores(self, phi, scalars, weights: torch.Tensor | None) -> torch.Tensor:
         """tau(n, n) for every example of one shard."""
@@ -77,8 +92,11 @@ class Cosine(Method):
     output = "loss"
     summary = "unit-normalized gradients (RelatIF / TrackStar-style cosine)"
 
+    def query_plain(self, g):
+        return g / g.norm(dim=1, keepdim=True).clamp(min=1e-30)
+
     def query_vectors(self, g, weights):
-        return _weighted(g / g.norm(dim=1, keepdim=True).clamp(min=1e-30), weights)
+        return _weighted(self.query_plain(g), weights)
 
     def train_scale(self, phi, scalars):
         return 1.0 / phi.norm(dim=1).clamp(min=1e-30)
@@ -97,26 +115,32 @@ class Trak(Method):
     uses_damping = True
     kernel_kind = "global"
 
-    def prepare(self):
-        self.eigens = kernels.eigen(self.store, self.kernel_kind)
+    def prepare(self, kinds=None):
+        self.eigens = {
+            kind: kernels.eigen(self.store, kind) for kind in kinds or (self.kernel_kind,)
+        }
         return self
 
+    def _apply(self, x: torch.Tensor, kind: str) -> torch.Tensor:
+        if kind == "global":
+            return self.eigens["global"][0].apply_inverse(x, self.damping)
+        return kernels.apply_block_inverse(self.eigens["block"], x, self.slices, self.damping)
+
     def query_vectors(self, g, weights):
-        return self.eigens[0].apply_inverse(_weighted(g, weights), self.damping)
+        return self._apply(_weighted(g, weights), self.kernel_kind)
 
     def train_scale(self, phi, scalars):
         return _out_to_loss(scalars)
+
+    def train_preconditioned(self, phi, scalars, kernel="method"):
+        kind = self.kernel_kind if kernel == "method" else kernel
+        return self._apply(phi, kind) * _out_to_loss(scalars)[:, None]
 
 
 class TrakBlock(Trak):
     name = "trak-block"
     summary = "TRAK with one kernel per module (block-diagonal), damped per block"
     kernel_kind = "block"
-
-    def query_vectors(self, g, weights):
-        return kernels.apply_block_inverse(
-            self.eigens, _weighted(g, weights), self.slices, self.damping
-        )
 
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (TracIn, Cosine, Trak, TrakBlock)}

@@ -12,6 +12,7 @@ from attrib.errors import AttribError
 from .evaluate_cmd import app as evaluate_app
 from .featurize_cmd import featurize_command
 from .inspect_cmd import inspect_command
+from .learn_cmd import learn_weights_command
 from .score_cmd import score_command
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command("featurize")(featurize_command)
+app.command("learn-weights")(learn_weights_command)
 app.command("score")(score_command)
 app.command("inspect")(inspect_command)
 app.add_typer(evaluate_app, name="evaluate")

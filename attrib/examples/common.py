@@ -1,0 +1,48 @@
+"""Shared steps of the example tasks: splitting rows into disjoint roles, training a fresh
+checkpoint from a config with a recipe, and saving it in Hugging Face format."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import DataRef, open_dataset, undecoded
+from ..distributed import resolve_device
+from ..tasks import ModelRef, TaskOptions, load_task
+from ..train import BatchSource, Recipe, train
+
+ROLES = ("train", "learn", "val", "eval")
+
+
+def split_rows(count: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Disjoint row sets per role: model training, weight learning, validation, evaluation."""
+    order = np.random.default_rng(seed).permutation(count)
+    out, start = {}, 0
+    for role in ROLES:
+        out[role] = np.sort(order[start : start + sizes[role]])
+        start += sizes[role]
+    if start > count:
+        raise ValueError(f"the roles need {start} rows but only {count} exist")
+    return out
+
+
+def train_checkpoint(init_dir: Path, data: Path, out_dir: Path, recipe: Recipe, device="cpu"):
+    """Train the model saved (untrained) in `init_dir` on `data`; save it to `out_dir`."""
+    task = load_task(ModelRef(str(init_dir)), None, torch.float32, TaskOptions())
+    device = resolve_device(device)
+    task.model.to(device)
+    dataset = open_dataset(DataRef(str(data)))
+    columns = task.bind_columns(dataset)
+    source = BatchSource(task, undecoded(dataset, columns.get("image")), columns, device)
+    torch.manual_seed(recipe.seed)
+    train(task, source, np.arange(len(dataset)), recipe, recipe.seed)
+    tmp = out_dir.with_name(out_dir.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    task.model.to("cpu").save_pretrained(tmp)
+    task.processor.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir

@@ -1,0 +1,86 @@
+"""Per-query, per-group contributions C[q, n, j] = q_j . psi_j(n) (the paper's C^(i)).
+
+psi(n) = s(n) K phi(n) is the training side with the method's kernel applied (computed once
+per training example), q = the query side before weights, so that sum_j C[q, n, j] is the
+method's unweighted score and the weighted score is sum_j w_j C[q, n, j].
+
+Memory is bounded by `budget_bytes`: when all of C (Q x N x M float32) fits, it is computed
+once; otherwise queries are taken in chunks that fit and C is recomputed for each chunk on
+every pass (the learning loop visits queries in the same order either way, so the result is
+the same). psi is kept in memory when it fits in half the budget, else recomputed per pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from ..methods import Method
+from ..store import Store
+
+DEFAULT_BUDGET_BYTES = 6 * 2**30
+
+
+def group_columns(store: Store, module_to_group: dict[str, str], groups: list[str]):
+    """For each group, the feature columns (in the store's layout) of its modules."""
+    columns: dict[str, list[int]] = {g: [] for g in groups}
+    for name, part in zip(store.module_names, store.layout.slices):
+        columns[module_to_group[name]] += list(range(part.start, part.stop))
+    return [torch.tensor(columns[g], dtype=torch.long) for g in groups]
+
+
+class Contributions:
+    def __init__(
+        self,
+        store: Store,
+        method: Method,
+        queries: torch.Tensor,
+        columns: list[torch.Tensor],
+        kernel: str = "method",
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    ):
+        self.store, self.method, self.kernel, self.columns = store, method, kernel, columns
+        self.plain = method.query_plain(queries.float())
+        self.count, self.n, self.m = len(queries), store.num_examples, len(columns)
+        per_query = self.n * self.m * 4
+        self.chunk = max(1, min(self.count, budget_bytes // per_query))
+        psi_bytes = self.n * store.layout.total * 4
+        self._psi: list | None = [] if psi_bytes <= budget_bytes // 2 else None
+        self._psi_done = False
+        self._cached: torch.Tensor | None = None
+
+    @property
+    def in_memory(self) -> bool:
+        return self.chunk >= self.count
+
+    def _psi_shards(self) -> Iterator[tuple[int, torch.Tensor]]:
+        if self._psi_done:
+            yield from self._psi
+            return
+        for shard, scalars, phi in self.store.iter_features():
+            psi = self.method.train_preconditioned(phi, scalars, self.kernel)
+            if self._psi is not None:
+                self._psi.append((shard.start, psi))
+            yield shard.start, psi
+        self._psi_done = self._psi is not None
+
+    def compute(self, start: int, end: int) -> torch.Tensor:
+        """C for queries [start, end): (end - start) x N x M float32."""
+        plain = [self.plain[start:end, cols] for cols in self.columns]
+        out = torch.empty(end - start, self.n, self.m)
+        for row, psi in self._psi_shards():
+            rows = slice(row, row + len(psi))
+            for j, cols in enumerate(self.columns):
+                out[:, rows, j] = plain[j] @ psi[:, cols].T
+        return out
+
+    def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first query, C for a chunk of queries), covering all queries in order."""
+        if self.in_memory:
+            if self._cached is None:
+                self._cached = self.compute(0, self.count)
+            yield 0, self._cached
+            return
+        for start in range(0, self.count, self.chunk):
+            yield start, self.compute(start, min(start + self.chunk, self.count))

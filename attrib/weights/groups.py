@@ -1,0 +1,69 @@
+"""Mapping a store's modules (network order) to parameter groups.
+
+- `module`: one group per module (the default);
+- `block`: by module-path prefix, the first `depth` components
+  (`transformer.h.3.mlp.c_fc` at depth 3 -> `transformer.h.3`);
+- `consecutive:N`: N groups of consecutive modules in network order (the paper's 128-group
+  UNet study), named `group-000` ...;
+- a JSON file: {"glob": "group name", ...}, the first matching glob wins; every module must
+  match one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+from ..errors import AttribError
+
+
+def group_modules(modules: list[str], spec: str = "module", depth: int = 3):
+    """(group names in network order, module -> group)."""
+    if spec == "module":
+        mapping = {m: m for m in modules}
+    elif spec == "block":
+        if depth < 1:
+            raise AttribError("--depth must be at least 1")
+        mapping = {m: ".".join(m.split(".")[:depth]) for m in modules}
+    elif spec.startswith("consecutive:"):
+        mapping = _consecutive(modules, spec)
+    elif Path(spec).is_file():
+        mapping = _from_file(modules, Path(spec))
+    else:
+        raise AttribError(
+            f"--groups {spec!r}: use module, block, consecutive:N or a JSON file of globs"
+        )
+    order = list(dict.fromkeys(mapping[m] for m in modules))
+    return order, mapping
+
+
+def _consecutive(modules: list[str], spec: str) -> dict[str, str]:
+    try:
+        count = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise AttribError(f"--groups {spec!r}: N in consecutive:N must be an integer") from None
+    if not 1 <= count <= len(modules):
+        raise AttribError(f"--groups {spec}: N must be between 1 and {len(modules)} (modules)")
+    width = len(str(count - 1))
+    return {m: f"group-{(i * count) // len(modules):0{width}d}" for i, m in enumerate(modules)}
+
+
+def _from_file(modules: list[str], path: Path) -> dict[str, str]:
+    try:
+        rules = json.loads(path.read_text())
+    except ValueError as exc:
+        raise AttribError(f"--groups {path}: not valid JSON ({exc})") from None
+    if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
+        raise AttribError(f"--groups {path}: expected an object of glob -> group name")
+    mapping, unmatched = {}, []
+    for module in modules:
+        group = next((g for glob, g in rules.items() if fnmatch.fnmatchcase(module, glob)), None)
+        if group is None:
+            unmatched.append(module)
+        else:
+            mapping[module] = group
+    if unmatched:
+        shown = ", ".join(unmatched[:4])
+        raise AttribError(f"--groups {path}: no glob matches {len(unmatched)} module(s): {shown}")
+    return mapping

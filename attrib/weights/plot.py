@@ -1,0 +1,45 @@
+"""`--plot W.png`: learned weights per group in network order, bars coloured by block (as the
+paper's Figure 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AttribError
+
+
+def block_of(group: str, depth: int = 2) -> str:
+    return ".".join(group.split(".")[:depth])
+
+
+def plot_weights(path: Path, groups: list[str], weights: np.ndarray, title: str = "") -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise AttribError("--plot needs matplotlib: pip install 'attrib[plot]'") from None
+    depth = 3 if len({block_of(g, 2) for g in groups}) <= 2 else 2
+    blocks = [block_of(g, depth) for g in groups]
+    palette = plt.get_cmap("tab20")
+    colours = {b: palette(i % 20) for i, b in enumerate(dict.fromkeys(blocks))}
+    width = min(max(6.0, 0.12 * len(groups)), 24.0)
+    figure, axes = plt.subplots(figsize=(width, 3.5))
+    axes.bar(range(len(groups)), weights, color=[colours[b] for b in blocks], width=0.85)
+    axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--", label="uniform")
+    axes.set_xlabel("parameter group (network order)")
+    axes.set_ylabel("weight (1 = uniform)")
+    axes.set_xlim(-0.6, len(groups) - 0.4)
+    if len(groups) <= 40:
+        axes.set_xticks(range(len(groups)), groups, rotation=75, fontsize=6, ha="right")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    if len(colours) <= 20:
+        axes.legend(handles, list(colours), fontsize=6, ncol=2, loc="upper left")
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
