@@ -1,0 +1,88 @@
+"""Building the quality benchmark's tasks once (cached): data, checkpoint, stores, retraining
+ground truth. `quality.py` prints the tables; this module is what it (and experiments) reuse.
+
+Roles are disjoint (the paper's Table 7): `train` trains the model, `learn` learns weights,
+`val` chooses hyper-parameters (k), `eval` is only ever used for the reported LDS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from attrib.data import DataRef
+from attrib.evaluate.groundtruth import GroundTruth, load_groundtruth, save_groundtruth
+from attrib.evaluate.retrain import RetrainConfig, retrain
+from attrib.featurize import FeaturizeConfig, featurize
+from attrib.projection import ProjectionSpec
+from attrib.store import Store
+from attrib.tasks import ModelRef
+
+CACHE = Path(os.environ.get("ATTRIB_BENCH_CACHE", Path.home() / ".cache" / "attrib-bench"))
+
+
+@dataclass
+class Task:
+    name: str
+    root: Path
+    model: Path
+    data: dict[str, Path]
+    recipe: object
+    proj_dim: int = 16
+
+    def store(self, role: str, output: str) -> Store:
+        """The store of a role's rows; `output` names the featurize method (trak | tracin)."""
+        out = self.root / "stores" / f"{role}-{output}-p{self.proj_dim}"
+        if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
+            featurize(FeaturizeConfig(
+                ModelRef(str(self.model)), DataRef(str(self.data[role])), out, method=output,
+                projection=ProjectionSpec("factored", self.proj_dim), batch_size=64,
+                progress=False, device="cpu", store_dtype="float32", overwrite=True,
+            ))
+        return Store(out)
+
+    def groundtruth(self, subsets: int) -> dict[str, GroundTruth]:
+        """Ground truth for the val and eval queries, from one retraining run over both."""
+        both = self.root / "data" / "valeval.parquet"
+        if not both.exists():
+            parts = [datasets.load_dataset("parquet", data_files=str(self.data[r]), split="train")
+                     for r in ("val", "eval")]
+            datasets.concatenate_datasets(parts).to_parquet(str(both))
+        self.data["valeval"] = both
+        out = self.root / f"groundtruth-{subsets}.npz"
+        if not out.exists():
+            retrain(RetrainConfig(
+                self.store("train", "trak").path, self.store("valeval", "trak").path, out,
+                subsets=subsets, recipe=self.recipe, device="cpu", progress=True,
+            ))
+        truth = load_groundtruth(out)
+        n_val = len(datasets.load_dataset("parquet", data_files=str(self.data["val"]), split="train"))
+        result = {}
+        for role, cols in (("val", slice(0, n_val)), ("eval", slice(n_val, None))):
+            path = self.root / f"groundtruth-{subsets}-{role}.npz"
+            split = GroundTruth(truth.masks, truth.outputs[:, cols], truth.higher_is_better)
+            save_groundtruth(path, split)
+            result[role] = split
+        return result
+
+
+def digits_task(seed: int = 0) -> Task:
+    from attrib.examples import digits
+
+    root = CACHE / f"digits-{seed}"
+    model = root / "model"
+    if not model.exists():
+        paths, model = digits.build(root, seed)
+    paths = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
+    return Task("digits", root, model, paths, digits.RECIPE)
+
+
+def per_query_lds(train: Store, queries: Store, truth: GroundTruth, method: str,
+                  weights=None, damping=None) -> np.ndarray:
+    from attrib.evaluate.lds import evaluate_lds
+
+    return evaluate_lds(train, queries, truth, method, damping, weights).per_query
