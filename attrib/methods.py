@@ -29,6 +29,7 @@ class Method(ABC):
     output: ClassVar[str]  # output function it wants for classifiers: loss | margin
     summary: ClassVar[str]
     uses_damping: ClassVar[bool] = False
+    kernel_kind: ClassVar[str | None] = None  # global | block | None (no kernel)
 
     def __init__(self, store: Store, damping: float = DEFAULT_DAMPING):
         if damping < 0:
@@ -36,9 +37,8 @@ class Method(ABC):
         self.store, self.damping = store, damping
         self.slices = store.layout.slices
 
-    def prepare(self, kinds: tuple[str, ...] | None = None) -> Method:
-        """Load or compute the kernels the method needs from the training store: its own, or
-        the `kinds` asked for (learn-weights' block contributions need only `block`)."""
+    def prepare(self) -> Method:
+        """Load or compute what the method needs from the training store (its kernel)."""
         return self
 
     @abstractmethod
@@ -54,12 +54,9 @@ class Method(ABC):
         """The query side before weights and kernel (cosine normalizes, others keep g)."""
         return g
 
-    def train_preconditioned(
-        self, phi: torch.Tensor, scalars: dict, kernel: str = "method"
-    ) -> torch.Tensor:
+    def train_preconditioned(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor:
         """The training side with the kernel applied: psi(n) = s(n) K phi(n), so that the
-        unweighted score is query_plain(g) . psi(n). `kernel="block"` uses each module's own
-        block of the kernel instead of a global one."""
+        unweighted score is query_plain(g) . psi(n)."""
         scale = self.train_scale(phi, scalars)
         return phi if scale is None else phi * scale[:, None]
 
@@ -115,26 +112,23 @@ class Trak(Method):
     uses_damping = True
     kernel_kind = "global"
 
-    def prepare(self, kinds=None):
-        self.eigens = {
-            kind: kernels.eigen(self.store, kind) for kind in kinds or (self.kernel_kind,)
-        }
+    def prepare(self):
+        self.eigens = kernels.eigen(self.store, self.kernel_kind)
         return self
 
-    def _apply(self, x: torch.Tensor, kind: str) -> torch.Tensor:
-        if kind == "global":
-            return self.eigens["global"][0].apply_inverse(x, self.damping)
-        return kernels.apply_block_inverse(self.eigens["block"], x, self.slices, self.damping)
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_kind == "global":
+            return self.eigens[0].apply_inverse(x, self.damping)
+        return kernels.apply_block_inverse(self.eigens, x, self.slices, self.damping)
 
     def query_vectors(self, g, weights):
-        return self._apply(_weighted(g, weights), self.kernel_kind)
+        return self._apply(_weighted(g, weights))
 
     def train_scale(self, phi, scalars):
         return _out_to_loss(scalars)
 
-    def train_preconditioned(self, phi, scalars, kernel="method"):
-        kind = self.kernel_kind if kernel == "method" else kernel
-        return self._apply(phi, kind) * _out_to_loss(scalars)[:, None]
+    def train_preconditioned(self, phi, scalars):
+        return self._apply(phi) * _out_to_loss(scalars)[:, None]
 
 
 class TrakBlock(Trak):

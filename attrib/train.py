@@ -73,10 +73,13 @@ class InitialState:
         self.task = task
         self.state = {k: v.detach().clone() for k, v in task.model.state_dict().items()}
 
+    def restore_checkpoint(self) -> None:
+        self.task.model.load_state_dict(self.state)
+
     def restore(self, recipe: Recipe, seed: int) -> None:
         model = self.task.model
         if recipe.init == "finetune":
-            model.load_state_dict(self.state)
+            self.restore_checkpoint()
             return
         if self.task.info.get("adapter"):
             raise AttribError("recipe init 'scratch' needs a model without adapter; use finetune")

@@ -38,29 +38,48 @@ class Task:
         """The store of a role's rows; `output` names the featurize method (trak | tracin)."""
         out = self.root / "stores" / f"{role}-{output}-p{self.proj_dim}"
         if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
-            featurize(FeaturizeConfig(
-                ModelRef(str(self.model)), DataRef(str(self.data[role])), out, method=output,
-                projection=ProjectionSpec("factored", self.proj_dim), batch_size=64,
-                progress=False, device="cpu", store_dtype="float32", overwrite=True,
-            ))
+            featurize(
+                FeaturizeConfig(
+                    ModelRef(str(self.model)),
+                    DataRef(str(self.data[role])),
+                    out,
+                    method=output,
+                    projection=ProjectionSpec("factored", self.proj_dim),
+                    batch_size=64,
+                    progress=False,
+                    device="cpu",
+                    store_dtype="float32",
+                    overwrite=True,
+                )
+            )
         return Store(out)
 
     def groundtruth(self, subsets: int) -> dict[str, GroundTruth]:
         """Ground truth for the val and eval queries, from one retraining run over both."""
         both = self.root / "data" / "valeval.parquet"
         if not both.exists():
-            parts = [datasets.load_dataset("parquet", data_files=str(self.data[r]), split="train")
-                     for r in ("val", "eval")]
+            parts = [
+                datasets.load_dataset("parquet", data_files=str(self.data[r]), split="train")
+                for r in ("val", "eval")
+            ]
             datasets.concatenate_datasets(parts).to_parquet(str(both))
         self.data["valeval"] = both
         out = self.root / f"groundtruth-{subsets}.npz"
         if not out.exists():
-            retrain(RetrainConfig(
-                self.store("train", "trak").path, self.store("valeval", "trak").path, out,
-                subsets=subsets, recipe=self.recipe, device="cpu", progress=True,
-            ))
+            retrain(
+                RetrainConfig(
+                    self.store("train", "trak").path,
+                    self.store("valeval", "trak").path,
+                    out,
+                    subsets=subsets,
+                    recipe=self.recipe,
+                    device="cpu",
+                    progress=True,
+                )
+            )
         truth = load_groundtruth(out)
-        n_val = len(datasets.load_dataset("parquet", data_files=str(self.data["val"]), split="train"))
+        val = datasets.load_dataset("parquet", data_files=str(self.data["val"]), split="train")
+        n_val = len(val)
         result = {}
         for role, cols in (("val", slice(0, n_val)), ("eval", slice(n_val, None))):
             path = self.root / f"groundtruth-{subsets}-{role}.npz"
@@ -81,8 +100,23 @@ def digits_task(seed: int = 0) -> Task:
     return Task("digits", root, model, paths, digits.RECIPE)
 
 
-def per_query_lds(train: Store, queries: Store, truth: GroundTruth, method: str,
-                  weights=None, damping=None) -> np.ndarray:
+def pydoc_task(seed: int = 0) -> Task:
+    from attrib.examples import pydoc_text
+
+    root = CACHE / f"pydoc-{seed}"
+    model = root / "model"
+    if not model.exists():
+        paths, model = pydoc_text.build(root, seed)
+    paths = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
+    return Task("pydoc", root, model, paths, pydoc_text.RECIPE)
+
+
+TASKS = {"digits": digits_task, "pydoc": pydoc_task}
+
+
+def per_query_lds(
+    train: Store, queries: Store, truth: GroundTruth, method: str, weights=None, damping=None
+) -> np.ndarray:
     from attrib.evaluate.lds import evaluate_lds
 
     return evaluate_lds(train, queries, truth, method, damping, weights).per_query

@@ -9,6 +9,7 @@ import typer
 from attrib import __version__, log
 from attrib.errors import AttribError
 
+from . import evaluate_more  # noqa: F401  (registers more evaluate commands)
 from .evaluate_cmd import app as evaluate_app
 from .featurize_cmd import featurize_command
 from .inspect_cmd import inspect_command

@@ -41,7 +41,7 @@ def print_rows(rows: list[dict], fmt: str, columns: list[tuple[str, str]], title
 
 
 def _cell(value, key: str) -> str:
-    if key in ("lds", "ci"):
+    if key in ("lds", "ci", "tail_patch", "recall"):
         return f"{100 * value:.2f}"
     if isinstance(value, float):
         return f"{value:.4g}"

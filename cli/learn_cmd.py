@@ -35,9 +35,11 @@ def learn_weights_command(
     ),
     depth: int = typer.Option(3, help="Path components that name a block (--groups block)."),
     damping: float = typer.Option(None, "--lambda", help="Relative kernel damping (trak*)."),
-    contributions: str = typer.Option(
+    prior: str = typer.Option(
         "auto",
-        help="Kernel for the per-group contributions: method, block, or auto (block for trak).",
+        help="Where weight decay pulls the weights: uniform (the method's own score), balanced "
+        "(each group's contributions scaled to equal size), or auto (uniform for trak's global "
+        "kernel, balanced otherwise).",
     ),
     memory_gb: float = typer.Option(6.0, help="Memory budget for contributions, GiB."),
     plot: Path = typer.Option(None, help="Write a bar plot of the weights (PNG)."),
@@ -52,7 +54,7 @@ def learn_weights_command(
     from attrib.weights.plot import plot_weights
     from attrib.weights.run import LearnRequest, run_learn
 
-    options = LearnOptions(k, lr, epochs, weight_decay, seed, init)
+    options = LearnOptions(k, lr, epochs, weight_decay, seed, init, prior)
     request = LearnRequest(
         train,
         queries,
@@ -62,7 +64,6 @@ def learn_weights_command(
         groups,
         depth,
         damping,
-        contributions,
         int(memory_gb * 2**30),
     )
     artifact, summary = run_learn(request)

@@ -40,9 +40,21 @@ def trained(tmp_path_factory, resnet_dir):
 def test_weights_learn_save_load_and_change_scores(trained):
     root, train_store, query_store = trained
     weights = root / "trak.safetensors"
-    code, _, err = run_cli("learn-weights", "--train", train_store.path, "--queries",
-                           query_store.path, "--out", weights, "--method", "trak", "--k", "5",
-                           "--plot", root / "weights.png")
+    code, _, err = run_cli(
+        "learn-weights",
+        "--train",
+        train_store.path,
+        "--queries",
+        query_store.path,
+        "--out",
+        weights,
+        "--method",
+        "trak",
+        "--k",
+        "5",
+        "--plot",
+        root / "weights.png",
+    )
     assert code == 0, err
     assert "objective" in err and (root / "weights.png").stat().st_size > 1000
     artifact = load_weights(weights)
@@ -52,9 +64,21 @@ def test_weights_learn_save_load_and_change_scores(trained):
     outputs = {}
     for method in ("trak", "tracin"):
         for name, extra in (("plain", []), ("weighted", ["--weights", weights])):
-            code, out, err = run_cli("score", "--train", train_store.path, "--queries",
-                                     query_store.path, "--method", method, "--top", "48",
-                                     "--no-preview", "--format", "jsonl", *extra)
+            code, out, err = run_cli(
+                "score",
+                "--train",
+                train_store.path,
+                "--queries",
+                query_store.path,
+                "--method",
+                method,
+                "--top",
+                "48",
+                "--no-preview",
+                "--format",
+                "jsonl",
+                *extra,
+            )
             assert code == 0, err
             outputs[method, name] = [json.loads(line) for line in out.splitlines()]
     for method in ("trak", "tracin"):  # trak weights apply under tracin too
@@ -65,19 +89,39 @@ def test_weights_learn_save_load_and_change_scores(trained):
 def test_weights_refuse_a_store_of_another_model(trained, vit_dir, image_data, tmp_path):
     root, train_store, query_store = trained
     weights = root / "w.safetensors"
-    code, _, err = run_cli("learn-weights", "--train", train_store.path, "--queries",
-                           query_store.path, "--out", weights, "--k", "3", "--epochs", "1", "-q")
+    code, _, err = run_cli(
+        "learn-weights",
+        "--train",
+        train_store.path,
+        "--queries",
+        query_store.path,
+        "--out",
+        weights,
+        "--k",
+        "3",
+        "--epochs",
+        "1",
+        "-q",
+    )
     assert code == 0, err
     other = _store(vit_dir, image_data, tmp_path / "vit")
-    code, _, err = run_cli("score", "--train", other.path, "--queries", other.path,
-                           "--weights", weights)
+    code, _, err = run_cli(
+        "score", "--train", other.path, "--queries", other.path, "--weights", weights
+    )
     _assert_one_line_error(code, err, "do not match", "vit.")
 
 
 def test_learn_weights_bad_input(trained, tmp_path):
     root, train_store, query_store = trained
-    args = ["learn-weights", "--train", train_store.path, "--queries", query_store.path,
-            "--out", tmp_path / "w.safetensors"]
+    args = [
+        "learn-weights",
+        "--train",
+        train_store.path,
+        "--queries",
+        query_store.path,
+        "--out",
+        tmp_path / "w.safetensors",
+    ]
     code, _, err = run_cli(*args, "--k", "0")
     _assert_one_line_error(code, err, "--k")
     code, _, err = run_cli(*args, "--groups", "nonsense")

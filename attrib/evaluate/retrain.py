@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from .. import log
-from ..data import open_dataset, ref_from_settings, undecoded
 from ..distributed import resolve_device
 from ..errors import AttribError
 from ..progress import progress_bar
 from ..store import Store
 from ..tasks import load_task_from_settings
-from ..train import BatchSource, InitialState, Recipe, outputs, train
+from ..train import InitialState, Recipe, outputs, train
 from .groundtruth import GroundTruth, save_groundtruth
+from .sources import fixed_query_labels, store_source
 
 
 @dataclass
@@ -69,14 +69,6 @@ def subset_seed(seed: int, subset: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def _source(task, settings: dict, rows: np.ndarray | None, device, labels=None) -> BatchSource:
-    dataset = open_dataset(ref_from_settings(settings["dataset"]))
-    columns = dict(settings["task_options"]["columns"])
-    dataset = undecoded(dataset, columns.get("image"))
-    dataset = dataset.select(rows.tolist()) if rows is not None else dataset
-    return BatchSource(task, dataset, columns, device, labels)
-
-
 def retrain(config: RetrainConfig) -> GroundTruth | None:
     train_store, query_store = Store(config.train), Store(config.queries)
     settings = train_store.settings
@@ -98,18 +90,10 @@ def retrain(config: RetrainConfig) -> GroundTruth | None:
     }
     _check_meta(parts, meta)
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
-    train_rows = train_store.column("index")
-    query_rows = query_store.column("index")
-    train_source = _source(task, settings, train_rows, device)
-    query_columns = dict(query_store.settings["task_options"]["columns"])
-    labels = None
-    if task.name == "image-classification" and not query_columns.get("label"):
-        # Label-less queries explain the original model's prediction: keep that class fixed.
-        plain = _source(task, query_store.settings, query_rows, device)
-        with torch.no_grad():
-            batch = plain.batch(list(range(len(query_rows))))
-            labels = task.model(pixel_values=batch["pixel_values"]).logits.argmax(-1).cpu().numpy()
-    query_source = _source(task, query_store.settings, query_rows, device, labels)
+    train_source = store_source(task, train_store, device)
+    labels = fixed_query_labels(task, query_store, device)  # before any retraining
+    query_source = store_source(task, query_store, device, labels)
+    query_count = query_store.num_examples
     initial = InitialState(task)
     index, count = config.shard
     todo = [m for m in range(index, config.subsets, count) if not _part(parts, m).exists()]
@@ -120,7 +104,7 @@ def retrain(config: RetrainConfig) -> GroundTruth | None:
             initial.restore(config.recipe, seed)
             torch.manual_seed(seed)
             train(task, train_source, np.flatnonzero(masks[m]), config.recipe, seed)
-            values = outputs(task, query_source, len(query_rows), output)
+            values = outputs(task, query_source, query_count, output)
             _save_part(parts, m, values)
             bar.advance(bar_task)
     done = [m for m in range(config.subsets) if _part(parts, m).exists()]
@@ -134,7 +118,7 @@ def retrain(config: RetrainConfig) -> GroundTruth | None:
         extra={"recipe": json.dumps(meta), "output_function": output},
     )
     save_groundtruth(config.out, truth)
-    log.info(f"wrote {config.out}: {config.subsets} subsets x {len(query_rows)} queries")
+    log.info(f"wrote {config.out}: {config.subsets} subsets x {query_count} queries")
     return truth
 
 

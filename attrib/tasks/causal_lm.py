@@ -107,4 +107,5 @@ class CausalLMTask(Task):
         )  # (B, T-1)
         counts = targets.sum(-1).clamp(min=1)
         loss = (nll * targets).sum(-1) / counts
-        return TaskOutput(loss, {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss)})
+        scalars = {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss), "tokens": counts}
+        return TaskOutput(loss, scalars)

@@ -37,10 +37,9 @@ class Contributions:
         method: Method,
         queries: torch.Tensor,
         columns: list[torch.Tensor],
-        kernel: str = "method",
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ):
-        self.store, self.method, self.kernel, self.columns = store, method, kernel, columns
+        self.store, self.method, self.columns = store, method, columns
         self.plain = method.query_plain(queries.float())
         self.count, self.n, self.m = len(queries), store.num_examples, len(columns)
         per_query = self.n * self.m * 4
@@ -59,7 +58,7 @@ class Contributions:
             yield from self._psi
             return
         for shard, scalars, phi in self.store.iter_features():
-            psi = self.method.train_preconditioned(phi, scalars, self.kernel)
+            psi = self.method.train_preconditioned(phi, scalars)
             if self._psi is not None:
                 self._psi.append((shard.start, psi))
             yield shard.start, psi

@@ -1,11 +1,17 @@
 """The paper's Algorithm 1: self-supervised parameter-group weights.
 
 For each weight-learning query q (one AdamW step per query, queries in order, `epochs` passes):
-    w = softmax(w_raw);  S = C_q w;  S <- S / ||S||_2;  loss = -mean(top-k of S)
+    w = softmax(w_raw + log p);  S = C_q w;  S <- S / ||S||_2;  loss = -mean(top-k of S)
 with the top-k set recomputed at every step, a cosine learning-rate schedule over all steps,
 and AdamW's decoupled weight decay on w_raw (the paper's lambda'), which pulls w_raw toward 0
-and so the weights toward uniform. Following the paper's Algorithm 1, w_raw starts random
-(uniform in [0, 1), seeded); `init="uniform"` starts at uniform weights instead.
+and so the weights toward the prior p. Following Algorithm 1, w_raw starts random (uniform in
+[0, 1), seeded); `init="uniform"` starts at w_raw = 0 (the prior).
+
+The prior p is the paper's uniform weighting, or `balanced`: p_j proportional to 1 / RMS of
+group j's contributions. Under the paper's Appendix A model (a_j = alpha_j I + eps_j, optimum
+w_j ~ alpha_j / sigma_j^2) these are the optimal weights when every group has the same
+signal-to-noise ratio, so learning only has to find the differences in quality; without it,
+TracIn's groups differ in raw scale by 100x and the weight decay would fight the rescaling.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ class LearnOptions:
     k: int = 20
     lr: float = 0.01
     epochs: int = 10
-    weight_decay: float = 0.0
+    weight_decay: float = 1.0
     seed: int = 0
     init: str = "random"  # random | uniform
+    prior: str = "auto"  # auto | uniform | balanced
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -34,6 +41,8 @@ class LearnOptions:
             raise AttribError("--lr and --epochs must be positive, --weight-decay at least 0")
         if self.init not in ("random", "uniform"):
             raise AttribError("--init must be random or uniform")
+        if self.prior not in ("auto", "uniform", "balanced"):
+            raise AttribError("--prior must be auto, uniform or balanced")
 
 
 @dataclass
@@ -49,9 +58,21 @@ def step_loss(contrib: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Ten
     return -scores.topk(min(k, len(scores))).values.mean()
 
 
-def learn(contributions: Contributions, options: LearnOptions) -> Learned:
+def balanced_prior(contributions: Contributions) -> torch.Tensor:
+    """p_j ~ 1 / RMS of group j's contributions over all queries and examples, sum 1."""
+    squares = torch.zeros(contributions.m, dtype=torch.float64)
+    for _, chunk in contributions.chunks():
+        squares += chunk.double().pow(2).sum(dim=(0, 1))
+    rms = (squares / (contributions.count * contributions.n)).sqrt()
+    inverse = 1.0 / rms.clamp(min=rms.max() * 1e-12 + 1e-300)
+    return inverse / inverse.sum()
+
+
+def learn(contributions: Contributions, options: LearnOptions, prior: torch.Tensor) -> Learned:
+    """Run Algorithm 1; `prior` (M,) sums to 1 and is where weight decay pulls the weights."""
     generator = torch.Generator().manual_seed(options.seed)
     m = contributions.m
+    log_prior = prior.double().log()
     if options.init == "random":
         raw = torch.rand(m, generator=generator, dtype=torch.float64)
     else:
@@ -65,14 +86,15 @@ def learn(contributions: Contributions, options: LearnOptions) -> Learned:
         epoch_loss = 0.0
         for _, chunk in contributions.chunks():
             for contrib in chunk:
-                loss = step_loss(contrib, torch.softmax(raw, 0).float(), options.k)
+                weights = torch.softmax(raw + log_prior, 0).float()
+                loss = step_loss(contrib, weights, options.k)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 epoch_loss += loss.item()
         result.epoch_losses.append(epoch_loss / contributions.count)
-    result.weights = torch.softmax(raw.detach(), 0)
+    result.weights = torch.softmax(raw.detach() + log_prior, 0)
     return result
 
 

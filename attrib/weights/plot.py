@@ -1,5 +1,5 @@
-"""`--plot W.png`: learned weights per group in network order, bars coloured by block (as the
-paper's Figure 3)."""
+"""Bar plots over parameter groups in network order, coloured by block: learned weights (the
+paper's Figure 3, `learn-weights --plot`) and per-group LDS (Figure 1, `evaluate groups`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ def block_of(group: str, depth: int = 2) -> str:
     return ".".join(group.split(".")[:depth])
 
 
-def plot_weights(path: Path, groups: list[str], weights: np.ndarray, title: str = "") -> None:
+def plot_bars(
+    path: Path,
+    groups: list[str],
+    values,
+    ylabel: str,
+    title: str = "",
+    errors=None,
+    reference: float | None = 1.0,
+) -> None:
     try:
         import matplotlib
 
@@ -28,10 +36,18 @@ def plot_weights(path: Path, groups: list[str], weights: np.ndarray, title: str 
     colours = {b: palette(i % 20) for i, b in enumerate(dict.fromkeys(blocks))}
     width = min(max(6.0, 0.12 * len(groups)), 24.0)
     figure, axes = plt.subplots(figsize=(width, 3.5))
-    axes.bar(range(len(groups)), weights, color=[colours[b] for b in blocks], width=0.85)
-    axes.axhline(1.0, color="grey", linewidth=0.8, linestyle="--", label="uniform")
+    axes.bar(
+        range(len(groups)),
+        np.asarray(values),
+        color=[colours[b] for b in blocks],
+        width=0.85,
+        yerr=errors,
+        error_kw={"linewidth": 0.6},
+    )
+    if reference is not None:
+        axes.axhline(reference, color="grey", linewidth=0.8, linestyle="--")
     axes.set_xlabel("parameter group (network order)")
-    axes.set_ylabel("weight (1 = uniform)")
+    axes.set_ylabel(ylabel)
     axes.set_xlim(-0.6, len(groups) - 0.4)
     if len(groups) <= 40:
         axes.set_xticks(range(len(groups)), groups, rotation=75, fontsize=6, ha="right")
@@ -43,3 +59,7 @@ def plot_weights(path: Path, groups: list[str], weights: np.ndarray, title: str 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=130)
     plt.close(figure)
+
+
+def plot_weights(path: Path, groups: list[str], weights: np.ndarray, title: str = "") -> None:
+    plot_bars(path, groups, weights, "weight (1 = uniform)", title)

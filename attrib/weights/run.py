@@ -16,9 +16,7 @@ from ..store import Store
 from .artifact import WeightsArtifact, save_weights
 from .contributions import DEFAULT_BUDGET_BYTES, Contributions, group_columns
 from .groups import group_modules
-from .learn import LearnOptions, learn, mean_loss
-
-CONTRIBUTION_KERNELS = ("auto", "method", "block")
+from .learn import LearnOptions, balanced_prior, learn, mean_loss
 
 
 @dataclass
@@ -31,50 +29,44 @@ class LearnRequest:
     groups: str = "module"
     depth: int = 3
     damping: float | None = None
-    contributions: str = "auto"
     budget_bytes: int = DEFAULT_BUDGET_BYTES
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise AttribError(f"unknown --method {self.method!r}; choose {', '.join(METHODS)}")
-        if self.contributions not in CONTRIBUTION_KERNELS:
-            raise AttribError(f"--contributions must be one of {', '.join(CONTRIBUTION_KERNELS)}")
 
 
-def contribution_kernel(method: str, requested: str) -> str:
-    """Which kernel the per-group contributions use.
+def prior_kind(method: str, requested: str) -> str:
+    """`auto`: uniform for a global kernel, balanced otherwise.
 
-    `method`: the method's own kernel (the paper's C[n, j] = g_j(q) . [K g(n)]_j).
-    `block`: each module's own block of the kernel. With a global kernel a group's slice of
-    K g(n) mixes in every other group's gradient, so it is not that group's own signal; `auto`
-    therefore uses `block` for `trak` (see the README for the measurements behind this).
+    With a global kernel, group j's contribution g_j(q) . [K g(n)]_j mixes in every other
+    group's gradient through K's off-diagonal blocks: it is not a separate measurement of the
+    influence, so the Appendix A reasoning behind `balanced` does not apply, and the only
+    consistent starting point is the method's own (uniform) score.
     """
     if requested != "auto":
         return requested
-    return "block" if method == "trak" else "method"
+    return "uniform" if METHODS[method].kernel_kind == "global" else "balanced"
 
 
 def run_learn(request: LearnRequest) -> tuple[WeightsArtifact, dict]:
     train, queries = Store(request.train), Store(request.queries)
     chosen = query_features.from_store(train, queries)
     groups, mapping = group_modules(train.module_names, request.groups, request.depth)
-    kernel = contribution_kernel(request.method, request.contributions)
-    method = get_method(request.method, train, request.damping)
-    method.prepare(("block",) if kernel == "block" else None)
-    contributions = Contributions(
-        train,
-        method,
-        chosen.features,
-        group_columns(train, mapping, groups),
-        kernel,
-        request.budget_bytes,
-    )
+    method = get_method(request.method, train, request.damping).prepare()
+    columns = group_columns(train, mapping, groups)
+    contributions = Contributions(train, method, chosen.features, columns, request.budget_bytes)
     if not contributions.in_memory:
         log.info(
             f"contributions of {contributions.count} queries do not fit the memory budget: "
             f"computing them in chunks of {contributions.chunk} on every epoch"
         )
-    learned = learn(contributions, request.options)
+    prior = prior_kind(request.method, request.options.prior)
+    if prior == "balanced":
+        prior_weights = balanced_prior(contributions)
+    else:
+        prior_weights = torch.full((len(groups),), 1.0 / len(groups), dtype=torch.float64)
+    learned = learn(contributions, request.options, prior_weights)
     uniform = torch.full((len(groups),), 1.0 / len(groups))
     k = request.options.k
     summary = {
@@ -88,7 +80,7 @@ def run_learn(request: LearnRequest) -> tuple[WeightsArtifact, dict]:
         "method": request.method,
         "k": k,
         "lambda": method.damping,
-        "contributions": kernel,
+        "prior": prior,
         "lr": request.options.lr,
         "epochs": request.options.epochs,
         "weight_decay": request.options.weight_decay,

@@ -1,0 +1,66 @@
+"""Fine-grained recall@k: the share of each query's top-k training examples that belong to its
+known contributor set (the paper's subject / style / background evaluation)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AttribError
+from ..scoring import score
+from ..store import Store
+from .metrics import mean_ci, recall_at_k
+
+
+@dataclass
+class RecallResult:
+    method: str
+    weights: str
+    k: int
+    recall: float
+    ci: float
+    queries: int
+
+    def record(self) -> dict:
+        return dict(self.__dict__)
+
+
+def load_contributors(path: Path, queries: Store) -> list[set[int]]:
+    """A JSON object {query row index: [training row indices]}, keyed by the query store's
+    `index` column (rows of its split); every query must have an entry."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError:
+        raise AttribError(f"--contributors {path}: no such file") from None
+    except ValueError as exc:
+        raise AttribError(f"--contributors {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise AttribError(f"--contributors {path}: expected {{query index: [training indices]}}")
+    sets = []
+    for row in queries.column("index"):
+        entry = data.get(str(int(row)))
+        if entry is None:
+            raise AttribError(f"--contributors {path}: no entry for query row {int(row)}")
+        sets.append({int(i) for i in entry})
+    return sets
+
+
+def evaluate_recall(
+    train: Store,
+    method,
+    features,
+    contributors: list[set[int]],
+    k: int = 10,
+    weights=None,
+    weights_name: str = "none",
+) -> RecallResult:
+    if k < 1:
+        raise AttribError("--k must be at least 1")
+    top = score(train, method, features, k, weights)
+    values = recall_at_k(top.indices, contributors, min(k, train.num_examples))
+    mean, ci = mean_ci(np.asarray(values))
+    return RecallResult(method.name, weights_name, k, mean, ci, len(values))

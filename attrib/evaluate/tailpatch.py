@@ -1,0 +1,88 @@
+"""Tail-patch (the paper's Appendix B.2.3, after TrackStar): for each query, one training step
+on its top-k proponents from the final checkpoint; how much does the query's probability rise?
+
+The score of one query is the relative increase of its probability, exp(log p_after -
+log p_before) - 1, where p is the probability of the target sequence (language models: the
+product over target tokens) or of the label (classifiers). Random proponents (k training
+examples drawn per query, seeded) give the floor, measured in the same run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import AttribError
+from ..train import InitialState, trainable_parameters
+from .metrics import mean_ci
+
+
+@dataclass
+class PatchStep:
+    k: int = 128
+    lr: float = 0.01
+    optimizer: str = "sgd"  # sgd | adamw
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.lr <= 0:
+            raise AttribError("--k and --lr must be positive")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise AttribError("--optimizer must be sgd or adamw")
+
+
+@dataclass
+class TailPatchResult:
+    method: str
+    weights: str
+    tail_patch: float  # mean relative increase, fraction
+    ci: float
+    k: int
+    queries: int
+
+    def record(self) -> dict:
+        return dict(self.__dict__)
+
+
+def log_probability(task, batch) -> torch.Tensor:
+    out = task.outputs(batch, "loss")
+    return -(out.values * out.scalars.get("tokens", 1.0))
+
+
+def relative_increases(task, train_source, query_source, proponents: np.ndarray, step: PatchStep):
+    """(Q,) relative probability increase of each query after one step on its proponents."""
+    initial = InitialState(task)
+    params = trainable_parameters(task)
+    increases = []
+    for q, rows in enumerate(proponents):
+        initial.restore_checkpoint()
+        query = query_source.batch([q])
+        task.model.eval()
+        with torch.no_grad():
+            before = log_probability(task, query).double()
+        for p in params:
+            p.requires_grad_(True)
+        if step.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=step.lr)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=step.lr)
+        task.model.train()
+        loss = task.outputs(train_source.batch([int(r) for r in rows]), "loss").values.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        task.model.eval()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+        with torch.no_grad():
+            after = log_probability(task, query).double()
+        increases.append(float(torch.expm1(after - before)))
+    initial.restore_checkpoint()
+    return np.array(increases)
+
+
+def summarize(name: str, weights: str, values: np.ndarray, k: int) -> TailPatchResult:
+    mean, ci = mean_ci(values)
+    return TailPatchResult(name, weights, mean, ci, k, len(values))
