@@ -10,6 +10,7 @@ from attrib import __version__, log
 from attrib.errors import AttribError
 
 from . import evaluate_more  # noqa: F401  (registers more evaluate commands)
+from .demo_cmd import demo_command
 from .evaluate_cmd import app as evaluate_app
 from .featurize_cmd import featurize_command
 from .inspect_cmd import inspect_command
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.command("demo")(demo_command)
 app.command("featurize")(featurize_command)
 app.command("learn-weights")(learn_weights_command)
 app.command("score")(score_command)

@@ -1,0 +1,135 @@
+"""`attrib demo`: the whole job offline, in minutes, on data that ships with installed packages.
+
+Builds a small task (digits + ResNet, or Python's docs + GPT-2), featurizes the training set,
+a weight-learning query set and an evaluation query set, learns group weights, explains one
+evaluation query (its top proponents, and for images a PNG grid), and measures LDS with and
+without the weights against a small retraining ground truth. Everything it builds is cached
+under the user's cache directory, so a second run only re-reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import log
+from .data import DataRef
+from .evaluate.groundtruth import load_groundtruth
+from .evaluate.lds import evaluate_lds
+from .evaluate.retrain import RetrainConfig, retrain
+from .featurize import FeaturizeConfig, featurize
+from .projection import ProjectionSpec
+from .score import ScoreRequest, run_score, weight_vector
+from .store import Store
+from .tasks import ModelRef
+from .weights.learn import LearnOptions
+from .weights.run import LearnRequest, run_learn
+
+METHOD = "trak-block"
+TASKS = ("image", "text")
+
+
+@dataclass
+class DemoResult:
+    records: list[dict]
+    lds: dict[str, tuple[float, float]]  # "unweighted" / "weighted" -> (LDS, CI)
+    grid: Path | None
+    weights: Path
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "attrib" / "demo"
+
+
+def _build(task: str, root: Path):
+    if task == "image":
+        from .examples import digits as example
+    else:
+        from .examples import pydoc_text as example
+    data = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
+    model = root / "model"
+    if not (model / "config.json").exists() or not all(p.exists() for p in data.values()):
+        log.info(f"building the {task} task in {root} (once; later runs reuse it)")
+        example.build(root)
+    return data, model, example.RECIPE
+
+
+def _store(model: Path, data: Path, out: Path) -> Store:
+    if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
+        featurize(FeaturizeConfig(
+            ModelRef(str(model)), DataRef(str(data)), out, method=METHOD,
+            projection=ProjectionSpec("factored", 16), batch_size=64, progress=False,
+            store_dtype="float32", overwrite=True,
+        ))
+    return Store(out)
+
+
+def run_demo(task: str = "image", out: Path = Path("attrib-demo"), subsets: int = 20,
+             root: Path | None = None) -> DemoResult:
+    if task not in TASKS:
+        from .errors import AttribError
+
+        raise AttribError(f"--task must be one of {', '.join(TASKS)}")
+    root = root or cache_root() / task
+    data, model, recipe = _build(task, root)
+    stores = {role: _store(model, data[role], root / "stores" / role)
+              for role in ("train", "learn", "eval")}
+    out.mkdir(parents=True, exist_ok=True)
+    weights = root / f"weights-{METHOD}.safetensors"
+    if not weights.exists():
+        log.info("learning group weights on the weight-learning queries")
+        run_learn(LearnRequest(stores["train"].path, stores["learn"].path, weights, METHOD,
+                               LearnOptions()))
+    records = _explain(stores, weights, out, task)
+    truth_path = root / f"groundtruth-{subsets}.npz"
+    if not truth_path.exists():
+        log.info(f"retraining {subsets} models on random halves of the training set for LDS")
+        retrain(RetrainConfig(stores["train"].path, stores["eval"].path, truth_path,
+                              subsets=subsets, recipe=recipe, progress=not log.is_quiet()))
+    truth = load_groundtruth(truth_path)
+    lds = {}
+    for name, path in (("unweighted", None), ("weighted", weights)):
+        vector = weight_vector(stores["train"], path)
+        result = evaluate_lds(stores["train"], stores["eval"], truth, METHOD, None, vector)
+        lds[name] = (result.lds, result.ci)
+    grid = out / "query-and-proponents.png" if task == "image" else None
+    return DemoResult(records, lds, grid, weights)
+
+
+def _explain(stores, weights: Path, out: Path, task: str) -> list[dict]:
+    eval_store = stores["eval"]
+    records = run_score(ScoreRequest(stores["train"].path, METHOD, weights=weights, top=8,
+                                     queries=eval_store.path))
+    first = [r for r in records if r["query"] == 0]
+    if task == "image":
+        _grid(stores["train"], eval_store, first, out / "query-and-proponents.png")
+    return first
+
+
+def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None:
+    """The query and its top training images side by side, with labels and scores."""
+    from PIL import Image, ImageDraw
+
+    from .data import decode_image, open_dataset, ref_from_settings, undecoded
+
+    def reader(store: Store):
+        column = store.settings["task_options"]["columns"]["image"]
+        dataset = undecoded(open_dataset(ref_from_settings(store.settings["dataset"])), column)
+        return lambda row: decode_image(dataset[row][column], row, column).convert("L").resize(
+            (64, 64), Image.NEAREST
+        )
+
+    query_image, train_image = reader(queries), reader(train)
+    tile, pad = 64, 18
+    canvas = Image.new("L", ((len(records) + 1) * (tile + 6), tile + pad), 255)
+    draw = ImageDraw.Draw(canvas)
+    canvas.paste(query_image(int(queries.column("index")[0])), (0, pad))
+    draw.text((2, 2), "query", fill=0)
+    for i, record in enumerate(records, start=1):
+        x = i * (tile + 6)
+        canvas.paste(train_image(record["index"]), (x, pad))
+        draw.text((x + 2, 2), f"#{record['index']} {record.get('label', '')}", fill=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
