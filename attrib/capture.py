@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .factors import Factors
 from .modules import ModuleSpec
 from .projection import DenseProjector, ProjectionSpec, factored_matrices
 
@@ -33,8 +34,13 @@ class ModuleCapture:
         projection: ProjectionSpec,
         device: torch.device,
         dense_cache_bytes: int,
+        stats: bool = False,
     ):
         self.spec, self.module, self.projection = spec, module, projection
+        self.factors: Factors | None = None
+        if stats:
+            k_out, k_in = _side_dims(projection, spec)
+            self.factors = Factors.zeros(k_out, k_in, device)
         self.anchors: list[torch.Tensor] = []
         self._records: list = []
         self._feature: torch.Tensor | None = None
@@ -129,16 +135,43 @@ class ModuleCapture:
             if self.projection.kind == "factored":
                 p_out = self.p_out.reshape(groups, self.spec.d_out // groups, -1)
                 dy_proj = torch.einsum("bgol,gop->bgpl", dy, p_out)
+                if self.factors is not None:  # groups pooled: exact for ungrouped convs
+                    self._conv_stats(record, dy_proj.sum(1))
                 return torch.einsum("bgpl,bgql->bpq", dy_proj, record).reshape(batch, -1)
+            if self.factors is not None:
+                self._conv_stats(record, dy.reshape(batch, self.spec.d_out, -1))
             grad = torch.einsum("bgol,bgil->bgoi", dy, record)
         else:
             dy = dy.reshape(batch, -1, dy.shape[-1])  # (B, L, d_out)
             if self.projection.kind == "factored":
                 dy_proj = dy @ self.p_out
+                if self.factors is not None:
+                    self._token_stats(record, dy_proj, dy)
                 return torch.bmm(dy_proj.transpose(1, 2), record).reshape(batch, -1)
+            if self.factors is not None:
+                self._token_stats(record, dy, dy)
             grad = torch.bmm(dy.transpose(1, 2), record)
         flat = grad.reshape(batch, -1)  # the exact per-example gradient, (out, in) row-major
         return flat if self._dense is None else self._dense(flat)
+
+
+    # -- Kronecker factors ------------------------------------------------------------------
+    def _token_stats(self, x: torch.Tensor, dy_side: torch.Tensor, dy: torch.Tensor) -> None:
+        valid = dy.abs().sum(-1) > 0  # (B, L): positions that received a gradient
+        self.factors.update(x[valid], dy_side[valid])
+
+    def _conv_stats(self, patches: torch.Tensor, dy_side: torch.Tensor) -> None:
+        """patches (B, g, k_in, L) with groups pooled; dy_side (B, k_out, L)."""
+        self.factors.update(
+            patches.permute(0, 1, 3, 2).reshape(-1, patches.shape[2]),
+            dy_side.permute(0, 2, 1).reshape(-1, dy_side.shape[1]),
+        )
+
+
+def _side_dims(projection: ProjectionSpec, spec: ModuleSpec) -> tuple[int, int]:
+    if projection.kind == "none":
+        return spec.d_out, spec.d_in
+    return projection.side_dims(spec.d_out, spec.d_in)
 
 
 def _append_ones(x: torch.Tensor) -> torch.Tensor:
@@ -154,10 +187,11 @@ class GradientCapture:
         projection: ProjectionSpec,
         device: torch.device,
         dense_cache_bytes: int = 512 * 2**20,
+        stats: bool = False,
     ):
         self.device = device
         self.captures = [
-            ModuleCapture(spec, module, projection, device, dense_cache_bytes)
+            ModuleCapture(spec, module, projection, device, dense_cache_bytes, stats)
             for spec, module in selected
         ]
         self._handles: list = []
@@ -182,3 +216,14 @@ class GradientCapture:
 
     def collect(self, batch_size: int) -> dict[str, torch.Tensor]:
         return {c.spec.name: c.take(batch_size, self.device) for c in self.captures}
+
+    def take_factors(self) -> dict[str, Factors]:
+        """The Kronecker factor sums since the last call (then reset to zero)."""
+        out = {}
+        for c in self.captures:
+            if c.factors is None:
+                continue
+            out[c.spec.name] = c.factors
+            k_out, k_in = c.factors.s.shape[0], c.factors.a.shape[0]
+            c.factors = Factors.zeros(k_out, k_in, self.device)
+        return out

@@ -12,8 +12,9 @@ import torch
 from . import distributed, log
 from .data import DataRef, batches, dataset_info, open_dataset, undecoded
 from .errors import AttribError
+from .factors import save_factors, shard_factor_path
 from .featurizer import Featurizer
-from .methods import METHOD_OUTPUTS
+from .methods import FACTOR_METHODS, METHOD_OUTPUTS
 from .modules import select_modules
 from .progress import progress_bar
 from .projection import ProjectionSpec
@@ -64,6 +65,16 @@ class FeaturizeConfig:
             raise AttribError(f"--store-dtype must be one of {', '.join(NUMPY_STORE_DTYPES)}")
         if self.task_options.padding_side not in ("left", "right"):
             raise AttribError("--padding-side must be left or right")
+        if self.factors and self.projection.kind == "dense":
+            raise AttribError(
+                f"--method {self.method} needs Kronecker-structured features: use the default "
+                "factored projection or --proj-dim full, not --projection dense"
+            )
+
+    @property
+    def factors(self) -> bool:
+        """Whether Kronecker factors are accumulated (K-FAC / EK-FAC stores)."""
+        return self.method in FACTOR_METHODS
 
 
 def featurize(config: FeaturizeConfig) -> Path:
@@ -83,7 +94,7 @@ def featurize(config: FeaturizeConfig) -> Path:
         task.model, list(config.modules) or None, list(config.exclude), bool(config.model.adapter)
     )
     output_function = task.output_function_for(METHOD_OUTPUTS[config.method])
-    featurizer = Featurizer(task, selected, config.projection, output_function)
+    featurizer = Featurizer(task, selected, config.projection, output_function, config.factors)
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
@@ -131,6 +142,7 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
         "dataset": data_record,
         "num_examples": num_examples,
         "shard_size": config.shard_size,
+        "factors": config.factors,
     }
 
 
@@ -138,6 +150,9 @@ def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[Shard
     records, todo = [], []
     for start, end in writer.my_ranges(runtime.rank, runtime.world_size):
         record = writer.resumable(start, end)
+        if record is not None and config.factors:
+            if not shard_factor_path(writer.path, record.file).exists():
+                record = None  # a shard without its factors is redone
         if record is not None:
             records.append(record)
         else:
@@ -161,6 +176,9 @@ def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[Shard
                 for name, values in batch.scalars.items():
                     scalars.setdefault(name, []).append(values.cpu().numpy())
                 bar.advance(bar_task, len(positions))
+            if config.factors:  # written before the shard: a complete shard has its factors
+                path = shard_factor_path(writer.path, writer.shard_path(start, end).name)
+                save_factors(path, featurizer.capture.take_factors())
             data = shards.table(
                 writer.schema,
                 np.arange(start, end, dtype=np.int64),

@@ -30,11 +30,12 @@ class Featurizer:
         selected: list[tuple[ModuleSpec, torch.nn.Module]],
         projection: ProjectionSpec,
         output_function: str,
+        factors: bool = False,
     ):
         self.task, self.output_function = task, output_function
         self.modules = [spec for spec, _ in selected]
         self.device = task.device
-        self.capture = GradientCapture(selected, projection, self.device)
+        self.capture = GradientCapture(selected, projection, self.device, stats=factors)
 
     def __call__(self, rows: dict[str, list], positions: range) -> FeatureBatch:
         batch = self.task.prepare(rows, positions, self.device)

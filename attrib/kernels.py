@@ -109,6 +109,11 @@ def _save(path: Path, result: list[Eigen]) -> None:
     for i, item in enumerate(result):
         tensors[f"vectors.{i}"] = item.vectors
         tensors[f"values.{i}"] = item.values
+    save_tensors(path, tensors)
+
+
+def save_tensors(path: Path, tensors: dict) -> None:
+    """Cache tensors atomically next to a store; a read-only store only costs a warning."""
     try:
         path.parent.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".kernel.", suffix=".part", dir=path.parent)

@@ -34,7 +34,8 @@ def score_command(
     damping: float = typer.Option(
         None,
         "--lambda",
-        help="Kernel damping, relative: lambda = c * mean diagonal of Phi^T Phi (default 0.1).",
+        help="Kernel damping, relative: lambda = c * mean diagonal of Phi^T Phi "
+        "(default 1.0 for trak, 0.1 for trak-block).",
     ),
     weights: Path = typer.Option(
         None, help="Per-group weights (from learn-weights), applied on the query side."

@@ -76,9 +76,9 @@ def init_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build(root: Path, seed: int = 0, recipe: Recipe = RECIPE, flip: float = 0.0, device="cpu"):
+def build(root: Path, seed: int = 0, recipe: Recipe | None = None, flip: float = 0.0, device="cpu"):
     """Data files and a trained checkpoint under `root`; returns (paths by role, model dir)."""
     paths = write_data(root / "data", seed, flip=flip)
     init = init_model(root / "init", seed)
-    model = train_checkpoint(init, paths["train"], root / "model", recipe, device)
+    model = train_checkpoint(init, paths["train"], root / "model", recipe or RECIPE, device)
     return paths, model

@@ -85,9 +85,9 @@ def init_model(path: Path, train_texts: list[str], seed: int = 0) -> Path:
     return path
 
 
-def build(root: Path, seed: int = 0, recipe: Recipe = RECIPE, device="cpu"):
+def build(root: Path, seed: int = 0, recipe: Recipe | None = None, device="cpu"):
     paths = write_data(root / "data", seed)
     train_texts = datasets.load_dataset("parquet", data_files=str(paths["train"]), split="train")
     init = init_model(root / "init", list(train_texts["text"]), seed)
-    model = train_checkpoint(init, paths["train"], root / "model", recipe, device)
+    model = train_checkpoint(init, paths["train"], root / "model", recipe or RECIPE, device)
     return paths, model

@@ -1,0 +1,90 @@
+"""K-FAC and EK-FAC preconditioners on stored features, one block per module.
+
+For module m, the stored feature of example n is F_n (k_out x k_in, row-major flattened), the
+projected gradient. With the Kronecker factors A (inputs) and S (output gradients) and their
+eigendecompositions A = Q_A diag(a) Q_A^T, S = Q_S diag(s) Q_S^T (float64):
+  K-FAC:  H = (Q_S (x) Q_A) diag(s_i a_j) (Q_S (x) Q_A)^T
+  EK-FAC: the eigenvalues replaced by  Lambda_ij = mean_n [(Q_S^T F_n Q_A)_ij]^2  (George et
+          al. 2018; Grosse et al. 2023), one pass over the stored per-example features.
+Applying (H + lambda I)^-1 to a feature: rotate into the eigenbasis, divide by Lambda + lambda,
+rotate back. Damping follows attrib's rule: lambda = c * mean(Lambda) of that module.
+Results are cached next to the store like the TRAK kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load_file
+
+from . import log
+from .factors import total_factors
+from .kernels import CACHE_DIR, save_tensors
+from .store import Store
+
+KFAC_VERSION = 1
+
+
+@dataclass
+class KroneckerEigen:
+    q_out: torch.Tensor  # (k_out x k_out) eigenvectors of S
+    q_in: torch.Tensor  # (k_in x k_in) eigenvectors of A
+    values: torch.Tensor  # (k_out x k_in) eigenvalues, float64
+
+    def apply_inverse(self, x: torch.Tensor, relative: float) -> torch.Tensor:
+        """x (n x k_out*k_in) -> x (H + lambda I)^-1 (H is symmetric)."""
+        values = self.values.clamp(min=0)
+        lam = float(relative * values.mean())
+        inverse = (1.0 / (values + lam)).to(x.dtype)
+        k_out, k_in = values.shape
+        q_out, q_in = self.q_out.to(x.dtype), self.q_in.to(x.dtype)
+        rotated = q_out.T @ x.reshape(-1, k_out, k_in) @ q_in
+        return (q_out @ (rotated * inverse) @ q_in.T).reshape(x.shape)
+
+
+def _key(store: Store, corrected: bool) -> str:
+    payload = json.dumps({"v": KFAC_VERSION, "ekfac": corrected, "store": store.fingerprint()})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def kronecker_eigen(store: Store, corrected: bool) -> list[KroneckerEigen]:
+    """Per module (store order), computing and caching on first use."""
+    kind = "ekfac" if corrected else "kfac"
+    path = store.path / CACHE_DIR / f"{kind}-{_key(store, corrected)}.safetensors"
+    names = store.module_names
+    if path.exists():
+        t = load_file(str(path))
+        return [KroneckerEigen(t[f"q_out.{i}"], t[f"q_in.{i}"], t[f"values.{i}"])
+                for i in range(len(names))]
+    log.info(f"computing the {kind} factors of {store.path} (cached for later runs)")
+    factors = total_factors(store)
+    result = []
+    for name in names:
+        a, s = factors[name].means()
+        a_values, q_in = torch.linalg.eigh(a)
+        s_values, q_out = torch.linalg.eigh(s)
+        values = torch.outer(s_values.clamp(min=0), a_values.clamp(min=0))
+        result.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+    if corrected:
+        _correct(store, result)
+    tensors = {}
+    for i, item in enumerate(result):
+        tensors.update({f"q_out.{i}": item.q_out.contiguous(), f"q_in.{i}": item.q_in.contiguous(),
+                        f"values.{i}": item.values})
+    save_tensors(path, tensors)
+    return result
+
+
+def _correct(store: Store, result: list[KroneckerEigen]) -> None:
+    """EK-FAC: eigenvalues from the per-example features, in the K-FAC eigenbasis."""
+    sums = [torch.zeros_like(item.values) for item in result]
+    for _, _, phi in store.iter_features():
+        for item, total, part in zip(result, sums, store.layout.slices):
+            k_out, k_in = item.values.shape
+            rotated = item.q_out.T @ phi[:, part].reshape(-1, k_out, k_in) @ item.q_in
+            total += rotated.double().pow(2).sum(0)
+    for item, total in zip(result, sums):
+        item.values = total / store.num_examples

@@ -1,0 +1,33 @@
+"""`attrib demo` end to end on a shrunken digits task; a second run reuses the cache."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import run_cli
+
+from attrib.examples import digits
+from attrib.train import Recipe
+
+
+def test_demo_runs_offline_and_reuses_its_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(digits, "SIZES", {"train": 120, "learn": 30, "val": 10, "eval": 20})
+    monkeypatch.setattr(digits, "RECIPE", Recipe(init="scratch", epochs=2, lr=3e-3,
+                                                 batch_size=32, seed=0))
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "3")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert len(result["proponents"]) == 8
+    assert set(result["lds"]) == {"unweighted", "weighted"}
+    assert (out / "query-and-proponents.png").stat().st_size > 500
+    cached = tmp_path / "cache" / "attrib" / "demo" / "image"
+    assert (cached / "model" / "config.json").exists()
+    assert (cached / "groundtruth-3.npz").exists()
+    before = {p: p.stat().st_mtime_ns for p in cached.rglob("*") if p.is_file()}
+    code, stdout2, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "3")
+    assert code == 0, err
+    after = {p: p.stat().st_mtime_ns for p in cached.rglob("*") if p.is_file()}
+    assert before == after  # nothing rebuilt
+    assert json.loads(stdout2)["lds"] == result["lds"]
