@@ -32,11 +32,11 @@ class Task:
     model: Path
     data: dict[str, Path]
     recipe: object
-    proj_dim: int = 16
+    proj_dim: int | None = 16  # None: exact per-example gradients (--proj-dim full)
 
     def store(self, role: str, output: str) -> Store:
         """The store of a role's rows; `output` names the featurize method (trak | tracin)."""
-        out = self.root / "stores" / f"{role}-{output}-p{self.proj_dim}"
+        out = self.root / "stores" / f"{role}-{output}-p{self.proj_dim or 'full'}"
         if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
             featurize(
                 FeaturizeConfig(
@@ -44,7 +44,9 @@ class Task:
                     DataRef(str(self.data[role])),
                     out,
                     method=output,
-                    projection=ProjectionSpec("factored", self.proj_dim),
+                    projection=ProjectionSpec("factored", self.proj_dim)
+                    if self.proj_dim
+                    else ProjectionSpec("none", None),
                     batch_size=64,
                     progress=False,
                     device="cpu",

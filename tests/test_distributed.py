@@ -23,8 +23,9 @@ LAUNCHERS = {
 OPTIONS = "--shard-size 4 --batch-size 3 --proj-dim 4 --device cpu -q".split()
 
 
-def _featurize(model, data, out, launcher=None):
-    args = ["featurize", "--model", model, "--data", data, "--out", out, *OPTIONS]
+def _featurize(model, data, out, launcher=None, method="trak"):
+    args = ["featurize", "--model", model, "--data", data, "--out", out, "--method", method,
+            *OPTIONS]
     args = [str(a) for a in args]
     command = [*LAUNCHERS[launcher], ATTRIB, *args] if launcher else [ATTRIB, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -33,10 +34,10 @@ def _featurize(model, data, out, launcher=None):
     return Store(out)
 
 
-@pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
-def test_two_processes_equal_one(tmp_path, resnet_dir, image_data, launcher):
-    one = _featurize(resnet_dir, image_data, tmp_path / "one")
-    two = _featurize(resnet_dir, image_data, tmp_path / "two", launcher)
+@pytest.mark.parametrize("launcher, method", [("accelerate", "trak"), ("torchrun", "ekfac")])
+def test_two_processes_equal_one(tmp_path, resnet_dir, image_data, launcher, method):
+    one = _featurize(resnet_dir, image_data, tmp_path / "one", method=method)
+    two = _featurize(resnet_dir, image_data, tmp_path / "two", launcher, method)
     assert two.manifest["world_size"] == 2  # really two ranks
     assert one.manifest["world_size"] == 1
     assert [(s.start, s.end) for s in two.shards] == [(s.start, s.end) for s in one.shards]
@@ -46,3 +47,12 @@ def test_two_processes_equal_one(tmp_path, resnet_dir, image_data, launcher):
         b = two.matrix(name) if name in one.module_names else two.column(name)
         # Same shards, same batches, one thread each: equal up to float16 rounding.
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * np.abs(a).max())
+    if method == "ekfac":  # Kronecker factors, summed over shards, agree too
+        from attrib.factors import total_factors
+
+        f1, f2 = total_factors(one), total_factors(two)
+        assert set(f1) == set(f2) == set(one.module_names)
+        for name in f1:
+            np.testing.assert_allclose(f2[name].a.numpy(), f1[name].a.numpy(), rtol=1e-5)
+            np.testing.assert_allclose(f2[name].s.numpy(), f1[name].s.numpy(), rtol=1e-5)
+            assert f2[name].a_count == f1[name].a_count
