@@ -33,6 +33,10 @@ class Method(ABC):
     uses_damping: ClassVar[bool] = False
     kernel_kind: ClassVar[str | None] = None  # global | block | None (no kernel)
     default_damping: ClassVar[float] = DEFAULT_DAMPING
+    # A kernel fit to the training features' own second moments (TRAK's Gram, EK-FAC's
+    # corrected eigenvalues) already puts every group on the scale the influence needs;
+    # learn-weights then starts from (and is pulled toward) the method's own weighting.
+    calibrated: ClassVar[bool] = False
 
     def __init__(self, store: Store, damping: float | None = None):
         damping = self.default_damping if damping is None else damping
@@ -116,6 +120,7 @@ class Trak(Method):
     uses_damping = True
     kernel_kind = "global"
     default_damping = 1.0
+    calibrated = True
 
     def prepare(self):
         self.eigens = kernels.eigen(self.store, self.kernel_kind)
@@ -175,6 +180,7 @@ class EKFac(KFac):
     name = "ekfac"
     summary = "EK-FAC: K-FAC eigenbasis with eigenvalues re-fit on the per-example features"
     corrected = True
+    calibrated = True
 
 
 METHODS: dict[str, type[Method]] = {

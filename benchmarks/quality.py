@@ -34,26 +34,37 @@ from attrib.score import weight_vector  # noqa: E402
 from attrib.weights.learn import LearnOptions  # noqa: E402
 from attrib.weights.run import LearnRequest, run_learn  # noqa: E402
 
-METHODS = ("tracin", "cosine", "trak", "trak-block")
-FEATURES = {"tracin": "tracin", "cosine": "tracin", "trak": "trak", "trak-block": "trak"}
+METHODS = ("tracin", "cosine", "trak", "trak-block", "kfac", "ekfac")
+FEATURES = {"tracin": "tracin", "cosine": "tracin", "trak": "trak", "trak-block": "trak",
+            "kfac": "ekfac", "ekfac": "ekfac"}
+# Projection per method: p = 16 factored, or exact per-example gradients (None) for the
+# K-FAC family, whose per-module eigenbases lose most when projected (see README).
+PROJ = {"kfac": None, "ekfac": None}
+DEFAULT_K = LearnOptions().k
 RESULTS = Path(__file__).parent / "results"
 
 
+def _store(task, role, method):
+    task.proj_dim = PROJ.get(method, 16)
+    return task.store(role, FEATURES[method])
+
+
 def lds(task, truth, method, role, weights=None):
-    train = task.store("train", FEATURES[method])
-    queries = task.store(role, FEATURES[method])
+    train = _store(task, "train", method)
+    queries = _store(task, role, method)
     result = evaluate_lds(train, queries, truth[role], method, None, weight_vector(train, weights))
     return result.lds, result.ci
 
 
 def learn(task, method, k):
-    train = task.store("train", FEATURES[method])
+    train = _store(task, "train", method)
     options = LearnOptions(k=k)  # the library defaults otherwise
-    name = f"{method}-k{k}-wd{options.weight_decay:g}-{options.prior}-{options.init}"
+    proj = PROJ.get(method, 16) or "full"
+    name = f"{method}-p{proj}-k{k}-wd{options.weight_decay:g}-{options.prior}-{options.init}"
     out = task.root / "weights" / f"{name}.safetensors"
     if not out.exists():
-        run_learn(LearnRequest(train.path, task.store("learn", FEATURES[method]).path, out,
-                               method, options))
+        learn_store = _store(task, "learn", method)
+        run_learn(LearnRequest(train.path, learn_store.path, out, method, options))
     return out
 
 
@@ -64,12 +75,14 @@ def quality_rows(name, subsets, k_grid):
     for method in METHODS:
         plain = lds(task, truth, method, "eval")
         at20 = lds(task, truth, method, "eval", learn(task, method, 20))
+        default = lds(task, truth, method, "eval", learn(task, method, DEFAULT_K))
         on_val = {k: lds(task, truth, method, "val", learn(task, method, k))[0] for k in k_grid}
         best = max(k_grid, key=lambda k: on_val[k])
         tuned = lds(task, truth, method, "eval", learn(task, method, best))
-        rows.append({"task": name, "method": method, "subsets": subsets,
-                     "queries": task.store("eval", FEATURES[method]).num_examples,
-                     "lds": plain, "lds_w20": at20, "best_k": best, "lds_wbest": tuned})
+        rows.append({"task": name, "method": method, "proj": PROJ.get(method, 16) or "full",
+                     "subsets": subsets, "queries": _store(task, "eval", method).num_examples,
+                     "lds": plain, "lds_w20": at20, "lds_wdefault": default, "best_k": best,
+                     "lds_wbest": tuned})
     return rows
 
 
@@ -87,13 +100,13 @@ def mislabel_rows(seed=0):
     task = Task("digits-flip10", root, root / "model", paths, digits.RECIPE)
     rows = []
     for method in METHODS:
-        train = task.store("train", FEATURES[method])
+        train = _store(task, "train", method)
         mask = load_mislabeled(root / "data" / "mislabeled.npy", train)
-        weights = learn(task, method, 20)
+        weights = learn(task, method, DEFAULT_K)
         prepared = get_method(method, train).prepare()
         plain = evaluate_mislabel(train, prepared, mask, None, 10).auc
         weighted = evaluate_mislabel(train, prepared, mask, weight_vector(train, weights), 10).auc
-        rows.append({"method": method, "auc": plain, "auc_w20": weighted,
+        rows.append({"method": method, "auc": plain, "auc_w": weighted,
                      "mislabeled": int(mask.sum()), "examples": len(mask)})
     return rows
 
@@ -105,17 +118,19 @@ def pct(pair) -> str:
 def markdown(rows, mislabel, command) -> str:
     lines = [
         f"Command: `{command}`", "",
-        "| task | method | LDS % | weighted, k=20 | best k (val) | weighted, best k |",
-        "|---|---|---|---|---|---|",
+        f"| task | method | p | LDS % | weighted, k=20 | weighted, k={DEFAULT_K} (default) "
+        "| best k (val) | weighted, best k |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['method']} | {pct(r['lds'])} | {pct(r['lds_w20'])} "
-                     f"| {r['best_k']} | {pct(r['lds_wbest'])} |")
+        lines.append(f"| {r['task']} | {r['method']} | {r['proj']} | {pct(r['lds'])} "
+                     f"| {pct(r['lds_w20'])} | {pct(r['lds_wdefault'])} | {r['best_k']} "
+                     f"| {pct(r['lds_wbest'])} |")
     if mislabel:
         lines += ["", "Mislabeled-data detection, digits with 10% flipped labels (ROC AUC):", "",
-                  "| method | AUC | weighted, k=20 |", "|---|---|---|"]
+                  f"| method | AUC | weighted, k={DEFAULT_K} |", "|---|---|---|"]
         for r in mislabel:
-            lines.append(f"| {r['method']} | {r['auc']:.3f} | {r['auc_w20']:.3f} |")
+            lines.append(f"| {r['method']} | {r['auc']:.3f} | {r['auc_w']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +138,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits,pydoc")
     parser.add_argument("--subsets", type=int, default=50)
-    parser.add_argument("--k-grid", default="5,20,50")
+    parser.add_argument("--k-grid", default="5,10,20,50")
     parser.add_argument("--no-mislabel", action="store_true")
     args = parser.parse_args()
     log.set_quiet(True)
@@ -132,19 +147,20 @@ def main():
     rows = [r for name in args.tasks.split(",") for r in quality_rows(name, args.subsets, k_grid)]
     mislabel = [] if args.no_mislabel else mislabel_rows()
     table = Table(title=f"LDS (%) ± 95% CI, {args.subsets} retrained models per task")
-    for column in ("task", "method", "LDS", "weighted k=20", "best k (val)", "weighted best k"):
+    for column in ("task", "method", "p", "LDS", "w, k=20", f"w, k={DEFAULT_K}", "best k",
+                   "w, best k"):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["task"], r["method"], pct(r["lds"]), pct(r["lds_w20"]), str(r["best_k"]),
-                      pct(r["lds_wbest"]))
+        table.add_row(r["task"], r["method"], str(r["proj"]), pct(r["lds"]), pct(r["lds_w20"]),
+                      pct(r["lds_wdefault"]), str(r["best_k"]), pct(r["lds_wbest"]))
     console = Console()
     console.print(table)
     if mislabel:
         auc = Table(title="mislabeled-data detection, digits, 10% flipped (ROC AUC)")
-        for column in ("method", "AUC", "weighted k=20"):
+        for column in ("method", "AUC", f"weighted k={DEFAULT_K}"):
             auc.add_column(column, justify="right")
         for r in mislabel:
-            auc.add_row(r["method"], f"{r['auc']:.3f}", f"{r['auc_w20']:.3f}")
+            auc.add_row(r["method"], f"{r['auc']:.3f}", f"{r['auc_w']:.3f}")
         console.print(auc)
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)

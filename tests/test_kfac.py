@@ -30,9 +30,15 @@ def _dense(store: Store, method: str, tmp_path, queries, damping=DAMPING) -> np.
 @pytest.fixture(scope="module")
 def lm_store(tmp_path_factory, gpt2_dir, text_data):
     root = tmp_path_factory.mktemp("kfac")
-    return _store(gpt2_dir, text_data, root / "train", method="ekfac",
-                  projection=ProjectionSpec("none", None), max_examples=24,
-                  modules=("transformer.h.1.*",))
+    return _store(
+        gpt2_dir,
+        text_data,
+        root / "train",
+        method="ekfac",
+        projection=ProjectionSpec("none", None),
+        max_examples=24,
+        modules=("transformer.h.1.*",),
+    )
 
 
 def _full(store: Store) -> list[np.ndarray]:
@@ -51,7 +57,7 @@ def test_factors_equal_a_brute_force_pass_over_real_tokens(lm_store, gpt2_dir, t
         for row in range(24):  # one example at a time: no padding at all
             batch = task.prepare(dataset[row : row + 1], range(row, row + 1), task.device)
             seen = {}
-            hook = module.register_forward_hook(lambda m, i, o: seen.update(x=i[0], y=o))
+            hook = module.register_forward_hook(lambda m, i, o, seen=seen: seen.update(x=i[0], y=o))
             with torch.enable_grad():
                 module.weight.requires_grad_(True)
                 value = task.outputs(batch, "loss").values.sum()
@@ -113,21 +119,30 @@ def test_unprojected_ekfac_on_a_linear_model_approaches_exact_influence(tmp_path
     model.requires_grad_(False)
     spec = describe("linear", model)
     inputs, targets = torch.from_numpy(x).float(), torch.from_numpy(y).float()
-    with GradientCapture([(spec, model)], ProjectionSpec("none", None), torch.device("cpu"),
-                         stats=True) as capture:
+    with GradientCapture(
+        [(spec, model)], ProjectionSpec("none", None), torch.device("cpu"), stats=True
+    ) as capture:
         capture.backward((0.5 * (model(inputs)[:, 0] - targets) ** 2).sum())
     grads = capture.collect(n)["linear"].numpy()
-    store = Store(write_arrays(tmp_path / "s", {"linear": grads}, shard_size=1000,
-                               settings={"factors": True}))
+    store = Store(
+        write_arrays(tmp_path / "s", {"linear": grads}, shard_size=1000, settings={"factors": True})
+    )
     factors = capture.take_factors()
     for shard in store.shards:  # one factor file for the whole store is enough here
-        save_factors(shard_factor_path(store.path, shard.file),
-                     factors if shard.start == 0 else {"linear": Factors.zeros(1, d, "cpu")})
+        save_factors(
+            shard_factor_path(store.path, shard.file),
+            factors if shard.start == 0 else {"linear": Factors.zeros(1, d, "cpu")},
+        )
     assert (store.path / FACTOR_DIR).is_dir()
     queries = grads[:20]
     exact = queries @ np.linalg.inv(x.T @ x) @ grads.T
     kronecker_eigen(store, corrected=True)
-    got = _dense(store, "ekfac", tmp_path, queries=Store(write_arrays(
-        tmp_path / "q", {"linear": queries})).path, damping=1e-6)
+    got = _dense(
+        store,
+        "ekfac",
+        tmp_path,
+        queries=Store(write_arrays(tmp_path / "q", {"linear": queries})).path,
+        damping=1e-6,
+    )
     correlation = np.corrcoef(got.ravel(), exact.ravel())[0, 1]
     assert correlation > 0.995, correlation

@@ -26,7 +26,7 @@ from .contributions import Contributions
 
 @dataclass(frozen=True)
 class LearnOptions:
-    k: int = 20
+    k: int = 10
     lr: float = 0.01
     epochs: int = 10
     weight_decay: float = 1.0

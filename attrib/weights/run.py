@@ -37,16 +37,20 @@ class LearnRequest:
 
 
 def prior_kind(method: str, requested: str) -> str:
-    """`auto`: uniform for a global kernel, balanced otherwise.
+    """`auto`: uniform for methods whose kernel is fit to the training features' own second
+    moments (trak, trak-block, ekfac), balanced for the others (tracin, cosine, kfac).
 
-    With a global kernel, group j's contribution g_j(q) . [K g(n)]_j mixes in every other
-    group's gradient through K's off-diagonal blocks: it is not a separate measurement of the
-    influence, so the Appendix A reasoning behind `balanced` does not apply, and the only
-    consistent starting point is the method's own (uniform) score.
+    A calibrated kernel already weighs each group by its curvature, so the method's own
+    (uniform) weighting is the reference to stay near. Without one, a group's raw scale is an
+    accident of parametrization (TracIn's groups differ 100x on the digits task, K-FAC's
+    uncorrected eigenvalues likewise), and equal-sized contributions are the better start.
+    With a global kernel, moreover, group j's contribution g_j(q) . [K g(n)]_j mixes in every
+    other group through K's off-diagonal blocks: it is not a separate measurement, so
+    rescaling it has no meaning. Measurements behind this are in the README.
     """
     if requested != "auto":
         return requested
-    return "uniform" if METHODS[method].kernel_kind == "global" else "balanced"
+    return "uniform" if METHODS[method].calibrated else "balanced"
 
 
 def run_learn(request: LearnRequest) -> tuple[WeightsArtifact, dict]:
