@@ -21,7 +21,7 @@ DEFAULT_TOP = 10
 @dataclass
 class ScoreRequest:
     train: Path
-    method: str = "trak"
+    method: str = "trak-block"
     damping: float | None = None
     weights: Path | None = None
     top: int | None = None

@@ -53,7 +53,9 @@ def lds_command(
     train: Path = typer.Option(..., "--train", "-t", help="Training store."),
     queries: Path = typer.Option(..., help="Query store (evaluation queries)."),
     groundtruth: Path = typer.Option(..., help="Ground truth .npz from `evaluate retrain`."),
-    method: str = typer.Option("trak", help="Methods, comma-separated (trak,tracin,...)."),
+    method: str = typer.Option(
+        "trak-block", help="Methods, comma-separated (trak-block,trak,tracin,ekfac,...)."
+    ),
     weights: str = typer.Option(
         "none", help="Weights files, comma-separated; 'none' for unweighted."
     ),

@@ -11,7 +11,7 @@ from .evaluate_cmd import app, print_rows
 from .records import choose_format
 
 TRAIN = typer.Option(..., "--train", "-t", help="Training store.")
-METHOD = typer.Option("trak", help="Methods, comma-separated.")
+METHOD = typer.Option("trak-block", help="Methods, comma-separated.")
 WEIGHTS = typer.Option("none", help="Weights files, comma-separated; 'none' for unweighted.")
 DAMPING = typer.Option(None, "--lambda", help="Relative kernel damping.")
 FORMAT = typer.Option(None, "--format", help="table or jsonl (default: by terminal).")

@@ -18,7 +18,9 @@ def learn_weights_command(
         "their quality.",
     ),
     out: Path = typer.Option(..., help="Weights file to write (.safetensors)."),
-    method: str = typer.Option("trak", help="Base method whose top-k supervises the weights."),
+    method: str = typer.Option(
+        "trak-block", help="Base method whose top-k supervises the weights."
+    ),
     k: int = typer.Option(
         10, help="Pseudo-positives per query: the top-k of the weighted scores (the paper "
         "searches 1..5000; 10 was best or tied on our validation queries)."

@@ -30,7 +30,11 @@ def score_command(
         "Featurized with the training store's settings.",
     ),
     queries: Path = typer.Option(None, "--queries", help="Query store (from featurize)."),
-    method: str = typer.Option("trak", help="tracin, cosine, trak or trak-block."),
+    method: str = typer.Option(
+        "trak-block",
+        help="tracin, cosine, trak, trak-block, kfac or ekfac (trak-block: best LDS of the "
+        "methods that work on any store; ekfac needs a --method ekfac store).",
+    ),
     damping: float = typer.Option(
         None,
         "--lambda",

@@ -24,7 +24,7 @@ class LearnRequest:
     train: Path
     queries: Path
     out: Path
-    method: str = "trak"
+    method: str = "trak-block"
     options: LearnOptions = field(default_factory=LearnOptions)
     groups: str = "module"
     depth: int = 3
