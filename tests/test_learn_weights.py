@@ -140,3 +140,15 @@ def test_group_mappings(tmp_path):
         group_modules(modules, str(rules))
     with pytest.raises(AttribError, match="between 1 and 4"):
         group_modules(modules, "consecutive:9")
+
+
+def test_batched_contributions_equal_the_per_group_loop(tmp_path):
+    train, queries, _ = planted(tmp_path, queries=6, n=90)
+    features = torch.cat([torch.from_numpy(queries.matrix(n)) for n in train.module_names], 1)
+    prepared = get_method("tracin", train).prepare()
+    groups, mapping = group_modules(train.module_names)
+    fast = Contributions(train, prepared, features, group_columns(train, mapping, groups))
+    assert fast._uniform_width() == 16
+    slow = Contributions(train, prepared, features, group_columns(train, mapping, groups))
+    slow._uniform_width = lambda: None
+    torch.testing.assert_close(fast.compute(0, 6), slow.compute(0, 6), rtol=1e-5, atol=1e-6)

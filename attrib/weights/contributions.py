@@ -64,10 +64,29 @@ class Contributions:
             yield shard.start, psi
         self._psi_done = self._psi is not None
 
+    def _uniform_width(self) -> int | None:
+        """The common width when the groups tile the features in order with equal widths
+        (one group per equally sized module): then one batched product does all groups."""
+        width = len(self.columns[0])
+        start = 0
+        for cols in self.columns:
+            expected = torch.arange(start, start + width)
+            if len(cols) != width or not torch.equal(cols, expected):
+                return None
+            start += width
+        return width if start == self.plain.shape[1] else None
+
     def compute(self, start: int, end: int) -> torch.Tensor:
         """C for queries [start, end): (end - start) x N x M float32."""
-        plain = [self.plain[start:end, cols] for cols in self.columns]
         out = torch.empty(end - start, self.n, self.m)
+        width = self._uniform_width()
+        if width is not None:
+            plain = self.plain[start:end].reshape(end - start, self.m, width).transpose(0, 1)
+            for row, psi in self._psi_shards():
+                blocks = psi.reshape(len(psi), self.m, width).permute(1, 2, 0)  # M x F x rows
+                out[:, row : row + len(psi)] = torch.bmm(plain, blocks).permute(1, 2, 0)
+            return out
+        plain = [self.plain[start:end, cols] for cols in self.columns]
         for row, psi in self._psi_shards():
             rows = slice(row, row + len(psi))
             for j, cols in enumerate(self.columns):
