@@ -48,6 +48,7 @@ class Contributions:
         self._psi: list | None = [] if psi_bytes <= budget_bytes // 2 else None
         self._psi_done = False
         self._cached: torch.Tensor | None = None
+        self._buffer: torch.Tensor | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -76,9 +77,10 @@ class Contributions:
             start += width
         return width if start == self.plain.shape[1] else None
 
-    def compute(self, start: int, end: int) -> torch.Tensor:
-        """C for queries [start, end): (end - start) x N x M float32."""
-        out = torch.empty(end - start, self.n, self.m)
+    def compute(self, start: int, end: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """C for queries [start, end): (end - start) x N x M float32 (into `out` if given)."""
+        if out is None:
+            out = torch.empty(end - start, self.n, self.m)
         width = self._uniform_width()
         if width is not None:
             plain = self.plain[start:end].reshape(end - start, self.m, width).transpose(0, 1)
@@ -100,5 +102,11 @@ class Contributions:
                 self._cached = self.compute(0, self.count)
             yield 0, self._cached
             return
+        # One buffer for the object's lifetime, refilled for each chunk: callers are done with
+        # a chunk before asking for the next, so two never exist at once (a fresh buffer per
+        # pass would double the peak while the last pass's loop variable still holds one).
+        if self._buffer is None:
+            self._buffer = torch.empty(self.chunk, self.n, self.m)
         for start in range(0, self.count, self.chunk):
-            yield start, self.compute(start, min(start + self.chunk, self.count))
+            end = min(start + self.chunk, self.count)
+            yield start, self.compute(start, end, self._buffer[: end - start])
