@@ -42,3 +42,19 @@ def test_half_precision_compute_stays_close_to_float32(request, model, data, out
         assert half[name].dtype == torch.float32  # projected and accumulated in float32
         cos = torch.nn.functional.cosine_similarity(half[name], full[name], dim=1)
         assert cos.min() > 0.98, (name, cos.min().item())
+
+
+def test_kronecker_factors_on_the_gpu_equal_the_cpu(tmp_path, resnet_dir, image_data):
+    from test_score import _store
+
+    from attrib.factors import total_factors
+
+    cpu = _store(resnet_dir, image_data, tmp_path / "cpu", method="ekfac", max_examples=12)
+    gpu = _store(resnet_dir, image_data, tmp_path / "gpu", method="ekfac", max_examples=12,
+                 device="cuda")
+    a, b = total_factors(cpu), total_factors(gpu)
+    for name in a:
+        scale = a[name].a.abs().max()
+        assert (a[name].a - b[name].a).abs().max() <= 1e-2 * scale
+        scale = a[name].s.abs().max()
+        assert (a[name].s - b[name].s).abs().max() <= 1e-2 * scale

@@ -162,6 +162,8 @@ def test_text_queries_from_stdin_files_and_store_agree(tmp_path, gpt2_dir, text_
         tmp_path / "stdin.npy",
         "--lambda",
         DAMPING,
+        "--method",
+        "trak",
     )
     assert code == 0, err
     np.testing.assert_allclose(
