@@ -8,7 +8,6 @@ file that does not decode is reported by row instead of deep inside `datasets`.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import datasets
 from PIL import Image, UnidentifiedImageError
 
+from . import hub
 from .errors import AttribError
 
 _FILE_BUILDERS = {
@@ -61,7 +61,7 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
             dataset = datasets.load_from_disk(str(path))[ref.split]
         elif path.is_dir():
             dataset = datasets.load_dataset(str(path), name=ref.config, split=ref.split)
-        elif _looks_like_path(ref.source):
+        elif hub.looks_like_path(ref.source):
             raise AttribError(f"--data {ref.source}: no such file or folder")
         else:
             dataset = datasets.load_dataset(
@@ -89,10 +89,6 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
     if len(dataset) == 0:
         raise AttribError(f"--data {ref.source}: split {ref.split!r} has no rows")
     return dataset
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep + os.sep in source
 
 
 def dataset_info(dataset: datasets.Dataset, ref: DataRef) -> dict:

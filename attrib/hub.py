@@ -8,7 +8,6 @@ a large local checkpoint does not cost a full read on every run).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from .errors import AttribError
@@ -62,7 +61,3 @@ def fingerprint(source: str, commit: str | None) -> str:
 def absolute_if_local(source: str) -> str:
     path = Path(source).expanduser()
     return str(path.resolve()) if path.exists() else source
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
