@@ -154,7 +154,6 @@ class ModuleCapture:
         flat = grad.reshape(batch, -1)  # the exact per-example gradient, (out, in) row-major
         return flat if self._dense is None else self._dense(flat)
 
-
     # -- Kronecker factors ------------------------------------------------------------------
     def _token_stats(self, x: torch.Tensor, dy_side: torch.Tensor, dy: torch.Tensor) -> None:
         valid = dy.abs().sum(-1) > 0  # (B, L): positions that received a gradient

@@ -28,6 +28,9 @@ _FILE_BUILDERS = {
 }
 
 
+GENERATED_MARKER = "attrib-generate.json"
+
+
 @dataclass(frozen=True)
 class DataRef:
     source: str
@@ -57,6 +60,10 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
             and (path / "state.json").exists()
         ):
             dataset = datasets.load_from_disk(str(path))
+        elif path.is_dir() and (path / GENERATED_MARKER).exists():
+            # A folder from `attrib generate`: its parquet, not the PNG copies beside it.
+            data_files = str(path / "queries.parquet")
+            dataset = datasets.load_dataset("parquet", data_files=data_files, split="train")
         elif path.is_dir() and (path / "dataset_dict.json").exists():
             dataset = datasets.load_from_disk(str(path))[ref.split]
         elif path.is_dir():

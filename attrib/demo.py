@@ -58,36 +58,61 @@ def _build(task: str, root: Path):
 
 def _store(model: Path, data: Path, out: Path) -> Store:
     if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
-        featurize(FeaturizeConfig(
-            ModelRef(str(model)), DataRef(str(data)), out, method=METHOD,
-            projection=ProjectionSpec("factored", 16), batch_size=64, progress=False,
-            store_dtype="float32", overwrite=True,
-        ))
+        featurize(
+            FeaturizeConfig(
+                ModelRef(str(model)),
+                DataRef(str(data)),
+                out,
+                method=METHOD,
+                projection=ProjectionSpec("factored", 16),
+                batch_size=64,
+                progress=False,
+                store_dtype="float32",
+                overwrite=True,
+            )
+        )
     return Store(out)
 
 
-def run_demo(task: str = "image", out: Path = Path("attrib-demo"), subsets: int = 20,
-             root: Path | None = None) -> DemoResult:
+def run_demo(
+    task: str = "image",
+    out: Path = Path("attrib-demo"),
+    subsets: int = 20,
+    root: Path | None = None,
+) -> DemoResult:
     if task not in TASKS:
         from .errors import AttribError
 
         raise AttribError(f"--task must be one of {', '.join(TASKS)}")
     root = root or cache_root() / task
     data, model, recipe = _build(task, root)
-    stores = {role: _store(model, data[role], root / "stores" / role)
-              for role in ("train", "learn", "eval")}
+    stores = {
+        role: _store(model, data[role], root / "stores" / role)
+        for role in ("train", "learn", "eval")
+    }
     out.mkdir(parents=True, exist_ok=True)
     weights = root / f"weights-{METHOD}.safetensors"
     if not weights.exists():
         log.info("learning group weights on the weight-learning queries")
-        run_learn(LearnRequest(stores["train"].path, stores["learn"].path, weights, METHOD,
-                               LearnOptions()))
+        run_learn(
+            LearnRequest(
+                stores["train"].path, stores["learn"].path, weights, METHOD, LearnOptions()
+            )
+        )
     records = _explain(stores, weights, out, task)
     truth_path = root / f"groundtruth-{subsets}.npz"
     if not truth_path.exists():
         log.info(f"retraining {subsets} models on random halves of the training set for LDS")
-        retrain(RetrainConfig(stores["train"].path, stores["eval"].path, truth_path,
-                              subsets=subsets, recipe=recipe, progress=not log.is_quiet()))
+        retrain(
+            RetrainConfig(
+                stores["train"].path,
+                stores["eval"].path,
+                truth_path,
+                subsets=subsets,
+                recipe=recipe,
+                progress=not log.is_quiet(),
+            )
+        )
     truth = load_groundtruth(truth_path)
     lds = {}
     for name, path in (("unweighted", None), ("weighted", weights)):
@@ -100,8 +125,9 @@ def run_demo(task: str = "image", out: Path = Path("attrib-demo"), subsets: int 
 
 def _explain(stores, weights: Path, out: Path, task: str) -> list[dict]:
     eval_store = stores["eval"]
-    records = run_score(ScoreRequest(stores["train"].path, METHOD, weights=weights, top=8,
-                                     queries=eval_store.path))
+    records = run_score(
+        ScoreRequest(stores["train"].path, METHOD, weights=weights, top=8, queries=eval_store.path)
+    )
     first = [r for r in records if r["query"] == 0]
     if task == "image":
         _grid(stores["train"], eval_store, first, out / "query-and-proponents.png")
@@ -117,8 +143,10 @@ def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None
     def reader(store: Store):
         column = store.settings["task_options"]["columns"]["image"]
         dataset = undecoded(open_dataset(ref_from_settings(store.settings["dataset"])), column)
-        return lambda row: decode_image(dataset[row][column], row, column).convert("L").resize(
-            (64, 64), Image.NEAREST
+        return lambda row: (
+            decode_image(dataset[row][column], row, column)
+            .convert("L")
+            .resize((64, 64), Image.NEAREST)
         )
 
     query_image, train_image = reader(queries), reader(train)

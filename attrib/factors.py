@@ -31,8 +31,10 @@ class Factors:
     @classmethod
     def zeros(cls, k_out: int, k_in: int, device) -> Factors:
         z = torch.zeros
-        return cls(z(k_in, k_in, dtype=torch.float64, device=device),
-                   z(k_out, k_out, dtype=torch.float64, device=device))
+        return cls(
+            z(k_in, k_in, dtype=torch.float64, device=device),
+            z(k_out, k_out, dtype=torch.float64, device=device),
+        )
 
     def update(self, x_rows: torch.Tensor, dy_rows: torch.Tensor) -> None:
         x_rows, dy_rows = x_rows.double(), dy_rows.double()
@@ -79,8 +81,9 @@ def load_factors(path: Path) -> dict[str, Factors]:
         if key.startswith("a."):
             name = key[2:]
             counts = tensors[f"n.{name}"]
-            out[name] = Factors(tensors[key], tensors[f"s.{name}"], float(counts[0]),
-                                float(counts[1]))
+            out[name] = Factors(
+                tensors[key], tensors[f"s.{name}"], float(counts[0]), float(counts[1])
+            )
     return out
 
 

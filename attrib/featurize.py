@@ -84,7 +84,7 @@ def featurize(config: FeaturizeConfig) -> Path:
     if runtime.device.type == "cpu" and dtype != torch.float32:
         log.warn(f"--dtype {config.dtype} on a CPU is slow and inexact; float32 is the default")
     task = load_task(config.model, config.task, dtype, config.task_options)
-    task.model.to(runtime.device)
+    task.to(runtime.device)
     dataset = open_dataset(config.data)
     data_record = dataset_info(dataset, config.data)
     columns = task.bind_columns(dataset)

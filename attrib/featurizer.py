@@ -39,9 +39,24 @@ class Featurizer:
 
     def __call__(self, rows: dict[str, list], positions: range) -> FeatureBatch:
         batch = self.task.prepare(rows, positions, self.device)
+        normalize = self.output_function in self.task.normalized_outputs
+        features: dict[str, torch.Tensor] = {}
+        scalars: dict[str, torch.Tensor] = {}
+        count = 0
         with torch.enable_grad(), self.capture:
-            output = self.task.outputs(batch, self.output_function)
-            self.capture.backward(output.values.sum())
-        features = self.capture.collect(len(positions))
-        scalars = {k: v.detach().float() for k, v in output.scalars.items()}
+            for output in self.task.passes(batch, self.output_function):
+                self.capture.backward(output.values.sum())
+                part = self.capture.collect(len(positions))
+                if normalize:  # each pass's per-example gradient to unit length (DAS)
+                    norm = torch.cat(list(part.values()), dim=1).norm(dim=1, keepdim=True)
+                    part = {k: v / norm.clamp(min=1e-30) for k, v in part.items()}
+                for name, value in part.items():
+                    features[name] = value if name not in features else features[name] + value
+                for name, value in output.scalars.items():
+                    value = value.detach().float()
+                    scalars[name] = value if name not in scalars else scalars[name] + value
+                count += 1
+        if count > 1:  # the average over passes (timesteps)
+            features = {k: v / count for k, v in features.items()}
+            scalars = {k: v / count for k, v in scalars.items()}
         return FeatureBatch(positions, features, scalars)

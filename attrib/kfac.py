@@ -57,8 +57,10 @@ def kronecker_eigen(store: Store, corrected: bool) -> list[KroneckerEigen]:
     names = store.module_names
     if path.exists():
         t = load_file(str(path))
-        return [KroneckerEigen(t[f"q_out.{i}"], t[f"q_in.{i}"], t[f"values.{i}"])
-                for i in range(len(names))]
+        return [
+            KroneckerEigen(t[f"q_out.{i}"], t[f"q_in.{i}"], t[f"values.{i}"])
+            for i in range(len(names))
+        ]
     log.info(f"computing the {kind} factors of {store.path} (cached for later runs)")
     factors = total_factors(store)
     result = []
@@ -72,8 +74,13 @@ def kronecker_eigen(store: Store, corrected: bool) -> list[KroneckerEigen]:
         _correct(store, result)
     tensors = {}
     for i, item in enumerate(result):
-        tensors.update({f"q_out.{i}": item.q_out.contiguous(), f"q_in.{i}": item.q_in.contiguous(),
-                        f"values.{i}": item.values})
+        tensors.update(
+            {
+                f"q_out.{i}": item.q_out.contiguous(),
+                f"q_in.{i}": item.q_in.contiguous(),
+                f"values.{i}": item.values,
+            }
+        )
     save_tensors(path, tensors)
     return result
 

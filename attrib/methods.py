@@ -68,11 +68,15 @@ class Method(ABC):
         scale = self.train_scale(phi, scalars)
         return phi if scale is None else phi * scale[:, None]
 
+    def finalize(self, scores: torch.Tensor) -> torch.Tensor:
+        """A last elementwise step on the scores (DAS squares them)."""
+        return scores
+
     def self_scores(self, phi, scalars, weights: torch.Tensor | None) -> torch.Tensor:
         """tau(n, n) for every example of one shard."""
         scores = (self.query_vectors(phi, weights) * phi).sum(1)
         scale = self.train_scale(phi, scalars)
-        return scores if scale is None else scores * scale
+        return self.finalize(scores if scale is None else scores * scale)
 
 
 def _weighted(g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -183,8 +187,46 @@ class EKFac(KFac):
     calibrated = True
 
 
+class DTrak(Trak):
+    name = "dtrak"
+    output = "square"
+    summary = "D-TRAK: TRAK on gradients of L_square = mean ||eps_theta||^2 (diffusion)"
+
+
+class JourneyTrak(Trak):
+    name = "jtrak"
+    output = "journey"
+    summary = (
+        "Journey-TRAK (adapted): query gradients along its sampling trajectory, "
+        "training side as TRAK (diffusion)"
+    )
+
+
+class Das(Trak):
+    """DAS, following the main paper's Appendix B.3 (Eq. 16):
+    tau = ( g_q^T K g_n * r_n / (1 - h_n) )^2,  h_n = g_n^T K g_n,  K = (Phi^T Phi + lambda)^-1,
+    on DAS features (per-timestep normalized gradients of mean eps_theta) and the stored mean
+    residual r_n. Weights act inside the square (on g_q), so learn-weights' contributions are
+    those of the linear part."""
+
+    name = "das"
+    output = "das"
+    summary = "DAS: leverage-corrected, residual-scaled TRAK on DAS features, squared (diffusion)"
+
+    def train_scale(self, phi, scalars):
+        leverage = (self._apply(phi) * phi).sum(1)
+        residual = torch.from_numpy(scalars["residual"]).float()
+        return residual / (1.0 - leverage).clamp(min=1e-6)
+
+    def finalize(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.pow(2)
+
+    def train_preconditioned(self, phi, scalars):
+        return self._apply(phi) * self.train_scale(phi, scalars)[:, None]
+
+
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (TracIn, Cosine, Trak, TrakBlock, KFac, EKFac)
+    m.name: m for m in (TracIn, Cosine, Trak, TrakBlock, KFac, EKFac, DTrak, Das, JourneyTrak)
 }
 # Methods whose featurize pass also accumulates Kronecker factors.
 FACTOR_METHODS = ("kfac", "ekfac")

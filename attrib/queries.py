@@ -43,6 +43,12 @@ def check_compatible(train: Store, settings: dict, what: str) -> None:
         for key in settings_diff(train.settings, settings)
         if any(key == m or key.startswith(m + ".") for m in MATCHING)
     ]
+    # Journey-TRAK: queries use their sampling trajectory, training examples L_simple.
+    if (settings.get("output_function"), train.settings.get("output_function")) == (
+        "journey",
+        "loss",
+    ):
+        differing = [k for k in differing if k != "output_function"]
     if differing:
         raise AttribError(
             f"{what} was made with other settings than the training store "
@@ -63,15 +69,17 @@ def from_values(
     device: str = "auto",
     batch_size: int = 16,
     trust_remote_code: bool = False,
+    prompts: list[str] | None = None,
 ) -> Queries:
-    """Featurize image paths or texts with the training store's settings."""
+    """Featurize image paths or texts with the training store's settings (diffusion queries
+    of a text-to-image model also take one prompt per image, or one for all)."""
     from .distributed import resolve_device
 
     if not values:
         raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")
     settings = train.settings
     task = load_task_from_settings(settings, trust_remote_code)
-    task.model.to(resolve_device(device))
+    task.to(resolve_device(device))
     names = train.module_names
     selected = select_modules(task.model, include=names)
     if [spec.name for spec, _ in selected] != names:
@@ -80,7 +88,7 @@ def from_values(
         task, selected, ProjectionSpec(**settings["projection"]), settings["output_function"]
     )
     column = task.bind_query_columns()
-    if task.name == "image-classification":
+    if task.query_role == "image":
         for value in values:
             if not Path(value).is_file():
                 raise AttribError(f"--query {value}: no such image file")
@@ -88,9 +96,28 @@ def from_values(
                 Image.open(value).load()
             except (UnidentifiedImageError, OSError) as exc:
                 raise AttribError(f"--query {value}: the image cannot be decoded ({exc})") from None
+    captions = _captions(task, prompts, len(values))
     parts = []
     for start in range(0, len(values), batch_size):
         chunk = values[start : start + batch_size]
-        batch = featurizer({column: chunk}, range(start, start + len(chunk)))
+        rows = {column: chunk}
+        if captions is not None:
+            rows["caption"] = captions[start : start + batch_size]
+        batch = featurizer(rows, range(start, start + len(chunk)))
         parts.append(torch.cat([batch.features[name] for name in names], dim=1).cpu())
     return Queries(torch.cat(parts), list(values))
+
+
+def _captions(task, prompts: list[str] | None, count: int) -> list[str] | None:
+    conditional = getattr(task, "conditional", False)
+    if not conditional:
+        if prompts:
+            raise AttribError("--prompt is only for text-to-image diffusion models")
+        return None
+    if not prompts:
+        raise AttribError("this model is text-to-image: pass --prompt with the query's prompt")
+    if len(prompts) == 1:
+        return prompts * count
+    if len(prompts) != count:
+        raise AttribError(f"pass one --prompt, or one per --query ({count}), not {len(prompts)}")
+    return list(prompts)

@@ -29,6 +29,7 @@ class ScoreRequest:
     self_influence: bool = False
     queries: Path | None = None
     values: list[str] | None = None
+    prompts: list[str] | None = None
     preview: bool = True
     device: str = "auto"
     batch_size: int = 16
@@ -53,9 +54,14 @@ def weight_vector(store: Store, path: Path | None) -> torch.Tensor | None:
 
 
 def _warn_output_mismatch(store: Store, method: str) -> None:
+    from .tasks import TASKS
+
+    task = TASKS.get(store.settings["task"])
     wanted = METHODS[method].output
+    if task is None or wanted not in task.output_functions:
+        wanted = "loss"  # the task has no such output function: its methods use the loss
     have = store.settings["output_function"]
-    if store.settings["task"] == "image-classification" and have != wanted:
+    if have != wanted and (wanted, have) != ("journey", "loss"):  # jtrak: L_simple train side
         log.warn(
             f"{store.path} holds {have} gradients but {method} is defined on {wanted} gradients; "
             f"featurize with --method {method} for the method as published"
@@ -78,6 +84,7 @@ def run_score(request: ScoreRequest) -> list[dict]:
             request.device,
             request.batch_size,
             request.trust_remote_code,
+            request.prompts,
         )
     top = scoring.score(
         store,

@@ -36,7 +36,7 @@ def stream(
         scale = method.train_scale(phi, scalars)
         if scale is not None:
             scores *= scale
-        yield shard, scalars, scores
+        yield shard, scalars, method.finalize(scores)
 
 
 def score(

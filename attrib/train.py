@@ -149,7 +149,7 @@ def train(task: Task, source: BatchSource, positions: np.ndarray, recipe: Recipe
             order = rng.permutation(positions)
             for start in range(0, len(order), recipe.batch_size):
                 batch = source.batch(order[start : start + recipe.batch_size].tolist())
-                loss = task.outputs(batch, "loss").values.mean()
+                loss = task.training_loss(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -83,7 +83,7 @@ def _sync(device):
 
 def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype):
     task = load_task(ModelRef(str(model_dir)), None, dtype, TaskOptions(max_length=128))
-    task.model.to(device)
+    task.to(device)
     dataset = open_dataset(DataRef(str(data_path)))
     columns = task.bind_columns(dataset)
     dataset = undecoded(dataset, columns.get("image"))

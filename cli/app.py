@@ -13,6 +13,7 @@ from . import evaluate_more  # noqa: F401  (registers more evaluate commands)
 from .demo_cmd import demo_command
 from .evaluate_cmd import app as evaluate_app
 from .featurize_cmd import featurize_command
+from .generate_cmd import generate_command
 from .inspect_cmd import inspect_command
 from .learn_cmd import learn_weights_command
 from .score_cmd import score_command
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.command("demo")(demo_command)
 app.command("featurize")(featurize_command)
+app.command("generate")(generate_command)
 app.command("learn-weights")(learn_weights_command)
 app.command("score")(score_command)
 app.command("inspect")(inspect_command)

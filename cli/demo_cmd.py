@@ -28,9 +28,16 @@ def demo_command(
 
     result = run_demo(task, out, subsets)
     if not sys.stdout.isatty():
-        print(json.dumps({"proponents": result.records, "lds": result.lds,
-                          "grid": str(result.grid) if result.grid else None,
-                          "weights": str(result.weights)}))
+        print(
+            json.dumps(
+                {
+                    "proponents": result.records,
+                    "lds": result.lds,
+                    "grid": str(result.grid) if result.grid else None,
+                    "weights": str(result.weights),
+                }
+            )
+        )
         return
     console = Console()
     table = Table(title="top proponents of evaluation query 0 (trak-block, learned weights)")

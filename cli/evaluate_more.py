@@ -181,7 +181,7 @@ def tail_patch_command(
     features = query_features.from_store(store, query_store).features
     task = load_task_from_settings(store.settings)
     target = resolve_device(device)
-    task.model.to(target)
+    task.to(target)
     train_source = store_source(task, store, target)
     labels = fixed_query_labels(task, query_store, target)
     query_source = store_source(task, query_store, target, labels)

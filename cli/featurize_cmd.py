@@ -53,12 +53,14 @@ def featurize_command(
     ),
     adapter_revision: str = typer.Option(None, help="Adapter revision (hub adapters)."),
     task: str = typer.Option(
-        None, help="causal-lm or image-classification (default: read from the model's config)."
+        None,
+        help="causal-lm, image-classification or diffusion (default: read from the model).",
     ),
     method: str = typer.Option(
         "trak",
-        help="Method the features are for; picks the output function "
-        "(classifiers: margin for trak/trak-block, loss for tracin/cosine).",
+        help="Method the features are for; picks the output function (classifiers: margin "
+        "for trak/trak-block, loss otherwise; diffusion: L_simple, L_square for dtrak, DAS's "
+        "for das, the sampling trajectory for jtrak queries).",
     ),
     proj_dim: str = typer.Option(
         "16", help="Projection size p: p*p features per module; 'full' keeps exact gradients."
@@ -83,6 +85,13 @@ def featurize_command(
     image_column: str = typer.Option(None, help="Image column (image classifiers)."),
     label_column: str = typer.Option(None, help="Label column (image classifiers)."),
     max_length: int = typer.Option(None, help="Truncate texts to this many tokens."),
+    caption_column: str = typer.Option(None, help="Caption column (text-to-image diffusion)."),
+    timesteps: int = typer.Option(
+        10, help="Diffusion: K timesteps, evenly spaced; gradients are averaged over them."
+    ),
+    noise_seed: int = typer.Option(
+        0, help="Diffusion: seed of the noise, shared by every example at each timestep."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing store at --out."),
     trust_remote_code: bool = typer.Option(
         False, help="Allow model code from the hub to run (off unless you pass this)."
@@ -97,7 +106,15 @@ def featurize_command(
         data=DataRef(data, split, data_config, data_revision),
         out=out,
         task=task,
-        task_options=TaskOptions(text_column, image_column, label_column, max_length),
+        task_options=TaskOptions(
+            text_column,
+            image_column,
+            label_column,
+            max_length,
+            caption_column=caption_column,
+            timesteps=timesteps,
+            noise_seed=noise_seed,
+        ),
         method=method,
         projection=_projection(proj_dim, projection, seed),
         modules=tuple(modules or ()),

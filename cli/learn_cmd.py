@@ -22,8 +22,9 @@ def learn_weights_command(
         "trak-block", help="Base method whose top-k supervises the weights."
     ),
     k: int = typer.Option(
-        10, help="Pseudo-positives per query: the top-k of the weighted scores (the paper "
-        "searches 1..5000; 10 was best or tied on our validation queries)."
+        10,
+        help="Pseudo-positives per query: the top-k of the weighted scores (the paper "
+        "searches 1..5000; 10 was best or tied on our validation queries).",
     ),
     lr: float = typer.Option(0.01, help="AdamW learning rate."),
     epochs: int = typer.Option(10, help="Passes over the weight-learning queries."),

@@ -30,6 +30,12 @@ def score_command(
         "Featurized with the training store's settings.",
     ),
     queries: Path = typer.Option(None, "--queries", help="Query store (from featurize)."),
+    prompt: list[str] = typer.Option(
+        None,
+        "--prompt",
+        help="Text-to-image diffusion: the prompt of each --query image "
+        "(one for all, or one per query).",
+    ),
     method: str = typer.Option(
         "trak-block",
         help="tracin, cosine, trak, trak-block, kfac or ekfac (trak-block: best LDS of the "
@@ -85,6 +91,7 @@ def score_command(
         self_influence=self_influence,
         queries=queries,
         values=values,
+        prompts=list(prompt or []) or None,
         preview=preview,
         device=device,
         batch_size=batch_size,

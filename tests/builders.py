@@ -143,3 +143,35 @@ def save_lora_adapter(model_dir: Path, path: Path, target_modules: list[str], se
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=target_modules, init_lora_weights=False)
     get_peft_model(model, lora).save_pretrained(path)
     return path
+
+
+def save_tiny_ddpm(path: Path, seed: int = 0, timesteps: int = 100) -> Path:
+    """An unconditional DDPM pipeline folder (UNet2DModel + DDPMScheduler), 8x8 RGB."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8,
+    )
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=timesteps)).save_pretrained(
+        path
+    )
+    return path
+
+
+def save_plain_images(path: Path, n: int, seed: int = 0, size: int = 8, captions=None):
+    """Images (and optional captions) without labels, as parquet."""
+    rng = np.random.default_rng(seed)
+    images = [
+        {"bytes": png_bytes((rng.random((size, size, 3)) * 255).astype(np.uint8)), "path": None}
+        for _ in range(n)
+    ]
+    columns = {"image": images}
+    features = {"image": datasets.Image()}
+    if captions is not None:
+        columns["caption"] = [captions[i % len(captions)] for i in range(n)]
+        features["caption"] = datasets.Value("string")
+    datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(str(path))
+    return path

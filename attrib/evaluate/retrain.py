@@ -74,7 +74,7 @@ def retrain(config: RetrainConfig) -> GroundTruth | None:
     settings = train_store.settings
     task = load_task_from_settings(settings)
     device = resolve_device(config.device)
-    task.model.to(device)
+    task.to(device)
     output = config.output or ("margin" if task.name == "image-classification" else "loss")
     if output not in task.output_functions:
         raise AttribError(f"--output {output} is not available for {task.name}")

@@ -68,7 +68,7 @@ def relative_increases(task, train_source, query_source, proponents: np.ndarray,
         else:
             optimizer = torch.optim.AdamW(params, lr=step.lr)
         task.model.train()
-        loss = task.outputs(train_source.batch([int(r) for r in rows]), "loss").values.mean()
+        loss = task.training_loss(train_source.batch([int(r) for r in rows]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -33,7 +33,7 @@ def train_checkpoint(init_dir: Path, data: Path, out_dir: Path, recipe: Recipe, 
     """Train the model saved (untrained) in `init_dir` on `data`; save it to `out_dir`."""
     task = load_task(ModelRef(str(init_dir)), None, torch.float32, TaskOptions())
     device = resolve_device(device)
-    task.model.to(device)
+    task.to(device)
     dataset = open_dataset(DataRef(str(data)))
     columns = task.bind_columns(dataset)
     source = BatchSource(task, undecoded(dataset, columns.get("image")), columns, device)

@@ -9,11 +9,13 @@ from .. import hub
 from ..errors import AttribError
 from .base import ModelRef, Task, TaskOptions, TaskOutput
 from .causal_lm import CausalLMTask
+from .diffusion import DiffusionTask, is_pipeline
 from .image_classifier import ImageClassifierTask
 
 TASKS: dict[str, type[Task]] = {
     CausalLMTask.name: CausalLMTask,
     ImageClassifierTask.name: ImageClassifierTask,
+    DiffusionTask.name: DiffusionTask,
 }
 
 __all__ = ["TASKS", "ModelRef", "Task", "TaskOptions", "TaskOutput", "detect_task", "load_task"]
@@ -21,6 +23,8 @@ __all__ = ["TASKS", "ModelRef", "Task", "TaskOptions", "TaskOutput", "detect_tas
 
 def detect_task(ref: ModelRef) -> str:
     hub.check_source(ref.source, "--model")
+    if is_pipeline(ref):
+        return DiffusionTask.name
     try:
         config = AutoConfig.from_pretrained(
             ref.source, revision=ref.revision, trust_remote_code=ref.trust_remote_code
@@ -66,7 +70,12 @@ def load_task_from_settings(settings: dict, trust_remote_code: bool = False) -> 
         adapter.get("revision"),
         trust_remote_code,
     )
-    options = TaskOptions(max_length=settings["task_options"].get("max_length"))
+    recorded = settings["task_options"]
+    options = TaskOptions(
+        max_length=recorded.get("max_length"),
+        timesteps=len(recorded.get("timesteps", [])) or TaskOptions.timesteps,
+        noise_seed=recorded.get("noise_seed", TaskOptions.noise_seed),
+    )
     task = load_task(ref, settings["task"], DTYPES[model["dtype"]], options)
     if task.info["fingerprint"] != model["fingerprint"]:
         raise AttribError(

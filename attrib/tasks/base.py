@@ -37,6 +37,9 @@ class TaskOptions:
     label_column: str | None = None
     max_length: int | None = None
     padding_side: str = "right"
+    caption_column: str | None = None  # diffusion: text prompts
+    timesteps: int = 10  # diffusion: K fixed timesteps per example
+    noise_seed: int = 0  # diffusion: seed of the shared noise per timestep
 
 
 @dataclass
@@ -50,6 +53,8 @@ class Task(ABC):
     output_functions: ClassVar[tuple[str, ...]]
     scalar_columns: ClassVar[tuple[str, ...]] = ("loss", "out_to_loss")
     query_role: ClassVar[str]  # what a --query value is: "text" or "image" (a file path)
+    # Output functions whose gradient is L2-normalized per example before passes are averaged.
+    normalized_outputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, processor, options: TaskOptions, info: dict):
         self.model, self.processor, self.options, self.info = model, processor, options, info
@@ -71,6 +76,20 @@ class Task(ABC):
     @abstractmethod
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
         """Per-example output function values (and the scalars stored beside features)."""
+
+    def passes(self, batch: dict, output_function: str):
+        """The output function as one or more backward passes whose per-example gradients
+        are averaged (diffusion: one per timestep). Default: a single pass."""
+        yield self.outputs(batch, output_function)
+
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """The scalar a training step minimizes (retraining, tail-patch)."""
+        return self.outputs(batch, "loss").values.mean()
+
+    def to(self, device) -> Task:
+        """Move the model (and any frozen components) to a device."""
+        self.model.to(device)
+        return self
 
     def bind_query_columns(self) -> str:
         """Columns for on-the-fly queries: the value itself, no label (the model's own

@@ -1,0 +1,205 @@
+"""`attrib generate`: query images from a diffusion pipeline, as a dataset featurize reads.
+
+Each image is sampled with DDPM from noise seeded by its own seed; its prompt, seed, template
+attributes and, for Journey-TRAK, the predicted clean images x0_hat at evenly spaced sampling
+steps (with their timesteps) are stored beside it in OUT/queries.parquet; PNG copies go to
+OUT/png/. Templates such as "A {style} of {subject}" expand over every combination of the
+given values, which builds the paper's fine-grained query sets (one attribute varied, the
+others left out of the prompt).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from PIL import Image
+
+from . import log
+from .data import GENERATED_MARKER
+from .errors import AttribError
+from .tasks import ModelRef, TaskOptions, load_task
+from .tasks.diffusion import STEPS_COLUMN, TRAJECTORY_COLUMN, DiffusionTask
+
+FIELD = re.compile(r"{(\w+)}")
+
+
+@dataclass
+class GenerateRequest:
+    model: ModelRef
+    out: Path
+    prompts: list[str] = field(default_factory=list)
+    values: dict[str, list[str]] = field(default_factory=dict)
+    n: int = 1
+    seed: int = 0
+    steps: int = 50
+    trajectory: int = 10
+    guidance: float = 7.5
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.steps < 1 or self.trajectory < 0:
+            raise AttribError("--n and --steps must be at least 1, --trajectory at least 0")
+        if self.trajectory > self.steps:
+            raise AttribError("--trajectory cannot exceed --steps")
+
+
+def expand(templates: list[str], values: dict[str, list[str]]) -> list[tuple[str, dict]]:
+    """Every (prompt, attributes) a list of templates gives over the provided values."""
+    out = []
+    for template in templates:
+        names = FIELD.findall(template)
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise AttribError(f"--prompt {template!r}: no --values for {', '.join(missing)}")
+        for combo in itertools.product(*(values[n] for n in names)):
+            attributes = dict(zip(names, combo))
+            out.append((template.format(**attributes), attributes))
+    return out
+
+
+def parse_values(items: list[str]) -> dict[str, list[str]]:
+    values = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        if not sep or not name or not rest:
+            raise AttribError(f"--values {item!r}: write name=value1,value2")
+        values[name] = [v.strip() for v in rest.split(",") if v.strip()]
+    return values
+
+
+def _png(x: torch.Tensor) -> bytes:
+    array = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+    image = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@torch.no_grad()
+def sample(
+    task: DiffusionTask,
+    prompt: str | None,
+    seed: int,
+    steps: int,
+    keep: list[int],
+    guidance: float,
+    device,
+):
+    """(final image in [-1, 1], [(timestep, x0_hat image)] at the kept step indices)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(task.scheduler.config)
+    scheduler.set_timesteps(steps)
+    unet = task.model
+    channels, size = unet.config.in_channels, unet.config.sample_size
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, channels, size, size, generator=generator).to(device)
+    text = None
+    if task.conditional:
+        text = torch.cat([task._text([""], device), task._text([prompt], device)])
+    kept = []
+    for index, t in enumerate(scheduler.timesteps):
+        if text is None:
+            eps = unet(x, t).sample
+        else:
+            both = unet(torch.cat([x, x]), t, encoder_hidden_states=text).sample
+            uncond, cond = both.chunk(2)
+            eps = uncond + guidance * (cond - uncond)
+        step = scheduler.step(eps, t, x, generator=generator)
+        if index in keep:
+            kept.append((int(t), _decode(task, step.pred_original_sample)))
+        x = step.prev_sample
+    return _decode(task, x), kept
+
+
+def _decode(task: DiffusionTask, x: torch.Tensor) -> torch.Tensor:
+    if task.vae is None:
+        return x[0]
+    return task.vae.decode(x / task.vae.config.scaling_factor).sample[0]
+
+
+def generate(request: GenerateRequest) -> Path:
+    task = load_task(request.model, "diffusion", torch.float32, TaskOptions())
+    if not isinstance(task, DiffusionTask):
+        raise AttribError(f"--model {request.model.source} is not a diffusion pipeline")
+    from .distributed import resolve_device
+
+    device = resolve_device(request.device)
+    task.to(device)
+    if task.conditional and not request.prompts:
+        raise AttribError("this pipeline is text-to-image: pass --prompt (templates allowed)")
+    if not task.conditional and request.prompts:
+        raise AttribError("this pipeline is unconditional: it takes no --prompt")
+    prompts = expand(request.prompts, request.values) if request.prompts else [(None, {})]
+    out = Path(request.out)
+    if out.exists() and any(out.iterdir()):
+        if not request.overwrite:
+            raise AttribError(f"--out {out} is not empty; pass --overwrite or another folder")
+        shutil.rmtree(out)
+    keep = (
+        sorted(
+            {
+                round(i * (request.steps - 1) / max(request.trajectory - 1, 1))
+                for i in range(request.trajectory)
+            }
+        )
+        if request.trajectory
+        else []
+    )
+    rows: dict[str, list] = {
+        "image": [],
+        "prompt": [],
+        "seed": [],
+        TRAJECTORY_COLUMN: [],
+        STEPS_COLUMN: [],
+    }
+    names = sorted({k for _, attrs in prompts for k in attrs})
+    rows.update({name: [] for name in names})
+    (out / "png").mkdir(parents=True)
+    for number, ((prompt, attrs), offset) in enumerate(
+        itertools.product(prompts, range(request.n))
+    ):
+        seed = request.seed + offset
+        image, kept = sample(task, prompt, seed, request.steps, keep, request.guidance, device)
+        data = _png(image)
+        (out / "png" / f"{number:05d}.png").write_bytes(data)
+        rows["image"].append({"bytes": data, "path": f"png/{number:05d}.png"})
+        rows["prompt"].append(prompt or "")
+        rows["seed"].append(seed)
+        rows[TRAJECTORY_COLUMN].append([{"bytes": _png(x), "path": None} for _, x in kept])
+        rows[STEPS_COLUMN].append([t for t, _ in kept])
+        for name in names:
+            rows[name].append(attrs.get(name, ""))
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "prompt": datasets.Value("string"),
+            "seed": datasets.Value("int64"),
+            TRAJECTORY_COLUMN: datasets.Sequence(datasets.Image()),
+            STEPS_COLUMN: datasets.Sequence(datasets.Value("int64")),
+            **{name: datasets.Value("string") for name in names},
+        }
+    )
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out / "queries.parquet"))
+    record = {
+        "model": request.model.source,
+        "prompts": request.prompts,
+        "values": request.values,
+        "n": request.n,
+        "seed": request.seed,
+        "steps": request.steps,
+        "trajectory_steps": keep,
+        "guidance": request.guidance,
+    }
+    (out / GENERATED_MARKER).write_text(json.dumps(record, indent=1))
+    log.info(f"wrote {len(rows['image'])} images to {out} (featurize with --data {out})")
+    return out
