@@ -1,7 +1,7 @@
 """Which modules' gradients become features, and how each one's gradient is shaped.
 
-A module's full path (as `model.named_modules()` spells it) is its group name everywhere in
-attrib: store columns, weights artifacts, plots. Supported: `nn.Linear`, Hugging Face
+A module's full path (as `model.named_modules()` spells it, less PEFT's `base_model.model.`
+wrapper prefix) is its group name everywhere in attrib: store columns, weights artifacts, plots. Supported: `nn.Linear`, Hugging Face
 `Conv1D` (GPT-2), `nn.Conv2d` (grouped too), and the Linear/Conv2d layers inside PEFT LoRA
 adapters (`...lora_A.<adapter>`, `...lora_B.<adapter>`). Embeddings and norms are never
 selected; they are not linear maps of their inputs.
@@ -56,6 +56,15 @@ def describe(name: str, module: nn.Module) -> ModuleSpec | None:
     return None
 
 
+PEFT_PREFIX = "base_model.model."
+
+
+def group_name(path: str) -> str:
+    """A module's name in attrib: its path, without PEFT's wrapper prefix, so adapter layers
+    read like the network (`down_blocks.0.attentions.0...attn1.to_q.lora_A.default`)."""
+    return path.removeprefix(PEFT_PREFIX)
+
+
 def _is_lora(name: str) -> bool:
     parts = name.split(".")
     return len(parts) >= 2 and parts[-2] in ("lora_A", "lora_B")
@@ -73,8 +82,8 @@ def select_modules(
     `include` globs replace that default; `exclude` globs remove from the result.
     """
     supported = []
-    for name, module in model.named_modules():
-        spec = describe(name, module)
+    for path, module in model.named_modules():
+        spec = describe(group_name(path), module)
         if spec is not None:
             supported.append((spec, module))
     if include:

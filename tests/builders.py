@@ -4,6 +4,7 @@ the same code a hub id takes. Nothing here touches the network."""
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -174,4 +175,77 @@ def save_plain_images(path: Path, n: int, seed: int = 0, size: int = 8, captions
         columns["caption"] = [captions[i % len(captions)] for i in range(n)]
         features["caption"] = datasets.Value("string")
     datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(str(path))
+    return path
+
+
+CAPTIONS = ["a photo of a cat", "a watercolor of a dog", "an oil painting of a bird",
+            "a sketch of a house on a hill", "a photo of a red car"]
+
+
+def clip_tokenizer(texts: list[str], max_length: int = 16):
+    """A CLIP tokenizer trained on the fly (byte-level BPE with CLIP's specials)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    core = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=120, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        end_of_word_suffix="</w>",
+    )
+    core.train_from_iterator(texts * 4, trainer)
+    state = json.loads(core.to_str())["model"]
+    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    return CLIPTokenizer(vocab=state["vocab"], merges=merges, model_max_length=max_length)
+
+
+def save_tiny_sd(path: Path, seed: int = 0, timesteps: int = 100) -> Path:
+    """A text-to-image Stable Diffusion folder: tiny UNet2DConditionModel, VAE (16 px images,
+    8 px latents), CLIP text encoder and its tokenizer, DDPM scheduler."""
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer(CAPTIONS)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=16, projection_dim=16,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+        attention_head_dim=4, norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4, sample_size=16,
+    )
+    StableDiffusionPipeline(
+        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+        scheduler=DDPMScheduler(num_train_timesteps=timesteps), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(path)
+    return path
+
+
+def save_unet_lora(pipeline: Path, path: Path, seed: int = 0) -> Path:
+    """A PEFT LoRA adapter on the attention projections of a pipeline's UNet (random A, B)."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model
+
+    unet = UNet2DConditionModel.from_pretrained(pipeline, subfolder="unet")
+    torch.manual_seed(seed)
+    config = LoraConfig(r=2, lora_alpha=4, init_lora_weights=False,
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    get_peft_model(unet, config).save_pretrained(path)
     return path

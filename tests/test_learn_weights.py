@@ -152,3 +152,15 @@ def test_batched_contributions_equal_the_per_group_loop(tmp_path):
     slow = Contributions(train, prepared, features, group_columns(train, mapping, groups))
     slow._uniform_width = lambda: None
     torch.testing.assert_close(fast.compute(0, 6), slow.compute(0, 6), rtol=1e-5, atol=1e-6)
+
+
+def test_unet_groups_read_like_the_papers_figure():
+    from attrib.weights.groups import unet_group
+
+    assert unet_group("up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_B.default"
+                      ) == "up_blocks.1/attn2.to_out"
+    assert unet_group("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.default"
+                      ) == "down_blocks.0/attn1.to_q"
+    assert unet_group("mid_block.resnets.1.conv2") == "mid_block/resnets"
+    assert unet_group("down_blocks.1.attentions.0.to_k") == "down_blocks.1/attn.to_k"
+    assert unet_group("conv_in") == "conv_in"

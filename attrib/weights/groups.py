@@ -5,6 +5,9 @@
   (`transformer.h.3.mlp.c_fc` at depth 3 -> `transformer.h.3`);
 - `consecutive:N`: N groups of consecutive modules in network order (the paper's 128-group
   UNet study), named `group-000` ...;
+- `unet`: a UNet's block (down_blocks.i, mid_block, up_blocks.i, or the stem/time embedding)
+  times its function (resnets; attn1 / attn2 = self- / cross-attention with to_q, to_k, to_v,
+  to_out; ff; proj), e.g. `up_blocks.1/attn2.to_out`: the paper's Figure 1b groups;
 - a JSON file: {"glob": "group name", ...}, the first matching glob wins; every module must
   match one.
 """
@@ -26,16 +29,37 @@ def group_modules(modules: list[str], spec: str = "module", depth: int = 3):
         if depth < 1:
             raise AttribError("--depth must be at least 1")
         mapping = {m: ".".join(m.split(".")[:depth]) for m in modules}
+    elif spec == "unet":
+        mapping = {m: unet_group(m) for m in modules}
     elif spec.startswith("consecutive:"):
         mapping = _consecutive(modules, spec)
     elif Path(spec).is_file():
         mapping = _from_file(modules, Path(spec))
     else:
         raise AttribError(
-            f"--groups {spec!r}: use module, block, consecutive:N or a JSON file of globs"
+            f"--groups {spec!r}: use module, block, unet, consecutive:N or a JSON file of globs"
         )
     order = list(dict.fromkeys(mapping[m] for m in modules))
     return order, mapping
+
+
+def unet_group(module: str) -> str:
+    """`<block>/<function>` for a UNet module path (LoRA suffixes ignored)."""
+    parts = [p for p in module.split(".") if p not in ("lora_A", "lora_B", "default")]
+    if parts[0] in ("down_blocks", "up_blocks") and len(parts) > 1:
+        block, rest = ".".join(parts[:2]), parts[2:]
+    else:
+        block, rest = parts[0], parts[1:]
+    for i, part in enumerate(rest):
+        if part in ("attn1", "attn2") and i + 1 < len(rest):
+            return f"{block}/{part}.{rest[i + 1]}"
+        if part in ("to_q", "to_k", "to_v", "to_out"):
+            return f"{block}/attn.{part}"
+        if part in ("resnets", "ff", "downsamplers", "upsamplers"):
+            return f"{block}/{part}"
+        if part in ("proj_in", "proj_out"):
+            return f"{block}/proj"
+    return block
 
 
 def _consecutive(modules: list[str], spec: str) -> dict[str, str]:

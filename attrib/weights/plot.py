@@ -11,6 +11,8 @@ from ..errors import AttribError
 
 
 def block_of(group: str, depth: int = 2) -> str:
+    if "/" in group:  # `--groups unet` names: block/function
+        return group.split("/")[0]
     return ".".join(group.split(".")[:depth])
 
 
