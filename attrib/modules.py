@@ -1,10 +1,10 @@
 """Which modules' gradients become features, and how each one's gradient is shaped.
 
 A module's full path (as `model.named_modules()` spells it, less PEFT's `base_model.model.`
-wrapper prefix) is its group name everywhere in attrib: store columns, weights artifacts, plots. Supported: `nn.Linear`, Hugging Face
-`Conv1D` (GPT-2), `nn.Conv2d` (grouped too), and the Linear/Conv2d layers inside PEFT LoRA
-adapters (`...lora_A.<adapter>`, `...lora_B.<adapter>`). Embeddings and norms are never
-selected; they are not linear maps of their inputs.
+wrapper prefix) is its group name everywhere in attrib: store columns, weights artifacts,
+plots. Supported: `nn.Linear`, Hugging Face `Conv1D` (GPT-2), `nn.Conv2d` (grouped too), and
+the Linear/Conv2d layers inside PEFT LoRA adapters (`...lora_A.<adapter>`, `...lora_B...`).
+Embeddings and norms are never selected; they are not linear maps of their inputs.
 """
 
 from __future__ import annotations
