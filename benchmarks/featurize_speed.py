@@ -4,7 +4,9 @@
 
 For each model the baseline is batching the rows (tokenizing / image processing), a forward
 pass and `loss.backward()` computing parameter gradients (a training step without the
-optimizer), measured in the same run on the same rows. `featurize` is the per-batch work of
+optimizer), measured in the same run on the same rows. For diffusion both sides cover the
+same K timesteps (`--timesteps`): the baseline backpropagates the loss averaged over them,
+featurize runs one pass per timestep. `featurize` is the per-batch work of
 `attrib featurize`: the same batching, forward, backward with hooks, projection. The last
 column is the whole command on a saved dataset (opening it and writing shards included,
 model loading excluded).
@@ -44,6 +46,8 @@ def build_models(root: Path, sizes: list[str], image_size: int):
     long_texts = [" ".join(texts[i : i + 12]) for i in range(0, 2000, 4)]  # ~100+ tokens each
     builders.save_text_data(root / "text.parquet", long_texts)
     builders.save_image_data(root / "images.parquet", 512, num_labels=10, size=image_size)
+    builders.save_plain_images(root / "pixels8.parquet", 512, size=8)
+    builders.save_plain_images(root / "pixels32.parquet", 256, size=32)
     models = []
     if "tiny" in sizes:
         models.append(("gpt2 tiny", builders.save_tiny_gpt2(root / "gpt2-tiny", texts), "text", 16))
@@ -55,6 +59,8 @@ def build_models(root: Path, sizes: list[str], image_size: int):
                 16,
             )
         )
+        tiny_ddpm = builders.save_tiny_ddpm(root / "ddpm-tiny")
+        models.append(("ddpm tiny (8 px)", tiny_ddpm, "pixels8", 16))
     if "small" in sizes:
         tokenizer = builders.tiny_tokenizer(texts)
         path = root / "gpt2-small"
@@ -73,7 +79,23 @@ def build_models(root: Path, sizes: list[str], image_size: int):
         ResNetForImageClassification(config).save_pretrained(path)
         builders._image_processor(image_size).save_pretrained(path)
         models.append(("resnet-18 config", path, "images", 16))
+        cifar = cifar_ddpm(root / "ddpm-cifar")
+        models.append(("ddpm cifar-10 config (32 px)", cifar, "pixels32", 8))
     return models
+
+
+def cifar_ddpm(path: Path) -> Path:
+    """The DDPM CIFAR-10 UNet's shape (about 36M parameters), untrained."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    )
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(path)
+    return path
 
 
 def _sync(device):
@@ -81,8 +103,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype):
-    task = load_task(ModelRef(str(model_dir)), None, dtype, TaskOptions(max_length=128))
+def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype, timesteps):
+    options = TaskOptions(max_length=128, timesteps=timesteps)
+    task = load_task(ModelRef(str(model_dir)), None, dtype, options)
     task.to(device)
     dataset = open_dataset(DataRef(str(data_path)))
     columns = task.bind_columns(dataset)
@@ -121,7 +144,7 @@ def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype)
             ModelRef(str(model_dir)),
             DataRef(str(data_path)),
             Path(tmp) / "s",
-            task_options=TaskOptions(max_length=128),
+            task_options=options,
             batch_size=batch,
             max_examples=batch * batches,
             progress=False,
@@ -145,6 +168,7 @@ def main():
     parser.add_argument("--proj-dim", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--timesteps", type=int, default=10, help="diffusion timesteps K")
     args = parser.parse_args()
     log.set_quiet(True)
     log.quiet_libraries()
@@ -162,6 +186,7 @@ def main():
                 device,
                 args.proj_dim,
                 dtype,
+                args.timesteps,
             )
             for name, path, data, batch in models
         ]

@@ -246,3 +246,44 @@ def test_the_whole_chain_on_tiny_pipelines(request, tmp_path, which):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["weights"] for r in rows] == ["none", "w.safetensors"]
     assert all(-1 <= r["lds"] <= 1 and r["subsets"] == 3 for r in rows)
+
+
+def test_a_generated_image_with_its_prompt_scores_like_a_query_store(tmp_path, sd):
+    pipe, adapter, data = sd
+    train = _featurize(pipe, data, tmp_path / "train", "trak", "--adapter", str(adapter))
+    image = tmp_path / "query.png"
+    from builders import png_bytes
+
+    image.write_bytes(png_bytes((np.random.default_rng(3).random((16, 16, 3)) * 255).astype(
+        np.uint8)))
+    import datasets
+
+    table = tmp_path / "q.parquet"
+    datasets.Dataset.from_dict(
+        {"image": [{"bytes": image.read_bytes(), "path": None}], "caption": ["a photo of a cat"]},
+        features=datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")}),
+    ).to_parquet(str(table))
+    queries = _featurize(pipe, table, tmp_path / "queries", "trak", "--adapter", str(adapter))
+    outs = {}
+    for name, args in (("store", ["--queries", queries.path]),
+                       ("file", ["--query", image, "--prompt", "a photo of a cat"])):
+        outs[name] = tmp_path / f"{name}.npy"
+        code, _, err = run_cli("score", "--train", train.path, *args, "--method", "trak",
+                               "--out", outs[name], "--device", "cpu", "--no-preview", "-q")
+        assert code == 0, err
+    want = np.load(outs["store"])
+    np.testing.assert_allclose(np.load(outs["file"]), want, rtol=1e-4,
+                               atol=1e-5 * np.abs(want).max())
+    code, _, err = run_cli("score", "--train", train.path, "--query", image, "--device", "cpu")
+    assert code == 2 and "text-to-image: pass --prompt" in err
+
+
+def test_diffusion_bad_input(tmp_path, ddpm):
+    pipe, data = ddpm
+    code, _, err = run_cli("generate", "--model", pipe, "--out", tmp_path / "g",
+                           "--prompt", "a cat", "-q")
+    assert code == 2 and "unconditional" in err
+    code, _, err = run_cli("featurize", "--model", pipe, "--data", data, "--out",
+                           tmp_path / "s", "--timesteps", "0", "-q")
+    assert code == 2 and "--timesteps" in err
+    assert not (tmp_path / "s").exists()
