@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 
 from attrib.data import DataRef
 from attrib.evaluate.groundtruth import GroundTruth, load_groundtruth, save_groundtruth
@@ -91,34 +90,24 @@ class Task:
         return result
 
 
-def digits_task(seed: int = 0) -> Task:
-    from attrib.examples import digits
+def example_task(name: str, seed: int = 0) -> Task:
+    """A bundled example (digits or pydoc), built once under the cache."""
+    from attrib.examples import digits, pydoc_text
 
-    root = CACHE / f"digits-{seed}"
-    model = root / "model"
-    if not model.exists():
-        paths, model = digits.build(root, seed)
+    example = {"digits": digits, "pydoc": pydoc_text}[name]
+    root = CACHE / f"{name}-{seed}"
+    if not (root / "model").exists():
+        example.build(root, seed)
     paths = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
-    return Task("digits", root, model, paths, digits.RECIPE)
+    return Task(name, root, root / "model", paths, example.RECIPE)
+
+
+def digits_task(seed: int = 0) -> Task:
+    return example_task("digits", seed)
 
 
 def pydoc_task(seed: int = 0) -> Task:
-    from attrib.examples import pydoc_text
-
-    root = CACHE / f"pydoc-{seed}"
-    model = root / "model"
-    if not model.exists():
-        paths, model = pydoc_text.build(root, seed)
-    paths = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
-    return Task("pydoc", root, model, paths, pydoc_text.RECIPE)
+    return example_task("pydoc", seed)
 
 
 TASKS = {"digits": digits_task, "pydoc": pydoc_task}
-
-
-def per_query_lds(
-    train: Store, queries: Store, truth: GroundTruth, method: str, weights=None, damping=None
-) -> np.ndarray:
-    from attrib.evaluate.lds import evaluate_lds
-
-    return evaluate_lds(train, queries, truth, method, damping, weights).per_query
