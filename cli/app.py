@@ -26,12 +26,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.command("demo")(demo_command)
-app.command("featurize")(featurize_command)
-app.command("generate")(generate_command)
-app.command("learn-weights")(learn_weights_command)
-app.command("score")(score_command)
-app.command("inspect")(inspect_command)
+app.command("demo", short_help="The whole job offline in minutes, on bundled data.")(demo_command)
+app.command("featurize", short_help="Per-example gradient features of a model on a dataset.")(
+    featurize_command
+)
+app.command("generate", short_help="Query images (with prompts, seeds, trajectories).")(
+    generate_command
+)
+app.command("learn-weights", short_help="Learn one weight per parameter group (self-supervised).")(
+    learn_weights_command
+)
+app.command("score", short_help="Rank training examples for queries (higher = more helpful).")(
+    score_command
+)
+app.command("inspect", short_help="What a store holds and what made it.")(inspect_command)
 app.add_typer(evaluate_app, name="evaluate")
 
 
