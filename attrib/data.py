@@ -15,8 +15,8 @@ from pathlib import Path
 import datasets
 from PIL import Image, UnidentifiedImageError
 
-from . import hub
-from .errors import AttribError
+from attrib import hub
+from attrib.errors import AttribError
 
 _FILE_BUILDERS = {
     ".parquet": "parquet",

@@ -13,18 +13,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import log
-from .data import DataRef
-from .evaluate.groundtruth import load_groundtruth
-from .evaluate.lds import evaluate_lds
-from .evaluate.retrain import RetrainConfig, retrain
-from .featurize import FeaturizeConfig, featurize
-from .projection import ProjectionSpec
-from .score import ScoreRequest, run_score, weight_vector
-from .store import Store
-from .tasks import ModelRef
-from .weights.learn import LearnOptions
-from .weights.run import LearnRequest, run_learn
+from attrib import log
+from attrib.data import DataRef
+from attrib.evaluate.groundtruth import load_groundtruth
+from attrib.evaluate.lds import evaluate_lds
+from attrib.evaluate.retrain import RetrainConfig, retrain
+from attrib.featurize.projection import ProjectionSpec
+from attrib.featurize.run import FeaturizeConfig, featurize
+from attrib.score.run import ScoreRequest, run_score, weight_vector
+from attrib.store import Store
+from attrib.tasks import ModelRef
+from attrib.weights.learn import LearnOptions
+from attrib.weights.run import LearnRequest, run_learn
 
 METHOD = "trak-block"
 TASKS = ("image", "text")
@@ -45,9 +45,9 @@ def cache_root() -> Path:
 
 def _build(task: str, root: Path):
     if task == "image":
-        from .examples import digits as example
+        from attrib.examples import digits as example
     else:
-        from .examples import pydoc_text as example
+        from attrib.examples import pydoc_text as example
     data = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
     model = root / "model"
     if not (model / "config.json").exists() or not all(p.exists() for p in data.values()):
@@ -81,7 +81,7 @@ def run_demo(
     root: Path | None = None,
 ) -> DemoResult:
     if task not in TASKS:
-        from .errors import AttribError
+        from attrib.errors import AttribError
 
         raise AttribError(f"--task must be one of {', '.join(TASKS)}")
     root = root or cache_root() / task
@@ -138,7 +138,7 @@ def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None
     """The query and its top training images side by side, with labels and scores."""
     from PIL import Image, ImageDraw
 
-    from .data import decode_image, open_dataset, ref_from_settings, undecoded
+    from attrib.data import decode_image, open_dataset, ref_from_settings, undecoded
 
     def reader(store: Store):
         column = store.settings["task_options"]["columns"]["image"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import AttribError
+from attrib.errors import AttribError
 
 
 @dataclass

@@ -22,11 +22,11 @@ import datasets
 import torch
 from PIL import Image
 
-from . import log
-from .data import GENERATED_MARKER
-from .errors import AttribError
-from .tasks import ModelRef, TaskOptions, load_task
-from .tasks.diffusion import STEPS_COLUMN, TRAJECTORY_COLUMN, DiffusionTask
+from attrib import log
+from attrib.data import GENERATED_MARKER
+from attrib.errors import AttribError
+from attrib.tasks import ModelRef, TaskOptions, load_task
+from attrib.tasks.diffusion import STEPS_COLUMN, TRAJECTORY_COLUMN, DiffusionTask
 
 FIELD = re.compile(r"{(\w+)}")
 
@@ -131,7 +131,7 @@ def generate(request: GenerateRequest) -> Path:
     task = load_task(request.model, "diffusion", torch.float32, TaskOptions())
     if not isinstance(task, DiffusionTask):
         raise AttribError(f"--model {request.model.source} is not a diffusion pipeline")
-    from .distributed import resolve_device
+    from attrib.distributed import resolve_device
 
     device = resolve_device(request.device)
     task.to(device)

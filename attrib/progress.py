@@ -13,7 +13,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from . import log
+from attrib import log
 
 
 class RateColumn(ProgressColumn):

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import AttribError
-from .tasks import Task
+from attrib.errors import AttribError
+from attrib.tasks import Task
 
 CACHE_LIMIT_BYTES = 2 * 2**30
 

@@ -32,10 +32,10 @@ from rich.table import Table  # noqa: E402
 
 from attrib import log  # noqa: E402
 from attrib.data import DataRef, open_dataset, undecoded  # noqa: E402
-from attrib.featurize import FeaturizeConfig, featurize  # noqa: E402
-from attrib.featurizer import Featurizer  # noqa: E402
-from attrib.modules import select_modules  # noqa: E402
-from attrib.projection import ProjectionSpec  # noqa: E402
+from attrib.featurize.batch import Featurizer  # noqa: E402
+from attrib.featurize.modules import select_modules  # noqa: E402
+from attrib.featurize.projection import ProjectionSpec  # noqa: E402
+from attrib.featurize.run import FeaturizeConfig, featurize  # noqa: E402
 from attrib.tasks import ModelRef, TaskOptions, load_task  # noqa: E402
 
 

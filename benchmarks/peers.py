@@ -38,9 +38,9 @@ from quality_tasks import digits_task  # noqa: E402
 from attrib import log  # noqa: E402
 from attrib.data import DataRef  # noqa: E402
 from attrib.evaluate.metrics import lds, mean_ci  # noqa: E402
-from attrib.featurize import FeaturizeConfig, featurize  # noqa: E402
-from attrib.projection import ProjectionSpec  # noqa: E402
-from attrib.score import ScoreRequest, run_score  # noqa: E402
+from attrib.featurize.projection import ProjectionSpec  # noqa: E402
+from attrib.featurize.run import FeaturizeConfig, featurize  # noqa: E402
+from attrib.score.run import ScoreRequest, run_score  # noqa: E402
 from attrib.tasks import ModelRef  # noqa: E402
 
 HERE = Path(__file__).parent

@@ -30,7 +30,7 @@ from quality_tasks import CACHE, TASKS  # noqa: E402
 
 from attrib import log  # noqa: E402
 from attrib.evaluate.lds import evaluate_lds  # noqa: E402
-from attrib.score import weight_vector  # noqa: E402
+from attrib.score.run import weight_vector  # noqa: E402
 from attrib.weights.learn import LearnOptions  # noqa: E402
 from attrib.weights.run import LearnRequest, run_learn  # noqa: E402
 

@@ -16,8 +16,8 @@ import datasets
 from attrib.data import DataRef
 from attrib.evaluate.groundtruth import GroundTruth, load_groundtruth, save_groundtruth
 from attrib.evaluate.retrain import RetrainConfig, retrain
-from attrib.featurize import FeaturizeConfig, featurize
-from attrib.projection import ProjectionSpec
+from attrib.featurize.projection import ProjectionSpec
+from attrib.featurize.run import FeaturizeConfig, featurize
 from attrib.store import Store
 from attrib.tasks import ModelRef
 

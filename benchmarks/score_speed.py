@@ -26,7 +26,7 @@ from rich.table import Table
 
 from attrib import log
 from attrib.methods import get_method
-from attrib.scoring import score
+from attrib.score.stream import score
 from attrib.store import Store
 from attrib.store.arrays import write_generated
 
@@ -62,7 +62,7 @@ def peak_rss(path: Path, queries: int, method: str) -> float:
     code = f"""
 import resource, torch
 from attrib.methods import get_method
-from attrib.scoring import score
+from attrib.score.stream import score
 from attrib.store import Store
 store = Store({str(path)!r})
 q = torch.randn({queries}, store.layout.total)

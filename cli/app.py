@@ -5,18 +5,17 @@ from __future__ import annotations
 import sys
 
 import typer
+from attrib_cli import evaluate_more  # noqa: F401  (registers more evaluate commands)
+from attrib_cli.demo import demo_command
+from attrib_cli.evaluate_cmd import app as evaluate_app
+from attrib_cli.featurize import featurize_command
+from attrib_cli.generate import generate_command
+from attrib_cli.inspect_store import inspect_command
+from attrib_cli.learn_weights import learn_weights_command
+from attrib_cli.score import score_command
 
 from attrib import __version__, log
 from attrib.errors import AttribError
-
-from . import evaluate_more  # noqa: F401  (registers more evaluate commands)
-from .demo_cmd import demo_command
-from .evaluate_cmd import app as evaluate_app
-from .featurize_cmd import featurize_command
-from .generate_cmd import generate_command
-from .inspect_cmd import inspect_command
-from .learn_cmd import learn_weights_command
-from .score_cmd import score_command
 
 app = typer.Typer(
     name="attrib",

@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 
 import typer
-
-from .common import QUIET, setup
-from .records import choose_format
+from attrib_cli.common import QUIET, setup
+from attrib_cli.output import choose_format
 
 app = typer.Typer(
     help="Measure attribution quality: LDS, retraining ground truth, mislabel AUC, tail-patch, "
@@ -68,7 +67,7 @@ def lds_command(
     from attrib.evaluate.groundtruth import load_groundtruth
     from attrib.evaluate.lds import evaluate_lds, weights_label
     from attrib.methods import METHODS
-    from attrib.score import weight_vector
+    from attrib.score.run import weight_vector
     from attrib.store import Store
 
     fmt = choose_format(fmt)

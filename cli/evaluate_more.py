@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
-from .common import QUIET, setup
-from .evaluate_cmd import app, print_rows
-from .records import choose_format
+from attrib_cli.common import QUIET, setup
+from attrib_cli.evaluate_cmd import app, print_rows
+from attrib_cli.output import choose_format
 
 TRAIN = typer.Option(..., "--train", "-t", help="Training store.")
 METHOD = typer.Option("trak-block", help="Methods, comma-separated.")
@@ -22,7 +21,7 @@ def _combinations(store, method: str, weights: str, damping):
     from attrib.errors import AttribError
     from attrib.evaluate.lds import weights_label
     from attrib.methods import METHODS, get_method
-    from attrib.score import weight_vector
+    from attrib.score.run import weight_vector
 
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for name in methods:
@@ -86,8 +85,8 @@ def recall_command(
 ) -> None:
     """Fine-grained recall@k of known contributor sets."""
     setup(quiet)
-    from attrib import queries as query_features
     from attrib.evaluate.recall import evaluate_recall, load_contributors
+    from attrib.score import queries as query_features
     from attrib.store import Store
 
     fmt = choose_format(fmt)
@@ -124,10 +123,10 @@ def groups_command(
 ) -> None:
     """Per-group attribution strength: LDS from each group's features alone."""
     setup(quiet)
-    from attrib import queries as query_features
     from attrib.evaluate.groundtruth import load_groundtruth
     from attrib.evaluate.groups import group_strength, plot_strength
     from attrib.methods import get_method
+    from attrib.score import queries as query_features
     from attrib.store import Store
     from attrib.weights.contributions import group_columns
     from attrib.weights.groups import group_modules
@@ -167,11 +166,11 @@ def tail_patch_command(
     setup(quiet)
     import numpy as np
 
-    from attrib import queries as query_features
     from attrib.distributed import resolve_device
     from attrib.evaluate.sources import fixed_query_labels, store_source
     from attrib.evaluate.tailpatch import PatchStep, relative_increases, summarize
-    from attrib.scoring import score
+    from attrib.score import queries as query_features
+    from attrib.score.stream import score
     from attrib.store import Store
     from attrib.tasks import load_task_from_settings
 

@@ -9,9 +9,9 @@ from io import StringIO
 import torch
 
 from attrib.data import DataRef, open_dataset, undecoded
-from attrib.featurizer import Featurizer
-from attrib.modules import select_modules
-from attrib.projection import ProjectionSpec
+from attrib.featurize.batch import Featurizer
+from attrib.featurize.modules import select_modules
+from attrib.featurize.projection import ProjectionSpec
 from attrib.tasks import ModelRef, TaskOptions, load_task
 
 

@@ -7,7 +7,7 @@ import torch
 from builders import save_lora_adapter
 from helpers import autograd_gradients, features, load, run_cli
 
-from attrib.projection import ProjectionSpec
+from attrib.featurize.projection import ProjectionSpec
 from attrib.store import Store
 
 CASES = [

@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import features, load
 
-from attrib.projection import ProjectionSpec
+from attrib.featurize.projection import ProjectionSpec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -47,7 +47,7 @@ def test_half_precision_compute_stays_close_to_float32(request, model, data, out
 def test_kronecker_factors_on_the_gpu_equal_the_cpu(tmp_path, resnet_dir, image_data):
     from test_score import _store
 
-    from attrib.factors import total_factors
+    from attrib.store.factors import total_factors
 
     cpu = _store(resnet_dir, image_data, tmp_path / "cpu", method="ekfac", max_examples=12)
     gpu = _store(resnet_dir, image_data, tmp_path / "gpu", method="ekfac", max_examples=12,

@@ -12,7 +12,7 @@ from builders import CAPTIONS, save_plain_images, save_tiny_ddpm, save_tiny_sd, 
 from helpers import autograd_gradients, features, run_cli
 
 from attrib.data import DataRef, open_dataset, undecoded
-from attrib.projection import ProjectionSpec
+from attrib.featurize.projection import ProjectionSpec
 from attrib.store import Store
 from attrib.tasks import ModelRef, TaskOptions, load_task
 

@@ -48,7 +48,7 @@ def test_two_processes_equal_one(tmp_path, resnet_dir, image_data, launcher, met
         # Same shards, same batches, one thread each: equal up to float16 rounding.
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * np.abs(a).max())
     if method == "ekfac":  # Kronecker factors, summed over shards, agree too
-        from attrib.factors import total_factors
+        from attrib.store.factors import total_factors
 
         f1, f2 = total_factors(one), total_factors(two)
         assert set(f1) == set(f2) == set(one.module_names)

@@ -12,7 +12,6 @@ from test_cli_errors import _assert_one_line_error
 from test_evaluate_lds import _linear_datamodel
 from test_score import _store
 
-from attrib import queries as query_features
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.groups import group_strength
 from attrib.evaluate.lds import evaluate_lds
@@ -20,6 +19,7 @@ from attrib.evaluate.mislabel import normalized_self_influence
 from attrib.evaluate.sources import store_source
 from attrib.evaluate.tailpatch import PatchStep, relative_increases
 from attrib.methods import get_method
+from attrib.score import queries as query_features
 from attrib.store import Store
 from attrib.store.arrays import write_arrays
 from attrib.tasks import load_task_from_settings

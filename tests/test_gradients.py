@@ -7,8 +7,8 @@ import pytest
 import torch
 from helpers import autograd_gradients, features, load
 
-from attrib.modules import select_modules
-from attrib.projection import DenseProjector, ProjectionSpec, factored_matrices
+from attrib.featurize.modules import select_modules
+from attrib.featurize.projection import DenseProjector, ProjectionSpec, factored_matrices
 from attrib.tasks import TaskOptions
 
 FULL = ProjectionSpec("none", None)
@@ -70,13 +70,13 @@ def test_dense_projection_equals_full_gradient_times_its_matrix(gpt2_dir, text_d
 
 def test_grouped_and_strided_convolutions_equal_autograd():
     """Grouped, strided, dilated, padded convolutions, in both projection kinds."""
-    from attrib.capture import GradientCapture
+    from attrib.featurize.capture import GradientCapture
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2)
     net = torch.nn.Sequential(conv, torch.nn.ReLU(inplace=True), torch.nn.Flatten())
     x = torch.randn(3, 4, 9, 9)
-    from attrib.modules import describe
+    from attrib.featurize.modules import describe
 
     spec = describe("0", conv)
     exact = []

@@ -8,19 +8,19 @@ import torch
 from helpers import load
 from test_score import _store
 
-from attrib.capture import GradientCapture
-from attrib.factors import FACTOR_DIR, Factors, save_factors, shard_factor_path, total_factors
-from attrib.kfac import kronecker_eigen
-from attrib.modules import describe
-from attrib.projection import ProjectionSpec
+from attrib.featurize.capture import GradientCapture
+from attrib.featurize.modules import describe
+from attrib.featurize.projection import ProjectionSpec
+from attrib.methods.kronecker import kronecker_eigen
 from attrib.store import Store
 from attrib.store.arrays import write_arrays
+from attrib.store.factors import FACTOR_DIR, Factors, save_factors, shard_factor_path, total_factors
 
 DAMPING = 0.1
 
 
 def _dense(store: Store, method: str, tmp_path, queries, damping=DAMPING) -> np.ndarray:
-    from attrib.score import ScoreRequest, run_score
+    from attrib.score.run import ScoreRequest, run_score
 
     out = tmp_path / f"{method}.npy"
     run_score(ScoreRequest(store.path, method, damping, out=out, preview=False, queries=queries))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attrib.methods import get_method
-from attrib.scoring import stream
+from attrib.score.stream import stream
 from attrib.store import Store
 from attrib.store.arrays import write_arrays
 from attrib.weights import load_weights
@@ -46,7 +46,7 @@ def planted(tmp_path, queries=60, per_query=5, n=600, dim=16, seed=0):
 
 
 def recall(train, queries, truth, weights_path=None, k=5):
-    from attrib.score import ScoreRequest, run_score
+    from attrib.score.run import ScoreRequest, run_score
 
     records = run_score(
         ScoreRequest(

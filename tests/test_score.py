@@ -13,9 +13,9 @@ from builders import png_bytes
 from helpers import run_cli
 
 from attrib.data import DataRef
-from attrib.featurize import FeaturizeConfig, featurize
-from attrib.projection import ProjectionSpec
-from attrib.score import ScoreRequest, run_score
+from attrib.featurize.projection import ProjectionSpec
+from attrib.featurize.run import FeaturizeConfig, featurize
+from attrib.score.run import ScoreRequest, run_score
 from attrib.store import Store
 from attrib.tasks import ModelRef
 from attrib.weights import WeightsArtifact, save_weights

@@ -11,8 +11,8 @@ from helpers import features, load
 
 from attrib.data import DataRef
 from attrib.errors import AttribError
-from attrib.featurize import FeaturizeConfig, featurize
-from attrib.projection import ProjectionSpec
+from attrib.featurize.projection import ProjectionSpec
+from attrib.featurize.run import FeaturizeConfig, featurize
 from attrib.store import Store
 from attrib.store.writer import StoreWriter
 from attrib.tasks import ModelRef

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AttribError
+from attrib.errors import AttribError
 
 
 @dataclass

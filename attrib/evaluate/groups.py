@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..store import Store
-from .groundtruth import GroundTruth
-from .metrics import lds, mean_ci
+from attrib.evaluate.groundtruth import GroundTruth
+from attrib.evaluate.metrics import lds, mean_ci
+from attrib.store import Store
 
 
 def group_strength(
@@ -37,7 +37,7 @@ def group_strength(
 
 
 def plot_strength(path, groups: list[str], values: list[tuple[float, float]], title: str):
-    from ..weights.plot import plot_bars
+    from attrib.weights.plot import plot_bars
 
     plot_bars(
         path,

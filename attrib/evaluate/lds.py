@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import queries as query_features
-from ..methods import get_method
-from ..scoring import stream
-from ..store import Store
-from .groundtruth import GroundTruth
-from .metrics import lds, mean_ci
+from attrib.evaluate.groundtruth import GroundTruth
+from attrib.evaluate.metrics import lds, mean_ci
+from attrib.methods import get_method
+from attrib.score import queries as query_features
+from attrib.score.stream import stream
+from attrib.store import Store
 
 
 @dataclass

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import AttribError
-from ..methods import Method
-from ..scoring import score, self_influence
-from ..store import Store
-from .metrics import roc_auc
+from attrib.errors import AttribError
+from attrib.evaluate.metrics import roc_auc
+from attrib.methods import Method
+from attrib.score.stream import score, self_influence
+from attrib.store import Store
 
 
 @dataclass

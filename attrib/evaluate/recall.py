@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AttribError
-from ..scoring import score
-from ..store import Store
-from .metrics import mean_ci, recall_at_k
+from attrib.errors import AttribError
+from attrib.evaluate.metrics import mean_ci, recall_at_k
+from attrib.score.stream import score
+from attrib.store import Store
 
 
 @dataclass

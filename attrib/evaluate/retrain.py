@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import log
-from ..distributed import resolve_device
-from ..errors import AttribError
-from ..progress import progress_bar
-from ..store import Store
-from ..tasks import load_task_from_settings
-from ..train import InitialState, Recipe, outputs, train
-from .groundtruth import GroundTruth, save_groundtruth
-from .sources import fixed_query_labels, store_source
+from attrib import log
+from attrib.distributed import resolve_device
+from attrib.errors import AttribError
+from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
+from attrib.evaluate.sources import fixed_query_labels, store_source
+from attrib.progress import progress_bar
+from attrib.store import Store
+from attrib.tasks import load_task_from_settings
+from attrib.train import InitialState, Recipe, outputs, train
 
 
 @dataclass

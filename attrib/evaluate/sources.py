@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data import open_dataset, ref_from_settings, undecoded
-from ..store import Store
-from ..train import BatchSource
+from attrib.data import open_dataset, ref_from_settings, undecoded
+from attrib.store import Store
+from attrib.train import BatchSource
 
 
 def store_source(task, store: Store, device, labels=None) -> BatchSource:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import AttribError
-from ..train import InitialState, trainable_parameters
-from .metrics import mean_ci
+from attrib.errors import AttribError
+from attrib.evaluate.metrics import mean_ci
+from attrib.train import InitialState, trainable_parameters
 
 
 @dataclass

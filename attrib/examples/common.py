@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DataRef, open_dataset, undecoded
-from ..distributed import resolve_device
-from ..tasks import ModelRef, TaskOptions, load_task
-from ..train import BatchSource, Recipe, train
+from attrib.data import DataRef, open_dataset, undecoded
+from attrib.distributed import resolve_device
+from attrib.tasks import ModelRef, TaskOptions, load_task
+from attrib.train import BatchSource, Recipe, train
 
 ROLES = ("train", "learn", "val", "eval")
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..train import Recipe
-from .common import split_rows, train_checkpoint
+from attrib.examples.common import split_rows, train_checkpoint
+from attrib.train import Recipe
 
 SIZES = {"train": 1000, "learn": 250, "val": 150, "eval": 250}
 RECIPE = Recipe(

@@ -8,8 +8,8 @@ from pathlib import Path
 import datasets
 import torch
 
-from ..train import Recipe
-from .common import split_rows, train_checkpoint
+from attrib.examples.common import split_rows, train_checkpoint
+from attrib.train import Recipe
 
 SIZES = {"train": 1000, "learn": 200, "val": 150, "eval": 250}
 RECIPE = Recipe(

@@ -1,5 +1,5 @@
 """The feature store: Arrow shards plus a manifest (see DESIGN.md, "Store format")."""
 
-from .reader import Layout, ShardInfo, Store, column_matrix
+from attrib.store.reader import Layout, ShardInfo, Store, column_matrix
 
 __all__ = ["Layout", "ShardInfo", "Store", "column_matrix"]

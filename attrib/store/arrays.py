@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..modules import ModuleSpec
-from . import shards
-from .manifest import shard_ranges
-from .writer import StoreWriter
+from attrib.featurize.modules import ModuleSpec
+from attrib.store import shards
+from attrib.store.manifest import shard_ranges
+from attrib.store.writer import StoreWriter
 
 
 def write_arrays(

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..errors import AttribError
-from ..modules import ModuleSpec
-from . import shards
-from .manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
+from attrib.errors import AttribError
+from attrib.featurize.modules import ModuleSpec
+from attrib.store import shards
+from attrib.store.manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import __version__
-from ..errors import AttribError
-from . import shards
-from .manifest import (
+from attrib import __version__
+from attrib.errors import AttribError
+from attrib.store import shards
+from attrib.store.manifest import (
     FORMAT_VERSION,
     MANIFEST,
     SHARD_DIR,

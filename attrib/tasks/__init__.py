@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig
 
-from .. import hub
-from ..errors import AttribError
-from .base import ModelRef, Task, TaskOptions, TaskOutput
-from .causal_lm import CausalLMTask
-from .diffusion import DiffusionTask, is_pipeline
-from .image_classifier import ImageClassifierTask
+from attrib import hub
+from attrib.errors import AttribError
+from attrib.tasks.base import ModelRef, Task, TaskOptions, TaskOutput
+from attrib.tasks.causal_lm import CausalLMTask
+from attrib.tasks.diffusion import DiffusionTask, is_pipeline
+from attrib.tasks.image_classifier import ImageClassifierTask
 
 TASKS: dict[str, type[Task]] = {
     CausalLMTask.name: CausalLMTask,
@@ -44,7 +44,7 @@ def detect_task(ref: ModelRef) -> str:
 
 
 def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions) -> Task:
-    from .. import log
+    from attrib import log
 
     log.quiet_libraries()
     name = task or detect_task(ref)
@@ -59,7 +59,7 @@ def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: Task
 def load_task_from_settings(settings: dict, trust_remote_code: bool = False) -> Task:
     """The task that made a store, reloaded from its manifest settings (model, revision,
     adapter, dtype, task options), refusing weights that changed since."""
-    from ..featurize import DTYPES
+    from attrib.featurize.run import DTYPES
 
     model = settings["model"]
     adapter = model.get("adapter") or {}

@@ -17,8 +17,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .. import hub
-from ..errors import AttribError
+from attrib import hub
+from attrib.errors import AttribError
 
 
 @dataclass(frozen=True)

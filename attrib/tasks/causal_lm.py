@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .. import hub
-from ..data import choose_column
-from ..errors import AttribError
-from .base import (
+from attrib import hub
+from attrib.data import choose_column
+from attrib.errors import AttribError
+from attrib.tasks.base import (
     ModelRef,
     Task,
     TaskOptions,

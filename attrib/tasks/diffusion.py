@@ -25,10 +25,17 @@ import datasets
 import numpy as np
 import torch
 
-from .. import hub
-from ..data import choose_column, decode_image
-from ..errors import AttribError
-from .base import ModelRef, Task, TaskOptions, TaskOutput, attach_adapter, require_column
+from attrib import hub
+from attrib.data import choose_column, decode_image
+from attrib.errors import AttribError
+from attrib.tasks.base import (
+    ModelRef,
+    Task,
+    TaskOptions,
+    TaskOutput,
+    attach_adapter,
+    require_column,
+)
 
 TRAJECTORY_COLUMN = "trajectory"  # list of x0_hat images along the sampling steps
 STEPS_COLUMN = "trajectory_timesteps"

@@ -12,10 +12,10 @@ import datasets
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from .. import hub
-from ..data import choose_column, decode_image
-from ..errors import AttribError
-from .base import (
+from attrib import hub
+from attrib.data import choose_column, decode_image
+from attrib.errors import AttribError
+from attrib.tasks.base import (
     ModelRef,
     Task,
     TaskOptions,

@@ -20,8 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .. import __version__
-from ..errors import AttribError
+from attrib import __version__
+from attrib.errors import AttribError
 
 
 @dataclass

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
-from ..methods import Method
-from ..store import Store
+from attrib.methods import Method
+from attrib.store import Store
 
 DEFAULT_BUDGET_BYTES = 6 * 2**30
 

@@ -18,7 +18,7 @@ import fnmatch
 import json
 from pathlib import Path
 
-from ..errors import AttribError
+from attrib.errors import AttribError
 
 
 def group_modules(modules: list[str], spec: str = "module", depth: int = 3):

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import AttribError
-from .contributions import Contributions
+from attrib.errors import AttribError
+from attrib.weights.contributions import Contributions
 
 
 @dataclass(frozen=True)

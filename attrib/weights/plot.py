@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AttribError
+from attrib.errors import AttribError
 
 
 def block_of(group: str, depth: int = 2) -> str:

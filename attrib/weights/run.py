@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__, log
-from .. import queries as query_features
-from ..errors import AttribError
-from ..methods import METHODS, get_method
-from ..store import Store
-from .artifact import WeightsArtifact, save_weights
-from .contributions import DEFAULT_BUDGET_BYTES, Contributions, group_columns
-from .groups import group_modules
-from .learn import LearnOptions, balanced_prior, learn, mean_loss
+from attrib import __version__, log
+from attrib.errors import AttribError
+from attrib.methods import METHODS, get_method
+from attrib.score import queries as query_features
+from attrib.store import Store
+from attrib.weights.artifact import WeightsArtifact, save_weights
+from attrib.weights.contributions import DEFAULT_BUDGET_BYTES, Contributions, group_columns
+from attrib.weights.groups import group_modules
+from attrib.weights.learn import LearnOptions, balanced_prior, learn, mean_loss
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .errors import AttribError
+from attrib.errors import AttribError
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import log
-from .errors import AttribError
-from .store import Store
+from attrib import log
+from attrib.errors import AttribError
+from attrib.store import Store
 
 CACHE_DIR = "cache"
 KERNEL_VERSION = 1

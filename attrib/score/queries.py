@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import AttribError
-from .featurizer import Featurizer
-from .modules import select_modules
-from .projection import ProjectionSpec
-from .store import Store
-from .store.manifest import settings_diff
-from .tasks import load_task_from_settings
+from attrib.errors import AttribError
+from attrib.featurize.batch import Featurizer
+from attrib.featurize.modules import select_modules
+from attrib.featurize.projection import ProjectionSpec
+from attrib.store import Store
+from attrib.store.manifest import settings_diff
+from attrib.tasks import load_task_from_settings
 
 # Settings a query's features must share with the training store's to be comparable.
 MATCHING = (
@@ -73,7 +73,7 @@ def from_values(
 ) -> Queries:
     """Featurize image paths or texts with the training store's settings (diffusion queries
     of a text-to-image model also take one prompt per image, or one for all)."""
-    from .distributed import resolve_device
+    from attrib.distributed import resolve_device
 
     if not values:
         raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datasets
 
-from . import log
-from .data import open_dataset, ref_from_settings, undecoded
-from .errors import AttribError
-from .store import Store
+from attrib import log
+from attrib.data import open_dataset, ref_from_settings, undecoded
+from attrib.errors import AttribError
+from attrib.store import Store
 
 SNIPPET = 80
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .factors import Factors
-from .modules import ModuleSpec
-from .projection import DenseProjector, ProjectionSpec, factored_matrices
+from attrib.featurize.modules import ModuleSpec
+from attrib.featurize.projection import DenseProjector, ProjectionSpec, factored_matrices
+from attrib.store.factors import Factors
 
 
 class ModuleCapture:

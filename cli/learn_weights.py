@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
-from .common import QUIET, setup
+from attrib_cli.common import QUIET, setup
 
 
 def learn_weights_command(

@@ -17,9 +17,9 @@ from typing import ClassVar
 
 import torch
 
-from . import kernels
-from .errors import AttribError
-from .store import Store
+from attrib.errors import AttribError
+from attrib.methods import kernels
+from attrib.store import Store
 
 # Relative damping: lambda = c * mean diag of the kernel's Gram matrix. Defaults per method
 # were chosen on the validation queries of the digits and pydoc benchmark tasks (README).
@@ -162,7 +162,7 @@ class KFac(Method):
     corrected = False
 
     def prepare(self):
-        from .kfac import kronecker_eigen
+        from attrib.methods.kronecker import kronecker_eigen
 
         self.blocks = kronecker_eigen(self.store, self.corrected)
         return self

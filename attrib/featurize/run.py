@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed, log
-from .data import DataRef, batches, dataset_info, open_dataset, undecoded
-from .errors import AttribError
-from .factors import save_factors, shard_factor_path
-from .featurizer import Featurizer
-from .methods import FACTOR_METHODS, METHOD_OUTPUTS
-from .modules import select_modules
-from .progress import progress_bar
-from .projection import ProjectionSpec
-from .store import shards
-from .store.writer import ShardRecord, StoreWriter
-from .tasks import ModelRef, TaskOptions, load_task
+from attrib import distributed, log
+from attrib.data import DataRef, batches, dataset_info, open_dataset, undecoded
+from attrib.errors import AttribError
+from attrib.featurize.batch import Featurizer
+from attrib.featurize.modules import select_modules
+from attrib.featurize.projection import ProjectionSpec
+from attrib.methods import FACTOR_METHODS, METHOD_OUTPUTS
+from attrib.progress import progress_bar
+from attrib.store import shards
+from attrib.store.factors import save_factors, shard_factor_path
+from attrib.store.writer import ShardRecord, StoreWriter
+from attrib.tasks import ModelRef, TaskOptions, load_task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NUMPY_STORE_DTYPES = {"float16": np.float16, "float32": np.float32}

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
-
-from .common import QUIET, setup
+from attrib_cli.common import QUIET, setup
 
 
 def demo_command(

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .methods import Method
-from .progress import progress_bar
-from .store import Store
+from attrib.methods import Method
+from attrib.progress import progress_bar
+from attrib.store import Store
 
 
 @dataclass

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .capture import GradientCapture
-from .modules import ModuleSpec
-from .projection import ProjectionSpec
-from .tasks import Task
+from attrib.featurize.capture import GradientCapture
+from attrib.featurize.modules import ModuleSpec
+from attrib.featurize.projection import ProjectionSpec
+from attrib.tasks import Task
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import AttribError
+from attrib.errors import AttribError
 
 KINDS = ("factored", "dense", "none")
 DENSE_BLOCK_ROWS = 16384  # rows of the dense matrix generated from one seed

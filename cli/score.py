@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 
 import typer
-
-from .common import QUIET, setup
-from .records import choose_format, print_records
+from attrib_cli.common import QUIET, setup
+from attrib_cli.output import choose_format, print_records
 
 
 def _query_values(values: list[str]) -> list[str]:
@@ -73,7 +72,7 @@ def score_command(
     """Rank training examples by their attribution to each query (higher = more helpful)."""
     setup(quiet)
     from attrib.errors import AttribError
-    from attrib.score import ScoreRequest, run_score
+    from attrib.score.run import ScoreRequest, run_score
 
     fmt = choose_format(fmt)
     values = _query_values(query or [])

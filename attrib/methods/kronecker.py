@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import load_file
 
-from . import log
-from .factors import total_factors
-from .kernels import CACHE_DIR, save_tensors
-from .store import Store
+from attrib import log
+from attrib.methods.kernels import CACHE_DIR, save_tensors
+from attrib.store import Store
+from attrib.store.factors import total_factors
 
 KFAC_VERSION = 1
 

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import log, queries, scoring
-from .errors import AttribError
-from .methods import METHODS, get_method
-from .preview import Previewer
-from .store import Store
-from .weights import load_weights
+from attrib import log
+from attrib.errors import AttribError
+from attrib.methods import METHODS, get_method
+from attrib.score import queries
+from attrib.score import stream as scoring
+from attrib.score.preview import Previewer
+from attrib.store import Store
+from attrib.weights import load_weights
 
 DEFAULT_TOP = 10
 
@@ -54,7 +56,7 @@ def weight_vector(store: Store, path: Path | None) -> torch.Tensor | None:
 
 
 def _warn_output_mismatch(store: Store, method: str) -> None:
-    from .tasks import TASKS
+    from attrib.tasks import TASKS
 
     task = TASKS.get(store.settings["task"])
     wanted = METHODS[method].output

@@ -89,7 +89,7 @@ def load_factors(path: Path) -> dict[str, Factors]:
 
 def total_factors(store) -> dict[str, Factors]:
     """The factors summed over every shard of a complete store."""
-    from .errors import AttribError
+    from attrib.errors import AttribError
 
     total: dict[str, Factors] = {}
     for shard in store.shards:

@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 
 import typer
+from attrib_cli.common import QUIET, setup
 
 from attrib.data import DataRef
 from attrib.errors import AttribError
-from attrib.projection import ProjectionSpec
+from attrib.featurize.projection import ProjectionSpec
 from attrib.tasks import ModelRef, TaskOptions
-
-from .common import QUIET, setup
 
 HELP = """Compute per-example gradient features of a model on a dataset and write them to a store.
 
@@ -99,7 +98,7 @@ def featurize_command(
     quiet: bool = QUIET,
 ) -> None:
     setup(quiet)
-    from attrib.featurize import FeaturizeConfig, featurize
+    from attrib.featurize.run import FeaturizeConfig, featurize
 
     config = FeaturizeConfig(
         model=ModelRef(model, revision, adapter, adapter_revision, trust_remote_code),

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import typer
+from attrib_cli.common import stdout_is_terminal
 from rich.console import Console
 from rich.table import Table
-
-from .common import stdout_is_terminal
 
 
 def _summary(store) -> dict:

@@ -1,0 +1,123 @@
+"""Options defined once: each stage's options are one keyword-only dataclass whose fields carry
+their help text, flag and choices. The CLI builds its commands from these classes
+(`attrib_cli.build`), runs record them (`Options.record()`), and a test checks that the two
+agree, so defaults, choices and help cannot drift apart.
+
+This module and the options modules import neither torch nor transformers: `attrib --help`
+reads them at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrib.errors import AttribError
+
+Choices = Sequence[str] | Callable[[], Sequence[str]]
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    short: str | None = None,
+    choices: Choices | None = None,
+    cli: bool = True,
+    argument: bool = False,
+    separator: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    """A dataclass field with what the CLI needs to show it.
+
+    flag: the long option (default: --field-name); short: a one-letter alias; choices: the
+    allowed values, or a function returning a registry's names (read when needed, so the
+    registry's module loads only then); cli=False: a library-only field (callbacks, flags the
+    CLI sets itself); argument: a positional CLI argument; separator: a tuple field the CLI
+    takes as one comma-separated value; parse: str -> value for fields whose CLI form is text.
+    """
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "short": short,
+        "choices": choices,
+        "cli": cli,
+        "argument": argument,
+        "separator": separator,
+        "parse": parse,
+    }
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple or None as a default, not a mutable value")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
+    choices = field.metadata.get("choices")
+    if choices is None:
+        return None
+    return tuple(choices() if callable(choices) else choices)
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options:
+    """Base of every stage's options: checks choices, then the stage's own `check()`."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            allowed = choices_of(field)
+            value = getattr(self, field.name)
+            if allowed is None or value is None:
+                continue
+            for item in value if isinstance(value, tuple) else (value,):
+                if item not in allowed:
+                    raise AttribError(
+                        f"{flag_of(field)} {item!r} is not one of: {', '.join(allowed)}"
+                    )
+        self.check()
+
+    def check(self) -> None:
+        """Stage-specific checks of values (ranges, combinations); raise AttribError."""
+
+    def record(self) -> dict:
+        """Every field as plain JSON values: what a run recorded it used."""
+        out = {}
+        for field in dataclasses.fields(self):
+            out[field.name] = _plain(getattr(self, field.name))
+        return out
+
+    def replace(self, **changes) -> Options:
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotation of every field (options modules use postponed annotations)."""
+    module = __import__(cls.__module__, fromlist=["_"])
+    return typing.get_type_hints(cls, vars(module))
+
+
+def at_least(value: float | None, low: float, flag: str) -> None:
+    if value is not None and value < low:
+        raise AttribError(f"{flag} must be at least {low:g}, got {value:g}")
+
+
+def positive(value: float | None, flag: str) -> None:
+    if value is not None and value <= 0:
+        raise AttribError(f"{flag} must be positive, got {value:g}")
