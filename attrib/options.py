@@ -68,7 +68,12 @@ def flag_of(field: dataclasses.Field) -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Options:
-    """Base of every stage's options: checks choices, then the stage's own `check()`."""
+    """Base of every stage's options: checks choices, then the stage's own `check()`.
+    Subclasses become frozen keyword-only dataclasses without a decorator of their own."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True, kw_only=True)(cls)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -92,6 +97,11 @@ class Options:
         for field in dataclasses.fields(self):
             out[field.name] = _plain(getattr(self, field.name))
         return out
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's default (options with required fields cannot be built empty)."""
+        return cls.__dataclass_fields__[name].default
 
     def replace(self, **changes) -> Options:
         return dataclasses.replace(self, **changes)

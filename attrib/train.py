@@ -8,56 +8,16 @@ fresh random weights (seeded).
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from attrib.errors import AttribError
-from attrib.tasks import Task
+from attrib.recipe import Recipe
+from attrib.tasks.base import Task
 
 CACHE_LIMIT_BYTES = 2 * 2**30
-
-
-@dataclass(frozen=True)
-class Recipe:
-    init: str = "finetune"  # finetune | scratch
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 32
-    optimizer: str = "adamw"  # adamw | sgd
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    schedule: str = "constant"  # constant | cosine
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.init not in ("finetune", "scratch"):
-            raise AttribError("recipe init must be finetune or scratch")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise AttribError("recipe optimizer must be adamw or sgd")
-        if self.schedule not in ("constant", "cosine"):
-            raise AttribError("recipe schedule must be constant or cosine")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise AttribError("recipe epochs, batch_size and lr must be positive")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_file(cls, path: Path, **overrides) -> Recipe:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise AttribError(f"--recipe {path}: cannot read it as JSON ({exc})") from None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise AttribError(f"--recipe {path}: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def trainable_parameters(task: Task) -> list[torch.nn.Parameter]:
@@ -96,7 +56,7 @@ class BatchSource:
         self.task, self.dataset, self.device, self.labels = task, dataset, device, labels
         self.columns = dict(columns)
         self.cache: dict[str, torch.Tensor] | None = None
-        if task.name == "image-classification":
+        if task.cache_batches:
             self.cache = self._build_cache()
 
     def _prepare(self, positions: list[int]) -> dict:

@@ -34,8 +34,10 @@ from attrib import log  # noqa: E402
 from attrib.data import DataRef, open_dataset, undecoded  # noqa: E402
 from attrib.featurize.batch import Featurizer  # noqa: E402
 from attrib.featurize.modules import select_modules  # noqa: E402
+from attrib.featurize.options import FeaturizeOptions  # noqa: E402
 from attrib.featurize.projection import ProjectionSpec  # noqa: E402
-from attrib.featurize.run import FeaturizeConfig, featurize  # noqa: E402
+from attrib.featurize.run import run_featurize  # noqa: E402
+from attrib.methods import method_class  # noqa: E402
 from attrib.tasks import ModelRef, TaskOptions, load_task  # noqa: E402
 
 
@@ -112,7 +114,7 @@ def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype,
     dataset = undecoded(dataset, columns.get("image"))
     rows = [dataset[i * batch : (i + 1) * batch] for i in range(batches + 1)]
     positions = [range(i * batch, (i + 1) * batch) for i in range(batches + 1)]
-    output = task.output_function_for("margin")
+    output = task.output_for(method_class("trak"))
 
     params = [p for p in task.model.parameters()]
 
@@ -140,22 +142,22 @@ def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype,
     plain = timed(forward_backward, list(zip(rows, positions)))
     feat = timed(lambda rp: featurizer(*rp), list(zip(rows, positions)))
     with tempfile.TemporaryDirectory() as tmp:
-        config = FeaturizeConfig(
-            ModelRef(str(model_dir)),
-            DataRef(str(data_path)),
-            Path(tmp) / "s",
-            task_options=options,
+        config = FeaturizeOptions(
+            model=str(model_dir),
+            data=str(data_path),
+            out=Path(tmp) / "s",
+            timesteps=options.timesteps,
             batch_size=batch,
             max_examples=batch * batches,
             progress=False,
             device=str(device),
-            projection=ProjectionSpec("factored", proj_dim),
+            proj_dim=proj_dim,
             dtype=str(dtype).split(".")[1],
         )
-        featurize(config)  # loads the model and warms caches
-        config = FeaturizeConfig(**{**config.__dict__, "out": Path(tmp) / "s2"})
+        run_featurize(config)  # loads the model and warms caches
+        config = config.replace(out=Path(tmp) / "s2")
         start = time.perf_counter()
-        featurize(config)
+        run_featurize(config)
         whole = time.perf_counter() - start
     return name, batch, len(selected), plain, feat, batch * batches / whole
 

@@ -36,12 +36,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quality_tasks import digits_task  # noqa: E402
 
 from attrib import log  # noqa: E402
-from attrib.data import DataRef  # noqa: E402
 from attrib.evaluate.metrics import lds, mean_ci  # noqa: E402
-from attrib.featurize.projection import ProjectionSpec  # noqa: E402
-from attrib.featurize.run import FeaturizeConfig, featurize  # noqa: E402
-from attrib.score.run import ScoreRequest, run_score  # noqa: E402
-from attrib.tasks import ModelRef  # noqa: E402
+from attrib.featurize.options import FeaturizeOptions  # noqa: E402
+from attrib.featurize.run import run_featurize  # noqa: E402
+from attrib.score.options import ScoreOptions  # noqa: E402
+from attrib.score.run import run_score  # noqa: E402
 
 HERE = Path(__file__).parent
 VENV = HERE / ".peers-venv"
@@ -63,16 +62,15 @@ def setup() -> None:
 
 
 def attrib_scores(task, method, output, dim, root: Path):
-    projection = ProjectionSpec("factored", dim) if dim else ProjectionSpec("none", None)
     start = time.perf_counter()
     stores = {}
     for role in ("train", "eval"):
         stores[role] = root / role
-        featurize(FeaturizeConfig(ModelRef(str(task.model)), DataRef(str(task.data[role])),
-                                  stores[role], method=output, projection=projection,
-                                  batch_size=64, progress=False, device="cpu"))
+        run_featurize(FeaturizeOptions(model=str(task.model), data=str(task.data[role]),
+                                       out=stores[role], method=output, proj_dim=dim or "full",
+                                       batch_size=64, progress=False, device="cpu"))
     out = root / "scores.npy"
-    run_score(ScoreRequest(stores["train"], method, queries=stores["eval"], out=out,
+    run_score(ScoreOptions(train=stores["train"], method=method, queries=stores["eval"], out=out,
                            preview=False, device="cpu"))
     return np.load(out), time.perf_counter() - start
 

@@ -31,8 +31,8 @@ from quality_tasks import CACHE, TASKS  # noqa: E402
 from attrib import log  # noqa: E402
 from attrib.evaluate.lds import evaluate_lds  # noqa: E402
 from attrib.score.run import weight_vector  # noqa: E402
-from attrib.weights.learn import LearnOptions  # noqa: E402
-from attrib.weights.run import LearnRequest, run_learn  # noqa: E402
+from attrib.weights.options import LearnOptions  # noqa: E402
+from attrib.weights.run import run_learn  # noqa: E402
 
 METHODS = ("tracin", "cosine", "trak", "trak-block", "kfac", "ekfac")
 FEATURES = {"tracin": "tracin", "cosine": "tracin", "trak": "trak", "trak-block": "trak",
@@ -40,7 +40,7 @@ FEATURES = {"tracin": "tracin", "cosine": "tracin", "trak": "trak", "trak-block"
 # Projection per method: p = 16 factored, or exact per-example gradients (None) for the
 # K-FAC family, whose per-module eigenbases lose most when projected (see README).
 PROJ = {"kfac": None, "ekfac": None}
-DEFAULT_K = LearnOptions().k
+DEFAULT_K = LearnOptions.default("k")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -58,13 +58,16 @@ def lds(task, truth, method, role, weights=None):
 
 def learn(task, method, k):
     train = _store(task, "train", method)
-    options = LearnOptions(k=k)  # the library defaults otherwise
+    learn_store = _store(task, "learn", method)
+    # The library's (and so the CLI's) defaults otherwise.
+    options = LearnOptions(
+        train=train.path, queries=learn_store.path, out=Path(), method=method, k=k
+    )
     proj = PROJ.get(method, 16) or "full"
     name = f"{method}-p{proj}-k{k}-wd{options.weight_decay:g}-{options.prior}-{options.init}"
     out = task.root / "weights" / f"{name}.safetensors"
     if not out.exists():
-        learn_store = _store(task, "learn", method)
-        run_learn(LearnRequest(train.path, learn_store.path, out, method, options))
+        run_learn(options.replace(out=out))
     return out
 
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import datasets
 
-from attrib.data import DataRef
 from attrib.evaluate.groundtruth import GroundTruth, load_groundtruth, save_groundtruth
-from attrib.evaluate.retrain import RetrainConfig, retrain
-from attrib.featurize.projection import ProjectionSpec
-from attrib.featurize.run import FeaturizeConfig, featurize
+from attrib.evaluate.options import RetrainOptions
+from attrib.evaluate.retrain import retrain
+from attrib.featurize.options import FeaturizeOptions
+from attrib.featurize.run import run_featurize
 from attrib.store import Store
-from attrib.tasks import ModelRef
 
 CACHE = Path(os.environ.get("ATTRIB_BENCH_CACHE", Path.home() / ".cache" / "attrib-bench"))
 
@@ -37,15 +36,13 @@ class Task:
         """The store of a role's rows; `output` names the featurize method (trak | tracin)."""
         out = self.root / "stores" / f"{role}-{output}-p{self.proj_dim or 'full'}"
         if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
-            featurize(
-                FeaturizeConfig(
-                    ModelRef(str(self.model)),
-                    DataRef(str(self.data[role])),
-                    out,
+            run_featurize(
+                FeaturizeOptions(
+                    model=str(self.model),
+                    data=str(self.data[role]),
+                    out=out,
                     method=output,
-                    projection=ProjectionSpec("factored", self.proj_dim)
-                    if self.proj_dim
-                    else ProjectionSpec("none", None),
+                    proj_dim=self.proj_dim or "full",
                     batch_size=64,
                     progress=False,
                     device="cpu",
@@ -67,13 +64,14 @@ class Task:
         self.data["valeval"] = both
         out = self.root / f"groundtruth-{subsets}.npz"
         if not out.exists():
+            recipe = {k: v for k, v in self.recipe.to_dict().items() if k != "momentum"}
             retrain(
-                RetrainConfig(
-                    self.store("train", "trak").path,
-                    self.store("valeval", "trak").path,
-                    out,
+                RetrainOptions(
+                    train=self.store("train", "trak").path,
+                    queries=self.store("valeval", "trak").path,
+                    out=out,
                     subsets=subsets,
-                    recipe=self.recipe,
+                    **recipe,
                     device="cpu",
                     progress=True,
                 )

@@ -1,18 +1,14 @@
-"""Entry point: `attrib <command>`. Commands are thin: parse options, call `attrib`, print."""
+"""Entry point: `attrib <command>`. Commands are registered here explicitly; each module is
+light (options classes and typer only), and heavy libraries load inside the command that
+needs them, so `attrib --help` starts in a fraction of a second."""
 
 from __future__ import annotations
 
 import sys
 
 import typer
-from attrib_cli import evaluate_more  # noqa: F401  (registers more evaluate commands)
-from attrib_cli.demo import demo_command
-from attrib_cli.evaluate_cmd import app as evaluate_app
-from attrib_cli.featurize import featurize_command
-from attrib_cli.generate import generate_command
-from attrib_cli.inspect_store import inspect_command
-from attrib_cli.learn_weights import learn_weights_command
-from attrib_cli.score import score_command
+from attrib_cli import demo, featurize, generate, inspect_store, learn_weights, score
+from attrib_cli.evaluate import app as evaluate_app
 
 from attrib import __version__, log
 from attrib.errors import AttribError
@@ -25,20 +21,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.command("demo", short_help="The whole job offline in minutes, on bundled data.")(demo_command)
-app.command("featurize", short_help="Per-example gradient features of a model on a dataset.")(
-    featurize_command
+COMMANDS = (
+    ("demo", demo, "The whole job offline in minutes, on bundled data."),
+    ("featurize", featurize, "Per-example gradient features of a model on a dataset."),
+    ("generate", generate, "Query images (with prompts, seeds, trajectories)."),
+    ("learn-weights", learn_weights, "Learn one weight per parameter group (self-supervised)."),
+    ("score", score, "Rank training examples for queries (higher = more helpful)."),
+    ("inspect", inspect_store, "What a store holds and what made it."),
 )
-app.command("generate", short_help="Query images (with prompts, seeds, trajectories).")(
-    generate_command
-)
-app.command("learn-weights", short_help="Learn one weight per parameter group (self-supervised).")(
-    learn_weights_command
-)
-app.command("score", short_help="Rank training examples for queries (higher = more helpful).")(
-    score_command
-)
-app.command("inspect", short_help="What a store holds and what made it.")(inspect_command)
+for name, module, summary in COMMANDS:
+    app.command(name, short_help=summary)(module.command)
 app.add_typer(evaluate_app, name="evaluate")
 
 
@@ -62,8 +54,25 @@ def _root(
 
 
 def main() -> None:
+    try:  # typer vendors click since 0.22; older versions use click itself
+        from typer._click import exceptions as click
+    except ImportError:
+        import click.exceptions as click
+
     try:
-        app()
+        code = typer.main.get_command(app).main(prog_name="attrib", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # One line, as for every other bad input: what is wrong, and where the help is.
+        where = f"attrib {exc.ctx.command_path.partition(' ')[2]}".strip() if exc.ctx else "attrib"
+        log.error(f"{exc.format_message()} (see `{where} --help`)")
+        sys.exit(2)
+    except click.ClickException as exc:
+        log.error(exc.format_message())
+        sys.exit(exc.exit_code)
     except AttribError as exc:
         log.error(str(exc))
         sys.exit(2)

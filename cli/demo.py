@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-import typer
-from attrib_cli.common import QUIET, setup
+from attrib_cli.build import options_command, quiet_extra
+from attrib_cli.common import setup
+
+from attrib.demo.options import DemoOptions
 
 
-def demo_command(
-    task: str = typer.Option("image", help="image (digits, ResNet) or text (Python docs, GPT-2)."),
-    out: Path = typer.Option(Path("attrib-demo"), help="Folder for the demo's outputs."),
-    subsets: int = typer.Option(20, help="Retrained models for the LDS ground truth."),
-    quiet: bool = QUIET,
-) -> None:
-    """Run the whole job offline in minutes: build a small task from data shipped with
-    installed packages, featurize, learn weights, explain a query, measure LDS with and
-    without the weights. Built artifacts are cached and reused on later runs."""
+def demo(values: dict, quiet: bool) -> None:
     setup(quiet)
+    options = DemoOptions(**values)
+    subsets = options.subsets
     from rich.console import Console
     from rich.table import Table
 
-    from attrib.demo import run_demo
+    from attrib.demo.run import run_demo
 
-    result = run_demo(task, out, subsets)
+    result = run_demo(options)
     if not sys.stdout.isatty():
         print(
             json.dumps(
@@ -55,3 +50,7 @@ def demo_command(
         lds.add_row(name, f"{100 * value:.2f}", f"{100 * ci:.2f}")
     console.print(lds)
     console.print(f"weights: {result.weights}")
+
+
+demo.__doc__ = DemoOptions.__doc__
+command = options_command(DemoOptions, demo, (quiet_extra(),))

@@ -3,64 +3,24 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import typer
+from attrib_cli.build import format_extra, options_command
 from attrib_cli.common import stdout_is_terminal
 from rich.console import Console
 from rich.table import Table
 
+from attrib.store.summary import InspectOptions, store_summary
 
-def _summary(store) -> dict:
-    settings = store.settings
-    model = settings["model"]
-    return {
-        "path": str(store.path),
-        "model": model["source"],
-        "revision": model.get("revision"),
-        "commit": model.get("commit"),
-        "adapter": (model.get("adapter") or {}).get("source"),
-        "task": settings["task"],
-        "output_function": settings["output_function"],
-        "projection": settings["projection"],
-        "dataset": settings["dataset"]["source"],
-        "split": settings["dataset"]["split"],
-        "examples": store.num_examples,
-        "shards": len(store.shards),
-        "bytes": store.size_bytes(),
-        "store_dtype": settings["store_dtype"],
-        "modules": [
-            {
-                "name": m.name,
-                "kind": m.kind,
-                "grad_shape": [m.d_out, m.d_in],
-                "feature_dim": store.feature_dims[m.name],
-            }
-            for m in store.modules
-        ],
-        "feature_dim": sum(store.feature_dims.values()),
-        "command": " ".join(store.manifest.get("command", [])),
-    }
+FORMATS = ("table", "json")  # a store's summary is one nested record
 
 
-def inspect_command(
-    store: Path = typer.Argument(..., help="A store folder written by `attrib featurize`."),
-    format: str = typer.Option(
-        None, "--format", help="table or json (default: table on a terminal, json on a pipe)."
-    ),
-) -> None:
-    """Print a store's summary: model, task, method, groups with dims, examples, shards, size."""
-    from attrib.errors import AttribError
-    from attrib.store import Store
-
-    opened = Store(store)
-    summary = _summary(opened)
-    fmt = format or ("table" if stdout_is_terminal() else "json")
+def inspect_store(values: dict, fmt: str | None) -> None:
+    options = InspectOptions(**values)
+    summary = store_summary(options.store)
+    fmt = fmt or (FORMATS[0] if stdout_is_terminal() else FORMATS[1])
     if fmt == "json":
         print(json.dumps(summary))
         return
-    if fmt != "table":
-        raise AttribError("--format must be table or json")
     console = Console()
     head = Table(show_header=False, box=None)
     for key in (
@@ -89,3 +49,7 @@ def inspect_command(
         shape = f"{m['grad_shape'][0]} x {m['grad_shape'][1]}"
         modules.add_row(str(i), m["name"], m["kind"], shape, str(m["feature_dim"]))
     console.print(modules)
+
+
+inspect_store.__doc__ = InspectOptions.__doc__
+command = options_command(InspectOptions, inspect_store, (format_extra(FORMATS),))

@@ -261,7 +261,9 @@ def test_a_generated_image_with_its_prompt_scores_like_a_query_store(tmp_path, s
     table = tmp_path / "q.parquet"
     datasets.Dataset.from_dict(
         {"image": [{"bytes": image.read_bytes(), "path": None}], "caption": ["a photo of a cat"]},
-        features=datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")}),
+        features=datasets.Features(
+            {"image": datasets.Image(), "caption": datasets.Value("string")}
+        ),
     ).to_parquet(str(table))
     queries = _featurize(pipe, table, tmp_path / "queries", "trak", "--adapter", str(adapter))
     outs = {}

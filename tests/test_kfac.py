@@ -20,10 +20,20 @@ DAMPING = 0.1
 
 
 def _dense(store: Store, method: str, tmp_path, queries, damping=DAMPING) -> np.ndarray:
-    from attrib.score.run import ScoreRequest, run_score
+    from attrib.score.options import ScoreOptions
+    from attrib.score.run import run_score
 
     out = tmp_path / f"{method}.npy"
-    run_score(ScoreRequest(store.path, method, damping, out=out, preview=False, queries=queries))
+    run_score(
+        ScoreOptions(
+            train=store.path,
+            method=method,
+            damping=damping,
+            out=out,
+            preview=False,
+            queries=queries,
+        )
+    )
     return np.load(out)
 
 
@@ -35,7 +45,7 @@ def lm_store(tmp_path_factory, gpt2_dir, text_data):
         text_data,
         root / "train",
         method="ekfac",
-        projection=ProjectionSpec("none", None),
+        proj_dim="full",
         max_examples=24,
         modules=("transformer.h.1.*",),
     )

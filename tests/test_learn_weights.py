@@ -13,11 +13,11 @@ from attrib.methods import get_method
 from attrib.score.stream import stream
 from attrib.store import Store
 from attrib.store.arrays import write_arrays
-from attrib.weights import load_weights
+from attrib.weights.artifact import load_weights
 from attrib.weights.contributions import Contributions, group_columns
 from attrib.weights.groups import group_modules
-from attrib.weights.learn import LearnOptions
-from attrib.weights.run import LearnRequest, run_learn
+from attrib.weights.options import LearnOptions
+from attrib.weights.run import run_learn
 
 SIGNAL = ["signal.0", "signal.1"]
 NOISE = ["noise.0", "noise.1", "noise.2", "noise.3"]
@@ -46,11 +46,17 @@ def planted(tmp_path, queries=60, per_query=5, n=600, dim=16, seed=0):
 
 
 def recall(train, queries, truth, weights_path=None, k=5):
-    from attrib.score.run import ScoreRequest, run_score
+    from attrib.score.options import ScoreOptions
+    from attrib.score.run import run_score
 
     records = run_score(
-        ScoreRequest(
-            train.path, "tracin", weights=weights_path, top=k, queries=queries.path, preview=False
+        ScoreOptions(
+            train=train.path,
+            method="tracin",
+            weights=weights_path,
+            top=k,
+            queries=queries.path,
+            preview=False,
         )
     )
     hits = [r["index"] in truth[r["query"]] for r in records]
@@ -63,8 +69,15 @@ def test_planted_signal_groups_get_the_weight_and_recall_rises(tmp_path, weight_
     signal groups; the pull keeps the others in play (a third of the groups hold >55%)."""
     train, queries, truth = planted(tmp_path)
     out = tmp_path / "w.safetensors"
-    options = LearnOptions(k=5, weight_decay=weight_decay)
-    artifact, summary = run_learn(LearnRequest(train.path, queries.path, out, "tracin", options))
+    options = LearnOptions(
+        train=train.path,
+        queries=queries.path,
+        out=out,
+        method="tracin",
+        k=5,
+        weight_decay=weight_decay,
+    )
+    artifact, summary = run_learn(options)
     weights = dict(zip(artifact.groups, artifact.weights))
     signal_mass = sum(weights[g] for g in SIGNAL) / sum(weights.values())
     assert signal_mass > mass, weights
@@ -74,9 +87,7 @@ def test_planted_signal_groups_get_the_weight_and_recall_rises(tmp_path, weight_
     before, after = recall(train, queries, truth), recall(train, queries, truth, out)
     assert after > before + 0.1, (before, after)
     # The same seed gives the same weights, another seed starts elsewhere.
-    again, _ = run_learn(
-        LearnRequest(train.path, queries.path, tmp_path / "w2.safetensors", "tracin", options)
-    )
+    again, _ = run_learn(options.replace(out=tmp_path / "w2.safetensors"))
     np.testing.assert_array_equal(again.weights, artifact.weights)
     loaded = load_weights(out)
     np.testing.assert_array_equal(loaded.weights, artifact.weights)
@@ -98,24 +109,26 @@ def test_contributions_sum_to_the_method_scores(tmp_path, method):
 def test_bounded_memory_chunks_give_the_same_weights(tmp_path):
     train, queries, _ = planted(tmp_path, queries=12, n=200)
     whole, _ = run_learn(
-        LearnRequest(
-            train.path,
-            queries.path,
-            tmp_path / "a.safetensors",
-            "trak-block",
-            LearnOptions(k=3, epochs=3),
+        LearnOptions(
+            train=train.path,
+            queries=queries.path,
+            out=tmp_path / "a.safetensors",
+            method="trak-block",
+            k=3,
+            epochs=3,
         )
     )
     # A budget that holds 5 queries' contributions (and no cached training side).
     budget = 5 * 200 * 6 * 4
     chunked, _ = run_learn(
-        LearnRequest(
-            train.path,
-            queries.path,
-            tmp_path / "b.safetensors",
-            "trak-block",
-            LearnOptions(k=3, epochs=3),
-            budget_bytes=budget,
+        LearnOptions(
+            train=train.path,
+            queries=queries.path,
+            out=tmp_path / "b.safetensors",
+            method="trak-block",
+            k=3,
+            epochs=3,
+            memory_gb=budget / 2**30,
         )
     )
     np.testing.assert_allclose(chunked.weights, whole.weights, rtol=1e-5)
@@ -157,10 +170,14 @@ def test_batched_contributions_equal_the_per_group_loop(tmp_path):
 def test_unet_groups_read_like_the_papers_figure():
     from attrib.weights.groups import unet_group
 
-    assert unet_group("up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_B.default"
-                      ) == "up_blocks.1/attn2.to_out"
-    assert unet_group("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.default"
-                      ) == "down_blocks.0/attn1.to_q"
+    assert (
+        unet_group("up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_B.default")
+        == "up_blocks.1/attn2.to_out"
+    )
+    assert (
+        unet_group("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.default")
+        == "down_blocks.0/attn1.to_q"
+    )
     assert unet_group("mid_block.resnets.1.conv2") == "mid_block/resnets"
     assert unet_group("down_blocks.1.attentions.0.to_k") == "down_blocks.1/attn.to_k"
     assert unet_group("conv_in") == "conv_in"

@@ -15,7 +15,7 @@ from test_score import _store
 from attrib.data import DataRef, open_dataset, undecoded
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.train import BatchSource, Recipe, train
-from attrib.weights import load_weights
+from attrib.weights.artifact import load_weights
 
 
 @pytest.fixture(scope="module")
@@ -127,5 +127,5 @@ def test_learn_weights_bad_input(trained, tmp_path):
     code, _, err = run_cli(*args, "--groups", "nonsense")
     _assert_one_line_error(code, err, "--groups")
     code, _, err = run_cli(*args, "--method", "oracle")
-    _assert_one_line_error(code, err, "unknown --method")
+    _assert_one_line_error(code, err, "'oracle' is not one of")
     assert not (tmp_path / "w.safetensors").exists()

@@ -9,10 +9,8 @@ from test_score import _store
 
 from attrib.evaluate import retrain as retrain_module
 from attrib.evaluate.groundtruth import load_groundtruth
-from attrib.evaluate.retrain import RetrainConfig, retrain
-from attrib.train import Recipe
-
-RECIPE = Recipe(epochs=2, lr=0.01, batch_size=8)
+from attrib.evaluate.options import RetrainOptions
+from attrib.evaluate.retrain import retrain
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +22,14 @@ def stores(tmp_path_factory, resnet_dir, image_data):
 
 
 def _config(stores, out, **kw):
-    return RetrainConfig(
-        stores[0].path,
-        stores[1].path,
-        out,
+    return RetrainOptions(
+        train=stores[0].path,
+        queries=stores[1].path,
+        out=out,
         subsets=4,
-        recipe=RECIPE,
+        epochs=2,
+        lr=0.01,
+        batch_size=8,
         device="cpu",
         progress=False,
         **kw,
@@ -76,9 +76,9 @@ def test_killed_retrain_resumes_and_shards_merge(tmp_path, stores, monkeypatch):
     np.testing.assert_array_equal(resumed.outputs, whole.outputs)
 
     split = tmp_path / "split.npz"
-    assert retrain(_config(stores, split, shard=(1, 2))) is None  # half done: no file yet
+    assert retrain(_config(stores, split, shard="1/2")) is None  # half done: no file yet
     assert not split.exists()
-    merged = retrain(_config(stores, split, shard=(0, 2)))
+    merged = retrain(_config(stores, split, shard="0/2"))
     np.testing.assert_array_equal(merged.outputs, whole.outputs)
 
 

@@ -12,20 +12,19 @@ import pytest
 from builders import png_bytes
 from helpers import run_cli
 
-from attrib.data import DataRef
-from attrib.featurize.projection import ProjectionSpec
-from attrib.featurize.run import FeaturizeConfig, featurize
-from attrib.score.run import ScoreRequest, run_score
+from attrib.featurize.options import FeaturizeOptions
+from attrib.featurize.run import run_featurize as featurize
+from attrib.score.options import ScoreOptions
+from attrib.score.run import run_score
 from attrib.store import Store
-from attrib.tasks import ModelRef
-from attrib.weights import WeightsArtifact, save_weights
+from attrib.weights.artifact import WeightsArtifact, save_weights
 
 DAMPING = 0.05
 
 
 def _store(model, data, out, **kw):
     kw = {
-        "projection": ProjectionSpec("factored", 4),
+        "proj_dim": 4,
         "shard_size": 7,
         "batch_size": 5,
         "progress": False,
@@ -33,7 +32,7 @@ def _store(model, data, out, **kw):
         "store_dtype": "float32",
         **kw,
     }
-    return Store(featurize(FeaturizeConfig(ModelRef(str(model)), DataRef(str(data)), out, **kw)))
+    return Store(featurize(FeaturizeOptions(model=str(model), data=str(data), out=out, **kw)))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,9 @@ def _brute_force(method: str, store: Store, queries: np.ndarray, w=None) -> np.n
 
 def _dense(store: Store, method: str, tmp_path: Path, **kw) -> np.ndarray:
     out = tmp_path / f"{method}.npy"
-    run_score(ScoreRequest(store.path, method, DAMPING, out=out, preview=False, **kw))
+    run_score(
+        ScoreOptions(train=store.path, method=method, damping=DAMPING, out=out, preview=False, **kw)
+    )
     return np.load(out)
 
 
@@ -83,8 +84,13 @@ def test_scores_equal_brute_force(tmp_path, image_store, method):
 def test_streamed_top_k_equals_a_full_sort(tmp_path, image_store, method):
     dense = _dense(image_store, method, tmp_path, queries=image_store.path)
     records = run_score(
-        ScoreRequest(
-            image_store.path, method, DAMPING, top=5, queries=image_store.path, preview=False
+        ScoreOptions(
+            train=image_store.path,
+            method=method,
+            damping=DAMPING,
+            top=5,
+            queries=image_store.path,
+            preview=False,
         )
     )
     for q in range(24):
@@ -123,7 +129,14 @@ def test_self_influence_is_the_diagonal(tmp_path, image_store, method):
     dense = _dense(image_store, method, tmp_path, queries=image_store.path)
     out = tmp_path / "self.npy"
     records = run_score(
-        ScoreRequest(image_store.path, method, DAMPING, out=out, self_influence=True, preview=False)
+        ScoreOptions(
+            train=image_store.path,
+            method=method,
+            damping=DAMPING,
+            out=out,
+            self_influence=True,
+            preview=False,
+        )
     )
     np.testing.assert_allclose(
         np.load(out), np.diag(dense), rtol=1e-4, atol=1e-5 * np.abs(dense).max()
@@ -142,7 +155,7 @@ def test_text_queries_from_stdin_files_and_store_agree(tmp_path, gpt2_dir, text_
     datasets.Dataset.from_dict({"text": texts}).to_parquet(str(qdata))
     qstore = _store(gpt2_dir, qdata, tmp_path / "queries")
     from_store = _dense(train, "trak", tmp_path, queries=qstore.path)
-    from_values = _dense(train, "trak", tmp_path, values=texts, device="cpu")
+    from_values = _dense(train, "trak", tmp_path, query=tuple(texts), device="cpu")
     np.testing.assert_allclose(
         from_values, from_store, rtol=1e-4, atol=1e-5 * np.abs(from_store).max()
     )
@@ -190,7 +203,7 @@ def test_image_file_queries_agree_with_a_query_store(tmp_path, resnet_dir, image
     ).to_parquet(str(qdata))
     qstore = _store(resnet_dir, qdata, tmp_path / "queries")
     from_store = _dense(image_store, "trak", tmp_path, queries=qstore.path)
-    from_files = _dense(image_store, "trak", tmp_path, values=paths, device="cpu")
+    from_files = _dense(image_store, "trak", tmp_path, query=tuple(paths), device="cpu")
     np.testing.assert_allclose(
         from_files, from_store, rtol=1e-4, atol=1e-5 * np.abs(from_store).max()
     )
@@ -203,7 +216,11 @@ def test_kernel_is_cached_and_keyed_by_the_store(tmp_path, resnet_dir, image_dat
     assert len(cached) == 1
     first = _dense(store, "trak", tmp_path, queries=store.path)
     # Another damping reuses the same cached eigendecomposition.
-    run_score(ScoreRequest(store.path, "trak", 1.0, queries=store.path, preview=False))
+    run_score(
+        ScoreOptions(
+            train=store.path, method="trak", damping=1.0, queries=store.path, preview=False
+        )
+    )
     assert list((store.path / "cache").glob("gram-global-*")) == cached
     # A store with other contents gets another key.
     other = _store(resnet_dir, image_data, tmp_path / "s2", max_examples=20)

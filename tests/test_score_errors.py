@@ -8,7 +8,7 @@ from helpers import run_cli
 from test_cli_errors import _assert_one_line_error
 from test_score import _store
 
-from attrib.weights import WeightsArtifact, save_weights
+from attrib.weights.artifact import WeightsArtifact, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_queries_and_self_are_exclusive(stores):
 
 def test_bad_options(stores, tmp_path):
     code, _, err = run_cli("score", "--train", stores[0].path, "--self", "--method", "magic")
-    _assert_one_line_error(code, err, "unknown --method 'magic'")
+    _assert_one_line_error(code, err, "'magic' is not one of")
     code, _, err = run_cli(
         "score", "--train", stores[0].path, "--self", "--out", tmp_path / "x.csv"
     )

@@ -9,22 +9,21 @@ import numpy as np
 import pytest
 from helpers import features, load
 
-from attrib.data import DataRef
 from attrib.errors import AttribError
+from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.projection import ProjectionSpec
-from attrib.featurize.run import FeaturizeConfig, featurize
+from attrib.featurize.run import run_featurize as featurize
 from attrib.store import Store
 from attrib.store.writer import StoreWriter
-from attrib.tasks import ModelRef
 
 
-def config(model, data, out, **kw) -> FeaturizeConfig:
-    kw.setdefault("projection", ProjectionSpec("factored", 4))
+def config(model, data, out, **kw) -> FeaturizeOptions:
+    kw.setdefault("proj_dim", 4)
     kw.setdefault("shard_size", 5)
     kw.setdefault("batch_size", 4)
     kw.setdefault("progress", False)
     kw.setdefault("device", "cpu")
-    return FeaturizeConfig(ModelRef(str(model)), DataRef(str(data)), Path(out), **kw)
+    return FeaturizeOptions(model=str(model), data=str(data), out=Path(out), **kw)
 
 
 def shard_bytes(store: Path) -> dict[str, bytes]:
@@ -65,7 +64,7 @@ def test_same_seed_gives_identical_bytes(tmp_path, gpt2_dir, text_data):
             text_data,
             tmp_path / "c",
             max_examples=12,
-            projection=ProjectionSpec("factored", 4, seed=1),
+            seed=1,
         )
     )
     assert shard_bytes(a) != shard_bytes(c)
@@ -118,7 +117,7 @@ def test_a_complete_store_is_left_alone_and_other_settings_are_refused(
     with pytest.raises(AttribError, match=r"other settings \(.*projection\.dim"):
         featurize(
             config(
-                gpt2_dir, text_data, out, max_examples=6, projection=ProjectionSpec("factored", 3)
+                gpt2_dir, text_data, out, max_examples=6, proj_dim=3
             )
         )
     assert shard_bytes(out) == before
@@ -129,7 +128,7 @@ def test_a_complete_store_is_left_alone_and_other_settings_are_refused(
             out,
             max_examples=6,
             overwrite=True,
-            projection=ProjectionSpec("factored", 3),
+            proj_dim=3,
         )
     )
     assert Store(out).settings["projection"]["dim"] == 3

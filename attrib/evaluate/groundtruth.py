@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from attrib.atomic import atomic_path
 from attrib.errors import AttribError
 
 
@@ -66,15 +66,12 @@ def load_groundtruth(path: Path) -> GroundTruth:
 
 
 def save_groundtruth(path: Path, truth: GroundTruth) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part.npz")
     extra = {k: np.asarray(v) for k, v in truth.extra.items()}
-    np.savez(
-        part,
-        masks=truth.masks.astype(bool),
-        outputs=truth.outputs.astype(np.float64),
-        higher_is_better=np.asarray(truth.higher_is_better),
-        **extra,
-    )
-    os.replace(part, path)
+    with atomic_path(path, ".npz") as part:
+        np.savez(
+            part,
+            masks=truth.masks.astype(bool),
+            outputs=truth.outputs.astype(np.float64),
+            higher_is_better=np.asarray(truth.higher_is_better),
+            **extra,
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,11 +53,15 @@ def evaluate_lds(
     truth.check(train.num_examples, queries.num_examples, "--groundtruth")
     features = query_features.from_store(train, queries).features
     prepared = get_method(method, train, damping).prepare()
+    return evaluate_lds_prepared(train, features, truth, prepared, weights, weights_name)
+
+
+def evaluate_lds_prepared(
+    train: Store, features: torch.Tensor, truth: GroundTruth, prepared, weights, weights_name: str
+) -> LdsResult:
     predicted = predicted_outputs(train, prepared, features, truth.masks, weights)
     per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
     mean, ci = mean_ci(per_query)
-    return LdsResult(method, weights_name, mean, ci, truth.subsets, len(per_query), per_query)
-
-
-def weights_label(path: Path | None) -> str:
-    return "none" if path is None else Path(path).name
+    return LdsResult(
+        prepared.name, weights_name, mean, ci, truth.subsets, len(per_query), per_query
+    )

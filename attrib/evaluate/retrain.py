@@ -11,48 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from attrib import log
+from attrib.atomic import atomic_path, write_text
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
+from attrib.evaluate.options import RetrainOptions
 from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
-from attrib.train import InitialState, Recipe, outputs, train
-
-
-@dataclass
-class RetrainConfig:
-    train: Path
-    queries: Path
-    out: Path
-    subsets: int = 50
-    alpha: float = 0.5
-    seed: int = 0
-    recipe: Recipe = field(default_factory=Recipe)
-    output: str | None = None  # loss | margin; default: margin for classifiers, else loss
-    shard: tuple[int, int] = (0, 1)
-    device: str = "auto"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.subsets < 2:
-            raise AttribError("--subsets must be at least 2")
-        if not 0 < self.alpha < 1:
-            raise AttribError("--alpha must be between 0 and 1")
-        index, count = self.shard
-        if count < 1 or not 0 <= index < count:
-            raise AttribError("--shard must be i/n with 0 <= i < n")
-        if self.output not in (None, "loss", "margin"):
-            raise AttribError("--output must be loss or margin")
+from attrib.train import InitialState, outputs, train
 
 
 def make_masks(num_examples: int, subsets: int, alpha: float, seed: int) -> np.ndarray:
@@ -69,13 +43,14 @@ def subset_seed(seed: int, subset: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def retrain(config: RetrainConfig) -> GroundTruth | None:
+def retrain(config: RetrainOptions) -> GroundTruth | None:
     train_store, query_store = Store(config.train), Store(config.queries)
     settings = train_store.settings
+    recipe = config.recipe_resolved
     task = load_task_from_settings(settings)
     device = resolve_device(config.device)
     task.to(device)
-    output = config.output or ("margin" if task.name == "image-classification" else "loss")
+    output = config.output or task.evaluation_output
     if output not in task.output_functions:
         raise AttribError(f"--output {output} is not available for {task.name}")
     parts = Path(f"{config.out}.parts")
@@ -85,7 +60,7 @@ def retrain(config: RetrainConfig) -> GroundTruth | None:
         "subsets": config.subsets,
         "alpha": config.alpha,
         "seed": config.seed,
-        "recipe": config.recipe.to_dict(),
+        "recipe": recipe.to_dict(),
         "output": output,
     }
     _check_meta(parts, meta)
@@ -95,15 +70,15 @@ def retrain(config: RetrainConfig) -> GroundTruth | None:
     query_source = store_source(task, query_store, device, labels)
     query_count = query_store.num_examples
     initial = InitialState(task)
-    index, count = config.shard
+    index, count = config.shard_pair
     todo = [m for m in range(index, config.subsets, count) if not _part(parts, m).exists()]
     with progress_bar(config.progress, unit="subsets") as bar:
         bar_task = bar.add_task("retrain", total=len(todo))
         for m in todo:
             seed = subset_seed(config.seed, m)
-            initial.restore(config.recipe, seed)
+            initial.restore(recipe, seed)
             torch.manual_seed(seed)
-            train(task, train_source, np.flatnonzero(masks[m]), config.recipe, seed)
+            train(task, train_source, np.flatnonzero(masks[m]), recipe, seed)
             values = outputs(task, query_source, query_count, output)
             _save_part(parts, m, values)
             bar.advance(bar_task)
@@ -127,9 +102,8 @@ def _part(parts: Path, subset: int) -> Path:
 
 
 def _save_part(parts: Path, subset: int, values: np.ndarray) -> None:
-    tmp = parts / f".subset-{subset:05d}.{os.getpid()}.part.npy"
-    np.save(tmp, values.astype(np.float64))
-    os.replace(tmp, _part(parts, subset))
+    with atomic_path(_part(parts, subset)) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, values.astype(np.float64))
 
 
 def _check_meta(parts: Path, meta: dict) -> None:
@@ -143,7 +117,4 @@ def _check_meta(parts: Path, meta: dict) -> None:
                 "remove it or choose another --out"
             )
         return
-    parts.mkdir(parents=True, exist_ok=True)
-    tmp = parts / f".meta.{os.getpid()}.part"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(meta, indent=2))

@@ -24,13 +24,15 @@ def fixed_query_labels(task, store: Store, device) -> np.ndarray | None:
     """For label-less classifier queries, the class the current model predicts: outputs are
     then always measured for the class the query's features explain."""
     columns = store.settings["task_options"]["columns"]
-    if task.name != "image-classification" or columns.get("label"):
+    if columns.get("label"):
         return None
     source = store_source(task, store, device)
     predictions = []
     with torch.no_grad():
         for start in range(0, store.num_examples, 256):
             batch = source.batch(list(range(start, min(start + 256, store.num_examples))))
-            logits = task.model(pixel_values=batch["pixel_values"]).logits
-            predictions.append(logits.argmax(-1).cpu())
+            predicted = task.predicted_labels(batch)
+            if predicted is None:
+                return None
+            predictions.append(predicted.cpu())
     return torch.cat(predictions).numpy()

@@ -3,12 +3,12 @@ checkpoint from a config with a recipe, and saving it in Hugging Face format."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from attrib.atomic import atomic_dir
 from attrib.data import DataRef, open_dataset, undecoded
 from attrib.distributed import resolve_device
 from attrib.tasks import ModelRef, TaskOptions, load_task
@@ -39,10 +39,7 @@ def train_checkpoint(init_dir: Path, data: Path, out_dir: Path, recipe: Recipe, 
     source = BatchSource(task, undecoded(dataset, columns.get("image")), columns, device)
     torch.manual_seed(recipe.seed)
     train(task, source, np.arange(len(dataset)), recipe, recipe.seed)
-    tmp = out_dir.with_name(out_dir.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    task.model.to("cpu").save_pretrained(tmp)
-    task.processor.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        task.model.to("cpu").save_pretrained(tmp)
+        task.processor.save_pretrained(tmp)
     return out_dir

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from attrib.featurize.capture import GradientCapture
-from attrib.featurize.modules import ModuleSpec
 from attrib.featurize.projection import ProjectionSpec
-from attrib.tasks import Task
+from attrib.store.module_spec import ModuleSpec
+from attrib.tasks.base import Task
 
 
 @dataclass

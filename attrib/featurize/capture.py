@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attrib.featurize.modules import ModuleSpec
 from attrib.featurize.projection import DenseProjector, ProjectionSpec, factored_matrices
 from attrib.store.factors import Factors
+from attrib.store.module_spec import ModuleSpec
 
 
 class ModuleCapture:

@@ -10,31 +10,12 @@ Embeddings and norms are never selected; they are not linear maps of their input
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from attrib.errors import AttribError
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """A module's gradient as a (d_out x d_in) matrix; the bias is one more input column."""
-
-    name: str
-    kind: str  # linear | conv1d | conv2d
-    d_out: int
-    d_in: int  # bias column included
-    bias: bool
-    conv_groups: int = 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModuleSpec:
-        return cls(**data)
+from attrib.store.module_spec import ModuleSpec
 
 
 def describe(name: str, module: nn.Module) -> ModuleSpec | None:

@@ -3,98 +3,46 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from attrib import distributed, log
-from attrib.data import DataRef, batches, dataset_info, open_dataset, undecoded
+from attrib.data import batches, dataset_info, open_dataset, undecoded
 from attrib.errors import AttribError
 from attrib.featurize.batch import Featurizer
 from attrib.featurize.modules import select_modules
-from attrib.featurize.projection import ProjectionSpec
-from attrib.methods import FACTOR_METHODS, METHOD_OUTPUTS
+from attrib.featurize.options import FeaturizeOptions
+from attrib.methods import method_class
 from attrib.progress import progress_bar
 from attrib.store import shards
 from attrib.store.factors import save_factors, shard_factor_path
 from attrib.store.writer import ShardRecord, StoreWriter
-from attrib.tasks import ModelRef, TaskOptions, load_task
+from attrib.tasks.loading import DTYPES, load_task
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NUMPY_STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
-@dataclass(frozen=True)
-class FeaturizeConfig:
-    """Everything `featurize` needs; checked on construction so bad values fail early."""
-
-    model: ModelRef
-    data: DataRef
-    out: Path
-    task: str | None = None
-    task_options: TaskOptions = field(default_factory=TaskOptions)
-    method: str = "trak"
-    projection: ProjectionSpec = field(default_factory=lambda: ProjectionSpec("factored", 16))
-    modules: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    batch_size: int = 16
-    max_examples: int | None = None
-    shard_size: int = 1024
-    dtype: str = "float32"
-    store_dtype: str = "float16"
-    device: str = "auto"
-    overwrite: bool = False
-    progress: bool = True
-    command: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.method not in METHOD_OUTPUTS:
-            raise AttribError(
-                f"unknown --method {self.method!r}; choose {', '.join(METHOD_OUTPUTS)}"
-            )
-        for name in ("batch_size", "shard_size"):
-            if getattr(self, name) < 1:
-                raise AttribError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise AttribError("--max-examples must be at least 1")
-        if self.dtype not in DTYPES:
-            raise AttribError(f"--dtype must be one of {', '.join(DTYPES)}")
-        if self.store_dtype not in NUMPY_STORE_DTYPES:
-            raise AttribError(f"--store-dtype must be one of {', '.join(NUMPY_STORE_DTYPES)}")
-        if self.task_options.padding_side not in ("left", "right"):
-            raise AttribError("--padding-side must be left or right")
-        if self.factors and self.projection.kind == "dense":
-            raise AttribError(
-                f"--method {self.method} needs Kronecker-structured features: use the default "
-                "factored projection or --proj-dim full, not --projection dense"
-            )
-
-    @property
-    def factors(self) -> bool:
-        """Whether Kronecker factors are accumulated (K-FAC / EK-FAC stores)."""
-        return self.method in FACTOR_METHODS
-
-
-def featurize(config: FeaturizeConfig) -> Path:
+def run_featurize(config: FeaturizeOptions) -> Path:
+    """Featurize a dataset with a model into the store at `config.out`."""
     log.quiet_libraries()
     runtime = distributed.init(config.device)
     dtype = DTYPES[config.dtype]
     if runtime.device.type == "cpu" and dtype != torch.float32:
         log.warn(f"--dtype {config.dtype} on a CPU is slow and inexact; float32 is the default")
-    task = load_task(config.model, config.task, dtype, config.task_options)
+    task = load_task(config.model_ref, config.task, dtype, config.task_options)
     task.to(runtime.device)
-    dataset = open_dataset(config.data)
-    data_record = dataset_info(dataset, config.data)
+    dataset = open_dataset(config.data_ref)
+    data_record = dataset_info(dataset, config.data_ref)
     columns = task.bind_columns(dataset)
     dataset = undecoded(dataset, columns.get("image"))
     num_examples = min(len(dataset), config.max_examples or len(dataset))
     selected = select_modules(
-        task.model, list(config.modules) or None, list(config.exclude), bool(config.model.adapter)
+        task.model, list(config.modules) or None, list(config.exclude), bool(config.adapter)
     )
-    output_function = task.output_function_for(METHOD_OUTPUTS[config.method])
-    featurizer = Featurizer(task, selected, config.projection, output_function, config.factors)
+    output_function = task.output_for(method_class(config.method))
+    featurizer = Featurizer(task, selected, config.projection_spec, output_function, config.factors)
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
@@ -125,7 +73,7 @@ def featurize(config: FeaturizeConfig) -> Path:
 
 def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
     """The values that determine what a store holds (compared on resume and by `score`)."""
-    projection = config.projection
+    projection = config.projection_spec
     modules = [
         {"spec": spec.to_dict(), "feature_dim": projection.feature_dim(spec.d_out, spec.d_in)}
         for spec in featurizer.modules

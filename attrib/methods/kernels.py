@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from attrib import log
+from attrib.atomic import atomic_path
 from attrib.errors import AttribError
 from attrib.store import Store
 
@@ -115,11 +114,8 @@ def _save(path: Path, result: list[Eigen]) -> None:
 def save_tensors(path: Path, tensors: dict) -> None:
     """Cache tensors atomically next to a store; a read-only store only costs a warning."""
     try:
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".kernel.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
     except OSError as exc:
         log.warn(f"cannot cache the kernel in {path.parent} ({exc}); it is recomputed next time")
 

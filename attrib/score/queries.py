@@ -16,6 +16,7 @@ from attrib.errors import AttribError
 from attrib.featurize.batch import Featurizer
 from attrib.featurize.modules import select_modules
 from attrib.featurize.projection import ProjectionSpec
+from attrib.methods import output_pairs
 from attrib.store import Store
 from attrib.store.manifest import settings_diff
 from attrib.tasks import load_task_from_settings
@@ -25,7 +26,6 @@ MATCHING = (
     "model.fingerprint",
     "model.adapter",
     "task",
-    "output_function",
     "projection",
     "modules",
 )
@@ -43,12 +43,11 @@ def check_compatible(train: Store, settings: dict, what: str) -> None:
         for key in settings_diff(train.settings, settings)
         if any(key == m or key.startswith(m + ".") for m in MATCHING)
     ]
-    # Journey-TRAK: queries use their sampling trajectory, training examples L_simple.
-    if (settings.get("output_function"), train.settings.get("output_function")) == (
-        "journey",
-        "loss",
-    ):
-        differing = [k for k in differing if k != "output_function"]
+    # Output functions must agree, or be a pair some method scores together (Journey-TRAK:
+    # queries along their sampling trajectory, training examples with L_simple).
+    outputs = (settings.get("output_function"), train.settings.get("output_function"))
+    if outputs[0] != outputs[1] and outputs not in output_pairs():
+        differing.append("output_function")
     if differing:
         raise AttribError(
             f"{what} was made with other settings than the training store "

@@ -2,49 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from attrib import log
-from attrib.errors import AttribError
-from attrib.methods import METHODS, get_method
+from attrib.methods import get_method, method_class
 from attrib.score import queries
 from attrib.score import stream as scoring
+from attrib.score.options import DEFAULT_TOP, ScoreOptions
 from attrib.score.preview import Previewer
 from attrib.store import Store
-from attrib.weights import load_weights
-
-DEFAULT_TOP = 10
-
-
-@dataclass
-class ScoreRequest:
-    train: Path
-    method: str = "trak-block"
-    damping: float | None = None
-    weights: Path | None = None
-    top: int | None = None
-    out: Path | None = None
-    self_influence: bool = False
-    queries: Path | None = None
-    values: list[str] | None = None
-    prompts: list[str] | None = None
-    preview: bool = True
-    device: str = "auto"
-    batch_size: int = 16
-    trust_remote_code: bool = False
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise AttribError(f"unknown --method {self.method!r}; choose {', '.join(METHODS)}")
-        if self.top is not None and self.top < 1:
-            raise AttribError("--top must be at least 1")
-        if self.out is not None and Path(self.out).suffix != ".npy":
-            raise AttribError(f"--out {self.out}: the scores file must end in .npy")
+from attrib.tasks import task_class, task_names
+from attrib.weights.artifact import load_weights
 
 
 def weight_vector(store: Store, path: Path | None) -> torch.Tensor | None:
@@ -56,21 +27,22 @@ def weight_vector(store: Store, path: Path | None) -> torch.Tensor | None:
 
 
 def _warn_output_mismatch(store: Store, method: str) -> None:
-    from attrib.tasks import TASKS
-
-    task = TASKS.get(store.settings["task"])
-    wanted = METHODS[method].output
-    if task is None or wanted not in task.output_functions:
+    if store.settings["task"] not in task_names():
+        return  # features written by other means (`store.arrays`): nothing to compare with
+    wanted = method_class(method).train_output
+    if wanted not in task_class(store.settings["task"]).output_functions:
         wanted = "loss"  # the task has no such output function: its methods use the loss
     have = store.settings["output_function"]
-    if have != wanted and (wanted, have) != ("journey", "loss"):  # jtrak: L_simple train side
+    if have != wanted:
         log.warn(
             f"{store.path} holds {have} gradients but {method} is defined on {wanted} gradients; "
             f"featurize with --method {method} for the method as published"
         )
 
 
-def run_score(request: ScoreRequest) -> list[dict]:
+def run_score(request: ScoreOptions) -> list[dict]:
+    """Scores for the queries (or self-influence), as ranked records: one per query and rank
+    (`query`, `query_id`, `rank`, `index`, `score`, previews); `--out` writes all scores."""
     store = Store(request.train)
     _warn_output_mismatch(store, request.method)
     method = get_method(request.method, store, request.damping)
@@ -82,11 +54,11 @@ def run_score(request: ScoreRequest) -> list[dict]:
     else:
         chosen = queries.from_values(
             store,
-            request.values or [],
+            list(request.query),
             request.device,
             request.batch_size,
             request.trust_remote_code,
-            request.prompts,
+            list(request.prompt) or None,
         )
     top = scoring.score(
         store,

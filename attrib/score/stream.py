@@ -7,13 +7,14 @@ number of training examples.
 
 from __future__ import annotations
 
-import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from attrib.atomic import atomic_path
 from attrib.methods import Method
 from attrib.progress import progress_bar
 from attrib.store import Store
@@ -54,8 +55,11 @@ def score(
     best = torch.empty(count, 0)
     best_pos = torch.empty(count, 0, dtype=torch.long)
     index_column = np.empty(store.num_examples, dtype=np.int64)
-    dense, part_path = _open_dense(dense_out, count, store.num_examples)
-    try:
+    with atomic_path(dense_out) if dense_out is not None else nullcontext() as part:
+        dense = None
+        if part is not None:
+            shape = (count, store.num_examples)
+            dense = np.lib.format.open_memmap(part, mode="w+", dtype=np.float32, shape=shape)
         with progress_bar(show_progress, unit="train examples") as bar:
             task = bar.add_task("score", total=store.num_examples)
             for shard, scalars, scores in stream(store, method, queries, weights):
@@ -67,10 +71,6 @@ def score(
         if dense is not None:
             dense.flush()
             del dense
-            os.replace(part_path, dense_out)
-    finally:
-        if part_path is not None:
-            Path(part_path).unlink(missing_ok=True)
     return TopK(best, best_pos, index_column[best_pos.numpy()])
 
 
@@ -93,21 +93,7 @@ def _merge(best, best_pos, scores, start, k):
     return top.values, candidates.gather(1, top.indices)
 
 
-def _open_dense(path: Path | None, rows: int, cols: int):
-    if path is None:
-        return None, None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
-    dense = np.lib.format.open_memmap(part, mode="w+", dtype=np.float32, shape=(rows, cols))
-    return dense, part
-
-
 def write_vector(path: Path, values: np.ndarray) -> None:
     """Write a .npy atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
-    with open(part, "wb") as handle:
+    with atomic_path(path) as part, open(part, "wb") as handle:
         np.save(handle, values.astype(np.float32))
-    os.replace(part, path)

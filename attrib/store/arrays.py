@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from attrib.featurize.modules import ModuleSpec
 from attrib.store import shards
 from attrib.store.manifest import shard_ranges
+from attrib.store.module_spec import ModuleSpec
 from attrib.store.writer import StoreWriter
 
 

@@ -10,13 +10,13 @@ received a gradient count (padding tokens do not). Sums are kept per shard in
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from attrib.atomic import atomic_path
 
 FACTOR_DIR = "factors"
 
@@ -63,15 +63,8 @@ def save_factors(path: Path, factors: dict[str, Factors]) -> None:
         tensors[f"a.{name}"] = f.a.cpu().contiguous()
         tensors[f"s.{name}"] = f.s.cpu().contiguous()
         tensors[f"n.{name}"] = torch.tensor([f.a_count, f.s_count], dtype=torch.float64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def load_factors(path: Path) -> dict[str, Factors]:

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 
 from attrib.errors import AttribError
-from attrib.featurize.modules import ModuleSpec
 from attrib.store import shards
 from attrib.store.manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
+from attrib.store.module_spec import ModuleSpec
 
 
 @dataclass(frozen=True)

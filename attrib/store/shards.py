@@ -7,11 +7,12 @@ the per-example scalars, then one `fixed_size_list<float>` column per module, in
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from attrib.atomic import atomic_path
 
 STORE_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 
@@ -44,20 +45,12 @@ def table(
 
 
 def write_atomic(path: Path, data: pa.Table) -> str:
-    """Write an Arrow IPC file under a temporary name, fsync, rename; returns its sha256."""
-    part = path.with_name(path.name + ".part")
-    try:
+    """Write an Arrow IPC file atomically; returns its sha256."""
+    with atomic_path(path) as part:
         with pa.OSFile(str(part), "wb") as sink:
             with pa.ipc.new_file(sink, data.schema) as writer:
                 writer.write_table(data)
-        with open(part, "rb+") as handle:
-            os.fsync(handle.fileno())
-        digest = sha256(part)
-        os.replace(part, path)
-        return digest
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+        return sha256(part)
 
 
 def sha256(path: Path) -> str:

@@ -104,7 +104,8 @@ class StoreWriter:
     def resumable(self, start: int, end: int) -> ShardRecord | None:
         """The record of a complete shard an earlier run left, or None (removing a bad one)."""
         path = self.shard_path(start, end)
-        path.with_name(path.name + ".part").unlink(missing_ok=True)
+        for leftover in path.parent.glob(f".{path.name}.*.part"):  # from a killed writer
+            leftover.unlink(missing_ok=True)
         if not path.exists():
             return None
         if shards.verify(path, self.schema, start, end):
@@ -140,7 +141,7 @@ class StoreWriter:
         if self.created and self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        for part in (self.path / SHARD_DIR).glob("*.part"):
+        for part in (self.path / SHARD_DIR).glob(".*.part"):
             part.unlink(missing_ok=True)
 
     def _rank_file(self, rank: int) -> Path:

@@ -1,85 +1,63 @@
-"""Model families: one module each; `load_task` detects which from the checkpoint's config."""
+"""Model families: one module each, registered here by name.
+
+The registry names the module of each task so that listing tasks (the CLI's `--task`
+choices) imports neither torch nor transformers; `task_class` imports one when it is used.
+Each task module exposes its class as `TASK`. Detection asks every task's `matches`.
+"""
 
 from __future__ import annotations
 
-import torch
-from transformers import AutoConfig
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from attrib import hub
 from attrib.errors import AttribError
-from attrib.tasks.base import ModelRef, Task, TaskOptions, TaskOutput
-from attrib.tasks.causal_lm import CausalLMTask
-from attrib.tasks.diffusion import DiffusionTask, is_pipeline
-from attrib.tasks.image_classifier import ImageClassifierTask
+from attrib.tasks.options import ModelRef, TaskOptions
 
-TASKS: dict[str, type[Task]] = {
-    CausalLMTask.name: CausalLMTask,
-    ImageClassifierTask.name: ImageClassifierTask,
-    DiffusionTask.name: DiffusionTask,
+if TYPE_CHECKING:
+    from attrib.tasks.base import Task
+
+# Detection order: a diffusers pipeline first (it has no transformers config of its own).
+TASK_MODULES = {
+    "diffusion": "attrib.tasks.diffusion",
+    "causal-lm": "attrib.tasks.causal_lm",
+    "image-classification": "attrib.tasks.image_classifier",
 }
 
-__all__ = ["TASKS", "ModelRef", "Task", "TaskOptions", "TaskOutput", "detect_task", "load_task"]
+__all__ = [
+    "TASK_MODULES",
+    "ModelRef",
+    "TaskOptions",
+    "detect_task",
+    "load_task",
+    "load_task_from_settings",
+    "task_class",
+    "task_names",
+]
 
 
-def detect_task(ref: ModelRef) -> str:
-    hub.check_source(ref.source, "--model")
-    if is_pipeline(ref):
-        return DiffusionTask.name
-    try:
-        config = AutoConfig.from_pretrained(
-            ref.source, revision=ref.revision, trust_remote_code=ref.trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise hub.load_error("model", ref.source, ref.revision, exc) from None
-    for architecture in getattr(config, "architectures", None) or []:
-        if architecture.endswith(("ForCausalLM", "LMHeadModel")):
-            return CausalLMTask.name
-        if architecture.endswith("ForImageClassification"):
-            return ImageClassifierTask.name
-    raise AttribError(
-        f"cannot tell the task of {ref.source!r} from its config "
-        f"(architectures: {getattr(config, 'architectures', None)}); pass --task "
-        f"({', '.join(TASKS)})"
-    )
+def task_names() -> tuple[str, ...]:
+    return tuple(TASK_MODULES)
 
 
-def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions) -> Task:
-    from attrib import log
-
-    log.quiet_libraries()
-    name = task or detect_task(ref)
-    if name not in TASKS:
-        raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(TASKS)}")
-    loaded = TASKS[name].load(ref, dtype, options)
-    loaded.model.requires_grad_(False)
-    loaded.model.eval()
-    return loaded
+def task_class(name: str) -> type[Task]:
+    if name not in TASK_MODULES:
+        raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(TASK_MODULES)}")
+    return import_module(TASK_MODULES[name]).TASK
 
 
-def load_task_from_settings(settings: dict, trust_remote_code: bool = False) -> Task:
-    """The task that made a store, reloaded from its manifest settings (model, revision,
-    adapter, dtype, task options), refusing weights that changed since."""
-    from attrib.featurize.run import DTYPES
+def detect_task(ref):
+    from attrib.tasks.loading import detect_task as detect
 
-    model = settings["model"]
-    adapter = model.get("adapter") or {}
-    ref = ModelRef(
-        model["source"],
-        model.get("revision"),
-        adapter.get("source"),
-        adapter.get("revision"),
-        trust_remote_code,
-    )
-    recorded = settings["task_options"]
-    options = TaskOptions(
-        max_length=recorded.get("max_length"),
-        timesteps=len(recorded.get("timesteps", [])) or TaskOptions.timesteps,
-        noise_seed=recorded.get("noise_seed", TaskOptions.noise_seed),
-    )
-    task = load_task(ref, settings["task"], DTYPES[model["dtype"]], options)
-    if task.info["fingerprint"] != model["fingerprint"]:
-        raise AttribError(
-            f"the model at {model['source']} changed since the store was made "
-            "(its weights' fingerprint differs); featurize again"
-        )
-    return task
+    return detect(ref)
+
+
+def load_task(ref, task, dtype, options):
+    from attrib.tasks.loading import load_task as load
+
+    return load(ref, task, dtype, options)
+
+
+def load_task_from_settings(settings: dict, trust_remote_code: bool = False):
+    from attrib.tasks.loading import load_task_from_settings as load
+
+    return load(settings, trust_remote_code)

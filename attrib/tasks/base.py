@@ -19,27 +19,7 @@ from torch import nn
 
 from attrib import hub
 from attrib.errors import AttribError
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    source: str
-    revision: str | None = None
-    adapter: str | None = None
-    adapter_revision: str | None = None
-    trust_remote_code: bool = False
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    text_column: str | None = None
-    image_column: str | None = None
-    label_column: str | None = None
-    max_length: int | None = None
-    padding_side: str = "right"
-    caption_column: str | None = None  # diffusion: text prompts
-    timesteps: int = 10  # diffusion: K fixed timesteps per example
-    noise_seed: int = 0  # diffusion: seed of the shared noise per timestep
+from attrib.tasks.options import ModelRef, TaskOptions
 
 
 @dataclass
@@ -52,13 +32,25 @@ class Task(ABC):
     name: ClassVar[str]
     output_functions: ClassVar[tuple[str, ...]]
     scalar_columns: ClassVar[tuple[str, ...]] = ("loss", "out_to_loss")
+    # The output retraining records for LDS by default (classifiers: the margin).
+    evaluation_output: ClassVar[str] = "loss"
+    # Prepared batches are cached across epochs and subsets when rows are fixed tensors.
+    cache_batches: ClassVar[bool] = False
     query_role: ClassVar[str]  # what a --query value is: "text" or "image" (a file path)
+    architecture_suffixes: ClassVar[tuple[str, ...]] = ()  # transformers classes it handles
     # Output functions whose gradient is L2-normalized per example before passes are averaged.
     normalized_outputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, processor, options: TaskOptions, info: dict):
         self.model, self.processor, self.options, self.info = model, processor, options, info
         self.columns: dict[str, str | None] = {}
+
+    @classmethod
+    def matches(cls, checkpoint: dict) -> bool:
+        """Whether this task handles a checkpoint (`tasks.loading.describe_checkpoint`)."""
+        config = checkpoint.get("config")
+        names = getattr(config, "architectures", None) or []
+        return any(name.endswith(cls.architecture_suffixes) for name in names)
 
     @classmethod
     @abstractmethod
@@ -99,11 +91,25 @@ class Task(ABC):
 
     def settings(self) -> dict:
         """Task options that change stored values (recorded in the store's settings)."""
-        return {"columns": dict(self.columns)}
+        return {"columns": dict(self.columns), "options": self.options.record()}
 
-    def output_function_for(self, method_output: str) -> str:
-        """The output function this task uses when a method asks for `method_output`."""
-        return method_output if method_output in self.output_functions else "loss"
+    def available_outputs(self) -> tuple[str, ...]:
+        """Output functions this task can compute on the bound columns."""
+        return self.output_functions
+
+    def output_for(self, method) -> str:
+        """The output function featurize uses for a method: its query-side function when the
+        data provides it (Journey-TRAK's trajectories), else its training-side one, else the
+        loss (a margin asked of a language model)."""
+        for wanted in (method.query_side_output(), method.train_output):
+            if wanted in self.available_outputs():
+                return wanted
+        return "loss"
+
+    def predicted_labels(self, batch: dict):
+        """The class the model predicts for each example of a batch, for tasks whose queries
+        may come without a label (classifiers), else None."""
+        return None
 
     @property
     def device(self) -> torch.device:

@@ -32,6 +32,7 @@ DEFAULT_MAX_LENGTH = 1024
 class CausalLMTask(Task):
     name = "causal-lm"
     query_role = "text"
+    architecture_suffixes = ("ForCausalLM", "LMHeadModel")
     output_functions = ("loss",)
 
     @classmethod
@@ -109,3 +110,6 @@ class CausalLMTask(Task):
         loss = (nll * targets).sum(-1) / counts
         scalars = {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss), "tokens": counts}
         return TaskOutput(loss, scalars)
+
+
+TASK = CausalLMTask

@@ -41,19 +41,18 @@ TRAJECTORY_COLUMN = "trajectory"  # list of x0_hat images along the sampling ste
 STEPS_COLUMN = "trajectory_timesteps"
 
 
-def is_pipeline(ref: ModelRef) -> bool:
+def pipeline_index(ref: ModelRef) -> dict | None:
+    """A diffusers pipeline's model_index.json (local or on the hub), or None."""
     path = Path(ref.source).expanduser()
     if path.is_dir():
-        return (path / "model_index.json").exists()
+        index = path / "model_index.json"
+        return json.loads(index.read_text()) if index.exists() else None
     if hub.looks_like_path(ref.source):
-        return False
+        return None
     try:
-        from diffusers import DiffusionPipeline
-
-        DiffusionPipeline.load_config(ref.source, revision=ref.revision)
-        return True
+        return _model_index(ref)
     except Exception:  # not a pipeline on the hub, or no network: other tasks will say
-        return False
+        return None
 
 
 def _seed(noise_seed: int, timestep: int) -> int:
@@ -65,6 +64,10 @@ class DiffusionTask(Task):
     name = "diffusion"
     query_role = "image"
     output_functions = ("loss", "square", "das", "journey")
+
+    @classmethod
+    def matches(cls, checkpoint: dict) -> bool:
+        return checkpoint.get("model_index") is not None
     scalar_columns = ("loss", "out_to_loss", "residual")
     normalized_outputs = ("das",)
 
@@ -162,10 +165,10 @@ class DiffusionTask(Task):
             self.columns["caption"] = "caption"
         return "image"
 
-    def output_function_for(self, method_output: str) -> str:
-        if method_output == "journey":
-            return "journey" if "trajectory" in self.columns else "loss"
-        return method_output if method_output in self.output_functions else "loss"
+    def available_outputs(self) -> tuple[str, ...]:
+        if "trajectory" in self.columns:
+            return self.output_functions
+        return tuple(f for f in self.output_functions if f != "journey")
 
     def settings(self) -> dict:
         return {
@@ -318,3 +321,6 @@ def _model_index(ref: ModelRef) -> dict:
     from diffusers import DiffusionPipeline
 
     return DiffusionPipeline.load_config(ref.source, revision=ref.revision)
+
+
+TASK = DiffusionTask

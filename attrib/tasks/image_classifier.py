@@ -30,7 +30,10 @@ from attrib.tasks.base import (
 class ImageClassifierTask(Task):
     name = "image-classification"
     query_role = "image"
+    architecture_suffixes = ("ForImageClassification",)
     output_functions = ("loss", "margin")
+    evaluation_output = "margin"
+    cache_batches = True
 
     @classmethod
     def load(cls, ref: ModelRef, dtype: torch.dtype, options: TaskOptions) -> ImageClassifierTask:
@@ -93,3 +96,9 @@ class ImageClassifierTask(Task):
         scalars = {"loss": loss.detach(), "out_to_loss": 1 - log_p.detach().exp()}
         values = margin if output_function == "margin" else loss
         return TaskOutput(values, scalars)
+
+    def predicted_labels(self, batch: dict):
+        return self.model(pixel_values=batch["pixel_values"]).logits.argmax(-1)
+
+
+TASK = ImageClassifierTask

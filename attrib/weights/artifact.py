@@ -10,8 +10,6 @@ same architecture (the paper's Tables 11-12).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from attrib import __version__
+from attrib.atomic import atomic_path
 from attrib.errors import AttribError
 
 
@@ -70,16 +69,9 @@ def save_weights(path: Path, artifact: WeightsArtifact) -> None:
         "info": json.dumps(artifact.info),
         "attrib_version": __version__,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"weights": torch.from_numpy(artifact.weights.copy())}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    weights = {"weights": torch.from_numpy(artifact.weights.copy())}
+    with atomic_path(path) as tmp:
+        save_file(weights, str(tmp), metadata=metadata)
 
 
 def load_weights(path: Path) -> WeightsArtifact:

@@ -20,6 +20,19 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 
+# The kinds of grouping `--groups` takes: the registry its help and errors are made from.
+GROUP_KINDS = {
+    "module": "one group per module (default)",
+    "block": "by module-path prefix (--depth components)",
+    "unet": "a UNet's block x function, e.g. up_blocks.1/attn2.to_out",
+    "consecutive:N": "N groups of consecutive modules",
+    "FILE.json": '{"glob": "group"} rules, first match wins',
+}
+
+
+def groups_help() -> str:
+    return "Parameter groups: " + "; ".join(f"{k}: {v}" for k, v in GROUP_KINDS.items()) + "."
+
 
 def group_modules(modules: list[str], spec: str = "module", depth: int = 3):
     """(group names in network order, module -> group)."""
@@ -36,9 +49,7 @@ def group_modules(modules: list[str], spec: str = "module", depth: int = 3):
     elif Path(spec).is_file():
         mapping = _from_file(modules, Path(spec))
     else:
-        raise AttribError(
-            f"--groups {spec!r}: use module, block, unet, consecutive:N or a JSON file of globs"
-        )
+        raise AttribError(f"--groups {spec!r}: use one of {', '.join(GROUP_KINDS)}")
     order = list(dict.fromkeys(mapping[m] for m in modules))
     return order, mapping
 

@@ -20,29 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attrib.errors import AttribError
 from attrib.weights.contributions import Contributions
-
-
-@dataclass(frozen=True)
-class LearnOptions:
-    k: int = 10
-    lr: float = 0.01
-    epochs: int = 10
-    weight_decay: float = 1.0
-    seed: int = 0
-    init: str = "random"  # random | uniform
-    prior: str = "auto"  # auto | uniform | balanced
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise AttribError("--k must be at least 1")
-        if self.lr <= 0 or self.epochs < 1 or self.weight_decay < 0:
-            raise AttribError("--lr and --epochs must be positive, --weight-decay at least 0")
-        if self.init not in ("random", "uniform"):
-            raise AttribError("--init must be random or uniform")
-        if self.prior not in ("auto", "uniform", "balanced"):
-            raise AttribError("--prior must be auto, uniform or balanced")
+from attrib.weights.options import LearnOptions
 
 
 @dataclass

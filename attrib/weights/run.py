@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from attrib import __version__, log
-from attrib.errors import AttribError
-from attrib.methods import METHODS, get_method
+from attrib.methods import get_method, method_class
 from attrib.score import queries as query_features
 from attrib.store import Store
 from attrib.weights.artifact import WeightsArtifact, save_weights
-from attrib.weights.contributions import DEFAULT_BUDGET_BYTES, Contributions, group_columns
+from attrib.weights.contributions import Contributions, group_columns
 from attrib.weights.groups import group_modules
-from attrib.weights.learn import LearnOptions, balanced_prior, learn, mean_loss
-
-
-@dataclass
-class LearnRequest:
-    train: Path
-    queries: Path
-    out: Path
-    method: str = "trak-block"
-    options: LearnOptions = field(default_factory=LearnOptions)
-    groups: str = "module"
-    depth: int = 3
-    damping: float | None = None
-    budget_bytes: int = DEFAULT_BUDGET_BYTES
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise AttribError(f"unknown --method {self.method!r}; choose {', '.join(METHODS)}")
+from attrib.weights.learn import balanced_prior, learn, mean_loss
+from attrib.weights.options import LearnOptions
 
 
 def prior_kind(method: str, requested: str) -> str:
@@ -50,47 +30,47 @@ def prior_kind(method: str, requested: str) -> str:
     """
     if requested != "auto":
         return requested
-    return "uniform" if METHODS[method].calibrated else "balanced"
+    return "uniform" if method_class(method).calibrated else "balanced"
 
 
-def run_learn(request: LearnRequest) -> tuple[WeightsArtifact, dict]:
-    train, queries = Store(request.train), Store(request.queries)
+def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
+    """Learn per-group weights and write them to `options.out`; returns the artifact and a
+    summary (objective under uniform and learned weights, per-epoch losses)."""
+    train, queries = Store(options.train), Store(options.queries)
+    method = get_method(options.method, train, options.damping)
     chosen = query_features.from_store(train, queries)
-    groups, mapping = group_modules(train.module_names, request.groups, request.depth)
-    method = get_method(request.method, train, request.damping).prepare()
+    groups, mapping = group_modules(train.module_names, options.groups, options.depth)
+    method.prepare()
+    if not method.linear:
+        log.info(f"{options.method} is not linear in the query: weights learn from its linear part")
     columns = group_columns(train, mapping, groups)
-    contributions = Contributions(train, method, chosen.features, columns, request.budget_bytes)
+    contributions = Contributions(train, method, chosen.features, columns, options.budget_bytes)
     if not contributions.in_memory:
         log.info(
             f"contributions of {contributions.count} queries do not fit the memory budget: "
             f"computing them in chunks of {contributions.chunk} on every epoch"
         )
-    prior = prior_kind(request.method, request.options.prior)
+    prior = prior_kind(options.method, options.prior)
     if prior == "balanced":
         prior_weights = balanced_prior(contributions)
     else:
         prior_weights = torch.full((len(groups),), 1.0 / len(groups), dtype=torch.float64)
-    learned = learn(contributions, request.options, prior_weights)
+    learned = learn(contributions, options, prior_weights)
     uniform = torch.full((len(groups),), 1.0 / len(groups))
-    k = request.options.k
     summary = {
-        "loss_uniform": mean_loss(contributions, uniform, k),
-        "loss_learned": mean_loss(contributions, learned.weights, k),
+        "loss_uniform": mean_loss(contributions, uniform, options.k),
+        "loss_learned": mean_loss(contributions, learned.weights, options.k),
         "epoch_losses": learned.epoch_losses,
     }
     # Stored with mean 1: all-ones is the unweighted score (rankings are unaffected by scale).
     weights = learned.weights.numpy() * len(groups)
+    recorded = options.record()
+    for path_field in ("train", "queries", "out", "plot"):  # machine-specific, not settings
+        recorded.pop(path_field)
     info = {
-        "method": request.method,
-        "k": k,
-        "lambda": method.damping,
-        "prior": prior,
-        "lr": request.options.lr,
-        "epochs": request.options.epochs,
-        "weight_decay": request.options.weight_decay,
-        "init": request.options.init,
-        "seed": request.options.seed,
-        "groups": request.groups,
+        **recorded,
+        "lambda": method.damping,  # the damping used (the method's default when not given)
+        "prior": prior,  # what `auto` resolved to
         "model": train.settings["model"]["source"],
         "model_fingerprint": train.settings["model"]["fingerprint"],
         "store_fingerprint": train.fingerprint(),
@@ -100,5 +80,5 @@ def run_learn(request: LearnRequest) -> tuple[WeightsArtifact, dict]:
         **{k_: v for k_, v in summary.items() if k_ != "epoch_losses"},
     }
     artifact = WeightsArtifact(np.asarray(weights, np.float32), groups, mapping, info)
-    save_weights(request.out, artifact)
+    save_weights(options.out, artifact)
     return artifact, summary

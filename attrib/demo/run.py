@@ -14,20 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attrib import log
-from attrib.data import DataRef
+from attrib.demo.options import DemoOptions
 from attrib.evaluate.groundtruth import load_groundtruth
 from attrib.evaluate.lds import evaluate_lds
-from attrib.evaluate.retrain import RetrainConfig, retrain
-from attrib.featurize.projection import ProjectionSpec
-from attrib.featurize.run import FeaturizeConfig, featurize
-from attrib.score.run import ScoreRequest, run_score, weight_vector
+from attrib.evaluate.options import RetrainOptions
+from attrib.evaluate.retrain import retrain
+from attrib.featurize.options import FeaturizeOptions
+from attrib.featurize.run import run_featurize
+from attrib.score.options import ScoreOptions
+from attrib.score.run import run_score, weight_vector
 from attrib.store import Store
-from attrib.tasks import ModelRef
-from attrib.weights.learn import LearnOptions
-from attrib.weights.run import LearnRequest, run_learn
+from attrib.weights.options import LearnOptions
+from attrib.weights.run import run_learn
 
 METHOD = "trak-block"
-TASKS = ("image", "text")
 
 
 @dataclass
@@ -58,13 +58,13 @@ def _build(task: str, root: Path):
 
 def _store(model: Path, data: Path, out: Path) -> Store:
     if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
-        featurize(
-            FeaturizeConfig(
-                ModelRef(str(model)),
-                DataRef(str(data)),
-                out,
+        run_featurize(
+            FeaturizeOptions(
+                model=str(model),
+                data=str(data),
+                out=out,
                 method=METHOD,
-                projection=ProjectionSpec("factored", 16),
+                proj_dim=16,
                 batch_size=64,
                 progress=False,
                 store_dtype="float32",
@@ -74,17 +74,9 @@ def _store(model: Path, data: Path, out: Path) -> Store:
     return Store(out)
 
 
-def run_demo(
-    task: str = "image",
-    out: Path = Path("attrib-demo"),
-    subsets: int = 20,
-    root: Path | None = None,
-) -> DemoResult:
-    if task not in TASKS:
-        from attrib.errors import AttribError
-
-        raise AttribError(f"--task must be one of {', '.join(TASKS)}")
-    root = root or cache_root() / task
+def run_demo(options: DemoOptions) -> DemoResult:
+    task, out, subsets = options.task, options.out, options.subsets
+    root = options.root or cache_root() / task
     data, model, recipe = _build(task, root)
     stores = {
         role: _store(model, data[role], root / "stores" / role)
@@ -95,22 +87,23 @@ def run_demo(
     if not weights.exists():
         log.info("learning group weights on the weight-learning queries")
         run_learn(
-            LearnRequest(
-                stores["train"].path, stores["learn"].path, weights, METHOD, LearnOptions()
+            LearnOptions(
+                train=stores["train"].path, queries=stores["learn"].path, out=weights, method=METHOD
             )
         )
     records = _explain(stores, weights, out, task)
     truth_path = root / f"groundtruth-{subsets}.npz"
     if not truth_path.exists():
         log.info(f"retraining {subsets} models on random halves of the training set for LDS")
+        recipe_flags = {k: v for k, v in recipe.to_dict().items() if k != "momentum"}
         retrain(
-            RetrainConfig(
-                stores["train"].path,
-                stores["eval"].path,
-                truth_path,
+            RetrainOptions(
+                train=stores["train"].path,
+                queries=stores["eval"].path,
+                out=truth_path,
                 subsets=subsets,
-                recipe=recipe,
                 progress=not log.is_quiet(),
+                **recipe_flags,
             )
         )
     truth = load_groundtruth(truth_path)
@@ -126,7 +119,10 @@ def run_demo(
 def _explain(stores, weights: Path, out: Path, task: str) -> list[dict]:
     eval_store = stores["eval"]
     records = run_score(
-        ScoreRequest(stores["train"].path, METHOD, weights=weights, top=8, queries=eval_store.path)
+        ScoreOptions(
+            train=stores["train"].path, method=METHOD, weights=weights, top=8,
+            queries=eval_store.path,
+        )
     )
     first = [r for r in records if r["query"] == 0]
     if task == "image":

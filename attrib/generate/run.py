@@ -15,7 +15,6 @@ import itertools
 import json
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -23,33 +22,14 @@ import torch
 from PIL import Image
 
 from attrib import log
+from attrib.atomic import write_text
 from attrib.data import GENERATED_MARKER
 from attrib.errors import AttribError
+from attrib.generate.options import GenerateOptions
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.tasks.diffusion import STEPS_COLUMN, TRAJECTORY_COLUMN, DiffusionTask
 
 FIELD = re.compile(r"{(\w+)}")
-
-
-@dataclass
-class GenerateRequest:
-    model: ModelRef
-    out: Path
-    prompts: list[str] = field(default_factory=list)
-    values: dict[str, list[str]] = field(default_factory=dict)
-    n: int = 1
-    seed: int = 0
-    steps: int = 50
-    trajectory: int = 10
-    guidance: float = 7.5
-    device: str = "auto"
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.n < 1 or self.steps < 1 or self.trajectory < 0:
-            raise AttribError("--n and --steps must be at least 1, --trajectory at least 0")
-        if self.trajectory > self.steps:
-            raise AttribError("--trajectory cannot exceed --steps")
 
 
 def expand(templates: list[str], values: dict[str, list[str]]) -> list[tuple[str, dict]]:
@@ -127,19 +107,22 @@ def _decode(task: DiffusionTask, x: torch.Tensor) -> torch.Tensor:
     return task.vae.decode(x / task.vae.config.scaling_factor).sample[0]
 
 
-def generate(request: GenerateRequest) -> Path:
-    task = load_task(request.model, "diffusion", torch.float32, TaskOptions())
+def run_generate(request: GenerateOptions) -> Path:
+    """Sample images (with trajectories) into `request.out`, a folder featurize reads."""
+    values = parse_values(list(request.values))
+    model = ModelRef(request.model, request.revision, request.adapter)
+    task = load_task(model, "diffusion", torch.float32, TaskOptions())
     if not isinstance(task, DiffusionTask):
-        raise AttribError(f"--model {request.model.source} is not a diffusion pipeline")
+        raise AttribError(f"--model {request.model} is not a diffusion pipeline")
     from attrib.distributed import resolve_device
 
     device = resolve_device(request.device)
     task.to(device)
-    if task.conditional and not request.prompts:
+    if task.conditional and not list(request.prompt):
         raise AttribError("this pipeline is text-to-image: pass --prompt (templates allowed)")
-    if not task.conditional and request.prompts:
+    if not task.conditional and list(request.prompt):
         raise AttribError("this pipeline is unconditional: it takes no --prompt")
-    prompts = expand(request.prompts, request.values) if request.prompts else [(None, {})]
+    prompts = expand(list(request.prompt), values) if list(request.prompt) else [(None, {})]
     out = Path(request.out)
     if out.exists() and any(out.iterdir()):
         if not request.overwrite:
@@ -191,15 +174,15 @@ def generate(request: GenerateRequest) -> Path:
     )
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out / "queries.parquet"))
     record = {
-        "model": request.model.source,
-        "prompts": request.prompts,
-        "values": request.values,
+        "model": request.model,
+        "prompts": list(request.prompt),
+        "values": values,
         "n": request.n,
         "seed": request.seed,
         "steps": request.steps,
         "trajectory_steps": keep,
         "guidance": request.guidance,
     }
-    (out / GENERATED_MARKER).write_text(json.dumps(record, indent=1))
+    write_text(out / GENERATED_MARKER, json.dumps(record, indent=1))
     log.info(f"wrote {len(rows['image'])} images to {out} (featurize with --data {out})")
     return out

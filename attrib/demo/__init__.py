@@ -1,0 +1,1 @@
+"""`attrib demo`: the whole job offline on bundled data."""

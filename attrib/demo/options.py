@@ -1,0 +1,29 @@
+"""`attrib demo`'s options, defined once (the CLI is built from this class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.options import Options, at_least, option
+
+DEMO_TASKS = {"image": "digits, a small ResNet", "text": "Python docs, a 2-layer GPT-2"}
+
+
+class DemoOptions(Options):
+    """Run the whole job offline in minutes: build a small task from data shipped with
+    installed packages, featurize, learn weights, explain a query, measure LDS with and
+    without the weights. Built artifacts are cached and reused on later runs."""
+
+    task: str = option(
+        "image",
+        help="; ".join(f"{k}: {v}" for k, v in DEMO_TASKS.items()) + ".",
+        choices=tuple(DEMO_TASKS),
+    )
+    out: Path = option(Path("attrib-demo"), help="Folder for the demo's outputs.")
+    subsets: int = option(20, help="Retrained models for the LDS ground truth.")
+    root: Path | None = option(
+        None, help="Cache folder (default: $XDG_CACHE_HOME/attrib/demo/TASK).", cli=False
+    )
+
+    def check(self) -> None:
+        at_least(self.subsets, 2, "--subsets")

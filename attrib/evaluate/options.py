@@ -1,0 +1,205 @@
+"""The options of every `attrib evaluate` command, defined once (the CLI is built from them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.errors import AttribError
+from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.options import Options, at_least, option, positive
+from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
+from attrib.weights.groups import groups_help
+
+OUTPUTS = ("margin", "loss")
+
+
+def _train() -> Path:
+    return option(help="Training store.", short="-t")
+
+
+def _methods() -> tuple[str, ...]:
+    return option(
+        (DEFAULT_METHOD,),
+        flag="--method",
+        separator=",",
+        choices=method_names,
+        help="Methods, comma-separated.",
+    )
+
+
+def _weights() -> tuple[str, ...]:
+    return option(
+        ("none",), separator=",", help="Weights files, comma-separated; 'none' for unweighted."
+    )
+
+
+def _damping() -> float | None:
+    return option(None, flag="--lambda", help="Relative kernel damping (default: each method's).")
+
+
+class _Compared(Options):
+    """Options of the commands that compare methods x weights files."""
+
+    def check(self) -> None:
+        at_least(getattr(self, "damping", None), 0, "--lambda")
+
+    def weight_paths(self) -> list[Path | None]:
+        return [None if w == "none" else Path(w) for w in self.weights]
+
+
+class LdsOptions(_Compared):
+    """Linear datamodeling score: Spearman between retrained outputs and summed scores."""
+
+    train: Path = _train()
+    queries: Path = option(help="Query store (evaluation queries).")
+    groundtruth: Path = option(help="Ground truth .npz from `evaluate retrain`.")
+    methods: tuple[str, ...] = _methods()
+    weights: tuple[str, ...] = _weights()
+    damping: float | None = _damping()
+
+
+class RetrainOptions(Options):
+    """Retrain on random subsets and record each query's output: the LDS ground truth."""
+
+    train: Path = _train()
+    queries: Path = option(help="Query store whose outputs are recorded.")
+    out: Path = option(help="Ground truth .npz to write.")
+    subsets: int = option(50, help="Number of random subsets M.")
+    alpha: float = option(0.5, help="Fraction of training examples in each subset.")
+    seed: int = option(0, help="Seed for subsets and training.")
+    recipe: Path | None = option(None, help="JSON recipe file; the flags below override it.")
+    init: str | None = option(
+        None,
+        choices=INITS,
+        help=f"finetune (from the checkpoint) or scratch (config) (default {Recipe.init}).",
+    )
+    epochs: int | None = option(None, help=f"Epochs per subset (default {Recipe.epochs}).")
+    lr: float | None = option(None, help=f"Learning rate (default {Recipe.lr:g}).")
+    batch_size: int | None = option(None, help=f"Batch size (default {Recipe.batch_size}).")
+    optimizer: str | None = option(
+        None, choices=OPTIMIZERS, help=f"Optimizer (default {Recipe.optimizer})."
+    )
+    weight_decay: float | None = option(
+        None, help=f"Weight decay (default {Recipe.weight_decay:g})."
+    )
+    schedule: str | None = option(
+        None, choices=SCHEDULES, help=f"Learning-rate schedule (default {Recipe.schedule})."
+    )
+    output: str | None = option(
+        None,
+        choices=OUTPUTS,
+        help="Output recorded (default: the task's evaluation output, margin for classifiers, "
+        "higher = better; loss otherwise).",
+    )
+    shard: str = option("0/1", help="Do subsets i, i+n, ... of i/n (resumable, mergeable).")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
+
+    def check(self) -> None:
+        at_least(self.subsets, 2, "--subsets")
+        if not 0 < self.alpha < 1:
+            raise AttribError("--alpha must be between 0 and 1")
+        index, count = self.shard_pair
+        if count < 1 or not 0 <= index < count:
+            raise AttribError("--shard must be i/n with 0 <= i < n")
+        self.recipe_resolved  # noqa: B018  (a bad recipe fails here, before any work)
+
+    @property
+    def shard_pair(self) -> tuple[int, int]:
+        try:
+            index, count = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise AttribError(f"--shard must look like i/n, got {self.shard!r}") from None
+        return index, count
+
+    @property
+    def recipe_resolved(self) -> Recipe:
+        overrides = {
+            name: getattr(self, name)
+            for name in (
+                "init",
+                "epochs",
+                "lr",
+                "batch_size",
+                "optimizer",
+                "weight_decay",
+                "schedule",
+                "seed",
+            )
+        }
+        if self.recipe is not None:
+            return Recipe.from_file(self.recipe, **overrides)
+        return Recipe(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class MislabelOptions(_Compared):
+    """Mislabeled-data detection: ROC AUC of normalized self-influence."""
+
+    train: Path = _train()
+    mislabeled: Path = option(help=".npy of the mislabeled rows (row in the split).")
+    methods: tuple[str, ...] = _methods()
+    weights: tuple[str, ...] = _weights()
+    norm_k: int = option(10, help="Normalize by the sum of the row's top-k (0: raw).")
+    damping: float | None = _damping()
+
+    def check(self) -> None:
+        super().check()
+        at_least(self.norm_k, 0, "--norm-k")
+
+
+class RecallOptions(_Compared):
+    """Fine-grained recall@k of known contributor sets."""
+
+    train: Path = _train()
+    queries: Path = option(help="Query store.")
+    contributors: Path = option(
+        help="JSON {query row: [training rows]} of each query's known contributors."
+    )
+    k: int = option(10, help="Top-k to check.")
+    methods: tuple[str, ...] = _methods()
+    weights: tuple[str, ...] = _weights()
+    damping: float | None = _damping()
+
+    def check(self) -> None:
+        super().check()
+        at_least(self.k, 1, "--k")
+
+
+class GroupsOptions(Options):
+    """Per-group attribution strength: LDS from each group's features alone."""
+
+    train: Path = _train()
+    queries: Path = option(help="Query store (evaluation queries).")
+    groundtruth: Path = option(help="Ground truth .npz from `evaluate retrain`.")
+    method: str = option(
+        DEFAULT_METHOD, choices=method_names, help="Method whose per-group scores are measured."
+    )
+    groups: str = option("module", help=groups_help())
+    depth: int = option(3, help="Path components that name a block (--groups block).")
+    damping: float | None = _damping()
+    plot: Path | None = option(None, help="Write a bar plot (PNG).")
+
+    def check(self) -> None:
+        at_least(self.depth, 1, "--depth")
+        at_least(self.damping, 0, "--lambda")
+
+
+class TailPatchOptions(_Compared):
+    """One training step on each query's top-k proponents: the query's probability increase,
+    next to random proponents."""
+
+    train: Path = _train()
+    queries: Path = option(help="Query store.")
+    methods: tuple[str, ...] = _methods()
+    weights: tuple[str, ...] = _weights()
+    k: int = option(128, help="Proponents per query: one training batch.")
+    lr: float = option(0.01, help="Learning rate of the tail-patch step.")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, help="Optimizer of the step.")
+    seed: int = option(0, help="Seed of the random-proponents baseline.")
+    damping: float | None = _damping()
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+
+    def check(self) -> None:
+        super().check()
+        at_least(self.k, 1, "--k")
+        positive(self.lr, "--lr")

@@ -1,0 +1,138 @@
+"""Every evaluation as a library call: options in, result rows (plain dicts) out. The CLI
+prints these rows; nothing here prints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from attrib.evaluate.options import (
+    GroupsOptions,
+    LdsOptions,
+    MislabelOptions,
+    RecallOptions,
+    RetrainOptions,
+    TailPatchOptions,
+)
+from attrib.methods import Method, get_method
+from attrib.score import queries as query_features
+from attrib.store import Store
+
+
+def weights_label(path: Path | None) -> str:
+    return "none" if path is None else Path(path).name
+
+
+def _combinations(store: Store, options) -> Iterator[tuple[Method, object, str]]:
+    """(prepared method, weight vector or None, weights label) for every method x weights."""
+    from attrib.score.run import weight_vector
+
+    paths = options.weight_paths()
+    vectors = {p: weight_vector(store, p) for p in paths}  # checked before any kernel is built
+    for name in options.methods:
+        prepared = get_method(name, store, options.damping).prepare()
+        for path in paths:
+            yield prepared, vectors[path], weights_label(path)
+
+
+def _truth(path: Path, train: Store, queries: Store):
+    from attrib.evaluate.groundtruth import load_groundtruth
+
+    truth = load_groundtruth(path)
+    truth.check(train.num_examples, queries.num_examples, f"--groundtruth {path}")
+    return truth
+
+
+def run_lds(options: LdsOptions) -> list[dict]:
+    from attrib.evaluate.lds import evaluate_lds_prepared
+
+    train, queries = Store(options.train), Store(options.queries)
+    truth = _truth(options.groundtruth, train, queries)
+    features = query_features.from_store(train, queries).features
+    return [
+        evaluate_lds_prepared(train, features, truth, method, vector, label).record()
+        for method, vector, label in _combinations(train, options)
+    ]
+
+
+def run_retrain(options: RetrainOptions):
+    """The ground truth (None while other shards are unfinished)."""
+    from attrib.evaluate.retrain import retrain
+
+    return retrain(options)
+
+
+def run_mislabel(options: MislabelOptions) -> list[dict]:
+    from attrib.evaluate.mislabel import evaluate_mislabel, load_mislabeled
+
+    store = Store(options.train)
+    mask = load_mislabeled(options.mislabeled, store)
+    return [
+        evaluate_mislabel(store, method, mask, vector, options.norm_k, label).record()
+        for method, vector, label in _combinations(store, options)
+    ]
+
+
+def run_recall(options: RecallOptions) -> list[dict]:
+    from attrib.evaluate.recall import evaluate_recall, load_contributors
+
+    store, queries = Store(options.train), Store(options.queries)
+    sets = load_contributors(options.contributors, queries)
+    features = query_features.from_store(store, queries).features
+    return [
+        evaluate_recall(store, method, features, sets, options.k, vector, label).record()
+        for method, vector, label in _combinations(store, options)
+    ]
+
+
+def run_groups(options: GroupsOptions) -> list[dict]:
+    from attrib.evaluate.groups import group_strength, plot_strength
+    from attrib.weights.contributions import group_columns
+    from attrib.weights.groups import group_modules
+
+    store, queries = Store(options.train), Store(options.queries)
+    truth = _truth(options.groundtruth, store, queries)
+    names, mapping = group_modules(store.module_names, options.groups, options.depth)
+    prepared = get_method(options.method, store, options.damping).prepare()
+    features = query_features.from_store(store, queries).features
+    columns = group_columns(store, mapping, names)
+    values = group_strength(store, prepared, features, columns, truth)
+    if options.plot is not None:
+        plot_strength(options.plot, names, values, f"{options.method}: LDS of each group alone")
+    return [
+        {"group": g, "method": options.method, "lds": v, "ci": c}
+        for g, (v, c) in zip(names, values)
+    ]
+
+
+def run_tail_patch(options: TailPatchOptions) -> list[dict]:
+    """Each method's top-k proponents, and k random training examples as the baseline."""
+    from attrib.distributed import resolve_device
+    from attrib.evaluate.sources import fixed_query_labels, store_source
+    from attrib.evaluate.tailpatch import PatchStep, relative_increases, summarize
+    from attrib.score.stream import score
+    from attrib.tasks import load_task_from_settings
+
+    step = PatchStep(options.k, options.lr, options.optimizer)
+    store, queries = Store(options.train), Store(options.queries)
+    features = query_features.from_store(store, queries).features
+    task = load_task_from_settings(store.settings)
+    target = resolve_device(options.device)
+    task.to(target)
+    train_source = store_source(task, store, target)
+    labels = fixed_query_labels(task, queries, target)
+    query_source = store_source(task, queries, target, labels)
+    count = min(options.k, store.num_examples)
+    rng = np.random.default_rng(options.seed)
+    random_rows = np.stack(
+        [rng.choice(store.num_examples, count, replace=False) for _ in range(queries.num_examples)]
+    )
+    increases = relative_increases(task, train_source, query_source, random_rows, step)
+    results = [summarize("random", "none", increases, count)]
+    for prepared, vector, label in _combinations(store, options):
+        top = score(store, prepared, features, count, vector)
+        values = relative_increases(task, train_source, query_source, top.positions.numpy(), step)
+        results.append(summarize(prepared.name, label, values, count))
+    return [r.record() for r in results]

@@ -1,0 +1,149 @@
+"""`attrib featurize`'s options, defined once (the CLI is built from this class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.errors import AttribError
+from attrib.methods import method_class, method_names
+from attrib.options import Options, at_least, option
+from attrib.tasks import task_names
+from attrib.tasks.options import ModelRef, TaskOptions
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+STORE_DTYPES = ("float16", "float32")
+PROJECTIONS = ("factored", "dense")  # --proj-dim full keeps exact gradients instead
+
+
+def parse_proj_dim(value: str) -> int | str:
+    if value == "full":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise AttribError(
+            f"--proj-dim must be a positive integer or 'full', not {value!r}"
+        ) from None
+
+
+class FeaturizeOptions(Options):
+    """Compute per-example gradient features of a model on a dataset and write a store."""
+
+    model: str = option(help="Model hub id or local folder.", short="-m")
+    data: str = option(
+        help="Dataset hub id, local folder, or data file (parquet/csv/json).", short="-d"
+    )
+    out: Path = option(help="Store folder to write.", short="-o")
+    split: str = option("train", help="Dataset split.")
+    data_config: str | None = option(None, help="Dataset configuration name (hub datasets).")
+    data_revision: str | None = option(None, help="Dataset revision (hub datasets).")
+    revision: str | None = option(None, help="Model revision: branch, tag or commit.")
+    adapter: str | None = option(
+        None, help="PEFT adapter id or folder; gradients default to its LoRA layers."
+    )
+    adapter_revision: str | None = option(None, help="Adapter revision (hub adapters).")
+    task: str | None = option(
+        None, help="Model family (default: read from the model).", choices=task_names
+    )
+    method: str = option(
+        "trak",
+        help="Method the features are for; picks the output function (classifiers: margin for "
+        "trak and its relatives, loss otherwise; diffusion: L_simple, L_square for dtrak, DAS's "
+        "for das, the sampling trajectory for jtrak queries) and whether Kronecker factors are "
+        "collected (kfac, ekfac).",
+        choices=method_names,
+    )
+    proj_dim: int | str = option(
+        16,
+        help="Projection size p: p*p features per module; 'full' keeps exact gradients.",
+        parse=parse_proj_dim,
+    )
+    projection: str = option(
+        "factored",
+        help="factored (fast) or dense (TRAK-style Gaussian, slow reference).",
+        choices=PROJECTIONS,
+    )
+    seed: int = option(0, help="Projection seed.")
+    modules: tuple[str, ...] = option((), help="Glob over module paths to include (repeatable).")
+    exclude: tuple[str, ...] = option((), help="Glob over module paths to leave out (repeatable).")
+    batch_size: int = option(16, help="Examples per forward/backward pass.")
+    max_examples: int | None = option(None, help="Use only the first N examples of the split.")
+    shard_size: int = option(1024, help="Examples per shard (the unit of resuming).")
+    dtype: str = option(
+        "float32", help="Compute dtype (half precision on a GPU).", choices=COMPUTE_DTYPES
+    )
+    store_dtype: str = option("float16", help="Stored feature dtype.", choices=STORE_DTYPES)
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    text_column: str | None = option(None, help="Text column (language models).")
+    image_column: str | None = option(None, help="Image column (image classifiers, diffusion).")
+    label_column: str | None = option(None, help="Label column (image classifiers).")
+    caption_column: str | None = option(None, help="Caption column (text-to-image diffusion).")
+    max_length: int | None = option(None, help="Truncate texts to this many tokens.")
+    padding_side: str = option(
+        "right",
+        help="Tokenizer padding side (features do not depend on it).",
+        choices=("right", "left"),
+    )
+    timesteps: int = option(
+        10, help="Diffusion: K timesteps, evenly spaced; gradients are averaged over them."
+    )
+    noise_seed: int = option(
+        0, help="Diffusion: seed of the noise, shared by every example at each timestep."
+    )
+    overwrite: bool = option(False, help="Replace an existing store at --out.")
+    trust_remote_code: bool = option(
+        False, help="Allow model code from the hub to run (off unless you pass this)."
+    )
+    progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
+    command: tuple[str, ...] = option((), help="The command line recorded.", cli=False)
+
+    def check(self) -> None:
+        for name in ("batch_size", "shard_size", "max_examples", "timesteps"):
+            at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
+        if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
+            raise AttribError(
+                f"--proj-dim must be a positive integer or 'full', not {self.proj_dim!r}"
+            )
+        if self.factors and self.projection == "dense" and self.proj_dim != "full":
+            raise AttribError(
+                f"--method {self.method} needs Kronecker-structured features: use the default "
+                "factored projection or --proj-dim full, not --projection dense"
+            )
+
+    @property
+    def factors(self) -> bool:
+        """Whether Kronecker factors are accumulated (methods that need them)."""
+        return method_class(self.method).needs_factors
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return ModelRef(
+            self.model, self.revision, self.adapter, self.adapter_revision, self.trust_remote_code
+        )
+
+    @property
+    def data_ref(self):
+        from attrib.data import DataRef
+
+        return DataRef(self.data, self.split, self.data_config, self.data_revision)
+
+    @property
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(
+            text_column=self.text_column,
+            image_column=self.image_column,
+            label_column=self.label_column,
+            max_length=self.max_length,
+            padding_side=self.padding_side,
+            caption_column=self.caption_column,
+            timesteps=self.timesteps,
+            noise_seed=self.noise_seed,
+        )
+
+    @property
+    def projection_spec(self):
+        from attrib.featurize.projection import ProjectionSpec
+
+        if self.proj_dim == "full":
+            return ProjectionSpec("none", None, self.seed)
+        return ProjectionSpec(self.projection, self.proj_dim, self.seed)

@@ -1,0 +1,1 @@
+"""`attrib generate`: query images with their prompts, seeds and sampling trajectories."""

@@ -1,0 +1,105 @@
+"""The Method interface: what a method needs, and how it scores.
+
+Every method scores as  tau(q, n) = finalize( u(q) . phi(n) * s(n) )  where
+- u(q) = `query_vectors`: the query's features, optionally weighted per group (weights act on
+  the query side only, METHODS.md section 4), then through the method's kernel;
+- phi(n) = the stored training features, streamed shard by shard;
+- s(n) = `train_scale`: a per-example factor (TRAK's out-to-loss factor Q_n, cosine's 1/|phi|).
+Kernels are symmetric, so applying them to the (few) queries instead of the (many) training
+examples gives the same scores at a fraction of the cost.
+
+A method also declares what it needs, so no other module keeps a list of methods: the output
+function on the training and on the query side, whether featurize must accumulate Kronecker
+factors, and whether its score is linear in the query features (learn-weights' contributions
+sum to the score only then). A new method is one class, registered in `attrib.methods`.
+
+torch is imported inside functions: the registry is read by the CLI at start-up.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from attrib.errors import AttribError
+
+if TYPE_CHECKING:
+    import torch
+
+    from attrib.store import Store
+
+# Relative damping: lambda = c * mean diag of the kernel's Gram matrix. Defaults per method
+# were chosen on the validation queries of the digits and pydoc benchmark tasks (README).
+DEFAULT_DAMPING = 0.1
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # Output functions the features must be gradients of (tasks fall back to the loss when
+    # they have no such function, e.g. a margin for a language model).
+    train_output: ClassVar[str] = "loss"
+    query_output: ClassVar[str | None] = None  # None: the same as train_output
+    needs_factors: ClassVar[bool] = False  # featurize accumulates Kronecker factors
+    linear: ClassVar[bool] = True  # score linear in the query features
+    uses_damping: ClassVar[bool] = False
+    kernel_kind: ClassVar[str | None] = None  # global | block | None (no kernel)
+    default_damping: ClassVar[float] = DEFAULT_DAMPING
+    # A kernel fit to the training features' own second moments (TRAK's Gram, EK-FAC's
+    # corrected eigenvalues) already puts every group on the scale the influence needs;
+    # learn-weights then starts from (and is pulled toward) the method's own weighting.
+    calibrated: ClassVar[bool] = False
+
+    def __init__(self, store: Store, damping: float | None = None):
+        damping = self.default_damping if damping is None else damping
+        if damping < 0:
+            raise AttribError("--lambda must be at least 0")
+        self.store, self.damping = store, damping
+        self.slices = store.layout.slices
+
+    @classmethod
+    def query_side_output(cls) -> str:
+        return cls.query_output or cls.train_output
+
+    def prepare(self) -> Method:
+        """Load or compute what the method needs from the training store (its kernel)."""
+        return self
+
+    @abstractmethod
+    def query_vectors(self, g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """(Q x D) query features -> (Q x D) vectors to dot with training features."""
+
+    def train_scale(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor | None:
+        """A per-example factor for the training side of one shard (rows x D), or None."""
+        return None
+
+    # -- the factorization learn-weights uses: tau = sum_j w_j q_j . psi_j -----------------
+    def query_plain(self, g: torch.Tensor) -> torch.Tensor:
+        """The query side before weights and kernel (cosine normalizes, others keep g)."""
+        return g
+
+    def train_preconditioned(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor:
+        """The training side with the kernel applied: psi(n) = s(n) K phi(n), so that the
+        unweighted (linear part of the) score is query_plain(g) . psi(n)."""
+        scale = self.train_scale(phi, scalars)
+        return phi if scale is None else phi * scale[:, None]
+
+    def finalize(self, scores: torch.Tensor) -> torch.Tensor:
+        """A last elementwise step on the scores (a method that is not linear, e.g. DAS)."""
+        return scores
+
+    def self_scores(self, phi, scalars, weights: torch.Tensor | None) -> torch.Tensor:
+        """tau(n, n) for every example of one shard."""
+        scores = (self.query_vectors(phi, weights) * phi).sum(1)
+        scale = self.train_scale(phi, scalars)
+        return self.finalize(scores if scale is None else scores * scale)
+
+
+def weighted(g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return g if weights is None else g * weights.to(g.dtype)
+
+
+def scalar(scalars: dict, name: str) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(scalars[name]).float()

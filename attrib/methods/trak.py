@@ -1,0 +1,85 @@
+"""TRAK and its relatives: one kernel (Phi^T Phi + lambda I)^-1, global or per module."""
+
+from __future__ import annotations
+
+from attrib.methods.base import Method, scalar, weighted
+
+
+class Trak(Method):
+    name = "trak"
+    summary = (
+        "g_q^T (Phi^T Phi + lambda I)^-1 g_n Q_n, one global kernel (LoGra on factored features)"
+    )
+    train_output = "margin"
+    uses_damping = True
+    kernel_kind = "global"
+    default_damping = 1.0
+    calibrated = True
+
+    def prepare(self):
+        from attrib.methods import kernels
+
+        self.eigens = kernels.eigen(self.store, self.kernel_kind)
+        return self
+
+    def _apply(self, x):
+        from attrib.methods import kernels
+
+        if self.kernel_kind == "global":
+            return self.eigens[0].apply_inverse(x, self.damping)
+        return kernels.apply_block_inverse(self.eigens, x, self.slices, self.damping)
+
+    def query_vectors(self, g, weights):
+        return self._apply(weighted(g, weights))
+
+    def train_scale(self, phi, scalars):
+        return scalar(scalars, "out_to_loss")
+
+    def train_preconditioned(self, phi, scalars):
+        return self._apply(phi) * scalar(scalars, "out_to_loss")[:, None]
+
+
+class TrakBlock(Trak):
+    name = "trak-block"
+    summary = "TRAK with one kernel per module (block-diagonal), damped per block"
+    kernel_kind = "block"
+    default_damping = 0.1
+
+
+class DTrak(Trak):
+    name = "dtrak"
+    summary = "D-TRAK: TRAK on gradients of L_square = mean ||eps_theta||^2 (diffusion)"
+    train_output = "square"
+
+
+class JourneyTrak(Trak):
+    name = "jtrak"
+    summary = (
+        "Journey-TRAK (adapted): query gradients along its sampling trajectory, "
+        "training side as TRAK (diffusion)"
+    )
+    train_output = "loss"  # L_simple on the training side
+    query_output = "journey"
+
+
+class Das(Trak):
+    """DAS, following the main paper's Appendix B.3 (Eq. 16):
+    tau = ( g_q^T K g_n * r_n / (1 - h_n) )^2,  h_n = g_n^T K g_n,  K = (Phi^T Phi + lambda)^-1,
+    on DAS features (per-timestep normalized gradients of mean eps_theta) and the stored mean
+    residual r_n. Weights act inside the square (on g_q); learn-weights' contributions are
+    those of the linear part."""
+
+    name = "das"
+    summary = "DAS: leverage-corrected, residual-scaled TRAK on DAS features, squared (diffusion)"
+    train_output = "das"
+    linear = False
+
+    def train_scale(self, phi, scalars):
+        leverage = (self._apply(phi) * phi).sum(1)
+        return scalar(scalars, "residual") / (1.0 - leverage).clamp(min=1e-6)
+
+    def finalize(self, scores):
+        return scores.pow(2)
+
+    def train_preconditioned(self, phi, scalars):
+        return self._apply(phi) * self.train_scale(phi, scalars)[:, None]

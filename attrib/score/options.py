@@ -1,0 +1,69 @@
+"""`attrib score`'s options, defined once (the CLI is built from this class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.errors import AttribError
+from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.options import Options, at_least, option
+
+DEFAULT_TOP = 10
+
+
+class ScoreOptions(Options):
+    """Rank training examples by their attribution to each query (higher = more helpful)."""
+
+    train: Path = option(help="Training store (from featurize).", short="-t")
+    query: tuple[str, ...] = option(
+        (),
+        help="Image file or text to attribute (repeatable); '-' reads one per line from stdin. "
+        "Featurized with the training store's settings.",
+    )
+    queries: Path | None = option(None, help="Query store (from featurize).")
+    prompt: tuple[str, ...] = option(
+        (),
+        help="Text-to-image diffusion: the prompt of each --query image "
+        "(one for all, or one per query).",
+    )
+    method: str = option(
+        DEFAULT_METHOD,
+        help="Attribution method (kfac and ekfac need a store featurized with that --method).",
+        choices=method_names,
+    )
+    damping: float | None = option(
+        None,
+        flag="--lambda",
+        help="Kernel damping, relative: lambda = c * mean diagonal of the kernel's Gram matrix "
+        "(default: the method's own, see the README's method table).",
+    )
+    weights: Path | None = option(
+        None, help="Per-group weights (from learn-weights), applied on the query side."
+    )
+    top: int | None = option(
+        None, help=f"Training examples listed per query (default {DEFAULT_TOP}; with --self: all)."
+    )
+    out: Path | None = option(
+        None,
+        help="Write all scores to a .npy: (queries x train) float32, query order x training-store "
+        "order, higher = more helpful (with --self: one value per training example).",
+    )
+    self_influence: bool = option(
+        False, flag="--self", help="Self-influence tau(n, n) of every training example."
+    )
+    preview: bool = option(True, help="Show text snippets, labels, image paths.")
+    device: str = option("auto", help="Device for featurizing --query values.")
+    batch_size: int = option(16, help="Batch size for featurizing --query values.")
+    trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
+    progress: bool = option(False, help="Show a progress bar on stderr.", cli=False)
+
+    def check(self) -> None:
+        at_least(self.top, 1, "--top")
+        at_least(self.damping, 0, "--lambda")
+        at_least(self.batch_size, 1, "--batch-size")
+        if self.out is not None and Path(self.out).suffix != ".npy":
+            raise AttribError(f"--out {self.out}: the scores file must end in .npy")
+        if self.self_influence and (self.query or self.queries):
+            raise AttribError("--self takes no --query or --queries")
+        if not self.self_influence and bool(self.query) == bool(self.queries):
+            raise AttribError("pass either --query (files, texts or '-') or --queries STORE")

@@ -1,0 +1,51 @@
+"""What a store holds and what made it, as one plain dict (`attrib inspect`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.options import Options, option
+
+
+class InspectOptions(Options):
+    """Print a store's summary: model, task, method, groups with dims, examples, shards, size."""
+
+    store: Path = option(help="A store folder written by `attrib featurize`.", argument=True)
+
+
+def store_summary(path: Path) -> dict:
+    from attrib.store import Store
+
+    return _summary(Store(path))
+
+
+def _summary(store) -> dict:
+    settings = store.settings
+    model = settings["model"]
+    return {
+        "path": str(store.path),
+        "model": model["source"],
+        "revision": model.get("revision"),
+        "commit": model.get("commit"),
+        "adapter": (model.get("adapter") or {}).get("source"),
+        "task": settings["task"],
+        "output_function": settings["output_function"],
+        "projection": settings["projection"],
+        "dataset": settings["dataset"]["source"],
+        "split": settings["dataset"]["split"],
+        "examples": store.num_examples,
+        "shards": len(store.shards),
+        "bytes": store.size_bytes(),
+        "store_dtype": settings["store_dtype"],
+        "modules": [
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "grad_shape": [m.d_out, m.d_in],
+                "feature_dim": store.feature_dims[m.name],
+            }
+            for m in store.modules
+        ],
+        "feature_dim": sum(store.feature_dims.values()),
+        "command": " ".join(store.manifest.get("command", [])),
+    }

@@ -1,0 +1,75 @@
+"""`attrib learn-weights`' options, defined once (the CLI is built from this class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.options import Options, at_least, option, positive
+from attrib.weights.groups import groups_help
+
+PRIORS = ("auto", "uniform", "balanced")
+INITS = ("random", "uniform")
+
+
+class LearnOptions(Options):
+    """Learn one non-negative weight per parameter group, self-supervised from the top-k of a
+    base method (the paper's Algorithm 1). The weights apply to any method on the same model:
+    `attrib score --weights W.safetensors`."""
+
+    train: Path = option(help="Training store.", short="-t")
+    queries: Path = option(
+        help="Weight-learning query store. Keep it disjoint from the queries you evaluate on "
+        "(and from the model's training data): weights tuned on evaluation queries overstate "
+        "their quality."
+    )
+    out: Path = option(help="Weights file to write (.safetensors).")
+    method: str = option(
+        DEFAULT_METHOD, help="Base method whose top-k supervises the weights.", choices=method_names
+    )
+    k: int = option(
+        10,
+        help="Pseudo-positives per query: the top-k of the weighted scores (the paper searches "
+        "1..5000; 10 was best or tied on our validation queries).",
+    )
+    lr: float = option(0.01, help="AdamW learning rate.")
+    epochs: int = option(10, help="Passes over the weight-learning queries.")
+    weight_decay: float = option(
+        1.0,
+        help="The paper's lambda': AdamW weight decay on the raw weights, pulling the weights "
+        "toward --prior (0: plain Algorithm 1).",
+    )
+    seed: int = option(0, help="Seed of the random initialization.")
+    init: str = option(
+        "random",
+        help="random (the paper's Algorithm 1) or uniform (start at the prior).",
+        choices=INITS,
+    )
+    prior: str = option(
+        "auto",
+        help="Where weight decay pulls the weights: uniform (the method's own score), balanced "
+        "(each group's contributions scaled to equal size), or auto (uniform for methods whose "
+        "kernel is fit to the features' second moments: trak, trak-block, ekfac and the "
+        "diffusion TRAKs; balanced for tracin, cosine, kfac).",
+        choices=PRIORS,
+    )
+    groups: str = option("module", help=groups_help())
+    depth: int = option(3, help="Path components that name a block (--groups block).")
+    damping: float | None = option(
+        None, flag="--lambda", help="Relative kernel damping (default: the method's own)."
+    )
+    memory_gb: float = option(6.0, help="Memory budget for contributions, GiB.")
+    plot: Path | None = option(None, help="Write a bar plot of the weights (PNG).")
+
+    def check(self) -> None:
+        at_least(self.k, 1, "--k")
+        at_least(self.epochs, 1, "--epochs")
+        at_least(self.depth, 1, "--depth")
+        at_least(self.weight_decay, 0, "--weight-decay")
+        at_least(self.damping, 0, "--lambda")
+        positive(self.lr, "--lr")
+        positive(self.memory_gb, "--memory-gb")
+
+    @property
+    def budget_bytes(self) -> int:
+        return int(self.memory_gb * 2**30)

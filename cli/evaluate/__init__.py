@@ -1,0 +1,21 @@
+"""`attrib evaluate ...`: one module per sub-command, registered here."""
+
+from __future__ import annotations
+
+import typer
+from attrib_cli.evaluate import groups, lds, mislabel, recall, retrain, tail_patch
+
+app = typer.Typer(
+    help="Measure attribution quality: LDS, retraining ground truth, mislabel AUC, tail-patch, "
+    "recall@k, per-group strength.",
+    no_args_is_help=True,
+)
+for name, module in (
+    ("lds", lds),
+    ("retrain", retrain),
+    ("mislabel", mislabel),
+    ("recall", recall),
+    ("groups", groups),
+    ("tail-patch", tail_patch),
+):
+    app.command(name)(module.command)
