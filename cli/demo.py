@@ -53,4 +53,5 @@ def demo(values: dict, quiet: bool) -> None:
 
 
 demo.__doc__ = DemoOptions.__doc__
+OPTIONS = DemoOptions
 command = options_command(DemoOptions, demo, (quiet_extra(),))

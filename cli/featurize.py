@@ -30,4 +30,5 @@ def featurize(values: dict, quiet: bool) -> None:
 
 
 featurize.__doc__ = HELP
+OPTIONS = FeaturizeOptions
 command = options_command(FeaturizeOptions, featurize, (quiet_extra(),))

@@ -17,4 +17,5 @@ def generate(values: dict, quiet: bool) -> None:
 
 
 generate.__doc__ = GenerateOptions.__doc__
+OPTIONS = GenerateOptions
 command = options_command(GenerateOptions, generate, (quiet_extra(),))

@@ -52,4 +52,5 @@ def inspect_store(values: dict, fmt: str | None) -> None:
 
 
 inspect_store.__doc__ = InspectOptions.__doc__
+OPTIONS = InspectOptions
 command = options_command(InspectOptions, inspect_store, (format_extra(FORMATS),))

@@ -43,4 +43,5 @@ def _summary_table(artifact, top: int = 10) -> None:
 
 
 learn_weights.__doc__ = LearnOptions.__doc__
+OPTIONS = LearnOptions
 command = options_command(LearnOptions, learn_weights, (quiet_extra(),))

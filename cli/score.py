@@ -33,4 +33,5 @@ def score(values: dict, quiet: bool, fmt: str | None) -> None:
 
 
 score.__doc__ = ScoreOptions.__doc__
+OPTIONS = ScoreOptions
 command = options_command(ScoreOptions, score, (quiet_extra(), format_extra(FORMATS)))

@@ -129,3 +129,26 @@ def test_learn_weights_bad_input(trained, tmp_path):
     code, _, err = run_cli(*args, "--method", "oracle")
     _assert_one_line_error(code, err, "'oracle' is not one of")
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_cli_and_library_write_byte_identical_weights(trained, tmp_path):
+    """`attrib learn-weights` is `run_learn` with the library's defaults: same bytes."""
+    from attrib.weights.options import LearnOptions
+    from attrib.weights.run import run_learn
+
+    _, train_store, query_store = trained
+    cli_out, lib_out = tmp_path / "cli.safetensors", tmp_path / "lib.safetensors"
+    code, _, err = run_cli(
+        "learn-weights",
+        "--train",
+        train_store.path,
+        "--queries",
+        query_store.path,
+        "--out",
+        cli_out,
+        "-q",
+    )
+    assert code == 0, err
+    run_learn(LearnOptions(train=train_store.path, queries=query_store.path, out=lib_out))
+    assert cli_out.read_bytes() == lib_out.read_bytes()
+    assert load_weights(cli_out).info["weight_decay"] == 1.0

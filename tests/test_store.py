@@ -85,7 +85,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
     def write_two_then_die(self, start, end, data):
         if len(written) == 2:
             # Leave what a kill mid-write leaves: a temporary file beside the complete shards.
-            (self.path / "shards" / f"{start:010d}-{end:010d}.arrow.part").write_bytes(b"junk")
+            name = f".{start:010d}-{end:010d}.arrow.x1y2z3.part"  # as attrib.atomic names it
+            (self.path / "shards" / name).write_bytes(b"junk")
             raise Interrupted
         written.append(start)
         return original(self, start, end, data)

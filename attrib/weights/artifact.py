@@ -61,14 +61,19 @@ def _few(names: list[str], count: int = 4) -> str:
     return shown + (f" and {len(names) - count} more" if len(names) > count else "")
 
 
+FORMAT_KEY = "attrib-weights/2"
+
+
 def save_weights(path: Path, artifact: WeightsArtifact) -> None:
-    metadata = {
-        "format": "attrib-weights/1",
-        "groups": json.dumps(artifact.groups),
-        "module_to_group": json.dumps(artifact.module_to_group),
-        "info": json.dumps(artifact.info),
+    """One metadata key holding sorted JSON: safetensors writes several keys in a random
+    order, and the same weights must give the same bytes (CLI == library, reruns)."""
+    record = {
+        "groups": artifact.groups,
+        "module_to_group": artifact.module_to_group,
+        "info": artifact.info,
         "attrib_version": __version__,
     }
+    metadata = {FORMAT_KEY: json.dumps(record, sort_keys=True)}
     weights = {"weights": torch.from_numpy(artifact.weights.copy())}
     with atomic_path(path) as tmp:
         save_file(weights, str(tmp), metadata=metadata)
@@ -84,11 +89,18 @@ def load_weights(path: Path) -> WeightsArtifact:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AttribError(f"--weights {path} is not a safetensors file ({exc})") from None
-    if metadata.get("format") != "attrib-weights/1" or "weights" not in tensors:
+    if FORMAT_KEY in metadata:
+        record = json.loads(metadata[FORMAT_KEY])
+    elif metadata.get("format") == "attrib-weights/1":  # one JSON value per key
+        keys = ("groups", "module_to_group", "info")
+        record = {k: json.loads(metadata.get(k, "{}")) for k in keys}
+    else:
+        record = None
+    if record is None or "weights" not in tensors:
         raise AttribError(f"--weights {path} is not an attrib weights file")
     return WeightsArtifact(
         tensors["weights"].float().numpy(),
-        json.loads(metadata["groups"]),
-        json.loads(metadata["module_to_group"]),
-        json.loads(metadata.get("info", "{}")),
+        record["groups"],
+        record["module_to_group"],
+        record.get("info", {}),
     )

@@ -10,12 +10,13 @@ app = typer.Typer(
     "recall@k, per-group strength.",
     no_args_is_help=True,
 )
-for name, module in (
+SUBCOMMANDS = (
     ("lds", lds),
     ("retrain", retrain),
     ("mislabel", mislabel),
     ("recall", recall),
     ("groups", groups),
     ("tail-patch", tail_patch),
-):
+)
+for name, module in SUBCOMMANDS:
     app.command(name)(module.command)

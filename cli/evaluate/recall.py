@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from attrib_cli.build import format_extra, options_command, quiet_extra
-from attrib_cli.common import setup
-from attrib_cli.output import FORMATS, choose_format, print_rows
+from attrib_cli.evaluate.table import rows_command
 
 from attrib.evaluate.options import RecallOptions
 
+OPTIONS = RecallOptions
 COLUMNS = [
     ("method", "method"),
     ("weights", "weights"),
@@ -16,16 +15,4 @@ COLUMNS = [
     ("ci", "± 95% CI"),
     ("queries", "queries"),
 ]
-
-
-def recall(values: dict, quiet: bool, fmt: str | None) -> None:
-    setup(quiet)
-    fmt = choose_format(fmt)
-    options = RecallOptions(**values)
-    from attrib.evaluate.run import run_recall
-
-    print_rows(run_recall(options), fmt, COLUMNS, "recall@k")
-
-
-recall.__doc__ = RecallOptions.__doc__
-command = options_command(RecallOptions, recall, (quiet_extra(), format_extra(FORMATS)))
+command = rows_command(OPTIONS, "run_recall", COLUMNS, "recall@k")

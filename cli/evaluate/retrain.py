@@ -17,4 +17,5 @@ def retrain(values: dict, quiet: bool) -> None:
 
 
 retrain.__doc__ = RetrainOptions.__doc__
+OPTIONS = RetrainOptions
 command = options_command(RetrainOptions, retrain, (quiet_extra(),))

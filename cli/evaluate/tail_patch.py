@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from attrib_cli.build import format_extra, options_command, quiet_extra
-from attrib_cli.common import setup
-from attrib_cli.output import FORMATS, choose_format, print_rows
+from attrib_cli.evaluate.table import rows_command
 
 from attrib.evaluate.options import TailPatchOptions
 
+OPTIONS = TailPatchOptions
 COLUMNS = [
     ("method", "method"),
     ("weights", "weights"),
@@ -16,16 +15,4 @@ COLUMNS = [
     ("k", "k"),
     ("queries", "queries"),
 ]
-
-
-def tail_patch(values: dict, quiet: bool, fmt: str | None) -> None:
-    setup(quiet)
-    fmt = choose_format(fmt)
-    options = TailPatchOptions(**values)
-    from attrib.evaluate.run import run_tail_patch
-
-    print_rows(run_tail_patch(options), fmt, COLUMNS, "tail-patch")
-
-
-tail_patch.__doc__ = TailPatchOptions.__doc__
-command = options_command(TailPatchOptions, tail_patch, (quiet_extra(), format_extra(FORMATS)))
+command = rows_command(OPTIONS, "run_tail_patch", COLUMNS, "tail-patch")

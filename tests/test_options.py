@@ -1,0 +1,113 @@
+"""Options are defined once: every command's CLI defaults, choices and flags come from its
+library options class, and what a run records comes from the same object."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import typing
+
+import pytest
+from attrib_cli.app import COMMANDS, app
+from attrib_cli.build import cli_default, cli_fields
+from attrib_cli.evaluate import SUBCOMMANDS
+from attrib_cli.output import FORMATS
+
+from attrib.methods import method_names
+from attrib.options import choices_of, flag_of
+from attrib.tasks import task_class, task_names
+
+
+def _choices(param) -> tuple | None:
+    """The choices a CLI parameter accepts (its Literal annotation), or None."""
+    annotation = param.get_runtime_param().annotation
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) is typing.Literal:
+            return typing.get_args(candidate)
+    return None
+
+
+def _commands():
+    """(command path, its options class, the click command) for every registered command."""
+    import typer
+
+    root = typer.main.get_command(app)
+    out = []
+    for name, module, _ in COMMANDS:
+        out.append((name, module.OPTIONS, root.commands[name]))
+    evaluate = root.commands["evaluate"]
+    for name, module in SUBCOMMANDS:
+        out.append((f"evaluate {name}", module.OPTIONS, evaluate.commands[name]))
+    return out
+
+
+COMMAND_LIST = _commands()
+
+
+def test_every_command_is_covered():
+    import typer
+
+    root = typer.main.get_command(app)
+    listed = {c for c, _, _ in COMMAND_LIST}
+    everything = {n for n in root.commands if n != "evaluate"}
+    everything |= {f"evaluate {n}" for n in root.commands["evaluate"].commands}
+    assert listed == everything
+
+
+@pytest.mark.parametrize("path, options, command", COMMAND_LIST, ids=[c[0] for c in COMMAND_LIST])
+def test_cli_defaults_and_choices_equal_the_library(path, options, command):
+    params = {p.name: p for p in command.params}
+    for field in cli_fields(options):
+        param = params.pop(field.name)
+        assert flag_of(field) in param.opts or field.metadata.get("argument"), (path, field.name)
+        if field.default is dataclasses.MISSING:
+            assert param.required, (path, field.name)
+            continue
+        assert param.default == cli_default(field), (path, field.name)
+        # The CLI value parses back to exactly the library default.
+        from attrib_cli.build import from_cli
+
+        assert from_cli(field, param.default) == field.default, (path, field.name)
+        choices = choices_of(field)
+        if choices is not None and not field.metadata.get("separator"):
+            assert _choices(param) == choices, (path, field.name)
+        assert param.help.startswith(field.metadata["help"]), (path, field.name)
+    # Whatever is left is presentation only.
+    assert set(params) <= {"quiet", "fmt", "help"}, (path, sorted(params))
+    if "fmt" in params and path != "inspect":
+        assert _choices(params["fmt"]) == FORMATS
+
+
+def test_registries_are_the_choice_lists():
+    from attrib.featurize.options import FeaturizeOptions
+    from attrib.score.options import ScoreOptions
+
+    fields = {f.name: f for f in dataclasses.fields(ScoreOptions)}
+    assert choices_of(fields["method"]) == method_names()
+    fields = {f.name: f for f in dataclasses.fields(FeaturizeOptions)}
+    assert choices_of(fields["task"]) == task_names()
+    for name in task_names():  # the registry's names are the classes' own
+        assert task_class(name).name == name
+
+
+def test_learn_weights_weight_decay_default_is_the_documented_one():
+    """The drift that started this: the CLI defaulted to 0.0 while the library said 1.0."""
+    import typer
+
+    from attrib.weights.options import LearnOptions
+
+    command = typer.main.get_command(app).commands["learn-weights"]
+    param = next(p for p in command.params if p.name == "weight_decay")
+    assert param.default == LearnOptions.default("weight_decay") == 1.0
+
+
+def test_help_starts_without_heavy_imports():
+    code = (
+        "import sys; import attrib_cli.app; "
+        "names = ('torch', 'transformers', 'diffusers', 'datasets'); "
+        "heavy = [m for m in names if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
