@@ -60,8 +60,7 @@ class BatchSource:
             self.cache = self._build_cache()
 
     def _prepare(self, positions: list[int]) -> dict:
-        self.task.columns = self.columns  # the task reads this source's columns
-        batch = self.task.prepare(self.dataset[positions], positions, self.device)
+        batch = self.task.prepare(self.dataset[positions], positions, self.device, self.columns)
         if self.labels is not None:
             batch["labels"] = torch.as_tensor(self.labels[positions], device=self.device)
         return batch

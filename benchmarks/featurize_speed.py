@@ -91,7 +91,10 @@ def cifar_ddpm(path: Path) -> Path:
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     unet = UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
         block_out_channels=(128, 256, 256, 256),
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
@@ -114,12 +117,12 @@ def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype,
     dataset = undecoded(dataset, columns.get("image"))
     rows = [dataset[i * batch : (i + 1) * batch] for i in range(batches + 1)]
     positions = [range(i * batch, (i + 1) * batch) for i in range(batches + 1)]
-    output = task.output_for(method_class("trak"))
+    output = task.output_for(method_class("trak"), columns)
 
     params = [p for p in task.model.parameters()]
 
     def forward_backward(rows_positions):
-        b = task.prepare(*rows_positions, device)
+        b = task.prepare(*rows_positions, device, columns)
         for p in params:
             p.requires_grad_(True)
         task.outputs(b, output).values.sum().backward()
@@ -128,7 +131,8 @@ def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype,
             p.requires_grad_(False)
 
     selected = select_modules(task.model)
-    featurizer = Featurizer(task, selected, ProjectionSpec("factored", proj_dim), output)
+    projection = ProjectionSpec("factored", proj_dim)
+    featurizer = Featurizer(task, columns, selected, projection, output)
 
     def timed(fn, items):
         fn(items[0])  # warm-up

@@ -26,7 +26,7 @@ def load(model_dir, data_path, options: TaskOptions = TaskOptions(), adapter=Non
 def features(task, dataset, projection: ProjectionSpec, rows: range, output="loss", batch=None):
     """Features of `rows`, computed in batches of `batch` rows (all at once by default)."""
     selected = select_modules(task.model, adapter=task.info["adapter"] is not None)
-    featurizer = Featurizer(task, selected, projection, output)
+    featurizer = Featurizer(task, task.bind_columns(dataset), selected, projection, output)
     batch = batch or len(rows)
     parts = []
     for lo in range(rows.start, rows.stop, batch):
@@ -37,6 +37,7 @@ def features(task, dataset, projection: ProjectionSpec, rows: range, output="los
 
 def autograd_gradients(task, dataset, rows: range, output="loss") -> dict[str, torch.Tensor]:
     """Per-example gradients from one backward pass per example, as (out x in+bias) rows."""
+    columns = task.bind_columns(dataset)
     selected = select_modules(task.model, adapter=task.info["adapter"] is not None)
     for _, module in selected:
         # Untie shared weights (GPT-2's lm_head and wte): a module's group is the gradient
@@ -44,7 +45,7 @@ def autograd_gradients(task, dataset, rows: range, output="loss") -> dict[str, t
         module.weight = torch.nn.Parameter(module.weight.detach().clone(), requires_grad=False)
     result = {spec.name: [] for spec, _ in selected}
     for row in rows:
-        batch = task.prepare(dataset[row : row + 1], range(row, row + 1), task.device)
+        batch = task.prepare(dataset[row : row + 1], range(row, row + 1), task.device, columns)
         params = []
         for _, module in selected:
             params += [module.weight] + ([module.bias] if module.bias is not None else [])

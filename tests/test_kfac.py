@@ -58,6 +58,7 @@ def _full(store: Store) -> list[np.ndarray]:
 def test_factors_equal_a_brute_force_pass_over_real_tokens(lm_store, gpt2_dir, text_data):
     """A = sum of x x^T and S = sum of dy dy^T over non-padding tokens, per module."""
     task, dataset = load(gpt2_dir, text_data)
+    columns = task.bind_columns(dataset)
     factors = total_factors(lm_store)
     modules = dict(task.model.named_modules())
     for name in lm_store.module_names:
@@ -65,7 +66,7 @@ def test_factors_equal_a_brute_force_pass_over_real_tokens(lm_store, gpt2_dir, t
         a = torch.zeros(spec.d_in, spec.d_in, dtype=torch.float64)
         s = torch.zeros(spec.d_out, spec.d_out, dtype=torch.float64)
         for row in range(24):  # one example at a time: no padding at all
-            batch = task.prepare(dataset[row : row + 1], range(row, row + 1), task.device)
+            batch = task.prepare(dataset[row : row + 1], range(row, row + 1), task.device, columns)
             seen = {}
             hook = module.register_forward_hook(lambda m, i, o, seen=seen: seen.update(x=i[0], y=o))
             with torch.enable_grad():

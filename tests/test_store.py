@@ -116,11 +116,7 @@ def test_a_complete_store_is_left_alone_and_other_settings_are_refused(
     featurize(config(gpt2_dir, text_data, out, max_examples=6))
     assert shard_bytes(out) == before
     with pytest.raises(AttribError, match=r"other settings \(.*projection\.dim"):
-        featurize(
-            config(
-                gpt2_dir, text_data, out, max_examples=6, proj_dim=3
-            )
-        )
+        featurize(config(gpt2_dir, text_data, out, max_examples=6, proj_dim=3))
     assert shard_bytes(out) == before
     featurize(
         config(

@@ -120,7 +120,10 @@ def _explain(stores, weights: Path, out: Path, task: str) -> list[dict]:
     eval_store = stores["eval"]
     records = run_score(
         ScoreOptions(
-            train=stores["train"].path, method=METHOD, weights=weights, top=8,
+            train=stores["train"].path,
+            method=METHOD,
+            weights=weights,
+            top=8,
             queries=eval_store.path,
         )
     )

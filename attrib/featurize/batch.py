@@ -27,18 +27,19 @@ class Featurizer:
     def __init__(
         self,
         task: Task,
+        columns: dict,
         selected: list[tuple[ModuleSpec, torch.nn.Module]],
         projection: ProjectionSpec,
         output_function: str,
         factors: bool = False,
     ):
-        self.task, self.output_function = task, output_function
+        self.task, self.columns, self.output_function = task, dict(columns), output_function
         self.modules = [spec for spec, _ in selected]
         self.device = task.device
         self.capture = GradientCapture(selected, projection, self.device, stats=factors)
 
     def __call__(self, rows: dict[str, list], positions: range) -> FeatureBatch:
-        batch = self.task.prepare(rows, positions, self.device)
+        batch = self.task.prepare(rows, positions, self.device, self.columns)
         normalize = self.output_function in self.task.normalized_outputs
         features: dict[str, torch.Tensor] = {}
         scalars: dict[str, torch.Tensor] = {}

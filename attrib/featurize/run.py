@@ -41,8 +41,10 @@ def run_featurize(config: FeaturizeOptions) -> Path:
     selected = select_modules(
         task.model, list(config.modules) or None, list(config.exclude), bool(config.adapter)
     )
-    output_function = task.output_for(method_class(config.method))
-    featurizer = Featurizer(task, selected, config.projection_spec, output_function, config.factors)
+    output_function = task.output_for(method_class(config.method), columns)
+    featurizer = Featurizer(
+        task, columns, selected, config.projection_spec, output_function, config.factors
+    )
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
@@ -81,7 +83,7 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
     return {
         "model": task.info,
         "task": task.name,
-        "task_options": task.settings(),
+        "task_options": task.settings(featurizer.columns),
         "output_function": featurizer.output_function,
         "projection": projection.to_dict(),
         "modules": modules,

@@ -83,10 +83,10 @@ def from_values(
     selected = select_modules(task.model, include=names)
     if [spec.name for spec, _ in selected] != names:
         raise AttribError(f"the model's modules differ from those in {train.path}")
-    featurizer = Featurizer(
-        task, selected, ProjectionSpec(**settings["projection"]), settings["output_function"]
-    )
-    column = task.bind_query_columns()
+    columns = task.query_columns()
+    column = columns[task.query_role]
+    projection = ProjectionSpec(**settings["projection"])
+    featurizer = Featurizer(task, columns, selected, projection, settings["output_function"])
     if task.query_role == "image":
         for value in values:
             if not Path(value).is_file():

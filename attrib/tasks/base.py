@@ -43,7 +43,6 @@ class Task(ABC):
 
     def __init__(self, model: nn.Module, processor, options: TaskOptions, info: dict):
         self.model, self.processor, self.options, self.info = model, processor, options, info
-        self.columns: dict[str, str | None] = {}
 
     @classmethod
     def matches(cls, checkpoint: dict) -> bool:
@@ -59,11 +58,12 @@ class Task(ABC):
 
     @abstractmethod
     def bind_columns(self, dataset) -> dict[str, str | None]:
-        """Choose and check the dataset columns this task reads."""
+        """Choose and check the dataset columns this task reads: role -> column name.
+        Callers pass the result to `prepare` (and record it in the store's settings)."""
 
     @abstractmethod
-    def prepare(self, rows: dict[str, list], positions: range, device: torch.device) -> dict:
-        """Tensors for one batch of rows."""
+    def prepare(self, rows: dict[str, list], positions: range, device, columns: dict) -> dict:
+        """Tensors for one batch of rows, read through the bound `columns`."""
 
     @abstractmethod
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
@@ -83,26 +83,26 @@ class Task(ABC):
         self.model.to(device)
         return self
 
-    def bind_query_columns(self) -> str:
-        """Columns for on-the-fly queries: the value itself, no label (the model's own
-        prediction is explained); returns the column name the values go in."""
-        self.columns = {self.query_role: self.query_role}
-        return self.query_role
+    def query_columns(self) -> dict[str, str | None]:
+        """Columns for on-the-fly queries: the value itself (in the column named after
+        `query_role`), no label: the model's own prediction is explained."""
+        return {self.query_role: self.query_role}
 
-    def settings(self) -> dict:
-        """Task options that change stored values (recorded in the store's settings)."""
-        return {"columns": dict(self.columns), "options": self.options.record()}
+    def settings(self, columns: dict) -> dict:
+        """What the store records of the task: its columns and all its options (enough to
+        load it again), plus values derived from them that change the features."""
+        return {"columns": dict(columns), "options": self.options.record()}
 
-    def available_outputs(self) -> tuple[str, ...]:
+    def available_outputs(self, columns: dict) -> tuple[str, ...]:
         """Output functions this task can compute on the bound columns."""
         return self.output_functions
 
-    def output_for(self, method) -> str:
+    def output_for(self, method, columns: dict) -> str:
         """The output function featurize uses for a method: its query-side function when the
         data provides it (Journey-TRAK's trajectories), else its training-side one, else the
         loss (a margin asked of a language model)."""
         for wanted in (method.query_side_output(), method.train_output):
-            if wanted in self.available_outputs():
+            if wanted in self.available_outputs(columns):
                 return wanted
         return "loss"
 

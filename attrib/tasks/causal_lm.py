@@ -62,8 +62,8 @@ class CausalLMTask(Task):
         ]
         return min(int(x) for x in limits if isinstance(x, int) and x > 0)
 
-    def settings(self) -> dict:
-        return {**super().settings(), "max_length": self.max_length()}
+    def settings(self, columns: dict) -> dict:
+        return {**super().settings(columns), "max_length": self.max_length()}
 
     def bind_columns(self, dataset) -> dict[str, str | None]:
         strings = [
@@ -73,14 +73,13 @@ class CausalLMTask(Task):
         ]
         candidates = ["text"] if "text" in strings else strings
         text = choose_column(dataset, "text", self.options.text_column, candidates)
-        self.columns = {"text": require_column(text, "text", dataset)}
-        return self.columns
+        return {"text": require_column(text, "text", dataset)}
 
-    def prepare(self, rows: dict[str, list], positions: range, device: torch.device) -> dict:
-        texts = rows[self.columns["text"]]
+    def prepare(self, rows: dict[str, list], positions: range, device, columns: dict) -> dict:
+        texts = rows[columns["text"]]
         for offset, text in enumerate(texts):
             if not isinstance(text, str):
-                column = self.columns["text"]
+                column = columns["text"]
                 raise AttribError(
                     f"row {positions[offset]}: column {column!r} holds {type(text).__name__}, "
                     "not text; pass --text-column"

@@ -68,6 +68,7 @@ class DiffusionTask(Task):
     @classmethod
     def matches(cls, checkpoint: dict) -> bool:
         return checkpoint.get("model_index") is not None
+
     scalar_columns = ("loss", "out_to_loss", "residual")
     normalized_outputs = ("das",)
 
@@ -156,23 +157,19 @@ class DiffusionTask(Task):
             columns["caption"] = require_column(caption, "caption", dataset)
         if TRAJECTORY_COLUMN in features and STEPS_COLUMN in features:
             columns["trajectory"] = TRAJECTORY_COLUMN
-        self.columns = columns
         return columns
 
-    def bind_query_columns(self) -> str:
-        self.columns = {"image": "image"}
-        if self.conditional:
-            self.columns["caption"] = "caption"
-        return "image"
+    def query_columns(self) -> dict[str, str | None]:
+        return {"image": "image", **({"caption": "caption"} if self.conditional else {})}
 
-    def available_outputs(self) -> tuple[str, ...]:
-        if "trajectory" in self.columns:
+    def available_outputs(self, columns: dict) -> tuple[str, ...]:
+        if "trajectory" in columns:
             return self.output_functions
         return tuple(f for f in self.output_functions if f != "journey")
 
-    def settings(self) -> dict:
+    def settings(self, columns: dict) -> dict:
         return {
-            **super().settings(),
+            **super().settings(columns),
             "timesteps": self.timesteps().tolist(),
             "noise_seed": self.options.noise_seed,
             "resolution": self.resolution(),
@@ -228,13 +225,13 @@ class DiffusionTask(Task):
         )
         return self.text_encoder(tokens.input_ids.to(device))[0]
 
-    def prepare(self, rows: dict[str, list], positions, device: torch.device) -> dict:
-        column = self.columns["image"]
+    def prepare(self, rows: dict[str, list], positions, device, columns: dict) -> dict:
+        column = columns["image"]
         batch = {"x0": self._encode(self._pixels(rows[column], positions, column).to(device))}
         if self.conditional:
-            captions = [str(c) for c in rows[self.columns["caption"]]]
+            captions = [str(c) for c in rows[columns["caption"]]]
             batch["text"] = self._text(captions, device)
-        if "trajectory" in self.columns:
+        if "trajectory" in columns:
             steps = [json.loads(s) if isinstance(s, str) else list(s) for s in rows[STEPS_COLUMN]]
             frames = [
                 [decode_image(v, positions[i], TRAJECTORY_COLUMN) for v in row]

@@ -58,11 +58,10 @@ class ImageClassifierTask(Task):
         if not labels:
             labels = [n for n in ("label", "labels") if n in features]
         label = choose_column(dataset, "label", self.options.label_column, labels)
-        self.columns = {"image": require_column(image, "image", dataset), "label": label}
-        return self.columns
+        return {"image": require_column(image, "image", dataset), "label": label}
 
-    def prepare(self, rows: dict[str, list], positions: range, device: torch.device) -> dict:
-        column = self.columns["image"]
+    def prepare(self, rows: dict[str, list], positions: range, device, columns: dict) -> dict:
+        column = columns["image"]
         mode = "L" if getattr(self.model.config, "num_channels", 3) == 1 else "RGB"
         images = [
             decode_image(value, positions[i], column).convert(mode)
@@ -70,7 +69,7 @@ class ImageClassifierTask(Task):
         ]
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         batch = {"pixel_values": pixels.to(device=device, dtype=self.model.dtype)}
-        label_column = self.columns.get("label")
+        label_column = columns.get("label")
         if label_column is not None:
             labels = rows[label_column]
             num_labels = self.model.config.num_labels

@@ -1,0 +1,213 @@
+"""The contract every registered method keeps, checked for each one (a method added later is
+checked without anyone remembering to): streamed dense scores equal the method computed on
+the whole matrix at once, top-k equals a full sort, self-influence equals the diagonal,
+all-ones weights change nothing, weighted scores are the (finalized) weighted sum of
+learn-weights' per-group contributions, and weights equal scaling the query's group slices.
+
+The store is synthetic but shaped like a real one: per-example gradients of linear modules
+(sums of outer products over tokens) in several uneven shards, with the Kronecker factors,
+out-to-loss factors and residuals that K-FAC, TRAK and DAS read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attrib.methods import Method, get_method, method_names
+from attrib.score.options import ScoreOptions
+from attrib.score.run import run_score
+from attrib.store import Store
+from attrib.store.arrays import write_arrays
+from attrib.store.factors import Factors, save_factors, shard_factor_path
+from attrib.store.module_spec import ModuleSpec
+from attrib.weights.artifact import WeightsArtifact, save_weights
+from attrib.weights.contributions import Contributions, group_columns
+
+SHAPES = {"block.0.a": (3, 4), "block.0.b": (2, 3), "block.1.a": (4, 2)}  # (d_out, d_in)
+TOKENS = 3
+DAMPING = 0.1
+
+
+def _gradients(rng, count):
+    """Per-example gradients sum_t dy_t x_t^T (row-major (out, in)) and their factors."""
+    features, factors = {}, {}
+    for name, (d_out, d_in) in SHAPES.items():
+        x = rng.standard_normal((count, TOKENS, d_in)) * np.linspace(0.5, 2, d_in)
+        dy = rng.standard_normal((count, TOKENS, d_out))
+        features[name] = np.einsum("nto,nti->noi", dy, x).reshape(count, -1).astype(np.float32)
+        factors[name] = (x, dy)
+    return features, factors
+
+
+def _write(path, rng, count, shard_size, with_factors):
+    features, raw = _gradients(rng, count)
+    modules = [
+        {"spec": ModuleSpec(n, "linear", o, i, False).to_dict(), "feature_dim": o * i}
+        for n, (o, i) in SHAPES.items()
+    ]
+    scalars = {
+        "out_to_loss": rng.uniform(0.2, 1.0, count).astype(np.float32),
+        "residual": rng.uniform(0.5, 1.5, count).astype(np.float32),
+    }
+    settings = {"modules": modules, "factors": with_factors}
+    store = Store(write_arrays(path, features, scalars, settings, shard_size=shard_size))
+    if with_factors:
+        for shard in store.shards:
+            part = {}
+            for name, (x, dy) in raw.items():
+                f = Factors.zeros(dy.shape[-1], x.shape[-1], "cpu")
+                rows = slice(shard.start, shard.end)
+                f.update(
+                    torch.from_numpy(x[rows].reshape(-1, x.shape[-1])),
+                    torch.from_numpy(dy[rows].reshape(-1, dy.shape[-1])),
+                )
+                part[name] = f
+            save_factors(shard_factor_path(store.path, shard.file), part)
+    return store
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract")
+    rng = np.random.default_rng(0)
+    train = _write(root / "train", rng, 30, 7, True)
+    queries = _write(root / "queries", rng, 5, 4, False)
+    return train, queries
+
+
+def _whole(store: Store):
+    """All features (N x D) and scalars of a store, read in one piece."""
+    parts, scalars = [], {}
+    for _, s, phi in store.iter_features():
+        parts.append(phi)
+        for key, value in s.items():
+            scalars.setdefault(key, []).append(value)
+    return torch.cat(parts), {k: np.concatenate(v) for k, v in scalars.items()}
+
+
+def _dense(tmp_path, train, method, queries=None, weights=None, name="scores"):
+    out = tmp_path / f"{name}.npy"
+    run_score(
+        ScoreOptions(
+            train=train.path,
+            method=method,
+            damping=DAMPING,
+            queries=(queries or train).path,
+            weights=weights,
+            out=out,
+            top=3,
+            preview=False,
+        )
+    )
+    return np.load(out)
+
+
+def _weights_file(tmp_path, store, values, name):
+    groups = list(store.module_names)
+    path = tmp_path / f"{name}.safetensors"
+    save_weights(path, WeightsArtifact(np.asarray(values), groups, {g: g for g in groups}))
+    return path
+
+
+METHODS = method_names()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_streamed_scores_equal_the_method_on_the_whole_matrix(tmp_path, stores, method):
+    train, queries = stores
+    got = _dense(tmp_path, train, method, queries)
+    prepared = get_method(method, train, DAMPING).prepare()
+    phi, scalars = _whole(train)
+    g, _ = _whole(queries)
+    scale = prepared.train_scale(phi, scalars)
+    raw = prepared.query_vectors(g, None) @ phi.T
+    want = prepared.finalize(raw if scale is None else raw * scale).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    records = run_score(
+        ScoreOptions(
+            train=train.path,
+            method=method,
+            damping=DAMPING,
+            queries=queries.path,
+            top=4,
+            preview=False,
+        )
+    )
+    for q in range(queries.num_examples):
+        order = np.argsort(-got[q], kind="stable")[:4]
+        assert [r["index"] for r in records if r["query"] == q] == order.tolist()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_self_influence_is_the_diagonal(tmp_path, stores, method):
+    train, _ = stores
+    dense = _dense(tmp_path, train, method)
+    out = tmp_path / "self.npy"
+    run_score(
+        ScoreOptions(
+            train=train.path,
+            method=method,
+            damping=DAMPING,
+            self_influence=True,
+            out=out,
+            preview=False,
+        )
+    )
+    diagonal = np.diag(dense)
+    np.testing.assert_allclose(np.load(out), diagonal, rtol=1e-4, atol=1e-5 * np.abs(dense).max())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weights_act_through_the_contributions(tmp_path, stores, method):
+    train, queries = stores
+    plain = _dense(tmp_path, train, method, queries, name="plain")
+    ones = _weights_file(tmp_path, train, np.ones(len(SHAPES)), "ones")
+    np.testing.assert_allclose(
+        _dense(tmp_path, train, method, queries, ones, "ones"), plain, rtol=1e-6, atol=1e-7
+    )
+    w = np.array([0.2, 2.5, 0.9])
+    weighted = _dense(tmp_path, train, method, queries, _weights_file(tmp_path, train, w, "w"))
+    assert not np.allclose(weighted, plain)
+    # learn-weights' factorization: score = finalize(sum_j w_j C_j) (linear methods: no finalize).
+    prepared = get_method(method, train, DAMPING).prepare()
+    g, _ = _whole(queries)
+    mapping = {m: m for m in train.module_names}
+    columns = group_columns(train, mapping, list(train.module_names))
+    ((_, c),) = list(Contributions(train, prepared, g, columns).chunks())
+    for weights, want in ((np.ones(3), plain), (w, weighted)):
+        total = (c.double() * torch.from_numpy(weights)).sum(-1).float()
+        got = prepared.finalize(total).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    if prepared.linear:
+        np.testing.assert_allclose(c.sum(-1).numpy(), plain, rtol=1e-3, atol=1e-4 * plain.max())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weights_equal_scaling_the_query_group_slices(tmp_path, stores, method):
+    train, queries = stores
+    prepared = get_method(method, train, DAMPING).prepare()
+    if type(prepared).query_plain is not Method.query_plain:
+        pytest.skip(f"{method} weights its normalized query (query_plain), not the raw one")
+    g, _ = _whole(queries)
+    w = torch.tensor([0.2, 2.5, 0.9])
+    per_feature = torch.cat(
+        [w[j].repeat(s.stop - s.start) for j, s in enumerate(train.layout.slices)]
+    )
+    phi, scalars = _whole(train)
+    scale = prepared.train_scale(phi, scalars)
+
+    def scores(q, weights):
+        raw = prepared.query_vectors(q, weights) @ phi.T
+        return prepared.finalize(raw if scale is None else raw * scale)
+
+    torch.testing.assert_close(scores(g, per_feature), scores(g * per_feature, None))
+
+
+def test_every_method_declares_its_needs():
+    from attrib.methods import METHODS as REGISTRY
+
+    for name, cls in REGISTRY.items():
+        assert cls.name == name and cls.summary
+        assert isinstance(cls.train_output, str) and isinstance(cls.needs_factors, bool)
+        assert isinstance(cls.linear, bool) and cls.query_side_output()
