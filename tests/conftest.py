@@ -49,3 +49,11 @@ def text_data(tmp_path_factory, texts):
 @pytest.fixture(scope="session")
 def image_data(tmp_path_factory):
     return builders.save_image_data(tmp_path_factory.mktemp("images") / "train.parquet", 24)
+
+
+@pytest.fixture(scope="session")
+def ddpm(tmp_path_factory):
+    """A tiny unconditional DDPM pipeline and 12 images: (pipeline folder, data file)."""
+    root = tmp_path_factory.mktemp("ddpm")
+    pipe = builders.save_tiny_ddpm(root / "pipe")
+    return pipe, builders.save_plain_images(root / "train.parquet", 12, seed=1)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from builders import CAPTIONS, save_plain_images, save_tiny_ddpm, save_tiny_sd, save_unet_lora
+from builders import CAPTIONS, save_plain_images, save_tiny_sd, save_unet_lora
 from helpers import autograd_gradients, features, run_cli
 
 from attrib.data import DataRef, open_dataset, undecoded
@@ -18,12 +18,6 @@ from attrib.tasks import ModelRef, TaskOptions, load_task
 
 FULL = ProjectionSpec("none", None)
 OPTIONS = TaskOptions(timesteps=3, noise_seed=5)
-
-
-@pytest.fixture(scope="module")
-def ddpm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddpm")
-    return save_tiny_ddpm(root / "pipe"), save_plain_images(root / "train.parquet", 12, seed=1)
 
 
 @pytest.fixture(scope="module")
