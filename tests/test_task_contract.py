@@ -118,3 +118,41 @@ def test_a_killed_featurize_resumes_to_the_same_bytes(request, tmp_path, monkeyp
 
     assert shard_bytes(tmp_path / "resumed") == shard_bytes(tmp_path / "whole")
     assert len(shard_bytes(tmp_path / "whole")) == 3
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_task_options_round_trip_through_the_manifest(request, tmp_path, name):
+    from attrib.store import Store
+    from attrib.tasks.loading import load_task_from_settings
+
+    model, data = _example(request, name)
+    out = tmp_path / "s"
+    code, _, err = run_cli(
+        "featurize",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--max-examples",
+        "3",
+        "--max-length",
+        "7",
+        "--timesteps",
+        "3",
+        "--noise-seed",
+        "4",
+        "--padding-side",
+        "left",
+        "--device",
+        "cpu",
+        "-q",
+    )
+    assert code == 0, err
+    settings = Store(out).settings
+    reloaded = load_task_from_settings(settings)
+    assert reloaded.options == TaskOptions(
+        max_length=7, timesteps=3, noise_seed=4, padding_side="left"
+    )
+    assert reloaded.options.record() == settings["task_options"]["options"]
