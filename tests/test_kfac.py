@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import load
+from test_score import _dense as dense_scores
 from test_score import _store
 
 from attrib.featurize.capture import GradientCapture
@@ -20,21 +21,7 @@ DAMPING = 0.1
 
 
 def _dense(store: Store, method: str, tmp_path, queries, damping=DAMPING) -> np.ndarray:
-    from attrib.score.options import ScoreOptions
-    from attrib.score.run import run_score
-
-    out = tmp_path / f"{method}.npy"
-    run_score(
-        ScoreOptions(
-            train=store.path,
-            method=method,
-            damping=damping,
-            out=out,
-            preview=False,
-            queries=queries,
-        )
-    )
-    return np.load(out)
+    return dense_scores(store, method, tmp_path, queries=queries, damping=damping)
 
 
 @pytest.fixture(scope="module")

@@ -108,28 +108,19 @@ def test_contributions_sum_to_the_method_scores(tmp_path, method):
 
 def test_bounded_memory_chunks_give_the_same_weights(tmp_path):
     train, queries, _ = planted(tmp_path, queries=12, n=200)
-    whole, _ = run_learn(
-        LearnOptions(
-            train=train.path,
-            queries=queries.path,
-            out=tmp_path / "a.safetensors",
-            method="trak-block",
-            k=3,
-            epochs=3,
-        )
+    options = LearnOptions(
+        train=train.path,
+        queries=queries.path,
+        out=tmp_path / "a.safetensors",
+        method="trak-block",
+        k=3,
+        epochs=3,
     )
+    whole, _ = run_learn(options)
     # A budget that holds 5 queries' contributions (and no cached training side).
     budget = 5 * 200 * 6 * 4
     chunked, _ = run_learn(
-        LearnOptions(
-            train=train.path,
-            queries=queries.path,
-            out=tmp_path / "b.safetensors",
-            method="trak-block",
-            k=3,
-            epochs=3,
-            memory_gb=budget / 2**30,
-        )
+        options.replace(out=tmp_path / "b.safetensors", memory_gb=budget / 2**30)
     )
     np.testing.assert_allclose(chunked.weights, whole.weights, rtol=1e-5)
 

@@ -37,16 +37,18 @@ def trained(tmp_path_factory, resnet_dir):
     return root, train_store, query_store
 
 
+def _learn(train_store, query_store, out, *extra):
+    """`attrib learn-weights` on the two stores: (exit code, stdout, stderr)."""
+    args = ["--train", train_store.path, "--queries", query_store.path, "--out", out]
+    return run_cli("learn-weights", *args, *extra)
+
+
 def test_weights_learn_save_load_and_change_scores(trained):
     root, train_store, query_store = trained
     weights = root / "trak.safetensors"
-    code, _, err = run_cli(
-        "learn-weights",
-        "--train",
-        train_store.path,
-        "--queries",
-        query_store.path,
-        "--out",
+    code, _, err = _learn(
+        train_store,
+        query_store,
         weights,
         "--method",
         "trak",
@@ -89,13 +91,9 @@ def test_weights_learn_save_load_and_change_scores(trained):
 def test_weights_refuse_a_store_of_another_model(trained, vit_dir, image_data, tmp_path):
     root, train_store, query_store = trained
     weights = root / "w.safetensors"
-    code, _, err = run_cli(
-        "learn-weights",
-        "--train",
-        train_store.path,
-        "--queries",
-        query_store.path,
-        "--out",
+    code, _, err = _learn(
+        train_store,
+        query_store,
         weights,
         "--k",
         "3",
@@ -113,20 +111,12 @@ def test_weights_refuse_a_store_of_another_model(trained, vit_dir, image_data, t
 
 def test_learn_weights_bad_input(trained, tmp_path):
     root, train_store, query_store = trained
-    args = [
-        "learn-weights",
-        "--train",
-        train_store.path,
-        "--queries",
-        query_store.path,
-        "--out",
-        tmp_path / "w.safetensors",
-    ]
-    code, _, err = run_cli(*args, "--k", "0")
+    out = tmp_path / "w.safetensors"
+    code, _, err = _learn(train_store, query_store, out, "--k", "0")
     _assert_one_line_error(code, err, "--k")
-    code, _, err = run_cli(*args, "--groups", "nonsense")
+    code, _, err = _learn(train_store, query_store, out, "--groups", "nonsense")
     _assert_one_line_error(code, err, "--groups")
-    code, _, err = run_cli(*args, "--method", "oracle")
+    code, _, err = _learn(train_store, query_store, out, "--method", "oracle")
     _assert_one_line_error(code, err, "'oracle' is not one of")
     assert not (tmp_path / "w.safetensors").exists()
 
@@ -138,16 +128,7 @@ def test_cli_and_library_write_byte_identical_weights(trained, tmp_path):
 
     _, train_store, query_store = trained
     cli_out, lib_out = tmp_path / "cli.safetensors", tmp_path / "lib.safetensors"
-    code, _, err = run_cli(
-        "learn-weights",
-        "--train",
-        train_store.path,
-        "--queries",
-        query_store.path,
-        "--out",
-        cli_out,
-        "-q",
-    )
+    code, _, err = _learn(train_store, query_store, cli_out, "-q")
     assert code == 0, err
     run_learn(LearnOptions(train=train_store.path, queries=query_store.path, out=lib_out))
     assert cli_out.read_bytes() == lib_out.read_bytes()

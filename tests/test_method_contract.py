@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_score import _dense as dense_scores
 
 from attrib.methods import Method, get_method, method_names
 from attrib.score.options import ScoreOptions
@@ -87,20 +88,15 @@ def _whole(store: Store):
 
 
 def _dense(tmp_path, train, method, queries=None, weights=None, name="scores"):
-    out = tmp_path / f"{name}.npy"
-    run_score(
-        ScoreOptions(
-            train=train.path,
-            method=method,
-            damping=DAMPING,
-            queries=(queries or train).path,
-            weights=weights,
-            out=out,
-            top=3,
-            preview=False,
-        )
+    """The dense score matrix through the library's `score` entry point (test_score's)."""
+    return dense_scores(
+        train,
+        method,
+        tmp_path / name,
+        queries=(queries or train).path,
+        weights=weights,
+        damping=DAMPING,
     )
-    return np.load(out)
 
 
 def _weights_file(tmp_path, store, values, name):

@@ -65,10 +65,10 @@ def _brute_force(method: str, store: Store, queries: np.ndarray, w=None) -> np.n
 
 
 def _dense(store: Store, method: str, tmp_path: Path, **kw) -> np.ndarray:
+    """All scores (queries x train) through `run_score --out`."""
     out = tmp_path / f"{method}.npy"
-    run_score(
-        ScoreOptions(train=store.path, method=method, damping=DAMPING, out=out, preview=False, **kw)
-    )
+    kw.setdefault("damping", DAMPING)
+    run_score(ScoreOptions(train=store.path, method=method, out=out, preview=False, **kw))
     return np.load(out)
 
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from attrib_cli.evaluate.table import rows_command
+from attrib_cli.evaluate.table import compared, rows_command
 
 from attrib.evaluate.options import LdsOptions
 
 OPTIONS = LdsOptions
-COLUMNS = [
-    ("method", "method"),
-    ("weights", "weights"),
-    ("lds", "LDS %"),
-    ("ci", "± 95% CI"),
-    ("subsets", "subsets"),
-    ("queries", "queries"),
-]
+COLUMNS = compared(
+    ("lds", "LDS %"), ("ci", "± 95% CI"), ("subsets", "subsets"), ("queries", "queries")
+)
 command = rows_command(OPTIONS, "run_lds", COLUMNS, "LDS")

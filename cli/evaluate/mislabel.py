@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from attrib_cli.evaluate.table import rows_command
+from attrib_cli.evaluate.table import compared, rows_command
 
 from attrib.evaluate.options import MislabelOptions
 
 OPTIONS = MislabelOptions
-COLUMNS = [
-    ("method", "method"),
-    ("weights", "weights"),
-    ("auc", "AUC"),
-    ("norm_k", "norm k"),
-    ("examples", "examples"),
-    ("mislabeled", "mislabeled"),
-]
+COLUMNS = compared(
+    ("auc", "AUC"), ("norm_k", "norm k"), ("examples", "examples"), ("mislabeled", "mislabeled")
+)
 command = rows_command(OPTIONS, "run_mislabel", COLUMNS, "mislabeled-data detection")

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from attrib_cli.evaluate.table import rows_command
+from attrib_cli.evaluate.table import compared, rows_command
 
 from attrib.evaluate.options import RecallOptions
 
 OPTIONS = RecallOptions
-COLUMNS = [
-    ("method", "method"),
-    ("weights", "weights"),
-    ("k", "k"),
-    ("recall", "recall@k"),
-    ("ci", "± 95% CI"),
-    ("queries", "queries"),
-]
+COLUMNS = compared(("k", "k"), ("recall", "recall@k"), ("ci", "± 95% CI"), ("queries", "queries"))
 command = rows_command(OPTIONS, "run_recall", COLUMNS, "recall@k")

@@ -11,6 +11,11 @@ from attrib_cli.common import setup
 from attrib_cli.output import FORMATS, choose_format, print_rows
 
 
+def compared(*columns: tuple[str, str]) -> list[tuple[str, str]]:
+    """The columns of a methods x weights comparison: method, weights, then these."""
+    return [("method", "method"), ("weights", "weights"), *columns]
+
+
 def rows_command(
     options_cls: type,
     runner: str,

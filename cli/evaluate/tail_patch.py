@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from attrib_cli.evaluate.table import rows_command
+from attrib_cli.evaluate.table import compared, rows_command
 
 from attrib.evaluate.options import TailPatchOptions
 
 OPTIONS = TailPatchOptions
-COLUMNS = [
-    ("method", "method"),
-    ("weights", "weights"),
-    ("tail_patch", "increase %"),
-    ("ci", "± 95% CI"),
-    ("k", "k"),
-    ("queries", "queries"),
-]
+COLUMNS = compared(
+    ("tail_patch", "increase %"), ("ci", "± 95% CI"), ("k", "k"), ("queries", "queries")
+)
 command = rows_command(OPTIONS, "run_tail_patch", COLUMNS, "tail-patch")
