@@ -156,3 +156,7 @@ def test_task_options_round_trip_through_the_manifest(request, tmp_path, name):
         max_length=7, timesteps=3, noise_seed=4, padding_side="left"
     )
     assert reloaded.options.record() == settings["task_options"]["options"]
+    # The manifest records every option of the run, from the same object the CLI built.
+    recorded = Store(out).manifest["options"]
+    assert recorded["max_length"] == 7 and recorded["method"] == "trak"
+    assert recorded["model"] == str(model) and recorded["proj_dim"] == 16

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attrib import log
+from attrib.atomic import atomic_path
 from attrib.demo.options import DemoOptions
 from attrib.evaluate.groundtruth import load_groundtruth
 from attrib.evaluate.lds import evaluate_lds
@@ -158,5 +159,5 @@ def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None
         x = i * (tile + 6)
         canvas.paste(train_image(record["index"]), (x, pad))
         draw.text((x + 2, 2), f"#{record['index']} {record.get('label', '')}", fill=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")

@@ -49,7 +49,9 @@ def run_featurize(config: FeaturizeOptions) -> Path:
     settings = store_settings(config, task, featurizer, data_record, num_examples)
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
     schema = shards.schema(modules, settings["scalars"], config.store_dtype)
-    writer = StoreWriter(config.out, settings, schema, list(config.command) or sys.argv)
+    recorded = {k: v for k, v in config.record().items() if k not in ("command", "progress")}
+    command = list(config.command) or sys.argv
+    writer = StoreWriter(config.out, settings, schema, command, recorded)
     writer.check(config.overwrite)
     if writer.complete:
         log.info(f"{config.out} is already complete with these settings; nothing to do")

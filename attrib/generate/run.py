@@ -14,7 +14,6 @@ import io
 import itertools
 import json
 import re
-import shutil
 from pathlib import Path
 
 import datasets
@@ -22,7 +21,7 @@ import torch
 from PIL import Image
 
 from attrib import log
-from attrib.atomic import write_text
+from attrib.atomic import atomic_dir, write_text
 from attrib.data import GENERATED_MARKER
 from attrib.errors import AttribError
 from attrib.generate.options import GenerateOptions
@@ -127,7 +126,6 @@ def run_generate(request: GenerateOptions) -> Path:
     if out.exists() and any(out.iterdir()):
         if not request.overwrite:
             raise AttribError(f"--out {out} is not empty; pass --overwrite or another folder")
-        shutil.rmtree(out)
     keep = (
         sorted(
             {
@@ -147,42 +145,46 @@ def run_generate(request: GenerateOptions) -> Path:
     }
     names = sorted({k for _, attrs in prompts for k in attrs})
     rows.update({name: [] for name in names})
-    (out / "png").mkdir(parents=True)
-    for number, ((prompt, attrs), offset) in enumerate(
-        itertools.product(prompts, range(request.n))
-    ):
-        seed = request.seed + offset
-        image, kept = sample(task, prompt, seed, request.steps, keep, request.guidance, device)
-        data = _png(image)
-        (out / "png" / f"{number:05d}.png").write_bytes(data)
-        rows["image"].append({"bytes": data, "path": f"png/{number:05d}.png"})
-        rows["prompt"].append(prompt or "")
-        rows["seed"].append(seed)
-        rows[TRAJECTORY_COLUMN].append([{"bytes": _png(x), "path": None} for _, x in kept])
-        rows[STEPS_COLUMN].append([t for t, _ in kept])
-        for name in names:
-            rows[name].append(attrs.get(name, ""))
-    features = datasets.Features(
-        {
-            "image": datasets.Image(),
-            "prompt": datasets.Value("string"),
-            "seed": datasets.Value("int64"),
-            TRAJECTORY_COLUMN: datasets.Sequence(datasets.Image()),
-            STEPS_COLUMN: datasets.Sequence(datasets.Value("int64")),
-            **{name: datasets.Value("string") for name in names},
+    # Written whole into a temporary folder that replaces --out: a killed run leaves no
+    # half query set for featurize to read.
+    with atomic_dir(out) as folder:
+        (folder / "png").mkdir(parents=True)
+        for number, ((prompt, attrs), offset) in enumerate(
+            itertools.product(prompts, range(request.n))
+        ):
+            seed = request.seed + offset
+            image, kept = sample(task, prompt, seed, request.steps, keep, request.guidance, device)
+            data = _png(image)
+            (folder / "png" / f"{number:05d}.png").write_bytes(data)
+            rows["image"].append({"bytes": data, "path": f"png/{number:05d}.png"})
+            rows["prompt"].append(prompt or "")
+            rows["seed"].append(seed)
+            rows[TRAJECTORY_COLUMN].append([{"bytes": _png(x), "path": None} for _, x in kept])
+            rows[STEPS_COLUMN].append([t for t, _ in kept])
+            for name in names:
+                rows[name].append(attrs.get(name, ""))
+        features = datasets.Features(
+            {
+                "image": datasets.Image(),
+                "prompt": datasets.Value("string"),
+                "seed": datasets.Value("int64"),
+                TRAJECTORY_COLUMN: datasets.Sequence(datasets.Image()),
+                STEPS_COLUMN: datasets.Sequence(datasets.Value("int64")),
+                **{name: datasets.Value("string") for name in names},
+            }
+        )
+        table = datasets.Dataset.from_dict(rows, features=features)
+        table.to_parquet(str(folder / "queries.parquet"))
+        record = {
+            "model": request.model,
+            "prompts": list(request.prompt),
+            "values": values,
+            "n": request.n,
+            "seed": request.seed,
+            "steps": request.steps,
+            "trajectory_steps": keep,
+            "guidance": request.guidance,
         }
-    )
-    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out / "queries.parquet"))
-    record = {
-        "model": request.model,
-        "prompts": list(request.prompt),
-        "values": values,
-        "n": request.n,
-        "seed": request.seed,
-        "steps": request.steps,
-        "trajectory_steps": keep,
-        "guidance": request.guidance,
-    }
-    write_text(out / GENERATED_MARKER, json.dumps(record, indent=1))
+        write_text(folder / GENERATED_MARKER, json.dumps(record, indent=1))
     log.info(f"wrote {len(rows['image'])} images to {out} (featurize with --data {out})")
     return out

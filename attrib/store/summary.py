@@ -48,4 +48,5 @@ def _summary(store) -> dict:
         ],
         "feature_dim": sum(store.feature_dims.values()),
         "command": " ".join(store.manifest.get("command", [])),
+        "options": store.manifest.get("options"),
     }

@@ -44,9 +44,17 @@ def _now() -> str:
 
 
 class StoreWriter:
-    def __init__(self, path: Path, settings: dict, schema: pa.Schema, command: list[str]):
+    def __init__(
+        self,
+        path: Path,
+        settings: dict,
+        schema: pa.Schema,
+        command: list[str],
+        options: dict | None = None,
+    ):
         self.path, self.settings, self.schema = Path(path), settings, schema
         self.command = command
+        self.options = options  # every option of the run that made it (not compared on resume)
         self.created = False  # this run made the folder (so a bad-input failure removes it)
         self.complete = False  # an equal, complete store was already there
 
@@ -155,6 +163,7 @@ class StoreWriter:
             "format_version": FORMAT_VERSION,
             "attrib_version": __version__,
             "command": self.command or sys.argv,
+            "options": self.options,
             "created": previous.get("created", _now()),
             "finished": _now() if complete else None,
             "complete": complete,

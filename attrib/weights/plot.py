@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attrib.atomic import atomic_path
 from attrib.errors import AttribError
 
 
@@ -58,8 +59,8 @@ def plot_bars(
         axes.legend(handles, list(colours), fontsize=6, ncol=2, loc="upper left")
     axes.set_title(title, fontsize=9)
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=130)
+    with atomic_path(path, Path(path).suffix) as tmp:
+        figure.savefig(tmp, dpi=130)
     plt.close(figure)
 
 
