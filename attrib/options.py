@@ -131,3 +131,10 @@ def at_least(value: float | None, low: float, flag: str) -> None:
 def positive(value: float | None, flag: str) -> None:
     if value is not None and value <= 0:
         raise AttribError(f"{flag} must be positive, got {value:g}")
+
+
+def existing_store(path: Path | None, flag: str) -> None:
+    """Checked before any heavy import: a mistyped store path fails in a fraction of a second.
+    (Opening the store checks the rest.)"""
+    if path is not None and not (Path(path) / "manifest.json").is_file():
+        raise AttribError(f"{flag} {path} is not an attrib store (no manifest.json); run featurize")

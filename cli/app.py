@@ -68,7 +68,8 @@ def main() -> None:
     except click.UsageError as exc:
         # One line, as for every other bad input: what is wrong, and where the help is.
         where = f"attrib {exc.ctx.command_path.partition(' ')[2]}".strip() if exc.ctx else "attrib"
-        log.error(f"{exc.format_message()} (see `{where} --help`)")
+        message = exc.format_message().replace("Value error, ", "")  # typer's wording
+        log.error(f"{message} (see `{where} --help`)")
         sys.exit(2)
     except click.ClickException as exc:
         log.error(exc.format_message())

@@ -111,3 +111,16 @@ def test_help_starts_without_heavy_imports():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_mistyped_store_fails_before_any_heavy_import(tmp_path):
+    """Options check store paths on construction; the options modules import no torch (see
+    test_help_starts_without_heavy_imports), so the error comes before any model loading."""
+    from attrib.errors import AttribError
+    from attrib.evaluate.options import LdsOptions
+    from attrib.score.options import ScoreOptions
+
+    with pytest.raises(AttribError, match="--train .* is not an attrib store"):
+        ScoreOptions(train=tmp_path / "nope", query=("x",))
+    with pytest.raises(AttribError, match="--train .* is not an attrib store"):
+        LdsOptions(train=tmp_path, queries=tmp_path, groundtruth=tmp_path / "gt.npz")

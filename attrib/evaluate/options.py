@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, option, positive
+from attrib.options import Options, at_least, existing_store, option, positive
 from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 from attrib.weights.groups import groups_help
 
@@ -37,7 +37,16 @@ def _damping() -> float | None:
     return option(None, flag="--lambda", help="Relative kernel damping (default: each method's).")
 
 
-class _Compared(Options):
+class _Evaluation(Options):
+    """Every evaluation reads a training store, and most a query store: checked first."""
+
+    def __post_init__(self) -> None:
+        existing_store(self.train, "--train")
+        existing_store(getattr(self, "queries", None), "--queries")
+        super().__post_init__()
+
+
+class _Compared(_Evaluation):
     """Options of the commands that compare methods x weights files."""
 
     def check(self) -> None:
@@ -58,7 +67,7 @@ class LdsOptions(_Compared):
     damping: float | None = _damping()
 
 
-class RetrainOptions(Options):
+class RetrainOptions(_Evaluation):
     """Retrain on random subsets and record each query's output: the LDS ground truth."""
 
     train: Path = _train()
@@ -165,7 +174,7 @@ class RecallOptions(_Compared):
         at_least(self.k, 1, "--k")
 
 
-class GroupsOptions(Options):
+class GroupsOptions(_Evaluation):
     """Per-group attribution strength: LDS from each group's features alone."""
 
     train: Path = _train()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, option
+from attrib.options import Options, at_least, existing_store, option
 
 DEFAULT_TOP = 10
 
@@ -58,6 +58,8 @@ class ScoreOptions(Options):
     progress: bool = option(False, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
+        existing_store(self.train, "--train")
+        existing_store(self.queries, "--queries")
         at_least(self.top, 1, "--top")
         at_least(self.damping, 0, "--lambda")
         at_least(self.batch_size, 1, "--batch-size")

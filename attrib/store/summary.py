@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attrib.options import Options, option
+from attrib.options import Options, existing_store, option
 
 
 class InspectOptions(Options):
     """Print a store's summary: model, task, method, groups with dims, examples, shards, size."""
 
     store: Path = option(help="A store folder written by `attrib featurize`.", argument=True)
+
+    def check(self) -> None:
+        existing_store(self.store, "STORE")
 
 
 def store_summary(path: Path) -> dict:

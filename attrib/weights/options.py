@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, option, positive
+from attrib.options import Options, at_least, existing_store, option, positive
 from attrib.weights.groups import groups_help
 
 PRIORS = ("auto", "uniform", "balanced")
@@ -62,6 +62,8 @@ class LearnOptions(Options):
     plot: Path | None = option(None, help="Write a bar plot of the weights (PNG).")
 
     def check(self) -> None:
+        existing_store(self.train, "--train")
+        existing_store(self.queries, "--queries")
         at_least(self.k, 1, "--k")
         at_least(self.epochs, 1, "--epochs")
         at_least(self.depth, 1, "--depth")
