@@ -80,7 +80,7 @@ def _key(store: Store, kind: str) -> str:
         {
             "v": KERNEL_VERSION,
             "kind": kind,
-            "store": store.fingerprint(),
+            "store": store.content_key(),
             "modules": store.module_names,
         }
     )

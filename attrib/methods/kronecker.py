@@ -46,7 +46,7 @@ class KroneckerEigen:
 
 
 def _key(store: Store, corrected: bool) -> str:
-    payload = json.dumps({"v": KFAC_VERSION, "ekfac": corrected, "store": store.fingerprint()})
+    payload = json.dumps({"v": KFAC_VERSION, "ekfac": corrected, "store": store.content_key()})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

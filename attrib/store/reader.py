@@ -11,8 +11,10 @@ import pyarrow as pa
 
 from attrib.errors import AttribError
 from attrib.store import shards
+from attrib.store.lock import lock_store
 from attrib.store.manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
 from attrib.store.module_spec import ModuleSpec
+from attrib.store.verify import check_manifest, check_rows, damaged
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,17 @@ class Store:
                 f"{self.path} is incomplete (a featurize run stopped early); "
                 "run the same featurize command again to resume it"
             )
+        check_manifest(self.path, self.manifest)
+        lock_store(self.path, exclusive=False)  # no writer replaces it while we read
         self.settings: dict = self.manifest["settings"]
-        self.modules = [ModuleSpec.from_dict(m["spec"]) for m in self.settings["modules"]]
+        try:
+            self.modules = [ModuleSpec.from_dict(m["spec"]) for m in self.settings["modules"]]
+        except (TypeError, KeyError):
+            raise damaged(self.path, "a module spec in its manifest is malformed") from None
         self.feature_dims = {m["spec"]["name"]: m["feature_dim"] for m in self.settings["modules"]}
-        self.shards = [ShardInfo(**s) for s in self.manifest["shards"]]
-        for shard in self.shards:
-            if not (self.path / SHARD_DIR / shard.file).exists():
-                raise AttribError(f"{self.path}: shard {shard.file} is missing; featurize again")
+        self.shards = [
+            ShardInfo(s["file"], s["start"], s["end"], s["sha256"]) for s in self.manifest["shards"]
+        ]
 
     @property
     def num_examples(self) -> int:
@@ -119,17 +125,21 @@ class Store:
         import torch
 
         data = self.read_shard(shard)
-        columns = {
-            name: data.column(name).to_numpy().copy() for name in ["index", *self.scalar_names]
-        }
-        phi = torch.empty(shard.rows, self.layout.total, dtype=torch.float32)
-        for name, part in zip(self.module_names, self.layout.slices):
-            values = column_matrix(data.column(name), dtype=None)
-            phi[:, part].copy_(_readonly_tensor(values))
+        try:
+            names = ["index", *self.scalar_names]
+            columns = {name: data.column(name).to_numpy().copy() for name in names}
+            check_rows(self.path, shard.file, shard.start, shard.end, columns["index"])
+            phi = torch.empty(shard.rows, self.layout.total, dtype=torch.float32)
+            for name, part in zip(self.module_names, self.layout.slices):
+                values = column_matrix(data.column(name), dtype=None)
+                phi[:, part].copy_(_readonly_tensor(values))
+        except (KeyError, ValueError, RuntimeError) as exc:  # missing columns, wrong widths
+            raise damaged(self.path, f"shard {shard.file}: {exc}") from None
         return columns, phi
 
     def fingerprint(self) -> str:
-        """Changes whenever any shard's bytes change (used to key caches)."""
+        """What the manifest says the shards hold (their checksums): the store's identity,
+        recorded by later stages and equal for a copy of the store."""
         import hashlib
 
         digest = hashlib.sha256()
@@ -137,8 +147,28 @@ class Store:
             digest.update(f"{shard.file}:{shard.sha256};".encode())
         return digest.hexdigest()[:20]
 
+    def content_key(self) -> str:
+        """The fingerprint plus each shard file's size and modification time: changes when a
+        shard's bytes change on disk even if the manifest does not (keys the caches)."""
+        import hashlib
+
+        digest = hashlib.sha256(self.fingerprint().encode())
+        for shard in self.shards:
+            stat = (self.path / SHARD_DIR / shard.file).stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return digest.hexdigest()[:20]
+
     def read_shard(self, shard: ShardInfo, columns: list[str] | None = None) -> pa.Table:
-        return shards.read(self.path / SHARD_DIR / shard.file, columns)
+        """One shard (memory-mapped), checked for its row count; damage is a clear error."""
+        try:
+            data = shards.read(self.path / SHARD_DIR / shard.file, columns)
+        except (pa.ArrowInvalid, OSError, KeyError) as exc:
+            raise damaged(self.path, f"shard {shard.file}: {exc}") from None
+        if data.num_rows != shard.rows:
+            raise damaged(
+                self.path, f"shard {shard.file} holds {data.num_rows} rows, not {shard.rows}"
+            )
+        return data
 
     def iter_shards(self, columns: list[str] | None = None) -> Iterator[tuple[ShardInfo, pa.Table]]:
         for shard in self.shards:

@@ -8,8 +8,10 @@ values of an uninterrupted single-process run. Each rank lists what it wrote in 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +20,8 @@ import pyarrow as pa
 
 from attrib import __version__
 from attrib.errors import AttribError
-from attrib.store import shards
+from attrib.store import replace, shards
+from attrib.store.lock import lock_store, unlock_store
 from attrib.store.manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -52,54 +55,87 @@ class StoreWriter:
         command: list[str],
         options: dict | None = None,
     ):
-        self.path, self.settings, self.schema = Path(path), settings, schema
+        self.target = Path(path)  # where the store ends up
+        self.path = self.target  # where this run writes: a staging folder while replacing
+        self.settings, self.schema = settings, schema
         self.command = command
         self.options = options  # every option of the run that made it (not compared on resume)
-        self.created = False  # this run made the folder (so a bad-input failure removes it)
-        self.complete = False  # an equal, complete store was already there
+        self.created = False  # this run makes the folder (so a bad-input failure removes it)
+        self.complete = False  # an equal, complete, intact store is already there
+        self.locked = False  # this process holds the store's write lock
+        self.known: dict[str, str] = {}  # shard file -> sha256 a complete manifest recorded
 
     # -- before any work -----------------------------------------------------------------
     def check(self, overwrite: bool) -> None:
         """Decide what to do with `path`; every rank runs this before anything is written."""
-        manifest = self.path / MANIFEST
-        if not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir())):
+        replace.recover(self.target)
+        if _absent_or_empty(self.target):
             self.created = True
             return
-        if not self.path.is_dir() or not manifest.exists():
+        if not replace.is_attrib_store(self.target):
             raise AttribError(
-                f"--out {self.path} exists and is not an attrib store; choose another folder"
+                f"--out {self.target} exists and is not an attrib store; attrib only replaces "
+                "stores it made: choose another --out"
             )
-        if overwrite:
-            self.created = True
-            return
-        try:
-            old = read_json(manifest)
-        except ValueError:
-            raise AttribError(
-                f"{manifest} is unreadable; pass --overwrite to start again"
-            ) from None
-        if old.get("format_version") != FORMAT_VERSION:
-            raise AttribError(
-                f"--out {self.path} has store format {old.get('format_version')}; "
-                "pass --overwrite to start again"
-            )
-        differing = settings_diff(old.get("settings", {}), self.settings)
-        if differing:
-            shown = ", ".join(differing[:6]) + (" ..." if len(differing) > 6 else "")
-            raise AttribError(
-                f"--out {self.path} holds a store made with other settings ({shown}); "
-                "pass --overwrite to replace it or choose another --out"
-            )
-        self.complete = bool(old.get("complete"))
+        if overwrite:  # build beside the old store; swap it in when complete
+            self.path = replace.staging(self.target)
+            if _absent_or_empty(self.path) or not replace.is_attrib_store(self.path):
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.created = True
+                return
+            old = read_json(self.path / MANIFEST)
+            if settings_diff(old.get("settings", {}), self.settings):
+                shutil.rmtree(self.path, ignore_errors=True)  # another replacement, abandoned
+                self.created = True
+                return
+        else:
+            old = read_json(self.path / MANIFEST)
+            if old.get("format_version") != FORMAT_VERSION:
+                raise AttribError(
+                    f"--out {self.path} has store format {old.get('format_version')}; "
+                    "pass --overwrite to replace it"
+                )
+            differing = settings_diff(old.get("settings", {}), self.settings)
+            if differing:
+                shown = ", ".join(differing[:6]) + (" ..." if len(differing) > 6 else "")
+                raise AttribError(
+                    f"--out {self.path} holds a store made with other settings ({shown}); "
+                    "pass --overwrite to replace it or choose another --out"
+                )
+        if old.get("complete"):
+            self.known = {s["file"]: s["sha256"] for s in old.get("shards", [])}
+            self.complete = self._intact()
+
+    def _intact(self) -> bool:
+        """A complete store whose files still match their checksums (else it is resumed)."""
+        for file, digest in self.known.items():
+            path = self.path / SHARD_DIR / file
+            if not path.is_file() or shards.sha256(path) != digest:
+                return False
+        return True
 
     def create(self) -> None:
-        """Rank 0 only: (re)make the folder and write the incomplete manifest."""
-        if not self.created:
-            return
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        (self.path / SHARD_DIR).mkdir(parents=True)
-        write_json_atomic(self.path / MANIFEST, self._manifest(complete=False, shards=[]))
+        """Rank 0 only: make the folder (whole: shards/ and the first manifest appear at once,
+        so a kill leaves no folder that no run accepts) and take the write lock."""
+        if self.created:
+            parent = self.path.parent
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".part", dir=parent))
+            (tmp / SHARD_DIR).mkdir()
+            write_json_atomic(tmp / MANIFEST, self._manifest(complete=False, shards=[]))
+            if self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
+            try:
+                os.rename(tmp, self.path)  # fails if another run made it meanwhile
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise AttribError(
+                    f"--out {self.target} was created by another run at the same time"
+                ) from None
+        lock_store(self.path, exclusive=True)
+        self.locked = True
+        if self.complete is False and self.known:  # a damaged complete store: resume it
+            write_json_atomic(self.path / MANIFEST, self._manifest(complete=False, shards=[]))
 
     # -- shards ----------------------------------------------------------------------------
     def my_ranges(self, rank: int, world_size: int) -> list[tuple[int, int]]:
@@ -110,14 +146,17 @@ class StoreWriter:
         return self.path / SHARD_DIR / shard_name(start, end)
 
     def resumable(self, start: int, end: int) -> ShardRecord | None:
-        """The record of a complete shard an earlier run left, or None (removing a bad one)."""
+        """The record of a complete shard an earlier run left, or None (removing a bad one:
+        unreadable, other rows, or bytes that differ from a recorded checksum)."""
         path = self.shard_path(start, end)
         for leftover in path.parent.glob(f".{path.name}.*.part"):  # from a killed writer
             leftover.unlink(missing_ok=True)
         if not path.exists():
             return None
         if shards.verify(path, self.schema, start, end):
-            return ShardRecord(path.name, start, end, shards.sha256(path))
+            digest = shards.sha256(path)
+            if self.known.get(path.name, digest) == digest:
+                return ShardRecord(path.name, start, end, digest)
         path.unlink()
         return None
 
@@ -143,12 +182,25 @@ class StoreWriter:
         write_json_atomic(self.path / MANIFEST, manifest)
         for rank in range(world_size):
             self._rank_file(rank).unlink(missing_ok=True)
+        self._clean_temporaries()
+        unlock_store(self.path)
+        if self.path != self.target:
+            replace.swap_in(self.target, self.path)
+            unlock_store(self.target)  # the retired store's lock
+            self.path = self.target
 
     def discard(self) -> None:
-        """After bad input: remove the folder if this run made it, else only temporary files."""
+        """After bad input: remove the folder if this run made it, else only temporary files
+        (never another live writer's: only while holding the lock)."""
+        if not self.locked:
+            return
         if self.created and self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
-            return
+        else:
+            self._clean_temporaries()
+        unlock_store(self.path)
+
+    def _clean_temporaries(self) -> None:
         for part in (self.path / SHARD_DIR).glob(".*.part"):
             part.unlink(missing_ok=True)
 
@@ -170,3 +222,7 @@ class StoreWriter:
             "settings": self.settings,
             "shards": shards,
         }
+
+
+def _absent_or_empty(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))

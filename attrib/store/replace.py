@@ -1,0 +1,61 @@
+"""Replacing a store without losing it: `--overwrite` builds the new store beside the old one
+(`.NAME.new`), and swaps it in only once it is complete; a kill at any point leaves either the
+old store or the new one under NAME, never neither, and the next run finishes the swap.
+
+Only folders attrib made are ever removed: a store (a manifest with attrib's keys) or one of
+its own `.NAME.new` / `.NAME.old` folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from attrib.store.lock import lock_store
+from attrib.store.manifest import MANIFEST
+
+
+def staging(target: Path) -> Path:
+    return target.parent / f".{target.name}.new"
+
+
+def retired(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def is_attrib_store(folder: Path) -> bool:
+    """A folder holding a manifest attrib wrote (complete or not)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    keys = ("format_version", "attrib_version", "settings", "shards")
+    return isinstance(manifest, dict) and all(k in manifest for k in keys)
+
+
+def is_complete_store(folder: Path) -> bool:
+    if not is_attrib_store(folder):
+        return False
+    return bool(json.loads((folder / MANIFEST).read_text()).get("complete"))
+
+
+def recover(target: Path) -> None:
+    """Finish a swap a killed run left halfway (the new store complete, the old retired)."""
+    new, old = staging(target), retired(target)
+    try:
+        if not target.exists() and is_complete_store(new):
+            os.rename(new, target)
+    except OSError:  # another rank of the same run got there first
+        pass
+    if old.exists() and is_attrib_store(target) and is_attrib_store(old):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def swap_in(target: Path, new: Path) -> None:
+    """Put the complete store at `new` in place of `target` (whose readers must be done)."""
+    lock_store(target, exclusive=True)  # fails, naming the reader, while one reads it
+    old = retired(target)
+    os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
