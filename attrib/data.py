@@ -8,6 +8,7 @@ file that does not decode is reported by row instead of deep inside `datasets`.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,15 @@ _FILE_BUILDERS = {
 
 
 GENERATED_MARKER = "attrib-generate.json"
+# Images past PIL's pixel limit (or within 2x of it, which PIL only warns about) are refused:
+# a small file can decode to gigabytes.
+IMAGE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 
 @dataclass(frozen=True)
@@ -140,23 +150,42 @@ def undecoded(dataset: datasets.Dataset, image_column: str | None) -> datasets.D
 def decode_image(value, row: int, column: str) -> Image.Image:
     """A PIL image from a datasets image cell ({bytes, path}), a path string, or an image."""
     try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict) and value.get("bytes") is not None:
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif isinstance(value, dict) and value.get("path"):
-            image = Image.open(value["path"])
-        elif isinstance(value, str):
-            image = Image.open(value)
-        else:
-            raise ValueError(f"unsupported value of type {type(value).__name__}")
-        image.load()
-        return image
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return _decode(value)
+    except IMAGE_ERRORS as exc:
         raise AttribError(
             f"row {row}: the image in column {column!r} cannot be decoded ({exc}); "
             "fix or drop that row"
         ) from None
+
+
+def image_problem(value) -> str | None:
+    """Why a value does not decode as an image, or None when it does."""
+    try:
+        _decode(value)
+    except IMAGE_ERRORS as exc:
+        return str(exc)
+    return None
+
+
+def _decode(value) -> Image.Image:
+    with warnings.catch_warnings():  # an image just under PIL's bomb limit: refuse it too
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _open(value)
+
+
+def _open(value) -> Image.Image:
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, dict) and value.get("bytes") is not None:
+        image = Image.open(io.BytesIO(value["bytes"]))
+    elif isinstance(value, dict) and value.get("path"):
+        image = Image.open(value["path"])
+    elif isinstance(value, str):
+        image = Image.open(value)
+    else:
+        raise ValueError(f"unsupported value of type {type(value).__name__}")
+    image.load()
+    return image
 
 
 def batches(

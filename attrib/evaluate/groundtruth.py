@@ -60,7 +60,19 @@ def load_groundtruth(path: Path) -> GroundTruth:
     masks, outputs = arrays.pop("masks"), arrays.pop("outputs")
     if masks.ndim != 2 or outputs.ndim != 2:
         raise AttribError(f"--groundtruth {path}: masks and outputs must be 2-D arrays")
-    higher = bool(arrays.pop("higher_is_better"))
+    if masks.dtype != bool and not np.isin(masks, (0, 1)).all():
+        raise AttribError(f"--groundtruth {path}: masks must be 0/1 (subset membership)")
+    if not np.issubdtype(outputs.dtype, np.number):
+        raise AttribError(f"--groundtruth {path}: outputs must be numbers")
+    if not np.isfinite(outputs).all():
+        bad = np.argwhere(~np.isfinite(outputs))[0]
+        raise AttribError(
+            f"--groundtruth {path}: output of subset {bad[0]}, query {bad[1]} is not finite"
+        )
+    flag = arrays.pop("higher_is_better")
+    if flag.size != 1 or flag.dtype.kind not in "bui":
+        raise AttribError(f"--groundtruth {path}: higher_is_better must be one boolean")
+    higher = bool(flag.item())
     extra = {k: (v.item() if v.ndim == 0 else v) for k, v in arrays.items()}
     return GroundTruth(masks.astype(bool), outputs.astype(np.float64), higher, extra)
 

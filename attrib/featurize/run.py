@@ -94,6 +94,9 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
         "dataset": data_record,
         "num_examples": num_examples,
         "shard_size": config.shard_size,
+        # Batched products differ in the last bits from unbatched ones: a resume with another
+        # batch size would mix values, so it is a setting.
+        "batch_size": config.batch_size,
         "factors": config.factors,
     }
 

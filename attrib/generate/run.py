@@ -124,6 +124,11 @@ def run_generate(request: GenerateOptions) -> Path:
     prompts = expand(list(request.prompt), values) if list(request.prompt) else [(None, {})]
     out = Path(request.out)
     if out.exists() and any(out.iterdir()):
+        if not (out / GENERATED_MARKER).is_file():
+            raise AttribError(
+                f"--out {out} is not empty and is not a query set attrib generated; attrib "
+                "only replaces its own folders: choose another --out"
+            )
         if not request.overwrite:
             raise AttribError(f"--out {out} is not empty; pass --overwrite or another folder")
     keep = (

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from attrib.data import image_problem
 from attrib.errors import AttribError
 from attrib.featurize.batch import Featurizer
 from attrib.featurize.modules import select_modules
@@ -91,10 +91,9 @@ def from_values(
         for value in values:
             if not Path(value).is_file():
                 raise AttribError(f"--query {value}: no such image file")
-            try:
-                Image.open(value).load()
-            except (UnidentifiedImageError, OSError) as exc:
-                raise AttribError(f"--query {value}: the image cannot be decoded ({exc})") from None
+            problem = image_problem(value)
+            if problem is not None:
+                raise AttribError(f"--query {value}: the image cannot be decoded ({problem})")
     captions = _captions(task, prompts, len(values))
     parts = []
     for start in range(0, len(values), batch_size):

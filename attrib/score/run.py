@@ -71,7 +71,7 @@ def run_score(request: ScoreOptions) -> list[dict]:
     )
     previews = Previewer(store)(top.indices.reshape(-1)) if request.preview else {}
     records = []
-    for q, query_id in enumerate(chosen.ids):
+    for q, query_id in enumerate(_shown(i) for i in chosen.ids):
         for rank in range(top.scores.shape[1]):
             index = int(top.indices[q, rank])
             record = {
@@ -100,3 +100,10 @@ def _self_records(store, method, weights, request) -> list[dict]:
         }
         for r, i in enumerate(order)
     ]
+
+
+def _shown(query_id, limit: int = 200):
+    """A query as output records name it: a long text is cut (it is echoed in every record)."""
+    if isinstance(query_id, str) and len(query_id) > limit:
+        return query_id[:limit] + f"... ({len(query_id)} characters)"
+    return query_id

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from attrib.atomic import atomic_path
+from attrib.errors import AttribError
 from attrib.methods import Method
 from attrib.progress import progress_bar
 from attrib.store import Store
@@ -31,13 +32,30 @@ def stream(
     store: Store, method: Method, queries: torch.Tensor, weights: torch.Tensor | None = None
 ):
     """Yield (shard, scalars, scores) with scores (Q x shard rows) = tau(query, example)."""
+    if not torch.isfinite(queries).all():
+        bad = int((~torch.isfinite(queries)).any(1).nonzero()[0, 0])
+        raise AttribError(f"query {bad} has NaN or infinite features; featurize it again")
     vectors = method.query_vectors(queries.float(), weights)
     for shard, scalars, phi in store.iter_features():
         scores = vectors @ phi.T
         scale = method.train_scale(phi, scalars)
         if scale is not None:
             scores *= scale
-        yield shard, scalars, method.finalize(scores)
+        scores = method.finalize(scores)
+        check_finite(store, shard, scalars, scores)
+        yield shard, scalars, scores
+
+
+def check_finite(store: Store, shard, scalars: dict, scores: torch.Tensor) -> None:
+    """A NaN would rank first for every query and print as invalid JSON: name the example."""
+    finite = torch.isfinite(scores)
+    if not finite.all():
+        column = int((~finite).any(0).nonzero()[0, 0])
+        raise AttribError(
+            f"{store.path}: training example {int(scalars['index'][column])} (shard "
+            f"{shard.file}) gets NaN or infinite scores; its features or scalars are not "
+            "finite: featurize it again or leave it out"
+        )
 
 
 def score(
@@ -79,8 +97,10 @@ def self_influence(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tau(n, n) for every training example, the `index` column), in store order."""
     values, index = [], []
-    for _, scalars, phi in store.iter_features():
-        values.append(method.self_scores(phi, scalars, weights).numpy())
+    for shard, scalars, phi in store.iter_features():
+        own = method.self_scores(phi, scalars, weights)
+        check_finite(store, shard, scalars, own[None])
+        values.append(own.numpy())
         index.append(scalars["index"])
     return np.concatenate(values), np.concatenate(index)
 

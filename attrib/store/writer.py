@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from attrib import __version__
+from attrib.atomic import temporary_dir
 from attrib.errors import AttribError
 from attrib.store import replace, shards
 from attrib.store.lock import lock_store, unlock_store
@@ -118,9 +118,7 @@ class StoreWriter:
         """Rank 0 only: make the folder (whole: shards/ and the first manifest appear at once,
         so a kill leaves no folder that no run accepts) and take the write lock."""
         if self.created:
-            parent = self.path.parent
-            parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".part", dir=parent))
+            tmp = temporary_dir(self.path)
             (tmp / SHARD_DIR).mkdir()
             write_json_atomic(tmp / MANIFEST, self._manifest(complete=False, shards=[]))
             if self.path.is_dir() and not any(self.path.iterdir()):

@@ -34,6 +34,10 @@ class WeightsArtifact:
         self.weights = np.asarray(self.weights, dtype=np.float32)
         if self.weights.shape != (len(self.groups),):
             raise AttribError("the weights file has a different number of weights and groups")
+        if not np.isfinite(self.weights).all() or (self.weights < 0).any():
+            raise AttribError("the weights file holds negative, NaN or infinite weights")
+        if not self.weights.any():
+            raise AttribError("the weights file holds only zeros (every score would be 0)")
         unknown = set(self.module_to_group.values()) - set(self.groups)
         if unknown:
             raise AttribError(f"the weights file maps modules to unknown groups {sorted(unknown)}")
