@@ -1,7 +1,9 @@
 """One way to write a file or folder so that readers see the old version or the new one,
 never half of one: write under a temporary name in the same folder, fsync, rename over the
-target. A failure (or an interrupt) removes the temporary; a SIGKILL can leave one behind,
-named `.<name>.<random>.part*`, which is never mistaken for the target."""
+target. Temporaries are created exclusively (a planted file or symlink is never followed),
+with the umask's permissions, and named `.<name>.<pid>.<random>.part*`: a failure removes
+its own, and the next write of the same target removes those whose process has died (a
+SIGKILL's litter), never a live writer's."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     keeps an extension that a writer insists on (numpy's .npz)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    clean_stale(path)
+    fd, name = tempfile.mkstemp(prefix=_prefix(path), suffix=f".part{suffix}", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: keep files shareable as usual
     os.close(fd)
     tmp = Path(name)
@@ -50,9 +53,35 @@ def temporary_dir(path: Path) -> Path:
     """A new, uniquely named folder beside `path` (permissions as the umask says)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".part", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())
     return tmp
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def clean_stale(path: Path) -> None:
+    """Remove temporaries of `path` left by processes that no longer run."""
+    for leftover in path.parent.glob(f".{path.name}.*.*.part*"):
+        pid = leftover.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -16,7 +16,7 @@ FORMATS = ("table", "json")  # a store's summary is one nested record
 
 def inspect_store(values: dict, fmt: str | None) -> None:
     options = InspectOptions(**values)
-    summary = store_summary(options.store)
+    summary = store_summary(options.store, options.verify)
     fmt = fmt or (FORMATS[0] if stdout_is_terminal() else FORMATS[1])
     if fmt == "json":
         print(json.dumps(summary))

@@ -14,7 +14,7 @@ from attrib.store import shards
 from attrib.store.lock import lock_store
 from attrib.store.manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
 from attrib.store.module_spec import ModuleSpec
-from attrib.store.verify import check_manifest, check_rows, damaged
+from attrib.store.verify import VERIFY, check_checksum, check_manifest, check_rows, damaged
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,11 @@ class Store:
 
     def read_shard(self, shard: ShardInfo, columns: list[str] | None = None) -> pa.Table:
         """One shard (memory-mapped), checked for its row count; damage is a clear error."""
+        path = self.path / SHARD_DIR / shard.file
+        if VERIFY:
+            check_checksum(self.path, path, shard.sha256)
         try:
-            data = shards.read(self.path / SHARD_DIR / shard.file, columns)
+            data = shards.read(path, columns)
         except (pa.ArrowInvalid, OSError, KeyError) as exc:
             raise damaged(self.path, f"shard {shard.file}: {exc}") from None
         if data.num_rows != shard.rows:

@@ -11,15 +11,23 @@ class InspectOptions(Options):
     """Print a store's summary: model, task, method, groups with dims, examples, shards, size."""
 
     store: Path = option(help="A store folder written by `attrib featurize`.", argument=True)
+    verify: bool = option(
+        False, help="Also compare every shard with its checksum (reads the whole store)."
+    )
 
     def check(self) -> None:
         existing_store(self.store, "STORE")
 
 
-def store_summary(path: Path) -> dict:
+def store_summary(path: Path, verify: bool = False) -> dict:
+    """The summary; with `verify`, every shard's checksum is checked first (damage: error)."""
     from attrib.store import Store
+    from attrib.store.verify import require_intact
 
-    return _summary(Store(path))
+    store = Store(path)
+    if verify:
+        require_intact(store)
+    return {**_summary(store), **({"verified": True} if verify else {})}
 
 
 def _summary(store) -> dict:

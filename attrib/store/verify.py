@@ -3,12 +3,14 @@
 Cheap checks run whenever a store is opened or a shard is read: the manifest's structure,
 shard names and paths (no `..`, no absolute paths), row ranges that tile [0, N) exactly once,
 files that exist and are not empty, and, per shard read, its row count and `index` column.
-The full check (`verify_bytes`) compares every shard's sha256 with the manifest: `attrib
-inspect --verify`, `score --verify`, and featurize before it calls a store complete.
+Each shard's sha256 is compared with the manifest's when a process first reads it (in the
+prefetch thread; `ATTRIB_VERIFY=0` skips it), and `verify_bytes` checks them all at once
+(`attrib inspect --verify`; featurize before it calls an existing store complete).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +18,11 @@ import numpy as np
 
 from attrib.errors import AttribError
 from attrib.store.manifest import SHARD_DIR, shard_name
+
+# Checksums of shards are compared as each is first read by a process (hashing runs in the
+# prefetch thread, beside the products); ATTRIB_VERIFY=0 skips it for stores you trust.
+VERIFY = os.environ.get("ATTRIB_VERIFY", "1") != "0"
+_checked: set[tuple[str, int, int, str]] = set()  # (path, size, mtime_ns, sha256) seen intact
 
 REQUIRED_SETTINGS = ("model", "task", "modules", "scalars", "num_examples", "shard_size")
 SHARD_FILE = re.compile(r"^\d{10}-\d{10}\.arrow$")
@@ -66,6 +73,19 @@ def check_rows(path: Path, file: str, start: int, end: int, index: np.ndarray) -
     """A shard read from disk holds the rows its name says (catches swapped or stale files)."""
     if len(index) != end - start or not np.array_equal(index, np.arange(start, end)):
         raise damaged(path, f"shard {file} does not hold rows {start}..{end}")
+
+
+def check_checksum(store_path: Path, shard_path: Path, expected: str) -> None:
+    """The shard's bytes hash to the manifest's sha256 (once per process and file version)."""
+    from attrib.store.shards import sha256
+
+    stat = shard_path.stat()
+    key = (str(shard_path), stat.st_size, stat.st_mtime_ns, expected)
+    if key in _checked:
+        return
+    if sha256(shard_path) != expected:
+        raise damaged(store_path, f"shard {shard_path.name} differs from its checksum")
+    _checked.add(key)
 
 
 def verify_bytes(store) -> list[str]:
