@@ -100,7 +100,14 @@ def load_weights(path: Path) -> WeightsArtifact:
         record = {k: json.loads(metadata.get(k, "{}")) for k in keys}
     else:
         record = None
-    if record is None or "weights" not in tensors:
+    shapes = {"groups": list, "module_to_group": dict, "info": dict}
+    if (
+        not isinstance(record, dict)
+        or "weights" not in tensors
+        or any(not isinstance(record.get(k, {}), t) for k, t in shapes.items())
+        or "groups" not in record
+        or "module_to_group" not in record
+    ):
         raise AttribError(f"--weights {path} is not an attrib weights file")
     return WeightsArtifact(
         tensors["weights"].float().numpy(),
