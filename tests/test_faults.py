@@ -303,3 +303,58 @@ def test_files_honour_the_umask(made):
     os.umask(mask)
     for path in [made / "manifest.json", *(made / "shards").iterdir()]:
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
+# -- every writer, killed at a chosen point, leaves the old output or none, and no litter ----
+def test_killed_writers_leave_nothing_half_written(made, tmp_path, monkeypatch):
+    from attrib.score import stream
+    from attrib.weights import run as learn_run
+
+    store = _copy(made, tmp_path)
+    out, weights = tmp_path / "scores.npy", tmp_path / "w.safetensors"
+    assert run_cli("score", "--train", store, "--queries", store, "--out", out, "-q")[0] == 0
+    before = out.read_bytes()
+    original = stream.check_finite
+    calls = []
+
+    def die_on_third_shard(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        return original(*args)
+
+    monkeypatch.setattr(stream, "check_finite", die_on_third_shard)
+    with pytest.raises(Killed):
+        run_cli("score", "--train", store, "--queries", store, "--out", out, "--top", "1")
+    monkeypatch.setattr(stream, "check_finite", original)
+    assert out.read_bytes() == before  # the previous scores, whole
+
+    learn = ["learn-weights", "--train", store, "--queries", store, "--out", weights, "-q"]
+    assert run_cli(*learn)[0] == 0
+    first = weights.read_bytes()
+    monkeypatch.setattr(learn_run, "save_weights", _raise_killed)
+    with pytest.raises(Killed):
+        run_cli(*learn, "--k", "3")
+    monkeypatch.undo()
+    assert weights.read_bytes() == first
+    assert run_cli(*learn)[0] == 0 and weights.read_bytes() == first  # rerun: same bytes
+    assert [p.name for p in tmp_path.iterdir() if ".part" in p.name] == []
+
+
+def _raise_killed(*args, **kwargs):
+    raise Killed
+
+
+def test_a_kill_while_creating_a_store_leaves_no_folder(tmp_path, resnet_dir, image_data):
+    from attrib.store import writer as writer_module
+
+    out = tmp_path / "new"
+    original = writer_module.write_json_atomic
+    writer_module.write_json_atomic = _raise_killed
+    try:
+        with pytest.raises(Killed):
+            _featurize(resnet_dir, image_data, out)
+    finally:
+        writer_module.write_json_atomic = original
+    assert not out.exists()
+    assert _featurize(resnet_dir, image_data, out)[0] == 0 and _litter(out) == []

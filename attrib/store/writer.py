@@ -119,17 +119,14 @@ class StoreWriter:
         so a kill leaves no folder that no run accepts) and take the write lock."""
         if self.created:
             tmp = temporary_dir(self.path)
-            (tmp / SHARD_DIR).mkdir()
-            write_json_atomic(tmp / MANIFEST, self._manifest(complete=False, shards=[]))
-            if self.path.is_dir() and not any(self.path.iterdir()):
-                self.path.rmdir()
             try:
-                os.rename(tmp, self.path)  # fails if another run made it meanwhile
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise AttribError(
-                    f"--out {self.target} was created by another run at the same time"
-                ) from None
+                (tmp / SHARD_DIR).mkdir()
+                write_json_atomic(tmp / MANIFEST, self._manifest(complete=False, shards=[]))
+                if self.path.is_dir() and not any(self.path.iterdir()):
+                    self.path.rmdir()
+                _rename_into_place(tmp, self.path, self.target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename
         lock_store(self.path, exclusive=True)
         self.locked = True
         if self.complete is False and self.known:  # a damaged complete store: resume it
@@ -224,3 +221,10 @@ class StoreWriter:
 
 def _absent_or_empty(folder: Path) -> bool:
     return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
+def _rename_into_place(tmp: Path, path: Path, target: Path) -> None:
+    try:
+        os.rename(tmp, path)  # fails if another run made the folder meanwhile
+    except OSError:
+        raise AttribError(f"--out {target} was created by another run at the same time") from None
