@@ -39,9 +39,9 @@ def lock_store(folder: Path, exclusive: bool) -> None:
     if fd is None:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
+        except OSError as exc:
             if exclusive:
-                raise
+                raise AttribError(f"cannot lock {folder} for writing ({exc})") from None
             return  # a read-only store: nobody can write it while we read
     try:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
