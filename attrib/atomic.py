@@ -67,14 +67,14 @@ def clean_stale(path: Path) -> None:
     """Remove temporaries of `path` left by processes that no longer run."""
     for leftover in path.parent.glob(f".{path.name}.*.*.part*"):
         pid = leftover.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -21,11 +21,14 @@ _held: dict[str, tuple[int, bool]] = {}  # folder -> (file descriptor, exclusive
 
 
 def _holder(path: Path) -> str:
+    """Who holds the lock: the writer's process id when a live writer left it there."""
+    from attrib.atomic import alive
+
     try:
         pid = path.read_text().strip()
     except OSError:
         pid = ""
-    return f"process {pid}" if pid else "another process"
+    return f"process {pid}" if pid.isdigit() and alive(int(pid)) else "another process"
 
 
 def lock_store(folder: Path, exclusive: bool) -> None:
