@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from attrib_cli import demo, featurize, generate, inspect_store, learn_weights, score
+from attrib_cli import INTERRUPTED, demo, featurize, generate, inspect_store, learn_weights, score
 from attrib_cli.evaluate import app as evaluate_app
 
 from attrib import __version__, log
@@ -15,7 +15,6 @@ from attrib.errors import AttribError
 
 app = typer.Typer(
     name="attrib",
-    help="Training data attribution for Hugging Face checkpoints.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -43,7 +42,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+        metavar="",
     ),
 ) -> None:
     """Training data attribution for Hugging Face checkpoints.
@@ -84,7 +88,7 @@ def main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error(INTERRUPTED)
         sys.exit(130)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
+from rich.markup import escape
 
 from attrib.options import choices_of, field_types, flag_of
 
@@ -78,6 +79,7 @@ def _parameter(field: dataclasses.Field, hint: Any) -> inspect.Parameter:
     help_text = meta["help"]
     if meta.get("separator") and choices_of(field):
         help_text += f" Choices: {', '.join(choices_of(field))}."
+    help_text = escape(help_text)  # help text is plain: `[training rows]` is not markup
     if meta.get("argument"):
         spec = typer.Argument(default, help=help_text, show_default=default is not ...)
     else:
@@ -85,7 +87,9 @@ def _parameter(field: dataclasses.Field, hint: Any) -> inspect.Parameter:
         if hint is bool and default is True:
             flag = f"{flag}/--no-{flag[2:]}"
         decls = [flag] + ([meta["short"]] if meta.get("short") else [])
-        spec = typer.Option(default, *decls, help=help_text)
+        # A flag takes no value: no `<bool>` placeholder beside it.
+        metavar = "" if hint is bool else None
+        spec = typer.Option(default, *decls, help=help_text, metavar=metavar)
     return inspect.Parameter(
         field.name,
         inspect.Parameter.KEYWORD_ONLY,

@@ -14,7 +14,7 @@ from test_cli_errors import _assert_one_line_error
 from test_faults import ARGS, _featurize
 from test_score import _store
 
-from attrib.evaluate.groundtruth import GroundTruth
+from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.store.arrays import write_arrays
 
 
@@ -173,3 +173,38 @@ def test_generate_overwrite_only_replaces_its_own_folders(tmp_path, ddpm):
         "queries.parquet",
     ]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_k_at_or_above_the_training_set_is_refused(tmp_path, store):
+    out = tmp_path / "w.safetensors"
+    code, _, err = run_cli(
+        "learn-weights",
+        "--train",
+        store.path,
+        "--queries",
+        store.path,
+        "--out",
+        out,
+        "--k",
+        str(store.num_examples),
+    )
+    _assert_one_line_error(code, err, "--k", "smaller than the training store")
+    assert not out.exists()
+
+
+def test_ground_truth_for_other_stores_is_refused(tmp_path, store, resnet_dir):
+    other_data = save_image_data(tmp_path / "other.parquet", 24, seed=9)
+    other = _store(resnet_dir, other_data, tmp_path / "other")
+    masks = np.random.default_rng(0).random((3, store.num_examples)) < 0.5
+    meta = json.dumps({"train": store.fingerprint(), "queries": other.fingerprint()})
+    path = tmp_path / "gt.npz"
+    save_groundtruth(path, GroundTruth(masks, np.zeros((3, 24)), True, {"recipe": meta}))
+    lds = ["evaluate", "lds", "--train", store.path, "--groundtruth", path, "-q"]
+    code, _, err = run_cli(*lds, "--queries", store.path)
+    _assert_one_line_error(code, err, "made for another --queries store")
+    assert run_cli(*lds, "--queries", other.path)[0] == 0
+
+
+def test_a_text_query_against_an_image_store_says_so(store):
+    code, _, err = run_cli("score", "--train", store.path, "--query", "a photo of a cat")
+    _assert_one_line_error(code, err, "made from an image model", "not text")

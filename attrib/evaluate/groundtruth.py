@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,15 @@ class GroundTruth:
     @property
     def subsets(self) -> int:
         return self.masks.shape[0]
+
+    def made_for(self) -> dict:
+        """The fingerprints of the stores `evaluate retrain` made it for ({"train", "queries"}),
+        or {} for ground truth from elsewhere."""
+        try:
+            recipe = json.loads(str(self.extra.get("recipe", "{}")))
+        except ValueError:
+            return {}
+        return {k: recipe[k] for k in ("train", "queries") if isinstance(recipe.get(k), str)}
 
     def check(self, num_train: int, num_queries: int, where: str) -> None:
         m, n = self.masks.shape

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attrib.errors import AttribError
 from attrib.evaluate.options import (
     GroupsOptions,
     LdsOptions,
@@ -42,6 +43,14 @@ def _truth(path: Path, train: Store, queries: Store):
 
     truth = load_groundtruth(path)
     truth.check(train.num_examples, queries.num_examples, f"--groundtruth {path}")
+    made_for = truth.made_for()
+    for role, store in (("train", train), ("queries", queries)):
+        if made_for.get(role) not in (None, store.fingerprint()):
+            flag = "--train" if role == "train" else "--queries"
+            raise AttribError(
+                f"--groundtruth {path} was made for another {flag} store than {store.path}; "
+                "use its own stores or run `evaluate retrain` for these"
+            )
     return truth
 
 

@@ -90,6 +90,11 @@ def from_values(
     if task.query_role == "image":
         for value in values:
             if not Path(value).is_file():
+                if not Path(value).suffix or " " in value:  # text, not a path
+                    raise AttribError(
+                        f"--query {value[:60]!r}: {train.path} was made from an image model, "
+                        "so queries are image files (or --queries STORE), not text"
+                    )
                 raise AttribError(f"--query {value}: no such image file")
             problem = image_problem(value)
             if problem is not None:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from attrib import __version__, log
+from attrib.errors import AttribError
 from attrib.methods import get_method, method_class
 from attrib.score import queries as query_features
 from attrib.store import Store
@@ -37,6 +38,11 @@ def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
     """Learn per-group weights and write them to `options.out`; returns the artifact and a
     summary (objective under uniform and learned weights, per-epoch losses)."""
     train, queries = Store(options.train), Store(options.queries)
+    if options.k >= train.num_examples:
+        raise AttribError(
+            f"--k {options.k} must be smaller than the training store ({train.num_examples} "
+            "examples): the top-k would be every example"
+        )
     method = get_method(options.method, train, options.damping)
     chosen = query_features.from_store(train, queries)
     groups, mapping = group_modules(train.module_names, options.groups, options.depth)
