@@ -138,3 +138,8 @@ def existing_store(path: Path | None, flag: str) -> None:
     (Opening the store checks the rest.)"""
     if path is not None and not (Path(path) / "manifest.json").is_file():
         raise AttribError(f"{flag} {path} is not an attrib store (no manifest.json); run featurize")
+
+
+def existing_file(path: Path | None, flag: str) -> None:
+    if path is not None and not Path(path).is_file():
+        raise AttribError(f"{flag} {path}: no such file")

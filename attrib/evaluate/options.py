@@ -6,7 +6,14 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, existing_store, option, positive
+from attrib.options import (
+    Options,
+    at_least,
+    existing_file,
+    existing_store,
+    option,
+    positive,
+)
 from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 from attrib.weights.groups import groups_help
 
@@ -38,11 +45,14 @@ def _damping() -> float | None:
 
 
 class _Evaluation(Options):
-    """Every evaluation reads a training store, and most a query store: checked first."""
+    """Every evaluation reads a training store, most a query store, some an input file:
+    checked first, before anything heavy is imported."""
 
     def __post_init__(self) -> None:
         existing_store(self.train, "--train")
         existing_store(getattr(self, "queries", None), "--queries")
+        for name in ("groundtruth", "mislabeled", "contributors"):
+            existing_file(getattr(self, name, None), "--" + name)
         super().__post_init__()
 
 

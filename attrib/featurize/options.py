@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.hub import check_source, looks_like_path
 from attrib.methods import method_class, method_names
 from attrib.options import Options, at_least, option
 from attrib.tasks import task_names
@@ -98,6 +99,12 @@ class FeaturizeOptions(Options):
     command: tuple[str, ...] = option((), help="The command line recorded.", cli=False)
 
     def check(self) -> None:
+        # Paths first, before anything heavy is imported: a typo costs a fraction of a second.
+        check_source(self.model, "--model")
+        if self.adapter:
+            check_source(self.adapter, "--adapter")
+        if looks_like_path(self.data) and not Path(self.data).expanduser().exists():
+            raise AttribError(f"--data {self.data}: no such file or folder")
         for name in ("batch_size", "shard_size", "max_examples", "timesteps"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
         if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
