@@ -35,6 +35,26 @@ def load_error(what: str, source: str, revision: str | None, exc: Exception) -> 
     )
 
 
+def resolved_commit(source: str, revision: str | None, filename: str) -> str | None:
+    """The commit a hub id was loaded from: the snapshot folder huggingface_hub's cache holds
+    `filename` in (loading put it there, or found it there offline). None for local folders.
+    transformers 5 no longer records it on the config, so attrib looks it up here."""
+    if Path(source).expanduser().exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(source, filename, revision=revision)
+    except Exception:  # a malformed id: the loader has already said what is wrong
+        return None
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    while snapshot.parent.name != "snapshots" and snapshot != snapshot.parent:
+        snapshot = snapshot.parent  # files in subfolders (a pipeline's unet/...)
+    return snapshot.name if snapshot.parent.name == "snapshots" else None
+
+
 def fingerprint(source: str, commit: str | None) -> str:
     """A string that changes when the weights change."""
     if commit:

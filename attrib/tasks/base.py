@@ -162,8 +162,10 @@ def _download_adapter(ref: ModelRef) -> tuple[str, str]:
 
 
 def model_record(ref: ModelRef, config, task: str, dtype: torch.dtype, adapter: dict | None):
-    commit = getattr(config, "_commit_hash", None)
     local = Path(ref.source).expanduser().exists()
+    commit = getattr(config, "_commit_hash", None) or hub.resolved_commit(
+        ref.source, ref.revision, "config.json"
+    )
     return {
         "source": hub.absolute_if_local(ref.source),
         "revision": ref.revision,

@@ -120,11 +120,12 @@ class DiffusionTask(Task):
             if part in components:
                 components[part].requires_grad_(False).eval()
         unet, adapter = attach_adapter(unet, ref)
+        commit = hub.resolved_commit(ref.source, ref.revision, "model_index.json")
         info = {
             "source": hub.absolute_if_local(ref.source),
             "revision": ref.revision,
-            "commit": None,
-            "fingerprint": hub.fingerprint(ref.source, None),
+            "commit": commit,
+            "fingerprint": hub.fingerprint(ref.source, commit),
             "architecture": index.get("_class_name", "DiffusionPipeline"),
             "task": cls.name,
             "dtype": str(dtype).removeprefix("torch."),
