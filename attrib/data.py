@@ -81,6 +81,7 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
         elif hub.looks_like_path(ref.source):
             raise AttribError(f"--data {ref.source}: no such file or folder")
         else:
+            hub.require_hub("--data", ref.source)
             dataset = datasets.load_dataset(
                 ref.source, name=ref.config, split=ref.split, revision=ref.revision
             )

@@ -8,6 +8,7 @@ a large local checkpoint does not cost a full read on every run).
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from attrib.errors import AttribError
@@ -24,6 +25,34 @@ def check_source(source: str, what: str) -> None:
     """Fail fast on a path that does not exist, before asking the hub about it."""
     if looks_like_path(source) and not Path(source).expanduser().exists():
         raise AttribError(f"{what} {source}: no such folder (pass a hub id or an existing path)")
+
+
+def offline() -> bool:
+    return any(
+        os.environ.get(v, "0").upper() in ("1", "ON", "YES", "TRUE")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def require_hub(what: str, source: str) -> None:
+    """Before asking the hub for `source`: say at once when it cannot be reached (the hub
+    libraries retry for tens of seconds). Offline mode (HF_HUB_OFFLINE=1) uses the cache."""
+    if offline():
+        return
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=3).close()
+    except OSError as exc:
+        raise AttribError(
+            f"{what} {source}: the Hugging Face hub ({url.hostname}) cannot be reached ({exc}); "
+            "pass a local path, or set HF_HUB_OFFLINE=1 to use a copy in the local cache"
+        ) from None
 
 
 def load_error(what: str, source: str, revision: str | None, exc: Exception) -> AttribError:

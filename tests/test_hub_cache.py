@@ -45,3 +45,15 @@ def test_the_snapshot_is_recorded_and_other_revisions_refused(tmp_path, text_dat
     assert Store(queries).settings["model"]["commit"] == COMMIT_B
     code, _, err = run_cli("score", "--train", train, "--queries", queries, "-q")
     _assert_one_line_error(code, err, "other settings", "model.fingerprint")
+
+
+def test_an_unreachable_hub_is_said_at_once(tmp_path, gpt2_dir, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    out = tmp_path / "out"
+    code, _, err = run_cli("featurize", "--model", gpt2_dir, "--data", "someone/data", "--out", out)
+    _assert_one_line_error(code, err, "cannot be reached", "HF_HUB_OFFLINE=1")
+    assert not out.exists()
