@@ -23,7 +23,12 @@ class RateColumn(ProgressColumn):
 
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
-        text = f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s"
+        if not speed:
+            text = f"- {self.unit}/s"
+        elif speed < 1:  # slow steps (retraining a model): seconds per step reads better
+            text = f"{1 / speed:,.1f} s/{self.unit.removesuffix('s')}"
+        else:
+            text = f"{speed:,.1f} {self.unit}/s"
         return Text(text, style="progress.data.speed")
 
 

@@ -1,4 +1,6 @@
-"""`attrib demo`."""
+"""`attrib demo`: the answer first (one query and its top proponents, as soon as they are
+known), then how good it is (LDS with and without the learned weights), then what to run on
+one's own data."""
 
 from __future__ import annotations
 
@@ -10,45 +12,76 @@ from attrib_cli.common import setup
 
 from attrib.demo.options import DemoOptions
 
+NEXT = """next, on your own model and data:
+  attrib featurize --model MODEL --data TRAIN.parquet --out stores/train
+  attrib featurize --model MODEL --data QUERIES.parquet --out stores/queries
+  attrib learn-weights --train stores/train --queries stores/queries --out weights.safetensors
+  attrib score --train stores/train --query QUERY_FILE_OR_TEXT --weights weights.safetensors"""
+
 
 def demo(values: dict, quiet: bool) -> None:
     setup(quiet)
     options = DemoOptions(**values)
-    subsets = options.subsets
-    from rich.console import Console
-    from rich.table import Table
-
     from attrib.demo.run import run_demo
 
-    result = run_demo(options)
     if not sys.stdout.isatty():
-        print(
-            json.dumps(
-                {
-                    "proponents": result.records,
-                    "lds": result.lds,
-                    "grid": str(result.grid) if result.grid else None,
-                    "weights": str(result.weights),
-                }
-            )
-        )
+        result = run_demo(options)
+        record = {
+            "query": result.query,
+            "proponents": result.records,
+            "lds": result.lds,
+            "grid": str(result.grid) if result.grid else None,
+            "weights": str(result.weights),
+        }
+        print(json.dumps(record))
         return
+    from rich.console import Console
+
     console = Console()
-    table = Table(title="top proponents of evaluation query 0 (trak-block, learned weights)")
-    for column in ("rank", "training row", "score", "preview"):
+    result = run_demo(options, on_answer=lambda answer: _answer(console, answer))
+    _quality(console, result, options.subsets)
+    console.print(NEXT)
+
+
+def _answer(console, result) -> None:
+    from rich.table import Table
+
+    query = result.query
+    shown = query.get("text") or f"an image of a {query.get('label')}"
+    console.print(f"\nthe query (evaluation row {query['row']}): {shown}")
+    table = Table(title="the training examples that helped it most (trak-block, learned weights)")
+    for column in ("rank", "training row", "score", "what it is"):
         table.add_column(column)
     for r in result.records:
-        preview = r.get("text") or f"label {r.get('label')}"
+        preview = r.get("text") or f"an image of a {r.get('label')}"
         table.add_row(str(r["rank"]), str(r["index"]), f"{r['score']:.4g}", preview)
     console.print(table)
     if result.grid:
-        console.print(f"query and proponents: {result.grid}")
-    lds = Table(title=f"LDS on the evaluation queries ({subsets} retrained models)")
+        console.print(f"the query and these images, side by side: {result.grid}")
+    console.print("now measuring how good such rankings are (retraining; cached after this run)")
+
+
+def _quality(console, result, subsets: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"LDS on the evaluation queries ({subsets} retrained models)")
     for column in ("weights", "LDS %", "± 95% CI"):
-        lds.add_column(column, justify="right")
+        table.add_column(column, justify="right")
     for name, (value, ci) in result.lds.items():
-        lds.add_row(name, f"{100 * value:.2f}", f"{100 * ci:.2f}")
-    console.print(lds)
+        table.add_row(name, f"{100 * value:.2f}", f"{100 * ci:.2f}")
+    console.print(table)
+    (plain, plain_ci), (weighted, weighted_ci) = result.lds["unweighted"], result.lds["weighted"]
+    change = 100 * (weighted - plain)
+    noise = 100 * max(plain_ci, weighted_ci)
+    verdict = (
+        "within the noise of this small ground truth"
+        if abs(change) < noise
+        else ("the learned weights helped" if change > 0 else "the learned weights hurt")
+    )
+    console.print(
+        "LDS: how well the summed scores of each random half of the training set predict the "
+        f"model retrained on it. Learned weights changed it by {change:+.2f} points: {verdict}."
+    )
     console.print(f"weights: {result.weights}")
 
 

@@ -33,10 +33,12 @@ METHOD = "trak-block"
 
 @dataclass
 class DemoResult:
-    records: list[dict]
+    query: dict  # the explained evaluation query: its row and preview (text or label)
+    records: list[dict]  # its top proponents (score, preview)
     lds: dict[str, tuple[float, float]]  # "unweighted" / "weighted" -> (LDS, CI)
     grid: Path | None
     weights: Path
+    stores: dict[str, Path]
 
 
 def cache_root() -> Path:
@@ -67,7 +69,7 @@ def _store(model: Path, data: Path, out: Path) -> Store:
                 method=METHOD,
                 proj_dim=16,
                 batch_size=64,
-                progress=False,
+                progress=not log.is_quiet(),
                 store_dtype="float32",
                 overwrite=True,
             )
@@ -75,7 +77,9 @@ def _store(model: Path, data: Path, out: Path) -> Store:
     return Store(out)
 
 
-def run_demo(options: DemoOptions) -> DemoResult:
+def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
+    """The demo; `on_answer(result)` is called as soon as the query is explained (before the
+    minutes of retraining that measure LDS), with `lds` still empty."""
     task, out, subsets = options.task, options.out, options.subsets
     root = options.root or cache_root() / task
     data, model, recipe = _build(task, root)
@@ -93,6 +97,11 @@ def run_demo(options: DemoOptions) -> DemoResult:
             )
         )
     records = _explain(stores, weights, out, task)
+    grid = out / "query-and-proponents.png" if task == "image" else None
+    paths = {role: store.path for role, store in stores.items()}
+    result = DemoResult(_query(stores["eval"]), records, {}, grid, weights, paths)
+    if on_answer is not None:
+        on_answer(result)
     truth_path = root / f"groundtruth-{subsets}.npz"
     if not truth_path.exists():
         log.info(f"retraining {subsets} models on random halves of the training set for LDS")
@@ -108,13 +117,19 @@ def run_demo(options: DemoOptions) -> DemoResult:
             )
         )
     truth = load_groundtruth(truth_path)
-    lds = {}
     for name, path in (("unweighted", None), ("weighted", weights)):
         vector = weight_vector(stores["train"], path)
-        result = evaluate_lds(stores["train"], stores["eval"], truth, METHOD, None, vector)
-        lds[name] = (result.lds, result.ci)
-    grid = out / "query-and-proponents.png" if task == "image" else None
-    return DemoResult(records, lds, grid, weights)
+        measured = evaluate_lds(stores["train"], stores["eval"], truth, METHOD, None, vector)
+        result.lds[name] = (measured.lds, measured.ci)
+    return result
+
+
+def _query(store: Store) -> dict:
+    """Evaluation query 0 as a person sees it: its row and its text or label."""
+    from attrib.score.preview import Previewer
+
+    row = int(store.column("index")[0])
+    return {"row": row, **Previewer(store)([row]).get(row, {})}
 
 
 def _explain(stores, weights: Path, out: Path, task: str) -> list[dict]:
@@ -151,13 +166,15 @@ def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None
 
     query_image, train_image = reader(queries), reader(train)
     tile, pad = 64, 18
-    canvas = Image.new("L", ((len(records) + 1) * (tile + 6), tile + pad), 255)
+    canvas = Image.new("L", ((len(records) + 1) * (tile + 6), tile + 2 * pad), 255)
     draw = ImageDraw.Draw(canvas)
-    canvas.paste(query_image(int(queries.column("index")[0])), (0, pad))
-    draw.text((2, 2), "query", fill=0)
+    query = _query(queries)
+    canvas.paste(query_image(query["row"]), (0, pad))
+    draw.text((2, 2), f"query {query.get('label', '')}", fill=0)
     for i, record in enumerate(records, start=1):
         x = i * (tile + 6)
         canvas.paste(train_image(record["index"]), (x, pad))
         draw.text((x + 2, 2), f"#{record['index']} {record.get('label', '')}", fill=0)
+        draw.text((x + 2, tile + pad + 2), f"{record['score']:.2g}", fill=0)
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
