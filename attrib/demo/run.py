@@ -80,6 +80,7 @@ def _store(model: Path, data: Path, out: Path) -> Store:
 def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
     """The demo; `on_answer(result)` is called as soon as the query is explained (before the
     minutes of retraining that measure LDS), with `lds` still empty."""
+    log.quiet_libraries()  # attrib reports progress; the libraries' own bars are noise here
     task, out, subsets = options.task, options.out, options.subsets
     root = options.root or cache_root() / task
     data, model, recipe = _build(task, root)
