@@ -48,9 +48,9 @@ def _answer(console, result) -> None:
 
     query = result.query
     shown = query.get("text") or f"an image of a {query.get('label')}"
-    console.print(f"\nthe query (evaluation row {query['row']}): {shown}")
+    console.print(f"\nthe query (index {query['index']} of the evaluation set): {shown}")
     table = Table(title="the training examples that helped it most (trak-block, learned weights)")
-    for column in ("rank", "training row", "score", "what it is"):
+    for column in ("rank", "index", "score", "what it is"):
         table.add_column(column)
     for r in result.records:
         preview = r.get("text") or f"an image of a {r.get('label')}"

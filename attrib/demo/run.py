@@ -33,7 +33,7 @@ METHOD = "trak-block"
 
 @dataclass
 class DemoResult:
-    query: dict  # the explained evaluation query: its row and preview (text or label)
+    query: dict  # the explained evaluation query: `index` (its row) and its text or label
     records: list[dict]  # its top proponents (score, preview)
     lds: dict[str, tuple[float, float]]  # "unweighted" / "weighted" -> (LDS, CI)
     grid: Path | None
@@ -130,7 +130,7 @@ def _query(store: Store) -> dict:
     from attrib.score.preview import Previewer
 
     row = int(store.column("index")[0])
-    return {"row": row, **Previewer(store)([row]).get(row, {})}
+    return {"index": row, **Previewer(store)([row]).get(row, {})}
 
 
 def _explain(stores, weights: Path, out: Path, task: str) -> list[dict]:
@@ -170,7 +170,7 @@ def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None
     canvas = Image.new("L", ((len(records) + 1) * (tile + 6), tile + 2 * pad), 255)
     draw = ImageDraw.Draw(canvas)
     query = _query(queries)
-    canvas.paste(query_image(query["row"]), (0, pad))
+    canvas.paste(query_image(query["index"]), (0, pad))
     draw.text((2, 2), f"query {query.get('label', '')}", fill=0)
     for i, record in enumerate(records, start=1):
         x = i * (tile + 6)

@@ -60,7 +60,7 @@ def plot_bars(
     axes.set_title(title, fontsize=9)
     figure.tight_layout()
     with atomic_path(path, Path(path).suffix) as tmp:
-        figure.savefig(tmp, dpi=130)
+        figure.savefig(tmp, dpi=130, bbox_inches="tight")  # long group names stay whole
     plt.close(figure)
 
 
