@@ -64,19 +64,25 @@ def load_error(what: str, source: str, revision: str | None, exc: Exception) -> 
     )
 
 
+def cached_file(source: str, filename: str, revision: str | None = None) -> str | None:
+    """The path of a hub repo's file in huggingface_hub's cache, or None (not cached)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(source, filename, revision=revision)
+    except Exception:  # not a valid repo id
+        return None
+    return found if isinstance(found, str) else None
+
+
 def resolved_commit(source: str, revision: str | None, filename: str) -> str | None:
     """The commit a hub id was loaded from: the snapshot folder huggingface_hub's cache holds
     `filename` in (loading put it there, or found it there offline). None for local folders.
     transformers 5 no longer records it on the config, so attrib looks it up here."""
     if Path(source).expanduser().exists():
         return None
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(source, filename, revision=revision)
-    except Exception:  # a malformed id: the loader has already said what is wrong
-        return None
-    if not isinstance(found, str):
+    found = cached_file(source, filename, revision)
+    if found is None:
         return None
     snapshot = Path(found).parent
     while snapshot.parent.name != "snapshots" and snapshot != snapshot.parent:

@@ -30,7 +30,11 @@ def _cached_repo(tmp_path, texts) -> str:
     return "tiny/gpt2"
 
 
-def test_the_snapshot_is_recorded_and_other_revisions_refused(tmp_path, text_data):
+def test_the_snapshot_is_recorded_and_other_revisions_refused(tmp_path, text_data, monkeypatch):
+    from attrib.tasks import diffusion
+
+    probes = []  # a cached transformers model must not be probed for model_index.json
+    monkeypatch.setattr(diffusion, "_model_index", lambda ref: probes.append(ref) or {})
     hub_id = _cached_repo(tmp_path, sentences(24))
     common = ["--data", text_data, "--max-examples", "6", "--proj-dim", "4", "--device", "cpu"]
     train, queries = tmp_path / "train", tmp_path / "queries"
@@ -45,6 +49,7 @@ def test_the_snapshot_is_recorded_and_other_revisions_refused(tmp_path, text_dat
     assert Store(queries).settings["model"]["commit"] == COMMIT_B
     code, _, err = run_cli("score", "--train", train, "--queries", queries, "-q")
     _assert_one_line_error(code, err, "other settings", "model.fingerprint")
+    assert probes == []
 
 
 def test_an_unreachable_hub_is_said_at_once(tmp_path, gpt2_dir, monkeypatch):

@@ -49,6 +49,12 @@ def pipeline_index(ref: ModelRef) -> dict | None:
         return json.loads(index.read_text()) if index.exists() else None
     if hub.looks_like_path(ref.source):
         return None
+    # From the cache first: a transformers checkpoint there needs no question to the hub.
+    cached = hub.cached_file(ref.source, "model_index.json", ref.revision)
+    if cached is not None:
+        return json.loads(Path(cached).read_text())
+    if hub.cached_file(ref.source, "config.json", ref.revision) is not None:
+        return None
     try:
         return _model_index(ref)
     except Exception:  # not a pipeline on the hub, or no network: other tasks will say
