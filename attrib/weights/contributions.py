@@ -18,8 +18,10 @@ import torch
 
 from attrib.methods import Method
 from attrib.store import Store
+from attrib.weights.options import LearnOptions
 
-DEFAULT_BUDGET_BYTES = 6 * 2**30
+# The library default is learn-weights' own --memory-gb (one default, defined once).
+DEFAULT_BUDGET_BYTES = int(LearnOptions.default("memory_gb") * 2**30)
 
 
 def group_columns(store: Store, module_to_group: dict[str, str], groups: list[str]):
