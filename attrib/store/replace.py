@@ -24,20 +24,23 @@ def retired(target: Path) -> Path:
     return target.parent / f".{target.name}.old"
 
 
-def is_attrib_store(folder: Path) -> bool:
-    """A folder holding a manifest attrib wrote (complete or not)."""
+def _attrib_manifest(folder: Path) -> dict | None:
+    """The manifest of a folder attrib wrote (complete or not), else None."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
-        return False
+        return None
     keys = ("format_version", "attrib_version", "settings", "shards")
-    return isinstance(manifest, dict) and all(k in manifest for k in keys)
+    return manifest if isinstance(manifest, dict) and all(k in manifest for k in keys) else None
+
+
+def is_attrib_store(folder: Path) -> bool:
+    return _attrib_manifest(folder) is not None
 
 
 def is_complete_store(folder: Path) -> bool:
-    if not is_attrib_store(folder):
-        return False
-    return bool(json.loads((folder / MANIFEST).read_text()).get("complete"))
+    manifest = _attrib_manifest(folder)
+    return bool(manifest and manifest.get("complete"))
 
 
 def recover(target: Path) -> None:

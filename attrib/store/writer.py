@@ -129,7 +129,7 @@ class StoreWriter:
                 shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename
         lock_store(self.path, exclusive=True)
         self.locked = True
-        if self.complete is False and self.known:  # a damaged complete store: resume it
+        if self.known:  # a complete store failed its checksums (check()): mark it incomplete
             write_json_atomic(self.path / MANIFEST, self._manifest(complete=False, shards=[]))
 
     # -- shards ----------------------------------------------------------------------------
