@@ -152,9 +152,15 @@ def save_tiny_ddpm(path: Path, seed: int = 0, timesteps: int = 100) -> Path:
 
     torch.manual_seed(seed)
     unet = UNet2DModel(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8,
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
     )
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=timesteps)).save_pretrained(
         path
@@ -178,8 +184,13 @@ def save_plain_images(path: Path, n: int, seed: int = 0, size: int = 8, captions
     return path
 
 
-CAPTIONS = ["a photo of a cat", "a watercolor of a dog", "an oil painting of a bird",
-            "a sketch of a house on a hill", "a photo of a red car"]
+CAPTIONS = [
+    "a photo of a cat",
+    "a watercolor of a dog",
+    "an oil painting of a bird",
+    "a sketch of a house on a hill",
+    "a photo of a red car",
+]
 
 
 def clip_tokenizer(texts: list[str], max_length: int = 16):
@@ -191,7 +202,8 @@ def clip_tokenizer(texts: list[str], max_length: int = 16):
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(
-        vocab_size=120, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        vocab_size=120,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
         end_of_word_suffix="</w>",
     )
     core.train_from_iterator(texts * 4, trainer)
@@ -213,27 +225,51 @@ def save_tiny_sd(path: Path, seed: int = 0, timesteps: int = 100) -> Path:
 
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer(CAPTIONS)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=16, projection_dim=16,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            projection_dim=16,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
-        attention_head_dim=4, norm_num_groups=4,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=4,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=4, sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+        sample_size=16,
     )
     StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-        scheduler=DDPMScheduler(num_train_timesteps=timesteps), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDPMScheduler(num_train_timesteps=timesteps),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     ).save_pretrained(path)
     return path
 
@@ -245,7 +281,11 @@ def save_unet_lora(pipeline: Path, path: Path, seed: int = 0) -> Path:
 
     unet = UNet2DConditionModel.from_pretrained(pipeline, subfolder="unet")
     torch.manual_seed(seed)
-    config = LoraConfig(r=2, lora_alpha=4, init_lora_weights=False,
-                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    config = LoraConfig(
+        r=2,
+        lora_alpha=4,
+        init_lora_weights=False,
+        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+    )
     get_peft_model(unet, config).save_pretrained(path)
     return path

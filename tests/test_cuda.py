@@ -50,8 +50,9 @@ def test_kronecker_factors_on_the_gpu_equal_the_cpu(tmp_path, resnet_dir, image_
     from attrib.store.factors import total_factors
 
     cpu = _store(resnet_dir, image_data, tmp_path / "cpu", method="ekfac", max_examples=12)
-    gpu = _store(resnet_dir, image_data, tmp_path / "gpu", method="ekfac", max_examples=12,
-                 device="cuda")
+    gpu = _store(
+        resnet_dir, image_data, tmp_path / "gpu", method="ekfac", max_examples=12, device="cuda"
+    )
     a, b = total_factors(cpu), total_factors(gpu)
     for name in a:
         scale = a[name].a.abs().max()

@@ -13,8 +13,9 @@ from attrib.train import Recipe
 def test_demo_runs_offline_and_reuses_its_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(digits, "SIZES", {"train": 120, "learn": 30, "val": 10, "eval": 20})
-    monkeypatch.setattr(digits, "RECIPE", Recipe(init="scratch", epochs=2, lr=3e-3,
-                                                 batch_size=32, seed=0))
+    monkeypatch.setattr(
+        digits, "RECIPE", Recipe(init="scratch", epochs=2, lr=3e-3, batch_size=32, seed=0)
+    )
     out = tmp_path / "demo"
     code, stdout, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "3")
     assert code == 0, err

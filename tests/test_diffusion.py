@@ -113,10 +113,29 @@ def test_das_features_are_normalized_per_timestep(ddpm):
 
 
 def _featurize(pipe, data, out, method, *extra):
-    code, _, err = run_cli("featurize", "--model", pipe, "--data", data, "--out", out,
-                           "--method", method, "--timesteps", "3", "--noise-seed", "5",
-                           "--store-dtype", "float32", "--proj-dim", "6", "--device", "cpu",
-                           "-q", *extra)
+    code, _, err = run_cli(
+        "featurize",
+        "--model",
+        pipe,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--method",
+        method,
+        "--timesteps",
+        "3",
+        "--noise-seed",
+        "5",
+        "--store-dtype",
+        "float32",
+        "--proj-dim",
+        "6",
+        "--device",
+        "cpu",
+        "-q",
+        *extra,
+    )
     assert code == 0, err
     return Store(out)
 
@@ -134,8 +153,21 @@ def test_das_scores_equal_the_papers_formula(tmp_path, ddpm):
     pipe, data = ddpm
     store = _featurize(pipe, data, tmp_path / "das", "das")
     out = tmp_path / "scores.npy"
-    code, _, err = run_cli("score", "--train", store.path, "--queries", store.path, "--method",
-                           "das", "--lambda", "0.5", "--out", out, "--no-preview", "-q")
+    code, _, err = run_cli(
+        "score",
+        "--train",
+        store.path,
+        "--queries",
+        store.path,
+        "--method",
+        "das",
+        "--lambda",
+        "0.5",
+        "--out",
+        out,
+        "--no-preview",
+        "-q",
+    )
     assert code == 0, err
     phi = _phi(store)
     kernel = _trak_kernel(phi, 0.5)
@@ -148,8 +180,22 @@ def test_das_scores_equal_the_papers_formula(tmp_path, ddpm):
 def test_journey_trak_queries_and_scores(tmp_path, ddpm):
     pipe, data = ddpm
     generated = tmp_path / "generated"
-    code, _, err = run_cli("generate", "--model", pipe, "--out", generated, "--n", "2",
-                           "--steps", "6", "--trajectory", "3", "--seed", "7", "-q")
+    code, _, err = run_cli(
+        "generate",
+        "--model",
+        pipe,
+        "--out",
+        generated,
+        "--n",
+        "2",
+        "--steps",
+        "6",
+        "--trajectory",
+        "3",
+        "--seed",
+        "7",
+        "-q",
+    )
     assert code == 0, err
     train = _featurize(pipe, data, tmp_path / "train", "trak")
     queries = _featurize(pipe, generated, tmp_path / "queries", "jtrak")
@@ -164,8 +210,10 @@ def test_journey_trak_queries_and_scores(tmp_path, ddpm):
     original = task.outputs
 
     def along_trajectory(batch, output_function):
-        parts = [task._pass(x0, int(t), batch, "loss") for x0, t in
-                 zip(batch["trajectory"], batch["trajectory_timesteps"][0])]
+        parts = [
+            task._pass(x0, int(t), batch, "loss")
+            for x0, t in zip(batch["trajectory"], batch["trajectory_timesteps"][0])
+        ]
         return type(parts[0])(sum(p.values for p in parts) / len(parts))
 
     task.outputs = along_trajectory
@@ -174,13 +222,27 @@ def test_journey_trak_queries_and_scores(tmp_path, ddpm):
     for name in want:
         _close(got[name], want[name])
     out = tmp_path / "scores.npy"
-    code, _, err = run_cli("score", "--train", train.path, "--queries", queries.path, "--method",
-                           "jtrak", "--lambda", "0.5", "--out", out, "--no-preview", "-q")
+    code, _, err = run_cli(
+        "score",
+        "--train",
+        train.path,
+        "--queries",
+        queries.path,
+        "--method",
+        "jtrak",
+        "--lambda",
+        "0.5",
+        "--out",
+        out,
+        "--no-preview",
+        "-q",
+    )
     assert code == 0, err
     phi, g = _phi(train), _phi(queries)
     want_scores = g @ _trak_kernel(phi, 0.5) @ phi.T
-    np.testing.assert_allclose(np.load(out), want_scores, rtol=2e-3,
-                               atol=1e-4 * np.abs(want_scores).max())
+    np.testing.assert_allclose(
+        np.load(out), want_scores, rtol=2e-3, atol=1e-4 * np.abs(want_scores).max()
+    )
 
 
 def test_same_seed_same_bytes(tmp_path, ddpm):
@@ -191,8 +253,20 @@ def test_same_seed_same_bytes(tmp_path, ddpm):
         p.read_bytes() for p in sorted((b.path / "shards").glob("*"))
     ]
     for name in ("g1", "g2"):
-        code, _, err = run_cli("generate", "--model", pipe, "--out", tmp_path / name, "--n", "2",
-                               "--steps", "4", "--trajectory", "2", "-q")
+        code, _, err = run_cli(
+            "generate",
+            "--model",
+            pipe,
+            "--out",
+            tmp_path / name,
+            "--n",
+            "2",
+            "--steps",
+            "4",
+            "--trajectory",
+            "2",
+            "-q",
+        )
         assert code == 0, err
     first = sorted((tmp_path / "g1" / "png").glob("*.png"))
     assert [p.read_bytes() for p in first] == [
@@ -211,31 +285,103 @@ def test_the_whole_chain_on_tiny_pipelines(request, tmp_path, which):
         extra = ["--adapter", str(adapter)]
         prompts = ["--prompt", "a {style} of a cat", "--values", "style=photo,watercolor"]
     for name, seed in (("learn", 1), ("eval", 100)):
-        code, _, err = run_cli("generate", "--model", pipe, "--out", tmp_path / name, "--n", "2",
-                               "--steps", "4", "--trajectory", "2", "--seed", str(seed), "-q",
-                               *extra, *prompts)
+        code, _, err = run_cli(
+            "generate",
+            "--model",
+            pipe,
+            "--out",
+            tmp_path / name,
+            "--n",
+            "2",
+            "--steps",
+            "4",
+            "--trajectory",
+            "2",
+            "--seed",
+            str(seed),
+            "-q",
+            *extra,
+            *prompts,
+        )
         assert code == 0, err
     train = _featurize(pipe, data, tmp_path / "train", "dtrak", *extra)
     learn = _featurize(pipe, tmp_path / "learn", tmp_path / "q-learn", "dtrak", *extra)
     evaluation = _featurize(pipe, tmp_path / "eval", tmp_path / "q-eval", "dtrak", *extra)
     weights = tmp_path / "w.safetensors"
-    code, _, err = run_cli("learn-weights", "--train", train.path, "--queries", learn.path,
-                           "--method", "dtrak", "--out", weights, "--k", "3", "--groups",
-                           "block", "--depth", "2", "-q")
+    code, _, err = run_cli(
+        "learn-weights",
+        "--train",
+        train.path,
+        "--queries",
+        learn.path,
+        "--method",
+        "dtrak",
+        "--out",
+        weights,
+        "--k",
+        "3",
+        "--groups",
+        "block",
+        "--depth",
+        "2",
+        "-q",
+    )
     assert code == 0, err
-    code, out, err = run_cli("score", "--train", train.path, "--queries", evaluation.path,
-                             "--method", "dtrak", "--weights", weights, "--top", "3",
-                             "--format", "jsonl", "-q")
+    code, out, err = run_cli(
+        "score",
+        "--train",
+        train.path,
+        "--queries",
+        evaluation.path,
+        "--method",
+        "dtrak",
+        "--weights",
+        weights,
+        "--top",
+        "3",
+        "--format",
+        "jsonl",
+        "-q",
+    )
     assert code == 0, err
     assert len(out.splitlines()) == 3 * evaluation.num_examples
     truth = tmp_path / "gt.npz"
-    code, _, err = run_cli("evaluate", "retrain", "--train", train.path, "--queries",
-                           evaluation.path, "--out", truth, "--subsets", "3", "--epochs", "1",
-                           "--batch-size", "4", "--device", "cpu", "-q")
+    code, _, err = run_cli(
+        "evaluate",
+        "retrain",
+        "--train",
+        train.path,
+        "--queries",
+        evaluation.path,
+        "--out",
+        truth,
+        "--subsets",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert code == 0, err
-    code, out, err = run_cli("evaluate", "lds", "--train", train.path, "--queries",
-                             evaluation.path, "--groundtruth", truth, "--method", "dtrak",
-                             "--weights", f"none,{weights}", "--format", "jsonl")
+    code, out, err = run_cli(
+        "evaluate",
+        "lds",
+        "--train",
+        train.path,
+        "--queries",
+        evaluation.path,
+        "--groundtruth",
+        truth,
+        "--method",
+        "dtrak",
+        "--weights",
+        f"none,{weights}",
+        "--format",
+        "jsonl",
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["weights"] for r in rows] == ["none", "w.safetensors"]
@@ -248,8 +394,9 @@ def test_a_generated_image_with_its_prompt_scores_like_a_query_store(tmp_path, s
     image = tmp_path / "query.png"
     from builders import png_bytes
 
-    image.write_bytes(png_bytes((np.random.default_rng(3).random((16, 16, 3)) * 255).astype(
-        np.uint8)))
+    image.write_bytes(
+        png_bytes((np.random.default_rng(3).random((16, 16, 3)) * 255).astype(np.uint8))
+    )
     import datasets
 
     table = tmp_path / "q.parquet"
@@ -261,25 +408,51 @@ def test_a_generated_image_with_its_prompt_scores_like_a_query_store(tmp_path, s
     ).to_parquet(str(table))
     queries = _featurize(pipe, table, tmp_path / "queries", "trak", "--adapter", str(adapter))
     outs = {}
-    for name, args in (("store", ["--queries", queries.path]),
-                       ("file", ["--query", image, "--prompt", "a photo of a cat"])):
+    for name, args in (
+        ("store", ["--queries", queries.path]),
+        ("file", ["--query", image, "--prompt", "a photo of a cat"]),
+    ):
         outs[name] = tmp_path / f"{name}.npy"
-        code, _, err = run_cli("score", "--train", train.path, *args, "--method", "trak",
-                               "--out", outs[name], "--device", "cpu", "--no-preview", "-q")
+        code, _, err = run_cli(
+            "score",
+            "--train",
+            train.path,
+            *args,
+            "--method",
+            "trak",
+            "--out",
+            outs[name],
+            "--device",
+            "cpu",
+            "--no-preview",
+            "-q",
+        )
         assert code == 0, err
     want = np.load(outs["store"])
-    np.testing.assert_allclose(np.load(outs["file"]), want, rtol=1e-4,
-                               atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(
+        np.load(outs["file"]), want, rtol=1e-4, atol=1e-5 * np.abs(want).max()
+    )
     code, _, err = run_cli("score", "--train", train.path, "--query", image, "--device", "cpu")
     assert code == 2 and "text-to-image: pass --prompt" in err
 
 
 def test_diffusion_bad_input(tmp_path, ddpm):
     pipe, data = ddpm
-    code, _, err = run_cli("generate", "--model", pipe, "--out", tmp_path / "g",
-                           "--prompt", "a cat", "-q")
+    code, _, err = run_cli(
+        "generate", "--model", pipe, "--out", tmp_path / "g", "--prompt", "a cat", "-q"
+    )
     assert code == 2 and "unconditional" in err
-    code, _, err = run_cli("featurize", "--model", pipe, "--data", data, "--out",
-                           tmp_path / "s", "--timesteps", "0", "-q")
+    code, _, err = run_cli(
+        "featurize",
+        "--model",
+        pipe,
+        "--data",
+        data,
+        "--out",
+        tmp_path / "s",
+        "--timesteps",
+        "0",
+        "-q",
+    )
     assert code == 2 and "--timesteps" in err
     assert not (tmp_path / "s").exists()

@@ -24,8 +24,18 @@ OPTIONS = "--shard-size 4 --batch-size 3 --proj-dim 4 --device cpu -q".split()
 
 
 def _featurize(model, data, out, launcher=None, method="trak"):
-    args = ["featurize", "--model", model, "--data", data, "--out", out, "--method", method,
-            *OPTIONS]
+    args = [
+        "featurize",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--method",
+        method,
+        *OPTIONS,
+    ]
     args = [str(a) for a in args]
     command = [*LAUNCHERS[launcher], ATTRIB, *args] if launcher else [ATTRIB, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from attrib.errors import AttribError
 from attrib.methods import get_method
 from attrib.score.stream import stream
 from attrib.store import Store
@@ -106,7 +107,7 @@ def test_contributions_sum_to_the_method_scores(tmp_path, method):
     torch.testing.assert_close(c.sum(-1), scores, rtol=1e-4, atol=1e-5 * scores.abs().max())
 
 
-def test_bounded_memory_chunks_give_the_same_weights(tmp_path):
+def test_bounded_memory_chunks_give_the_same_weights(tmp_path, capsys):
     train, queries, _ = planted(tmp_path, queries=12, n=200)
     options = LearnOptions(
         train=train.path,
@@ -117,12 +118,15 @@ def test_bounded_memory_chunks_give_the_same_weights(tmp_path):
         epochs=3,
     )
     whole, _ = run_learn(options)
-    # A budget that holds 5 queries' contributions (and no cached training side).
-    budget = 5 * 200 * 6 * 4
-    chunked, _ = run_learn(
-        options.replace(out=tmp_path / "b.safetensors", memory_gb=budget / 2**30)
-    )
+    capsys.readouterr()
+    # ~110 kB: after the kernel and queries (~36 kB), blocks of a few training rows and the
+    # contributions of a few queries at a time (200 x 6 floats each), no cached psi.
+    chunked, _ = run_learn(options.replace(out=tmp_path / "b.safetensors", memory_gb=110e3 / 2**30))
+    assert "in chunks of" in capsys.readouterr().err
     np.testing.assert_allclose(chunked.weights, whole.weights, rtol=1e-5)
+    with pytest.raises(AttribError, match="--memory-gb 1e-05 leaves"):
+        run_learn(options.replace(out=tmp_path / "c.safetensors", memory_gb=1e-5))
+    assert not (tmp_path / "c.safetensors").exists()
 
 
 def test_group_mappings(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
 from attrib.options import (
     Options,
@@ -59,8 +60,11 @@ class _Evaluation(Options):
 class _Compared(_Evaluation):
     """Options of the commands that compare methods x weights files."""
 
+    memory_gb: float = memory_option()
+
     def check(self) -> None:
         at_least(getattr(self, "damping", None), 0, "--lambda")
+        positive(self.memory_gb, "--memory-gb")
 
     def weight_paths(self) -> list[Path | None]:
         return [None if w == "none" else Path(w) for w in self.weights]
@@ -197,10 +201,12 @@ class GroupsOptions(_Evaluation):
     depth: int = option(3, help="Path components that name a block (--groups block).")
     damping: float | None = _damping()
     plot: Path | None = option(None, help="Write a bar plot (PNG).")
+    memory_gb: float = memory_option()
 
     def check(self) -> None:
         at_least(self.depth, 1, "--depth")
         at_least(self.damping, 0, "--lambda")
+        positive(self.memory_gb, "--memory-gb")
 
 
 class TailPatchOptions(_Compared):

@@ -17,6 +17,7 @@ from attrib.evaluate.options import (
     RetrainOptions,
     TailPatchOptions,
 )
+from attrib.memory import Budget, plan_streaming
 from attrib.methods import Method, get_method
 from attrib.score import queries as query_features
 from attrib.store import Store
@@ -26,14 +27,39 @@ def weights_label(path: Path | None) -> str:
     return "none" if path is None else Path(path).name
 
 
-def _combinations(store: Store, options) -> Iterator[tuple[Method, object, str]]:
+MISLABEL_SHARE = 0.4
+
+
+def _reserve_masks(budget: Budget, truth) -> None:
+    budget.reserve(
+        truth.masks.size * 4,
+        f"the ground truth's subset masks ({truth.subsets} x {truth.masks.shape[1]})",
+        "use a ground truth with fewer subsets",
+    )
+
+
+def _planned(store: Store, options, name: str, queries: int, share: float, truth) -> Method:
+    """The method, prepared after its kernel, `queries` query vectors, the ground truth's
+    masks (when given) and the streamed blocks were fitted into --memory-gb (per query and
+    training row: its score and its product with the subsets or the running top-k)."""
+    method = get_method(name, store, options.damping)
+    budget = Budget(options.memory_gb)
+    if truth is not None:
+        _reserve_masks(budget, truth)
+    plan_streaming(budget, store, method, queries, 8, share)
+    return method.prepare()
+
+
+def _combinations(
+    store: Store, options, queries: int, share: float = 1.0, truth=None
+) -> Iterator[tuple[Method, object, str]]:
     """(prepared method, weight vector or None, weights label) for every method x weights."""
     from attrib.score.run import weight_vector
 
     paths = options.weight_paths()
     vectors = {p: weight_vector(store, p) for p in paths}  # checked before any kernel is built
     for name in options.methods:
-        prepared = get_method(name, store, options.damping).prepare()
+        prepared = _planned(store, options, name, queries, share, truth)
         for path in paths:
             yield prepared, vectors[path], weights_label(path)
 
@@ -62,7 +88,9 @@ def run_lds(options: LdsOptions) -> list[dict]:
     features = query_features.from_store(train, queries).features
     return [
         evaluate_lds_prepared(train, features, truth, method, vector, label).record()
-        for method, vector, label in _combinations(train, options)
+        for method, vector, label in _combinations(
+            train, options, queries.num_examples, truth=truth
+        )
     ]
 
 
@@ -80,7 +108,9 @@ def run_mislabel(options: MislabelOptions) -> list[dict]:
     mask = load_mislabeled(options.mislabeled, store)
     return [
         evaluate_mislabel(store, method, mask, vector, options.norm_k, label).record()
-        for method, vector, label in _combinations(store, options)
+        # Each block of training rows is also a block of queries scored against the store:
+        # the blocks get a smaller share, the nested pass the rest.
+        for method, vector, label in _combinations(store, options, 0, MISLABEL_SHARE)
     ]
 
 
@@ -92,7 +122,7 @@ def run_recall(options: RecallOptions) -> list[dict]:
     features = query_features.from_store(store, queries).features
     return [
         evaluate_recall(store, method, features, sets, options.k, vector, label).record()
-        for method, vector, label in _combinations(store, options)
+        for method, vector, label in _combinations(store, options, queries.num_examples)
     ]
 
 
@@ -104,7 +134,16 @@ def run_groups(options: GroupsOptions) -> list[dict]:
     store, queries = Store(options.train), Store(options.queries)
     truth = _truth(options.groundtruth, store, queries)
     names, mapping = group_modules(store.module_names, options.groups, options.depth)
-    prepared = get_method(options.method, store, options.damping).prepare()
+    method = get_method(options.method, store, options.damping)
+    budget = Budget(options.memory_gb)
+    budget.reserve(
+        queries.num_examples * truth.subsets * len(names) * 8,
+        "per-group predicted outputs (queries x subsets x groups)",
+        "use fewer groups (--groups block) or fewer queries",
+    )
+    _reserve_masks(budget, truth)
+    plan_streaming(budget, store, method, queries.num_examples, 8)
+    prepared = method.prepare()
     features = query_features.from_store(store, queries).features
     columns = group_columns(store, mapping, names)
     values = group_strength(store, prepared, features, columns, truth)
@@ -140,7 +179,7 @@ def run_tail_patch(options: TailPatchOptions) -> list[dict]:
     )
     increases = relative_increases(task, train_source, query_source, random_rows, step)
     results = [summarize("random", "none", increases, count)]
-    for prepared, vector, label in _combinations(store, options):
+    for prepared, vector, label in _combinations(store, options, queries.num_examples):
         top = score(store, prepared, features, count, vector)
         values = relative_increases(task, train_source, query_source, top.positions.numpy(), step)
         results.append(summarize(prepared.name, label, values, count))

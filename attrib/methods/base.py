@@ -65,6 +65,10 @@ class Method(ABC):
         """Load or compute what the method needs from the training store (its kernel)."""
         return self
 
+    def kernel_bytes(self) -> int:
+        """Memory `prepare` and scoring hold for the kernel (its peak when it is computed)."""
+        return 0
+
     @abstractmethod
     def query_vectors(self, g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """(Q x D) query features -> (Q x D) vectors to dot with training features."""

@@ -87,9 +87,25 @@ def _key(store: Store, kind: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def kernel_path(store: Store, kind: str) -> Path:
+    return store.path / CACHE_DIR / f"gram-{kind}-{_key(store, kind)}.safetensors"
+
+
+def kernel_bytes(store: Store, kind: str) -> int:
+    """Memory the kernel holds: its cached eigenvectors (float32), or, to compute it, the
+    float64 Gram matrices of one pass, one block's eigh (float64 in and out) and the float32
+    eigenvectors kept."""
+    path = kernel_path(store, kind)
+    dims = [store.layout.total] if kind == "global" else list(store.layout.dims)
+    squares = [d * d for d in dims]
+    if path.exists():
+        return path.stat().st_size
+    return sum(squares) * 12 + max(squares, default=0) * 16
+
+
 def eigen(store: Store, kind: str) -> list[Eigen]:
     """The cached eigendecompositions for `kind` (global | block), computing them if needed."""
-    path = store.path / CACHE_DIR / f"gram-{kind}-{_key(store, kind)}.safetensors"
+    path = kernel_path(store, kind)
     if path.exists():
         tensors = load_file(str(path))
         count = len([k for k in tensors if k.startswith("vectors.")])

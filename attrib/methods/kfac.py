@@ -21,6 +21,11 @@ class KFac(Method):
         self.blocks = kronecker_eigen(self.store, self.corrected)
         return self
 
+    def kernel_bytes(self):
+        from attrib.methods.kronecker import kronecker_bytes
+
+        return kronecker_bytes(self.store)
+
     def _apply(self, x):
         import torch
 

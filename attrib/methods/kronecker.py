@@ -50,6 +50,17 @@ def _key(store: Store, corrected: bool) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def kronecker_bytes(store: Store) -> int:
+    """Peak memory of computing the factors' eigenbases: every module's summed factors
+    (float64, the size of one shard's factor file), their float32 eigenvectors, and the
+    eigenvalues and their EK-FAC sums (float64, one per feature)."""
+    from attrib.store.factors import shard_factor_path
+
+    path = shard_factor_path(store.path, store.shards[0].file) if store.shards else None
+    factors = path.stat().st_size if path is not None and path.exists() else 0
+    return 2 * factors + 2 * store.layout.total * 8
+
+
 def kronecker_eigen(store: Store, corrected: bool) -> list[KroneckerEigen]:
     """Per module (store order), computing and caching on first use."""
     kind = "ekfac" if corrected else "kfac"

@@ -22,6 +22,11 @@ class Trak(Method):
         self.eigens = kernels.eigen(self.store, self.kernel_kind)
         return self
 
+    def kernel_bytes(self):
+        from attrib.methods import kernels
+
+        return kernels.kernel_bytes(self.store, self.kernel_kind)
+
     def _apply(self, x):
         from attrib.methods import kernels
 

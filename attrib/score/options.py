@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, existing_store, option
+from attrib.options import Options, at_least, existing_store, option, positive
 
 DEFAULT_TOP = 10
 
@@ -55,6 +56,7 @@ class ScoreOptions(Options):
     device: str = option("auto", help="Device for featurizing --query values.")
     batch_size: int = option(16, help="Batch size for featurizing --query values.")
     trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
+    memory_gb: float = memory_option()
     progress: bool = option(False, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
@@ -63,6 +65,7 @@ class ScoreOptions(Options):
         at_least(self.top, 1, "--top")
         at_least(self.damping, 0, "--lambda")
         at_least(self.batch_size, 1, "--batch-size")
+        positive(self.memory_gb, "--memory-gb")
         if self.out is not None and Path(self.out).suffix != ".npy":
             raise AttribError(f"--out {self.out}: the scores file must end in .npy")
         if self.self_influence and (self.query or self.queries):

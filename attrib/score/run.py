@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from attrib import log
+from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.score import queries
 from attrib.score import stream as scoring
@@ -47,10 +48,15 @@ def run_score(request: ScoreOptions) -> list[dict]:
     _warn_output_mismatch(store, request.method)
     method = get_method(request.method, store, request.damping)
     weights = weight_vector(store, request.weights)
+    query_store = Store(request.queries) if request.queries is not None else None
+    count = 0 if request.self_influence else len(request.query)
+    if query_store is not None:
+        count = query_store.num_examples
+    plan_streaming(Budget(request.memory_gb), store, method, count)
     if request.self_influence:
         return _self_records(store, method.prepare(), weights, request)
-    if request.queries is not None:
-        chosen = queries.from_store(store, Store(request.queries))
+    if query_store is not None:
+        chosen = queries.from_store(store, query_store)
     else:
         chosen = queries.from_values(
             store,

@@ -74,22 +74,38 @@ def score(
     best_pos = torch.empty(count, 0, dtype=torch.long)
     index_column = np.empty(store.num_examples, dtype=np.int64)
     with atomic_path(dense_out) if dense_out is not None else nullcontext() as part:
-        dense = None
-        if part is not None:
-            shape = (count, store.num_examples)
-            dense = np.lib.format.open_memmap(part, mode="w+", dtype=np.float32, shape=shape)
+        dense = DenseWriter(part, (count, store.num_examples)) if part is not None else None
         with progress_bar(show_progress, unit="train examples") as bar:
             task = bar.add_task("score", total=store.num_examples)
             for shard, scalars, scores in stream(store, method, queries, weights):
                 if dense is not None:
-                    dense[:, shard.start : shard.end] = scores.numpy()
+                    dense.write_columns(shard.start, scores)
                 index_column[shard.start : shard.end] = scalars["index"]
                 best, best_pos = _merge(best, best_pos, scores, shard.start, k)
                 bar.advance(task, shard.rows)
         if dense is not None:
-            dense.flush()
-            del dense
+            dense.close()
     return TopK(best, best_pos, index_column[best_pos.numpy()])
+
+
+class DenseWriter:
+    """A (Q x N) float32 .npy filled by column blocks with plain writes: unlike a memory map,
+    written pages do not count against the process's memory, whatever Q x N is."""
+
+    def __init__(self, path: Path, shape: tuple[int, int]):
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        self.offset, self.columns = header.offset, shape[1]
+        del header  # only the header and the file's size were wanted
+        self.handle = open(path, "r+b")
+
+    def write_columns(self, start: int, scores: torch.Tensor) -> None:
+        values = scores.numpy().astype(np.float32, copy=False)
+        for q, row in enumerate(values):
+            self.handle.seek(self.offset + (q * self.columns + start) * 4)
+            self.handle.write(row.tobytes())
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def self_influence(

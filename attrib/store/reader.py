@@ -86,6 +86,9 @@ class Store:
         self.shards = [
             ShardInfo(s["file"], s["start"], s["end"], s["sha256"]) for s in self.manifest["shards"]
         ]
+        # Rows per block when streaming features (None: whole shards); set from a memory
+        # budget by `attrib.memory.plan_streaming`.
+        self.block_rows: int | None = None
 
     @property
     def num_examples(self) -> int:
@@ -108,28 +111,43 @@ class Store:
     def iter_features(
         self, device="cpu"
     ) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray], object]]:
-        """Per shard: (shard, scalar columns incl. `index`, features as one (rows x D) float32
-        tensor in layout order). The next shard is read and converted in a background thread
-        while the caller works on the current one."""
+        """Per block of rows: (the block as a ShardInfo of its rows, scalar columns incl.
+        `index`, features as one (rows x D) float32 tensor in layout order). A block is a whole
+        shard, or at most `block_rows` rows of one when a memory budget set it. The next block
+        is read in a background thread while the caller works on the current one."""
         from concurrent.futures import ThreadPoolExecutor
 
+        blocks = list(self._blocks())
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._load, self.shards[0]) if self.shards else None
-            for i, shard in enumerate(self.shards):
+            pending = pool.submit(self._load, *blocks[0]) if blocks else None
+            for i, (_, block) in enumerate(blocks):
                 columns, phi = pending.result()
-                if i + 1 < len(self.shards):
-                    pending = pool.submit(self._load, self.shards[i + 1])
-                yield shard, columns, phi.to(device)
+                pending = None  # the next block is read while this one is used, not earlier
+                if i + 1 < len(blocks):
+                    pending = pool.submit(self._load, *blocks[i + 1])
+                yield block, columns, phi.to(device)
+                del columns, phi
 
-    def _load(self, shard: ShardInfo):
+    def _blocks(self) -> Iterator[tuple[ShardInfo, ShardInfo]]:
+        """(shard, block) pairs: the shard a block is read from, and the block's own rows."""
+        for shard in self.shards:
+            step = self.block_rows or shard.rows
+            for start in range(shard.start, shard.end, step):
+                end = min(start + step, shard.end)
+                yield shard, ShardInfo(shard.file, start, end, shard.sha256)
+
+    def _load(self, shard: ShardInfo, block: ShardInfo):
+        """One block's scalars and features, copied out of the memory-mapped shard; the map
+        is released on return, so read pages do not pile up in the process's memory."""
         import torch
 
         data = self.read_shard(shard)
         try:
+            data = data.slice(block.start - shard.start, block.rows)
             names = ["index", *self.scalar_names]
             columns = {name: data.column(name).to_numpy().copy() for name in names}
-            check_rows(self.path, shard.file, shard.start, shard.end, columns["index"])
-            phi = torch.empty(shard.rows, self.layout.total, dtype=torch.float32)
+            check_rows(self.path, shard.file, block.start, block.end, columns["index"])
+            phi = torch.empty(block.rows, self.layout.total, dtype=torch.float32)
             for name, part in zip(self.module_names, self.layout.slices):
                 values = column_matrix(data.column(name), dtype=None)
                 phi[:, part].copy_(_readonly_tensor(values))

@@ -4,10 +4,11 @@ psi(n) = s(n) K phi(n) is the training side with the method's kernel applied (co
 per training example), q = the query side before weights, so that sum_j C[q, n, j] is the
 method's unweighted score and the weighted score is sum_j w_j C[q, n, j].
 
-Memory is bounded by `budget_bytes`: when all of C (Q x N x M float32) fits, it is computed
-once; otherwise queries are taken in chunks that fit and C is recomputed for each chunk on
-every pass (the learning loop visits queries in the same order either way, so the result is
-the same). psi is kept in memory when it fits in half the budget, else recomputed per pass.
+Memory is bounded by the command's budget (`attrib.memory`): the kernel, the queries and the
+streamed training blocks are reserved first (`plan_streaming`); then C takes up to half of
+what is left: all of it (Q x N x M float32) computed once when it fits, otherwise chunks of
+queries recomputed on every pass (the learning loop visits queries in the same order either
+way, so the result is the same). psi is kept when it fits in the rest, else recomputed.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Iterator
 
 import torch
 
+from attrib.memory import Budget, plan_streaming
 from attrib.methods import Method
 from attrib.store import Store
 from attrib.weights.options import LearnOptions
 
-# The library default is learn-weights' own --memory-gb (one default, defined once).
-DEFAULT_BUDGET_BYTES = int(LearnOptions.default("memory_gb") * 2**30)
+# Streamed training blocks take this share of the budget left after the kernel and queries.
+STREAM_SHARE = 0.25
 
 
 def group_columns(store: Store, module_to_group: dict[str, str], groups: list[str]):
@@ -39,15 +41,23 @@ class Contributions:
         method: Method,
         queries: torch.Tensor,
         columns: list[torch.Tensor],
-        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        budget: Budget | None = None,
     ):
+        """`budget`: one `plan_streaming` has reserved the kernel, queries and blocks in (a
+        fresh one at learn-weights' default --memory-gb when not given)."""
         self.store, self.method, self.columns = store, method, columns
-        self.plain = method.query_plain(queries.float())
         self.count, self.n, self.m = len(queries), store.num_examples, len(columns)
+        if budget is None:
+            budget = Budget(LearnOptions.default("memory_gb"))
+            plan_streaming(budget, store, method, self.count, 2 * self.m * 4, STREAM_SHARE)
+        self.plain = method.query_plain(queries.float())
         per_query = self.n * self.m * 4
-        self.chunk = max(1, min(self.count, budget_bytes // per_query))
+        fix = "use fewer groups (--groups block or a rules file) or fewer training examples"
+        what = f"contributions ({self.n} examples x {self.m} groups per query)"
+        self.chunk = min(self.count, budget.rows(per_query, what, fix, share=0.5))
+        budget.reserve(self.chunk * per_query, what, fix)
         psi_bytes = self.n * store.layout.total * 4
-        self._psi: list | None = [] if psi_bytes <= budget_bytes // 2 else None
+        self._psi: list | None = [] if psi_bytes <= budget.left else None
         self._psi_done = False
         self._cached: torch.Tensor | None = None
         self._buffer: torch.Tensor | None = None

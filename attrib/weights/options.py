@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
 from attrib.options import Options, at_least, existing_store, option, positive
 from attrib.weights.groups import groups_help
@@ -58,7 +59,7 @@ class LearnOptions(Options):
     damping: float | None = option(
         None, flag="--lambda", help="Relative kernel damping (default: the method's own)."
     )
-    memory_gb: float = option(6.0, help="Memory budget for contributions, GiB.")
+    memory_gb: float = memory_option()
     plot: Path | None = option(None, help="Write a bar plot of the weights (PNG).")
 
     def check(self) -> None:
@@ -71,7 +72,3 @@ class LearnOptions(Options):
         at_least(self.damping, 0, "--lambda")
         positive(self.lr, "--lr")
         positive(self.memory_gb, "--memory-gb")
-
-    @property
-    def budget_bytes(self) -> int:
-        return int(self.memory_gb * 2**30)

@@ -7,11 +7,12 @@ import torch
 
 from attrib import __version__, log
 from attrib.errors import AttribError
+from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.score import queries as query_features
 from attrib.store import Store
 from attrib.weights.artifact import WeightsArtifact, save_weights
-from attrib.weights.contributions import Contributions, group_columns
+from attrib.weights.contributions import STREAM_SHARE, Contributions, group_columns
 from attrib.weights.groups import group_modules
 from attrib.weights.learn import balanced_prior, learn, mean_loss
 from attrib.weights.options import LearnOptions
@@ -44,13 +45,16 @@ def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
             "examples): the top-k would be every example"
         )
     method = get_method(options.method, train, options.damping)
-    chosen = query_features.from_store(train, queries)
     groups, mapping = group_modules(train.module_names, options.groups, options.depth)
+    budget = Budget(options.memory_gb)
+    per_query_row = 2 * len(groups) * 4  # a block's contributions and their batched product
+    plan_streaming(budget, train, method, queries.num_examples, per_query_row, STREAM_SHARE)
+    chosen = query_features.from_store(train, queries)
     method.prepare()
     if not method.linear:
         log.info(f"{options.method} is not linear in the query: weights learn from its linear part")
     columns = group_columns(train, mapping, groups)
-    contributions = Contributions(train, method, chosen.features, columns, options.budget_bytes)
+    contributions = Contributions(train, method, chosen.features, columns, budget)
     if not contributions.in_memory:
         log.info(
             f"contributions of {contributions.count} queries do not fit the memory budget: "
