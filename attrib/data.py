@@ -63,7 +63,7 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
             if builder is None:
                 known = ", ".join(sorted(_FILE_BUILDERS))
                 raise AttribError(f"--data {ref.source}: unknown file type; use one of {known}")
-            dataset = datasets.load_dataset(builder, data_files=str(path), split=ref.split)
+            dataset = _load_file(builder, path, ref)
         elif (
             path.is_dir()
             and (path / "dataset_info.json").exists()
@@ -107,6 +107,34 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
     if len(dataset) == 0:
         raise AttribError(f"--data {ref.source}: split {ref.split!r} has no rows")
     return dataset
+
+
+def _load_file(builder: str, path: Path, ref: DataRef):
+    """A local data file; an empty one (no bytes, or a header or schema without rows) is
+    "no rows", and a file that is not what its suffix says is named as such: no hub advice
+    for a file on disk."""
+    import datasets
+
+    if path.stat().st_size == 0:
+        raise AttribError(f"--data {ref.source}: the file is empty (no rows)")
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split=ref.split)
+    except ValueError as exc:
+        if "corresponds to no data" in str(exc):  # a CSV header without rows
+            raise AttribError(f"--data {ref.source}: the file has no rows") from None
+        raise  # a split that does not exist: said by the caller
+    except KeyError:
+        raise
+    except Exception as exc:  # datasets wraps the reader's own error
+        cause = exc
+        while cause.__cause__ or cause.__context__:
+            cause = cause.__cause__ or cause.__context__
+        text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        if "greater than 0, got 0" in text or "at least one example" in text:
+            raise AttribError(f"--data {ref.source}: the file has no rows") from None
+        raise AttribError(
+            f"--data {ref.source}: cannot read it as {builder} ({text}); check the file"
+        ) from None
 
 
 def dataset_info(dataset: datasets.Dataset, ref: DataRef) -> dict:

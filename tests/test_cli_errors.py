@@ -67,6 +67,23 @@ def test_empty_split(tmp_path, gpt2_dir):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "name, content, phrase",
+    [
+        ("empty.jsonl", "", "the file is empty (no rows)"),
+        ("empty.txt", "", "the file is empty (no rows)"),
+        ("header.csv", "text,label\n", "the file has no rows"),
+        ("broken.parquet", "not parquet", "not a parquet file"),
+    ],
+)
+def test_empty_or_broken_data_files_get_no_hub_advice(tmp_path, gpt2_dir, name, content, phrase):
+    data = tmp_path / name
+    data.write_text(content)
+    code, _, err = _featurize(gpt2_dir, data, tmp_path / "out")
+    _assert_one_line_error(code, err, phrase)
+    assert "hub" not in err and not (tmp_path / "out").exists()
+
+
 def test_store_made_with_other_settings(tmp_path, gpt2_dir, text_data):
     out = tmp_path / "out"
     code, _, err = _featurize(gpt2_dir, text_data, out, "--max-examples", "4", "--proj-dim", "4")
