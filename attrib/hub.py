@@ -75,6 +75,30 @@ def cached_file(source: str, filename: str, revision: str | None = None) -> str 
     return found if isinstance(found, str) else None
 
 
+def pinned_snapshot(source: str, revision: str | None) -> str | None:
+    """The cache folder of a hub model pinned to a full commit hash whose config and
+    safetensors weights are all cached, else None. A commit cannot change, so loading from
+    the folder is loading the same files without asking the hub anything (transformers would
+    otherwise probe for adapter_config.json and check every file for updates)."""
+    import json
+    import re
+
+    if revision is None or not re.fullmatch(r"[0-9a-f]{40}", revision):
+        return None
+    config = cached_file(source, "config.json", revision)
+    if config is None:
+        return None
+    folder = Path(config).parent
+    if (folder / "model.safetensors").is_file():
+        return str(folder)
+    index = folder / "model.safetensors.index.json"
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return str(folder) if all((folder / name).is_file() for name in shards) else None
+
+
 def resolved_commit(source: str, revision: str | None, filename: str) -> str | None:
     """The commit a hub id was loaded from: the snapshot folder huggingface_hub's cache holds
     `filename` in (loading put it there, or found it there offline). None for local folders.

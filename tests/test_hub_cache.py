@@ -62,3 +62,37 @@ def test_an_unreachable_hub_is_said_at_once(tmp_path, gpt2_dir, monkeypatch):
     code, _, err = run_cli("featurize", "--model", gpt2_dir, "--data", "someone/data", "--out", out)
     _assert_one_line_error(code, err, "cannot be reached", "HF_HUB_OFFLINE=1")
     assert not out.exists()
+
+
+def test_a_model_pinned_to_a_cached_commit_asks_the_hub_nothing(tmp_path, text_data, monkeypatch):
+    """Online, with the hub unreachable: a commit hash whose files are cached loads from the
+    cache without a request (no adapter_config.json probe, no update check)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    hub_id = _cached_repo(tmp_path, sentences(24))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    requests = []
+
+    def refuse(sock, address, *args):
+        requests.append(address)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+    import transformers
+
+    model = _load(transformers.AutoModelForCausalLM, hub_id, COMMIT_A)
+    assert model.config.model_type == "gpt2" and requests == []
+
+
+def _load(loader, source, revision):
+    import torch
+
+    from attrib.tasks.base import load_pretrained
+    from attrib.tasks.options import ModelRef
+
+    return load_pretrained(loader, ModelRef(source, revision=revision), torch.float32)

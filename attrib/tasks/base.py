@@ -118,10 +118,11 @@ class Task(ABC):
 
 def load_pretrained(loader, ref: ModelRef, dtype: torch.dtype, what: str = "model"):
     hub.check_source(ref.source, "--model")
+    pinned = hub.pinned_snapshot(ref.source, ref.revision)
     try:
         return loader.from_pretrained(
-            ref.source,
-            revision=ref.revision,
+            pinned or ref.source,
+            revision=None if pinned else ref.revision,
             dtype=dtype,
             trust_remote_code=ref.trust_remote_code,
         )
