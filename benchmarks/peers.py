@@ -47,8 +47,11 @@ VENV = HERE / ".peers-venv"
 PEERS = ("kronfluence-ekfac", "traker-trak", "dattri-tracin", "dattri-trak")
 NEGATE = {"kronfluence-ekfac"}
 ATTRIB = (  # method, featurize method, projection dim (None: exact gradients)
-    ("tracin", "tracin", 16), ("trak", "trak", 16), ("trak-block", "trak", 16),
-    ("ekfac", "ekfac", None), ("ekfac", "ekfac", 16),
+    ("tracin", "tracin", 16),
+    ("trak", "trak", 16),
+    ("trak-block", "trak", 16),
+    ("ekfac", "ekfac", None),
+    ("ekfac", "ekfac", 16),
 )
 
 
@@ -57,8 +60,9 @@ def setup() -> None:
     pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
     subprocess.run(pip + ["--upgrade", "pip"], check=True)
     subprocess.run(pip + ["torch==2.13.0"], check=True)
-    subprocess.run(pip + ["kronfluence", "traker", "dattri", "transformers", "datasets",
-                          "pillow"], check=True)
+    subprocess.run(
+        pip + ["kronfluence", "traker", "dattri", "transformers", "datasets", "pillow"], check=True
+    )
 
 
 def attrib_scores(task, method, output, dim, root: Path):
@@ -66,12 +70,29 @@ def attrib_scores(task, method, output, dim, root: Path):
     stores = {}
     for role in ("train", "eval"):
         stores[role] = root / role
-        run_featurize(FeaturizeOptions(model=str(task.model), data=str(task.data[role]),
-                                       out=stores[role], method=output, proj_dim=dim or "full",
-                                       batch_size=64, progress=False, device="cpu"))
+        run_featurize(
+            FeaturizeOptions(
+                model=str(task.model),
+                data=str(task.data[role]),
+                out=stores[role],
+                method=output,
+                proj_dim=dim or "full",
+                batch_size=64,
+                progress=False,
+                device="cpu",
+            )
+        )
     out = root / "scores.npy"
-    run_score(ScoreOptions(train=stores["train"], method=method, queries=stores["eval"], out=out,
-                           preview=False, device="cpu"))
+    run_score(
+        ScoreOptions(
+            train=stores["train"],
+            method=method,
+            queries=stores["eval"],
+            out=out,
+            preview=False,
+            device="cpu",
+        )
+    )
     return np.load(out), time.perf_counter() - start
 
 
@@ -98,8 +119,15 @@ def main():
             projection = f"p={dim}" if dim else "exact gradients"
             rows.append(("attrib", f"{method} ({projection})", *judge(scores, truth), seconds))
         out = Path(tmp) / "peers"
-        child = [args.peers_python, str(HERE / "peers_child.py"), str(task.model),
-                 str(task.data["train"]), str(task.data["eval"]), str(out), *PEERS]
+        child = [
+            args.peers_python,
+            str(HERE / "peers_child.py"),
+            str(task.model),
+            str(task.data["train"]),
+            str(task.data["eval"]),
+            str(out),
+            *PEERS,
+        ]
         subprocess.run(child, check=True, capture_output=True)
         report = json.loads((out / "report.json").read_text())
         for name in PEERS:
@@ -107,10 +135,18 @@ def main():
                 rows.append((name.split("-")[0], name, float("nan"), float("nan"), float("nan")))
                 continue
             scores = np.load(out / f"{name}.npy") * (-1 if name in NEGATE else 1)
-            rows.append((name.split("-")[0], name.split("-", 1)[1], *judge(scores, truth),
-                         report[name]["seconds"]))
-    table = Table(title=f"digits: LDS (%) on {truth.outputs.shape[1]} evaluation queries, "
-                  f"{truth.subsets} retrained models; wall seconds on this machine")
+            rows.append(
+                (
+                    name.split("-")[0],
+                    name.split("-", 1)[1],
+                    *judge(scores, truth),
+                    report[name]["seconds"],
+                )
+            )
+    table = Table(
+        title=f"digits: LDS (%) on {truth.outputs.shape[1]} evaluation queries, "
+        f"{truth.subsets} retrained models; wall seconds on this machine"
+    )
     for column in ("tool", "method", "LDS %", "± 95% CI", "seconds"):
         table.add_column(column, justify="right")
     lines = ["| tool | method | LDS % | ± 95% CI | seconds |", "|---|---|---|---|---|"]
@@ -121,7 +157,8 @@ def main():
     Console().print(table)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "peers.md").write_text(
-        "Command: `python benchmarks/peers.py`\n\n" + "\n".join(lines) + "\n")
+        "Command: `python benchmarks/peers.py`\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 if __name__ == "__main__":

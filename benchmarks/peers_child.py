@@ -72,17 +72,28 @@ def kronfluence_ekfac(model, train, queries, out: Path):
 
     task = Classification()
     model = prepare_model(model, task)
-    analyzer = Analyzer("digits", model, task, output_dir=str(out / "kronfluence"),
-                        disable_tqdm=True, cpu=True)
+    analyzer = Analyzer(
+        "digits", model, task, output_dir=str(out / "kronfluence"), disable_tqdm=True, cpu=True
+    )
     train_set = torch.utils.data.TensorDataset(*train)
     query_set = torch.utils.data.TensorDataset(*queries)
-    analyzer.fit_all_factors("ekfac", train_set, per_device_batch_size=256,
-                             factor_args=FactorArguments(strategy="ekfac"),
-                             overwrite_output_dir=True)
-    analyzer.compute_pairwise_scores("scores", "ekfac", query_set, train_set,
-                                     per_device_query_batch_size=64,
-                                     per_device_train_batch_size=256,
-                                     score_args=ScoreArguments(), overwrite_output_dir=True)
+    analyzer.fit_all_factors(
+        "ekfac",
+        train_set,
+        per_device_batch_size=256,
+        factor_args=FactorArguments(strategy="ekfac"),
+        overwrite_output_dir=True,
+    )
+    analyzer.compute_pairwise_scores(
+        "scores",
+        "ekfac",
+        query_set,
+        train_set,
+        per_device_query_batch_size=64,
+        per_device_train_batch_size=256,
+        score_args=ScoreArguments(),
+        overwrite_output_dir=True,
+    )
     scores = analyzer.load_pairwise_scores("scores")["all_modules"]
     # kronfluence scores the effect of up-weighting a training example on the measurement:
     # positive = the margin grows, i.e. helpful, as in attrib.
@@ -92,16 +103,24 @@ def kronfluence_ekfac(model, train, queries, out: Path):
 def traker_trak(model, train, queries, out: Path):
     from trak import TRAKer
 
-    trainer = TRAKer(model=model, task="image_classification", train_set_size=len(train[0]),
-                     save_dir=str(out / "traker"), device="cpu", proj_dim=PROJ_DIM,
-                     use_half_precision=False, projector_seed=0)
+    trainer = TRAKer(
+        model=model,
+        task="image_classification",
+        train_set_size=len(train[0]),
+        save_dir=str(out / "traker"),
+        device="cpu",
+        proj_dim=PROJ_DIM,
+        use_half_precision=False,
+        projector_seed=0,
+    )
     trainer.load_checkpoint(model.state_dict(), model_id=0)
     for start in range(0, len(train[0]), 100):
         batch = [t[start : start + 100] for t in train]
         trainer.featurize(batch=batch, num_samples=len(batch[0]))
     trainer.finalize_features()
-    trainer.start_scoring_checkpoint(exp_name="eval", checkpoint=model.state_dict(), model_id=0,
-                                     num_targets=len(queries[0]))
+    trainer.start_scoring_checkpoint(
+        exp_name="eval", checkpoint=model.state_dict(), model_id=0, num_targets=len(queries[0])
+    )
     for start in range(0, len(queries[0]), 100):
         batch = [t[start : start + 100] for t in queries]
         trainer.score(batch=batch, num_samples=len(batch[0]))
@@ -123,20 +142,24 @@ def _dattri(model, train, queries, kind: str):
         logits = torch.func.functional_call(model, params, x.unsqueeze(0))
         return margin(logits, y.unsqueeze(0))[0]
 
-    task = AttributionTask(loss_func=target if kind == "trak" else loss, model=model,
-                           checkpoints=model.state_dict())
+    task = AttributionTask(
+        loss_func=target if kind == "trak" else loss, model=model, checkpoints=model.state_dict()
+    )
     train_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*train), 64)
     query_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*queries), 64)
     projector = {"device": "cpu", "proj_dim": PROJ_DIM}
     if kind == "tracin":
-        attributor = TracInAttributor(task, torch.tensor([1.0]), normalized_grad=False,
-                                      projector_kwargs=projector)
+        attributor = TracInAttributor(
+            task, torch.tensor([1.0]), normalized_grad=False, projector_kwargs=projector
+        )
         scores = attributor.attribute(train_loader, query_loader)
         return scores.T.numpy()  # dattri: train x test; its TracIn is a loss-gradient dot
+
     def probability(params, data):  # dattri 0.3 passes parameters as a dict here
         x, y = data
         logits = torch.func.functional_call(model, params, x.unsqueeze(0))
         return torch.softmax(logits, -1)[0, y]
+
     attributor = TRAKAttributor(task, probability, projector_kwargs=projector)
     attributor.cache(train_loader)
     return attributor.attribute(query_loader).T.numpy()
@@ -167,8 +190,10 @@ def main():
             np.save(out / f"{name}.npy", np.asarray(scores, dtype=np.float32))
             report[name] = {"seconds": time.perf_counter() - start}
         except Exception as exc:  # a peer failing is a result to report, not a crash
-            report[name] = {"error": f"{type(exc).__name__}: {exc}",
-                            "trace": traceback.format_exc()[-2000:]}
+            report[name] = {
+                "error": f"{type(exc).__name__}: {exc}",
+                "trace": traceback.format_exc()[-2000:],
+            }
         print(name, report[name].get("seconds", report[name].get("error")), flush=True)
     (out / "report.json").write_text(json.dumps(report, indent=1))
 

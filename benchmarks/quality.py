@@ -35,8 +35,14 @@ from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
 
 METHODS = ("tracin", "cosine", "trak", "trak-block", "kfac", "ekfac")
-FEATURES = {"tracin": "tracin", "cosine": "tracin", "trak": "trak", "trak-block": "trak",
-            "kfac": "ekfac", "ekfac": "ekfac"}
+FEATURES = {
+    "tracin": "tracin",
+    "cosine": "tracin",
+    "trak": "trak",
+    "trak-block": "trak",
+    "kfac": "ekfac",
+    "ekfac": "ekfac",
+}
 # Projection per method: p = 16 factored, or exact per-example gradients (None) for the
 # K-FAC family, whose per-module eigenbases lose most when projected (see README).
 PROJ = {"kfac": None, "ekfac": None}
@@ -82,10 +88,20 @@ def quality_rows(name, subsets, k_grid):
         on_val = {k: lds(task, truth, method, "val", learn(task, method, k))[0] for k in k_grid}
         best = max(k_grid, key=lambda k: on_val[k])
         tuned = lds(task, truth, method, "eval", learn(task, method, best))
-        rows.append({"task": name, "method": method, "proj": PROJ.get(method, 16) or "full",
-                     "subsets": subsets, "queries": _store(task, "eval", method).num_examples,
-                     "lds": plain, "lds_w20": at20, "lds_wdefault": default, "best_k": best,
-                     "lds_wbest": tuned})
+        rows.append(
+            {
+                "task": name,
+                "method": method,
+                "proj": PROJ.get(method, 16) or "full",
+                "subsets": subsets,
+                "queries": _store(task, "eval", method).num_examples,
+                "lds": plain,
+                "lds_w20": at20,
+                "lds_wdefault": default,
+                "best_k": best,
+                "lds_wbest": tuned,
+            }
+        )
     return rows
 
 
@@ -109,8 +125,15 @@ def mislabel_rows(seed=0):
         prepared = get_method(method, train).prepare()
         plain = evaluate_mislabel(train, prepared, mask, None, 10).auc
         weighted = evaluate_mislabel(train, prepared, mask, weight_vector(train, weights), 10).auc
-        rows.append({"method": method, "auc": plain, "auc_w": weighted,
-                     "mislabeled": int(mask.sum()), "examples": len(mask)})
+        rows.append(
+            {
+                "method": method,
+                "auc": plain,
+                "auc_w": weighted,
+                "mislabeled": int(mask.sum()),
+                "examples": len(mask),
+            }
+        )
     return rows
 
 
@@ -120,18 +143,26 @@ def pct(pair) -> str:
 
 def markdown(rows, mislabel, command) -> str:
     lines = [
-        f"Command: `{command}`", "",
+        f"Command: `{command}`",
+        "",
         f"| task | method | p | LDS % | weighted, k=20 | weighted, k={DEFAULT_K} (default) "
         "| best k (val) | weighted, best k |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['method']} | {r['proj']} | {pct(r['lds'])} "
-                     f"| {pct(r['lds_w20'])} | {pct(r['lds_wdefault'])} | {r['best_k']} "
-                     f"| {pct(r['lds_wbest'])} |")
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r['proj']} | {pct(r['lds'])} "
+            f"| {pct(r['lds_w20'])} | {pct(r['lds_wdefault'])} | {r['best_k']} "
+            f"| {pct(r['lds_wbest'])} |"
+        )
     if mislabel:
-        lines += ["", "Mislabeled-data detection, digits with 10% flipped labels (ROC AUC):", "",
-                  f"| method | AUC | weighted, k={DEFAULT_K} |", "|---|---|---|"]
+        lines += [
+            "",
+            "Mislabeled-data detection, digits with 10% flipped labels (ROC AUC):",
+            "",
+            f"| method | AUC | weighted, k={DEFAULT_K} |",
+            "|---|---|---|",
+        ]
         for r in mislabel:
             lines.append(f"| {r['method']} | {r['auc']:.3f} | {r['auc_w']:.3f} |")
     return "\n".join(lines) + "\n"
@@ -150,12 +181,28 @@ def main():
     rows = [r for name in args.tasks.split(",") for r in quality_rows(name, args.subsets, k_grid)]
     mislabel = [] if args.no_mislabel else mislabel_rows()
     table = Table(title=f"LDS (%) ± 95% CI, {args.subsets} retrained models per task")
-    for column in ("task", "method", "p", "LDS", "w, k=20", f"w, k={DEFAULT_K}", "best k",
-                   "w, best k"):
+    for column in (
+        "task",
+        "method",
+        "p",
+        "LDS",
+        "w, k=20",
+        f"w, k={DEFAULT_K}",
+        "best k",
+        "w, best k",
+    ):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["task"], r["method"], str(r["proj"]), pct(r["lds"]), pct(r["lds_w20"]),
-                      pct(r["lds_wdefault"]), str(r["best_k"]), pct(r["lds_wbest"]))
+        table.add_row(
+            r["task"],
+            r["method"],
+            str(r["proj"]),
+            pct(r["lds"]),
+            pct(r["lds_w20"]),
+            pct(r["lds_wdefault"]),
+            str(r["best_k"]),
+            pct(r["lds_wbest"]),
+        )
     console = Console()
     console.print(table)
     if mislabel:
@@ -168,8 +215,9 @@ def main():
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quality.md").write_text(markdown(rows, mislabel, command.strip()))
-    (RESULTS / "quality.json").write_text(json.dumps({"rows": rows, "mislabel": mislabel,
-                                                      "seconds": time.time() - start}, indent=1))
+    (RESULTS / "quality.json").write_text(
+        json.dumps({"rows": rows, "mislabel": mislabel, "seconds": time.time() - start}, indent=1)
+    )
     console.print(f"written to {RESULTS / 'quality.md'} in {time.time() - start:.0f} s")
 
 
