@@ -84,8 +84,17 @@ class BatchSource:
         return {k: v[index] for k, v in self.cache.items()}
 
 
-def train(task: Task, source: BatchSource, positions: np.ndarray, recipe: Recipe, seed: int):
-    """Train `task.model` in place on the rows at `positions`."""
+def train(
+    task: Task,
+    source: BatchSource,
+    positions: np.ndarray,
+    recipe: Recipe,
+    seed: int,
+    objective=None,
+):
+    """Train `task.model` in place on the rows at `positions`. `objective(batch, rows)` is
+    the scalar each step minimizes (default: the task's training loss); `rows` are the
+    batch's positions in the source."""
     model = task.model
     params = trainable_parameters(task)
     for p in params:
@@ -107,8 +116,9 @@ def train(task: Task, source: BatchSource, positions: np.ndarray, recipe: Recipe
         for _ in range(recipe.epochs):
             order = rng.permutation(positions)
             for start in range(0, len(order), recipe.batch_size):
-                batch = source.batch(order[start : start + recipe.batch_size].tolist())
-                loss = task.training_loss(batch)
+                rows = order[start : start + recipe.batch_size]
+                batch = source.batch(rows.tolist())
+                loss = task.training_loss(batch) if objective is None else objective(batch, rows)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -7,7 +7,16 @@ from __future__ import annotations
 import sys
 
 import typer
-from attrib_cli import INTERRUPTED, demo, featurize, generate, inspect_store, learn_weights, score
+from attrib_cli import (
+    INTERRUPTED,
+    demo,
+    featurize,
+    generate,
+    inspect_store,
+    learn_weights,
+    perturb,
+    score,
+)
 from attrib_cli.evaluate import app as evaluate_app
 
 from attrib import __version__, log
@@ -25,6 +34,7 @@ COMMANDS = (
     ("featurize", featurize, "Per-example gradient features of a model on a dataset."),
     ("generate", generate, "Query images (with prompts, seeds, trajectories)."),
     ("learn-weights", learn_weights, "Learn one weight per parameter group (self-supervised)."),
+    ("perturb", perturb, "Perturbed copies of the model and their outputs (Daunce)."),
     ("score", score, "Rank training examples for queries (higher = more helpful)."),
     ("inspect", inspect_store, "What a store holds and what made it."),
 )

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_score import _dense as dense_scores
 
-from attrib.methods import Method, get_method, method_names
+from attrib.methods import Method, get_method, method_class, method_names
 from attrib.score.options import ScoreOptions
 from attrib.score.run import run_score
 from attrib.store import Store
@@ -41,7 +41,7 @@ def _gradients(rng, count):
     return features, factors
 
 
-def _write(path, rng, count, shard_size, with_factors):
+def _write(path, rng, count, shard_size, with_factors, perturbed=False):
     features, raw = _gradients(rng, count)
     modules = [
         {"spec": ModuleSpec(n, "linear", o, i, False).to_dict(), "feature_dim": o * i}
@@ -52,6 +52,8 @@ def _write(path, rng, count, shard_size, with_factors):
         "residual": rng.uniform(0.5, 1.5, count).astype(np.float32),
     }
     settings = {"modules": modules, "factors": with_factors}
+    if perturbed:  # read as perturbed copies' outputs (Daunce): the same numbers, other kind
+        settings["projection"] = {"kind": "perturbed", "dim": None, "seed": 0}
     store = Store(write_arrays(path, features, scalars, settings, shard_size=shard_size))
     if with_factors:
         for shard in store.shards:
@@ -71,10 +73,14 @@ def _write(path, rng, count, shard_size, with_factors):
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
-    rng = np.random.default_rng(0)
-    train = _write(root / "train", rng, 30, 7, True)
-    queries = _write(root / "queries", rng, 5, 4, False)
-    return train, queries
+    made = {}
+    for perturbed in (False, True):
+        rng = np.random.default_rng(0)
+        kind = "perturbed-" if perturbed else ""
+        train = _write(root / f"{kind}train", rng, 30, 7, True, perturbed)
+        queries = _write(root / f"{kind}queries", rng, 5, 4, False, perturbed)
+        made[perturbed] = (train, queries)
+    return made
 
 
 def _whole(store: Store):
@@ -111,7 +117,7 @@ METHODS = method_names()
 
 @pytest.mark.parametrize("method", METHODS)
 def test_streamed_scores_equal_the_method_on_the_whole_matrix(tmp_path, stores, method):
-    train, queries = stores
+    train, queries = stores[method_class(method).perturbed]
     got = _dense(tmp_path, train, method, queries)
     prepared = get_method(method, train, DAMPING).prepare()
     phi, scalars = _whole(train)
@@ -137,7 +143,7 @@ def test_streamed_scores_equal_the_method_on_the_whole_matrix(tmp_path, stores, 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_self_influence_is_the_diagonal(tmp_path, stores, method):
-    train, _ = stores
+    train, _ = stores[method_class(method).perturbed]
     dense = _dense(tmp_path, train, method)
     out = tmp_path / "self.npy"
     run_score(
@@ -156,7 +162,7 @@ def test_self_influence_is_the_diagonal(tmp_path, stores, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_weights_act_through_the_contributions(tmp_path, stores, method):
-    train, queries = stores
+    train, queries = stores[method_class(method).perturbed]
     plain = _dense(tmp_path, train, method, queries, name="plain")
     ones = _weights_file(tmp_path, train, np.ones(len(SHAPES)), "ones")
     np.testing.assert_allclose(
@@ -181,7 +187,7 @@ def test_weights_act_through_the_contributions(tmp_path, stores, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_weights_equal_scaling_the_query_group_slices(tmp_path, stores, method):
-    train, queries = stores
+    train, queries = stores[method_class(method).perturbed]
     prepared = get_method(method, train, DAMPING).prepare()
     if type(prepared).query_plain is not Method.query_plain:
         pytest.skip(f"{method} weights its normalized query (query_plain), not the raw one")

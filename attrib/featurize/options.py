@@ -111,6 +111,12 @@ class FeaturizeOptions(Options):
             raise AttribError(
                 f"--proj-dim must be a positive integer or 'full', not {self.proj_dim!r}"
             )
+        if method_class(self.method).perturbed:
+            raise AttribError(
+                f"--method {self.method} is scored from perturbed copies' outputs, which "
+                "`attrib perturb --train STORE --out COPIES` writes; featurize with "
+                "the default --method for STORE"
+            )
         if self.factors and self.projection == "dense" and self.proj_dim != "full":
             raise AttribError(
                 f"--method {self.method} needs Kronecker-structured features: use the default "

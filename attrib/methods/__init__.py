@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from attrib.errors import AttribError
 from attrib.methods.base import Method
+from attrib.methods.daunce import Daunce, DaunceCorr
 from attrib.methods.gradient import Cosine, TracIn
 from attrib.methods.kfac import EKFac, KFac
 from attrib.methods.trak import Das, DTrak, JourneyTrak, Trak, TrakBlock
@@ -15,7 +16,20 @@ if TYPE_CHECKING:
     from attrib.store import Store
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (TracIn, Cosine, Trak, TrakBlock, KFac, EKFac, DTrak, Das, JourneyTrak)
+    m.name: m
+    for m in (
+        TracIn,
+        Cosine,
+        Trak,
+        TrakBlock,
+        KFac,
+        EKFac,
+        DTrak,
+        Das,
+        JourneyTrak,
+        Daunce,
+        DaunceCorr,
+    )
 }
 DEFAULT_METHOD = TrakBlock.name  # best LDS among the methods any store supports (README)
 
@@ -39,4 +53,4 @@ def get_method(name: str, store: Store, damping: float | None = None) -> Method:
 
 def output_pairs() -> set[tuple[str, str]]:
     """(query-side, training-side) output functions some method scores together."""
-    return {(m.query_side_output(), m.train_output) for m in METHODS.values()}
+    return {(m.query_side_output(), m.train_output) for m in METHODS.values() if not m.perturbed}

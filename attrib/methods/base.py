@@ -49,6 +49,8 @@ class Method(ABC):
     # corrected eigenvalues) already puts every group on the scale the influence needs;
     # learn-weights then starts from (and is pulled toward) the method's own weighting.
     calibrated: ClassVar[bool] = False
+    # Scores stores of perturbed copies' outputs (`attrib perturb`), not gradient stores.
+    perturbed: ClassVar[bool] = False
 
     def __init__(self, store: Store, damping: float | None = None):
         damping = self.default_damping if damping is None else damping
@@ -56,6 +58,21 @@ class Method(ABC):
             raise AttribError("--lambda must be at least 0")
         self.store, self.damping = store, damping
         self.slices = store.layout.slices
+        self._check_store_kind(store)
+
+    def _check_store_kind(self, store: Store) -> None:
+        from attrib.perturb.stores import is_perturbed
+
+        if self.perturbed and not is_perturbed(store):
+            raise AttribError(
+                f"--method {self.name} scores the outputs of perturbed copies: run `attrib "
+                f"perturb --train {store.path} --out COPIES` and score COPIES/train"
+            )
+        if is_perturbed(store) and not self.perturbed:
+            raise AttribError(
+                f"{store.path} holds outputs of perturbed copies, not gradients: "
+                "use --method daunce or daunce-corr"
+            )
 
     @classmethod
     def query_side_output(cls) -> str:

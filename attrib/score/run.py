@@ -28,8 +28,8 @@ def weight_vector(store: Store, path: Path | None) -> torch.Tensor | None:
 
 
 def _warn_output_mismatch(store: Store, method: str) -> None:
-    if store.settings["task"] not in task_names():
-        return  # features written by other means (`store.arrays`): nothing to compare with
+    if store.settings["task"] not in task_names() or method_class(method).perturbed:
+        return  # features written by other means (`store.arrays`, `attrib perturb`)
     wanted = method_class(method).train_output
     if wanted not in task_class(store.settings["task"]).output_functions:
         wanted = "loss"  # the task has no such output function: its methods use the loss
@@ -45,8 +45,8 @@ def run_score(request: ScoreOptions) -> list[dict]:
     """Scores for the queries (or self-influence), as ranked records: one per query and rank
     (`query`, `query_id`, `rank`, `index`, `score`, previews); `--out` writes all scores."""
     store = Store(request.train)
-    _warn_output_mismatch(store, request.method)
     method = get_method(request.method, store, request.damping)
+    _warn_output_mismatch(store, request.method)
     weights = weight_vector(store, request.weights)
     query_store = Store(request.queries) if request.queries is not None else None
     count = 0 if request.self_influence else len(request.query)

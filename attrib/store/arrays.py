@@ -24,7 +24,8 @@ def write_arrays(
     shard_size: int = 1024,
     store_dtype: str = "float32",
 ) -> Path:
-    """Write `features` (module -> N x F) as a store; `settings` entries override defaults."""
+    """Write `features` (module -> N x F) as a store; `settings` entries override defaults.
+    `scalars` may hold an `index` column (rows of the source split; default 0..N-1)."""
     dims = {name: int(matrix.shape[1]) for name, matrix in features.items()}
     count = len(next(iter(features.values())))
     scalars = scalars or {}
@@ -35,9 +36,8 @@ def write_arrays(
             {k: v[start:end] for k, v in scalars.items()},
         )
 
-    return write_generated(
-        path, dims, count, rows, list(scalars), settings, shard_size, store_dtype
-    )
+    names = [name for name in scalars if name != "index"]
+    return write_generated(path, dims, count, rows, names, settings, shard_size, store_dtype)
 
 
 def write_generated(
@@ -81,11 +81,13 @@ def write_generated(
     for start, end in shard_ranges(count, shard_size):
         features, scalars = rows(start, end)
         scalars = dict(scalars)
+        index = scalars.pop("index", None)
+        index = np.arange(start, end, dtype=np.int64) if index is None else index
         scalars.setdefault("loss", np.zeros(end - start, np.float32))
         scalars.setdefault("out_to_loss", np.ones(end - start, np.float32))
         data = shards.table(
             schema,
-            np.arange(start, end, dtype=np.int64),
+            np.asarray(index, np.int64),
             {k: np.asarray(v, np.float32) for k, v in scalars.items()},
             {n: np.asarray(features[n], dtype) for n in names},
         )

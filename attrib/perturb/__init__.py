@@ -1,0 +1,1 @@
+"""Perturbed copies of a checkpoint (Daunce) and the stores of their outputs."""

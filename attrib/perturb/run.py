@@ -1,0 +1,174 @@
+"""`attrib perturb` as a library call: K perturbed copies, their outputs, their stores.
+
+OUT/
+  meta.json                      what makes the copies these copies (refused if it differs)
+  copies/copy-00007/model/       the copy's weights (Hugging Face layout; adapter only for PEFT)
+  copies/copy-00007/outputs/     train.npy and one .npy per query store (by its fingerprint)
+  train/, <query store name>/    stores of the outputs (rows x K), written when all are done
+
+A copy is done when its train.npy exists (written last, atomically): a killed run redoes only
+unfinished copies. Under `accelerate launch` / `torchrun` each process takes copies k with
+k mod world_size == rank; the first process writes the stores once all copies are done.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attrib import log
+from attrib.atomic import atomic_dir, atomic_path, write_text
+from attrib.distributed import init
+from attrib.errors import AttribError
+from attrib.evaluate.sources import fixed_query_labels, store_source
+from attrib.perturb.objective import Perturbation, PerturbedObjective, copy_seed
+from attrib.perturb.options import PerturbOptions
+from attrib.perturb.stores import write_output_store
+from attrib.progress import progress_bar
+from attrib.score.queries import check_compatible
+from attrib.store import Store
+from attrib.tasks import load_task_from_settings
+from attrib.train import InitialState, outputs, train
+
+
+def copy_dir(out: Path, copy: int) -> Path:
+    return Path(out) / "copies" / f"copy-{copy:05d}"
+
+
+def _outputs_file(out: Path, copy: int, store: Store | None) -> Path:
+    name = "train" if store is None else f"queries-{store.fingerprint()}"
+    return copy_dir(out, copy) / "outputs" / f"{name}.npy"
+
+
+def _check_meta(out: Path, meta: dict) -> None:
+    path = Path(out) / "meta.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != meta:
+            changed = sorted(k for k in meta if old.get(k) != meta[k])
+            raise AttribError(
+                f"{out} holds copies made with other settings ({', '.join(changed)}); "
+                "choose another --out"
+            )
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(meta, indent=2, sort_keys=True))
+
+
+def _save(path: Path, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(values, np.float64))
+
+
+def run_perturb(options: PerturbOptions) -> list[Path]:
+    """Train the missing copies, record the missing outputs; returns the stores written
+    (empty on processes other than the first, or while other processes' copies are due)."""
+    runtime = init(options.device)
+    train_store = Store(options.train)
+    query_stores = [Store(path) for path in options.queries]
+    for store in query_stores:
+        check_compatible(train_store, store.settings, f"query store {store.path}")
+    out = Path(options.out)
+    meta = {"train": train_store.fingerprint(), **options.copy_settings()}
+    if runtime.is_main:
+        _check_meta(out, meta)
+    runtime.barrier()
+    _check_meta(out, meta)
+    task = load_task_from_settings(train_store.settings)
+    if options.recorded not in task.output_functions:
+        raise AttribError(
+            f"--objective {options.objective} needs a {options.recorded} output, which "
+            f"{task.name} models do not have; use --objective hessian or fisher"
+        )
+    task.to(runtime.device)
+    frozen = None
+    if not options.black_box:
+        frozen = load_task_from_settings(train_store.settings).to(runtime.device)
+    sources = {None: store_source(task, train_store, runtime.device)}
+    for store in query_stores:  # label-less queries: the checkpoint's predicted class
+        labels = fixed_query_labels(task, store, runtime.device)
+        sources[store] = store_source(task, store, runtime.device, labels)
+    initial = InitialState(task)
+    mine = range(runtime.rank, options.copies, runtime.world_size)
+    todo = [k for k in mine if not all(_outputs_file(out, k, s).exists() for s in sources)]
+    with progress_bar(options.progress, unit="copies") as bar:
+        bar_task = bar.add_task("perturb", total=len(todo))
+        for k in todo:
+            _one_copy(options, out, k, task, frozen, initial, sources, train_store)
+            bar.advance(bar_task)
+    runtime.barrier()
+    if not runtime.is_main:
+        return []
+    done = [k for k in range(options.copies) if _outputs_file(out, k, None).exists()]
+    if len(done) < options.copies:
+        log.info(f"{len(done)} of {options.copies} copies done in {out}; the rest are due")
+        return []
+    written = []
+    for store in [None, *query_stores]:
+        values = np.stack(
+            [np.load(_outputs_file(out, k, store)) for k in range(options.copies)], axis=1
+        )
+        source = train_store if store is None else store
+        name = "train" if store is None else source.path.name
+        written.append(write_output_store(out / name, source, values, options, meta))
+    return written
+
+
+def _one_copy(options, out, k, task, frozen, initial, sources, train_store) -> None:
+    """Train copy k if its training outputs are missing (else reload it), then record every
+    missing output."""
+    seed = copy_seed(options.seed, k)
+    folder = copy_dir(out, k)
+    if not _outputs_file(out, k, None).exists():
+        initial.restore_checkpoint()
+        draw = Perturbation.draw(train_store.num_examples, options.ratio, seed)
+        objective = PerturbedObjective(task, frozen, options.objective, draw.xi, options.black_box)
+        torch.manual_seed(seed)
+        train(task, sources[None], draw.rows, options.recipe, seed, objective)
+        if options.keep_models:
+            with atomic_dir(folder / "model") as tmp:
+                task.model.save_pretrained(tmp)
+    elif (folder / "model").exists():
+        _load_copy(task, folder / "model")
+    else:
+        raise AttribError(
+            f"copy {k} in {out} kept no model (--no-keep-models), so outputs for new "
+            "--queries cannot be recorded; rerun with another --out"
+        )
+    for store, source in sources.items():
+        path = _outputs_file(out, k, store)
+        if store is not None and not path.exists():
+            count = store.num_examples
+            _save(path, outputs(task, source, count, options.recorded))
+    train_path = _outputs_file(out, k, None)
+    if not train_path.exists():  # last: it marks the copy done
+        values = outputs(task, sources[None], train_store.num_examples, options.recorded)
+        _save(train_path, values)
+
+
+def _load_copy(task, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    if task.info.get("adapter"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(task.model, load_file(str(folder / "adapter_model.safetensors")))
+        return
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = task.model.load_state_dict(state, strict=False)
+    tied = {name for name in missing if _is_tied(task.model, name)}
+    if unexpected or set(missing) - tied:
+        raise AttribError(f"{folder} does not hold this model's weights; choose another --out")
+
+
+def _is_tied(model, name: str) -> bool:
+    """A parameter left out of a saved checkpoint because it shares storage with another."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    if name not in params:
+        return False
+    pointer = params[name].data_ptr()
+    return any(p.data_ptr() == pointer and n != name for n, p in params.items())
