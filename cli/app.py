@@ -10,6 +10,7 @@ import typer
 from attrib_cli import (
     INTERRUPTED,
     demo,
+    ensemble,
     featurize,
     generate,
     inspect_store,
@@ -36,6 +37,7 @@ COMMANDS = (
     ("learn-weights", learn_weights, "Learn one weight per parameter group (self-supervised)."),
     ("perturb", perturb, "Perturbed copies of the model and their outputs (Daunce)."),
     ("score", score, "Rank training examples for queries (higher = more helpful)."),
+    ("ensemble", ensemble, "One store of several checkpoints' stores (TracInCP, ensembles)."),
     ("inspect", inspect_store, "What a store holds and what made it."),
 )
 for name, module, summary in COMMANDS:

@@ -142,7 +142,9 @@ def options_command(
 
 def quiet_extra() -> Extra:
     return Extra(
-        "quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress or logs on stderr.")
+        "quiet",
+        bool,
+        typer.Option(False, "--quiet", "-q", help="No progress or logs on stderr.", metavar=""),
     )
 
 

@@ -51,6 +51,9 @@ class Method(ABC):
     calibrated: ClassVar[bool] = False
     # Scores stores of perturbed copies' outputs (`attrib perturb`), not gradient stores.
     perturbed: ClassVar[bool] = False
+    # The score is a sum of per-module terms without a per-example factor, so on an ensemble
+    # store (`attrib ensemble`) it is exactly the sum of the members' scores.
+    ensembles: ClassVar[bool] = False
 
     def __init__(self, store: Store, damping: float | None = None):
         damping = self.default_damping if damping is None else damping
@@ -72,6 +75,12 @@ class Method(ABC):
             raise AttribError(
                 f"{store.path} holds outputs of perturbed copies, not gradients: "
                 "use --method daunce or daunce-corr"
+            )
+        if "ensemble" in store.settings and not self.ensembles:
+            raise AttribError(
+                f"{store.path} is an ensemble store and {self.name} does not add up over its "
+                "members (a per-example factor, or a kernel across modules): use --method "
+                "tracin, kfac or ekfac on it"
             )
 
     @classmethod

@@ -8,6 +8,7 @@ from attrib.methods.base import Method, weighted
 class TracIn(Method):
     name = "tracin"
     summary = "gradient dot product at the final checkpoint (K = I)"
+    ensembles = True
 
     def query_vectors(self, g, weights):
         return weighted(g, weights)

@@ -14,6 +14,7 @@ class KFac(Method):
     kernel_kind = "block"  # block-diagonal by module
     default_damping = 1e-3  # digits validation queries: LDS rises as damping falls to ~1e-3
     corrected = False
+    ensembles = True
 
     def prepare(self):
         from attrib.methods.kronecker import kronecker_eigen

@@ -77,6 +77,11 @@ def from_values(
     if not values:
         raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")
     settings = train.settings
+    if "ensemble" in settings or (settings.get("projection") or {}).get("kind") == "perturbed":
+        raise AttribError(
+            f"{train.path} is made from several models: pass --queries with a query store made "
+            "the same way (`attrib ensemble` or `attrib perturb --queries`)"
+        )
     task = load_task_from_settings(settings, trust_remote_code)
     task.to(resolve_device(device))
     names = train.module_names

@@ -43,7 +43,15 @@ class WeightsArtifact:
             raise AttribError(f"the weights file maps modules to unknown groups {sorted(unknown)}")
 
     def module_weights(self, modules: list[str]) -> np.ndarray:
-        """One weight per store module, refusing a store whose modules differ."""
+        """One weight per store module, refusing a store whose modules differ. An ensemble
+        store's `member-J/` modules take their module's weight (weights learned on one
+        checkpoint apply to its ensemble)."""
+        from attrib.store.ensemble import member_module
+
+        if not any(m in self.module_to_group for m in modules):
+            modules = [member_module(m) for m in modules]
+        else:
+            modules = list(modules)
         missing = [m for m in modules if m not in self.module_to_group]
         extra = [m for m in self.module_to_group if m not in set(modules)]
         if missing or extra:

@@ -35,7 +35,16 @@ def groups_help() -> str:
 
 
 def group_modules(modules: list[str], spec: str = "module", depth: int = 3):
-    """(group names in network order, module -> group)."""
+    """(group names in network order, module -> group). An ensemble store's modules group
+    as their member's do: `member-J/` prefixes are not part of any group."""
+    from attrib.store.ensemble import member_module
+
+    plain = [member_module(m) for m in modules]
+    order, mapping = _group_plain(list(dict.fromkeys(plain)), spec, depth)
+    return order, {m: mapping[p] for m, p in zip(modules, plain)}
+
+
+def _group_plain(modules: list[str], spec: str, depth: int):
     if spec == "module":
         mapping = {m: m for m in modules}
     elif spec == "block":

@@ -1,0 +1,151 @@
+"""Ensemble stores: several members' stores of the same rows (checkpoints a training run saved,
+perturbed copies, independently trained models) as one store whose modules are every
+member's modules, named `member-J/<module>`.
+
+For methods whose score is a sum of per-module terms with no per-example factor (tracin,
+kfac, ekfac: no kernel, or one block per module), the score on the ensemble store is exactly
+the sum of the members' scores: TracIn's checkpoint sum (TracInCP) and TRAK-style ensembles.
+A member weight w_j scales member j's features (and its output-gradient Kronecker factor) by
+sqrt(w_j) on both the training and the query side, so tracin sums w_j tau_j (TracInCP's
+learning rates); a kernel fit to the features themselves (EK-FAC) is unchanged by it.
+Parameter groups ignore the member prefix: one weight per group, shared by every member, and
+weights learned on one checkpoint apply to its ensemble as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from attrib.errors import AttribError
+from attrib.store.reader import Store, column_matrix
+
+PREFIX = "member-"
+_MEMBER = re.compile(r"^member-\d+/")
+
+
+def member_module(name: str) -> str:
+    """A module's name in its member's own store (`member-3/layer1.conv` -> `layer1.conv`)."""
+    return _MEMBER.sub("", name)
+
+
+def is_ensemble(store: Store) -> bool:
+    return "ensemble" in store.settings
+
+
+def _check_members(stores: list[Store]) -> None:
+    first = stores[0]
+    for store in stores[1:]:
+        what = f"ensemble member {store.path}"
+        if store.num_examples != first.num_examples:
+            raise AttribError(
+                f"{what} has {store.num_examples} rows, {first.path} {first.num_examples}: "
+                "featurize every member on the same data"
+            )
+        if [(s.start, s.end) for s in store.shards] != [(s.start, s.end) for s in first.shards]:
+            raise AttribError(f"{what} has other shards than {first.path}; use one --shard-size")
+        if not np.array_equal(store.column("index"), first.column("index")):
+            raise AttribError(f"{what} holds other rows than {first.path}; use the same data")
+        for key in ("task", "projection", "output_function", "factors"):
+            if store.settings.get(key) != first.settings.get(key):
+                raise AttribError(
+                    f"{what} differs from {first.path} in {key}; featurize every member with "
+                    "the same --method, --proj-dim and --seed"
+                )
+        if is_ensemble(store):
+            raise AttribError(f"{what} is itself an ensemble; list its members instead")
+
+
+def merge(out: Path, paths: list[Path], weights: list[float] | None = None) -> Path:
+    """Write the ensemble store of the member stores at `paths` (in this order) to `out`."""
+    from attrib.store.arrays import write_generated
+
+    if len(paths) < 2:
+        raise AttribError("an ensemble needs at least two member stores")
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths) or any(not w > 0 for w in weights):
+        raise AttribError("--member-weights: one positive weight per member store")
+    stores = [Store(p) for p in paths]
+    _check_members(stores)
+    first = stores[0]
+    dims = {
+        f"{PREFIX}{j}/{name}": store.feature_dims[name]
+        for j, store in enumerate(stores)
+        for name in store.module_names
+    }
+    members = [
+        {
+            "store": str(Path(s.path).resolve()),
+            "fingerprint": s.fingerprint(),
+            "model": s.settings["model"],
+            "weight": w,
+        }
+        for s, w in zip(stores, weights)
+    ]
+    identity = json.dumps([(m["model"]["fingerprint"], m["weight"]) for m in members])
+    settings = {
+        key: first.settings[key]
+        for key in ("task", "task_options", "dataset", "output_function", "projection", "factors")
+        if key in first.settings
+    }
+    settings["model"] = {
+        **first.settings["model"],
+        "source": "ensemble",
+        "fingerprint": "ensemble:" + hashlib.sha256(identity.encode()).hexdigest()[:32],
+        "adapter": None,
+    }
+    settings["ensemble"] = {"members": members}
+    settings["modules"] = [
+        {**module, "spec": {**module["spec"], "name": f"{PREFIX}{j}/{module['spec']['name']}"}}
+        for j, store in enumerate(stores)
+        for module in store.settings["modules"]
+    ]
+    by_range = [{(s.start, s.end): s for s in store.shards} for store in stores]
+
+    def rows(start: int, end: int):
+        features, scalars = {}, {}
+        for j, store in enumerate(stores):
+            data = store.read_shard(by_range[j][(start, end)])
+            scale = math.sqrt(weights[j])
+            for name in store.module_names:
+                matrix = column_matrix(data.column(name))
+                features[f"{PREFIX}{j}/{name}"] = matrix * scale if scale != 1 else matrix
+            if j == 0:  # the rows' own scalars (index, loss) are the first member's
+                scalars = {n: data.column(n).to_numpy() for n in ["index", *store.scalar_names]}
+        return features, scalars
+
+    path = write_generated(
+        Path(out),
+        dims,
+        first.num_examples,
+        rows,
+        list(first.scalar_names),
+        settings,
+        int(first.settings.get("shard_size", 1024)),
+        # Weighted members are kept in float32: float16 would round the scaled features again.
+        "float32" if any(w != 1 for w in weights) else first.settings.get("store_dtype", "float32"),
+    )
+    if first.settings.get("factors"):
+        _merge_factors(Store(path), stores, weights)
+    return path
+
+
+def _merge_factors(merged: Store, stores: list[Store], weights: list[float]) -> None:
+    from attrib.store.factors import load_factors, save_factors, shard_factor_path
+
+    for shard in merged.shards:
+        combined = {}
+        for j, store in enumerate(stores):
+            member_shard = next(s for s in store.shards if s.start == shard.start)
+            path = shard_factor_path(store.path, member_shard.file)
+            if not path.exists():
+                raise AttribError(f"ensemble member {store.path} has no factors for {path.name}")
+            for name, factor in load_factors(path).items():
+                factor.s = factor.s * weights[j]  # dy scaled by sqrt(w): S by w
+                combined[f"{PREFIX}{j}/{name}"] = factor
+        save_factors(shard_factor_path(merged.path, shard.file), combined)

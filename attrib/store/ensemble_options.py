@@ -1,0 +1,52 @@
+"""`attrib ensemble`'s options, defined once (the CLI is built from this class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.errors import AttribError
+from attrib.options import Options, existing_store, option
+
+
+class EnsembleOptions(Options):
+    """Combine the stores of several checkpoints of one model (a training run's saved
+    checkpoints, `attrib perturb`'s copies, independently trained models), featurized on the
+    same rows with the same settings, into one ensemble store: tracin, kfac and ekfac on it
+    give the sum of the members' scores (TracInCP, TRAK-style ensembles). Do the same for the
+    query stores, members in the same order."""
+
+    members: tuple[str, ...] = option(
+        (), help="Member stores, in order (the same order for training and query stores).",
+        argument=True,
+    )  # fmt: skip
+    out: Path = option(help="The ensemble store to write.", short="-o")
+    member_weights: tuple[str, ...] = option(
+        (),
+        separator=",",
+        help="Comma-separated weight per member (TracInCP: each checkpoint's learning rate); "
+        "default 1 each.",
+    )
+    overwrite: bool = option(False, help="Replace --out if it is an attrib store.")
+
+    def check(self) -> None:
+        if len(self.members) < 2:
+            raise AttribError("pass at least two member stores")
+        for path in self.members:
+            existing_store(Path(path), "member")
+        self.weights  # noqa: B018  (bad numbers fail here, before anything is read)
+        if Path(self.out).exists() and any(Path(self.out).iterdir()) and not self.overwrite:
+            raise AttribError(f"--out {self.out} exists; pass --overwrite to replace it")
+
+    @property
+    def weights(self) -> list[float] | None:
+        if not self.member_weights:
+            return None
+        try:
+            values = [float(w) for w in self.member_weights]
+        except ValueError:
+            raise AttribError("--member-weights takes numbers, e.g. 1e-3,5e-4") from None
+        if len(values) != len(self.members) or any(not v > 0 for v in values):
+            raise AttribError(
+                f"--member-weights: one positive weight per member ({len(self.members)})"
+            )
+        return values

@@ -1,0 +1,110 @@
+"""Ensemble stores (`attrib ensemble`): tracin, kfac and ekfac on them equal the (weighted)
+sum of the members' scores, weights learned on one member apply, and methods that do not add
+up over members are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builders import save_tiny_resnet
+from helpers import run_cli
+from test_cli_errors import _assert_one_line_error
+
+from attrib.weights.groups import group_modules
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, resnet_dir, image_data):
+    """Two checkpoints' training and query stores (ekfac features, factored p = 4)."""
+    root = tmp_path_factory.mktemp("ensemble")
+    other = save_tiny_resnet(root / "other-model", seed=1)
+    stores = {}
+    for j, model in enumerate((resnet_dir, other)):
+        for role, extra in (("train", []), ("queries", ["--max-examples", "6"])):
+            out = root / f"{role}-{j}"
+            args = ["featurize", "--model", model, "--data", image_data, "--out", out]
+            code, _, err = run_cli(*args, "--method", "ekfac", "--proj-dim", "4", "-q", *extra)
+            assert code == 0, err
+            stores[role, j] = out
+    return root, stores
+
+
+def _ensemble(root, stores, role, weights=None, name="ens"):
+    out = root / f"{name}-{role}"
+    extra = ["--member-weights", weights] if weights else []
+    args = ["ensemble", stores[role, 0], stores[role, 1], "--out", out, "--overwrite", "-q"]
+    code, stdout, err = run_cli(*args, *extra)
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    return out
+
+
+def _dense(train, queries, method, path, *extra):
+    args = ["score", "-t", train, "--queries", queries, "--method", method, "--out", path]
+    code, _, err = run_cli(*args, "-q", *extra)
+    assert code == 0, err
+    return np.load(path)
+
+
+@pytest.mark.parametrize(
+    "method, weights", [("tracin", "1,0.5"), ("ekfac", "1,0.5"), ("kfac", None)]
+)
+def test_ensemble_scores_are_the_sum_of_the_members(tmp_path, members, method, weights):
+    root, stores = members
+    train = _ensemble(root, stores, "train", weights, name=f"{method}")
+    queries = _ensemble(root, stores, "queries", weights, name=f"{method}")
+    got = _dense(train, queries, method, tmp_path / "ens.npy")
+    parts = [
+        _dense(stores["train", j], stores["queries", j], method, tmp_path / f"m{j}.npy")
+        for j in (0, 1)
+    ]
+    # tracin sums w_j tau_j; a kernel fit to the (scaled) features is unchanged by w_j.
+    w = [1.0, 0.5] if weights and method == "tracin" else [1.0, 1.0]
+    want = w[0] * parts[0] + w[1] * parts[1]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_weights_learned_on_one_member_apply_to_the_ensemble(tmp_path, members):
+    root, stores = members
+    weights = tmp_path / "w.safetensors"
+    code, _, err = run_cli(
+        "learn-weights", "-t", stores["train", 0], "--queries", stores["queries", 0],
+        "--method", "tracin", "--k", "3", "--epochs", "2", "--out", weights, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    train = _ensemble(root, stores, "train", name="weighted")
+    queries = _ensemble(root, stores, "queries", name="weighted")
+    got = _dense(train, queries, "tracin", tmp_path / "ens.npy", "--weights", weights)
+    want = sum(
+        _dense(
+            stores["train", j], stores["queries", j], "tracin", tmp_path / f"{j}.npy",
+            "--weights", weights,
+        )
+        for j in (0, 1)
+    )  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_member_prefixes_are_not_groups():
+    modules = ["member-0/a.x", "member-0/b.y", "member-1/a.x", "member-1/b.y"]
+    groups, mapping = group_modules(modules, "module")
+    assert groups == ["a.x", "b.y"] and mapping["member-1/b.y"] == "b.y"
+
+
+def test_what_does_not_add_up_is_refused(tmp_path, members, gpt2_dir, text_data):
+    root, stores = members
+    train = _ensemble(root, stores, "train", name="refused")
+    queries = _ensemble(root, stores, "queries", name="refused")
+    code, _, err = run_cli("score", "-t", train, "--queries", queries, "--method", "trak-block")
+    _assert_one_line_error(code, err, "is an ensemble store", "tracin, kfac or ekfac")
+    code, _, err = run_cli("score", "-t", train, "--query", "x.png", "--method", "ekfac")
+    _assert_one_line_error(code, err, "made from several models", "--queries")
+    code, _, err = run_cli("ensemble", stores["train", 0], stores["queries", 0], "-o", root / "x")
+    _assert_one_line_error(code, err, "has 6 rows", "same data")
+    code, _, err = run_cli("ensemble", stores["train", 0], stores["train", 1], "-o", train)
+    _assert_one_line_error(code, err, "exists; pass --overwrite")
+    code, _, err = run_cli(
+        "ensemble", stores["train", 0], stores["train", 1], "-o", root / "y",
+        "--member-weights", "1",
+    )  # fmt: skip
+    _assert_one_line_error(code, err, "one positive weight per member (2)")
