@@ -176,9 +176,16 @@ def test_two_processes_equal_one(tmp_path, stores):
     assert meta["ratio"] == 0.3 and Store(runs["two"] / "train").layout.total == 4
 
 
-def test_wrong_pairings_are_one_line_errors(tmp_path, stores, gpt2_dir, text_data):
+def test_wrong_pairings_are_one_line_errors(tmp_path, stores, gpt2_dir, text_data, image_data):
     out = tmp_path / "copies"
     _perturb(*stores, out)
+    # A copy is a checkpoint featurize reads (weights, config and processor): ensemble members.
+    copy = out / "copies" / "copy-00001" / "model"
+    code, _, err = run_cli(
+        "featurize", "--model", copy, "--data", image_data, "--out", tmp_path / "member",
+        "--proj-dim", "4", "-q",
+    )  # fmt: skip
+    assert code == 0, err
     code, _, err = run_cli("score", "-t", stores[0], "--queries", stores[1], "--method", "daunce")
     _assert_one_line_error(code, err, "scores the outputs of perturbed copies", "attrib perturb")
     code, _, err = run_cli("score", "-t", out / "train", "--queries", out / "queries")

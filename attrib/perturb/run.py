@@ -132,6 +132,9 @@ def _one_copy(options, out, k, task, frozen, initial, sources, train_store) -> N
         if options.keep_models:
             with atomic_dir(folder / "model") as tmp:
                 task.model.save_pretrained(tmp)
+                # With its processor or tokenizer, the copy is a checkpoint featurize can read.
+                if hasattr(task.processor, "save_pretrained"):
+                    task.processor.save_pretrained(tmp)
     elif (folder / "model").exists():
         _load_copy(task, folder / "model")
     else:

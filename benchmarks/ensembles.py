@@ -1,0 +1,125 @@
+"""Ensembles of the checkpoint and its perturbed copies: LDS of ekfac (exact gradients) and
+tracin on ensemble stores against the single checkpoint.
+
+    python benchmarks/ensembles.py [--tasks digits] [--members 2,4,8] [--copies FOLDER-NAME]
+
+Members are the original checkpoint plus the first M-1 copies of one `attrib perturb` run of
+`benchmarks/daunce.py` (default: hessian, lr 3e-3, one epoch, adamw). Each member is
+featurized (through `FeaturizeOptions`, the object the CLI is built from, with the quality
+benchmark's settings) on the train, val and eval rows; `attrib ensemble`'s merge makes one
+store per role; LDS with the retrained ground truth of `quality.py`. Wall time per member's
+featurization is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from quality_tasks import TASKS  # noqa: E402
+
+from attrib.evaluate.options import LdsOptions  # noqa: E402
+from attrib.evaluate.run import run_lds  # noqa: E402
+from attrib.featurize.options import FeaturizeOptions  # noqa: E402
+from attrib.featurize.run import run_featurize  # noqa: E402
+from attrib.store import Store  # noqa: E402
+from attrib.store.ensemble import merge  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+SETTINGS = {"tracin": ("tracin", 16), "ekfac": ("ekfac", "full")}  # method: (featurize, p)
+
+
+def member_store(task, model: Path, role: str, method: str, out: Path) -> tuple[Store, float]:
+    featurize, proj = SETTINGS[method]
+    if (out / "manifest.json").exists():
+        return Store(out), 0.0
+    start = time.perf_counter()
+    run_featurize(
+        FeaturizeOptions(
+            model=str(model),
+            data=str(task.data[role]),
+            out=out,
+            method=featurize,
+            proj_dim=proj,
+            batch_size=64,
+            progress=False,
+            device="cpu",
+            store_dtype="float32",
+        )
+    )
+    return Store(out), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="digits")
+    parser.add_argument("--members", default="2,4,8")
+    parser.add_argument("--copies", default="hessian-lr0.003-e1-adamw")
+    parser.add_argument("--methods", default="ekfac,tracin")
+    parser.add_argument("--subsets", type=int, default=100)
+    args = parser.parse_args()
+    sizes = [int(m) for m in args.members.split(",")]
+    rows = []
+    for name in args.tasks.split(","):
+        task = TASKS[name]()
+        task.groundtruth(args.subsets)
+        copies = task.root / "perturb" / args.copies / "copies"
+        models = [task.model] + [copies / f"copy-{k:05d}" / "model" for k in range(max(sizes) - 1)]
+        for method in args.methods.split(","):
+            seconds = []
+            members = {}
+            for j, model in enumerate(models):
+                for role in ("train", "val", "eval"):
+                    out = task.root / "members" / f"{method}-{j}-{role}"
+                    members[j, role], spent = member_store(task, model, role, method, out)
+                    seconds.append(spent)
+            for size in [1, *sizes]:
+                for role in ("val", "eval"):
+                    if size == 1:
+                        train, queries = members[0, "train"].path, members[0, role].path
+                    else:
+                        root = task.root / "ensembles" / f"{method}-{size}"
+                        train = root / "train"
+                        queries = root / role
+                        for part, target in (("train", train), (role, queries)):
+                            if not (target / "manifest.json").exists():
+                                merge(target, [members[j, part].path for j in range(size)])
+                    truth = task.root / f"groundtruth-{args.subsets}-{role}.npz"
+                    (result,) = run_lds(
+                        LdsOptions(
+                            train=train, queries=queries, groundtruth=truth, methods=(method,)
+                        )
+                    )
+                    rows.append(
+                        {
+                            "task": name,
+                            "method": method,
+                            "members": size,
+                            "role": role,
+                            "lds": 100 * result["lds"],
+                            "ci": 100 * result["ci"],
+                            "featurize_seconds_per_member": sum(seconds) / len(models),
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+    lines = ["| task | method | members | val LDS % | eval LDS % | featurize s/member |"]
+    lines.append("|---|---|---|---|---|---|")
+    for val, ev in zip(rows[::2], rows[1::2]):
+        lines.append(
+            f"| {val['task']} | {val['method']} | {val['members']} | {val['lds']:.2f} ± "
+            f"{val['ci']:.2f} | {ev['lds']:.2f} ± {ev['ci']:.2f} | "
+            f"{val['featurize_seconds_per_member']:.1f} |"
+        )
+    text = f"Command: `python {' '.join(sys.argv)}`\n\n" + "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"ensembles-{args.tasks.replace(',', '-')}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
