@@ -138,9 +138,10 @@ def main() -> None:
     for name in args.tasks.split(","):
         rows += lds_rows(name, args.subsets, grid, lrs, objectives, args.epochs, args.optimizer)
     RESULTS.mkdir(exist_ok=True)
+    tag = "-".join([*args.tasks.split(","), *objectives, f"e{args.epochs}"])
     text = f"Command: `python {' '.join(sys.argv)}`\n\n{table(rows)}\n"
-    (RESULTS / f"daunce-{args.tasks.replace(',', '-')}.md").write_text(text)
-    (RESULTS / f"daunce-{args.tasks.replace(',', '-')}.json").write_text(json.dumps(rows, indent=1))
+    (RESULTS / f"daunce-{tag}.md").write_text(text)
+    (RESULTS / f"daunce-{tag}.json").write_text(json.dumps(rows, indent=1))
     print(text)
 
 

@@ -3,8 +3,10 @@ tracin on ensemble stores against the single checkpoint.
 
     python benchmarks/ensembles.py [--tasks digits] [--members 2,4,8] [--copies FOLDER-NAME]
 
-Members are the original checkpoint plus the first M-1 copies of one `attrib perturb` run of
-`benchmarks/daunce.py` (default: hessian, lr 3e-3, one epoch, adamw). Each member is
+Members are the original checkpoint plus M-1 others: `--kind copies`, the first copies of one
+`attrib perturb` run of `benchmarks/daunce.py` (default: hessian, lr 3e-3, one epoch, adamw);
+`--kind scratch`, checkpoints trained like the original on the same rows from other seeds
+(initialization and batch order: TRAK's independently trained models). Each member is
 featurized (through `FeaturizeOptions`, the object the CLI is built from, with the quality
 benchmark's settings) on the train, val and eval rows; `attrib ensemble`'s merge makes one
 store per role; LDS with the retrained ground truth of `quality.py`. Wall time per member's
@@ -55,10 +57,33 @@ def member_store(task, model: Path, role: str, method: str, out: Path) -> tuple[
     return Store(out), time.perf_counter() - start
 
 
+def scratch_member(name: str, task, seed: int) -> Path:
+    """A checkpoint trained like the task's own, from another seed (built once)."""
+    from dataclasses import replace
+
+    import datasets
+
+    from attrib.examples import digits, pydoc_text
+    from attrib.examples.common import train_checkpoint
+
+    root = task.root / "scratch" / f"seed-{seed}"
+    if (root / "model" / "config.json").exists():
+        return root / "model"
+    example = {"digits": digits, "pydoc": pydoc_text}[name]
+    if name == "pydoc":
+        rows = datasets.load_dataset("parquet", data_files=str(task.data["train"]), split="train")
+        init = example.init_model(root / "init", list(rows["text"]), seed)
+    else:
+        init = example.init_model(root / "init", seed)
+    recipe = replace(example.RECIPE, seed=seed)
+    return train_checkpoint(init, task.data["train"], root / "model", recipe, "cpu")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits")
     parser.add_argument("--members", default="2,4,8")
+    parser.add_argument("--kind", default="copies", choices=("copies", "scratch"))
     parser.add_argument("--copies", default="hessian-lr0.003-e1-adamw")
     parser.add_argument("--methods", default="ekfac,tracin")
     parser.add_argument("--subsets", type=int, default=100)
@@ -69,13 +94,17 @@ def main() -> None:
         task = TASKS[name]()
         task.groundtruth(args.subsets)
         copies = task.root / "perturb" / args.copies / "copies"
-        models = [task.model] + [copies / f"copy-{k:05d}" / "model" for k in range(max(sizes) - 1)]
+        if args.kind == "copies":
+            others = [copies / f"copy-{k:05d}" / "model" for k in range(max(sizes) - 1)]
+        else:
+            others = [scratch_member(name, task, seed) for seed in range(1, max(sizes))]
+        models = [task.model, *others]
         for method in args.methods.split(","):
             seconds = []
             members = {}
             for j, model in enumerate(models):
                 for role in ("train", "val", "eval"):
-                    out = task.root / "members" / f"{method}-{j}-{role}"
+                    out = task.root / "members" / f"{args.kind}-{method}-{j}-{role}"
                     members[j, role], spent = member_store(task, model, role, method, out)
                     seconds.append(spent)
             for size in [1, *sizes]:
@@ -83,7 +112,7 @@ def main() -> None:
                     if size == 1:
                         train, queries = members[0, "train"].path, members[0, role].path
                     else:
-                        root = task.root / "ensembles" / f"{method}-{size}"
+                        root = task.root / "ensembles" / f"{args.kind}-{method}-{size}"
                         train = root / "train"
                         queries = root / role
                         for part, target in (("train", train), (role, queries)):
@@ -100,6 +129,7 @@ def main() -> None:
                             "task": name,
                             "method": method,
                             "members": size,
+                            "kind": args.kind,
                             "role": role,
                             "lds": 100 * result["lds"],
                             "ci": 100 * result["ci"],
@@ -107,17 +137,18 @@ def main() -> None:
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
-    lines = ["| task | method | members | val LDS % | eval LDS % | featurize s/member |"]
-    lines.append("|---|---|---|---|---|---|")
+    lines = ["| task | kind | method | members | val LDS % | eval LDS % | featurize s/member |"]
+    lines.append("|---|---|---|---|---|---|---|")
     for val, ev in zip(rows[::2], rows[1::2]):
         lines.append(
-            f"| {val['task']} | {val['method']} | {val['members']} | {val['lds']:.2f} ± "
+            f"| {val['task']} | {val['kind']} | {val['method']} | {val['members']} | "
+            f"{val['lds']:.2f} ± "
             f"{val['ci']:.2f} | {ev['lds']:.2f} ± {ev['ci']:.2f} | "
             f"{val['featurize_seconds_per_member']:.1f} |"
         )
     text = f"Command: `python {' '.join(sys.argv)}`\n\n" + "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"ensembles-{args.tasks.replace(',', '-')}.md").write_text(text)
+    (RESULTS / f"ensembles-{args.kind}-{args.tasks.replace(',', '-')}.md").write_text(text)
     print(text)
 
 
