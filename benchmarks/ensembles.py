@@ -79,6 +79,53 @@ def scratch_member(name: str, task, seed: int) -> Path:
     return train_checkpoint(init, task.data["train"], root / "model", recipe, "cpu")
 
 
+def evaluate_size(task, name, method, members, size, args) -> list[dict]:
+    """LDS on val and eval of the first `size` members' ensemble, unweighted and with weights
+    learned (learn-weights' defaults) on the ensemble of the weight-learning queries."""
+    from attrib.weights.options import LearnOptions
+    from attrib.weights.run import run_learn
+
+    root = task.root / "ensembles" / f"{args.kind}-{method}-{size}"
+    stores = {}
+    for role in ("train", "learn", "val", "eval"):
+        if size == 1:
+            stores[role] = members[0, role].path
+        else:
+            stores[role] = root / role
+            if not (stores[role] / "manifest.json").exists():
+                merge(stores[role], [members[j, role].path for j in range(size)])
+    weights = root / "weights.safetensors"
+    if not weights.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        run_learn(
+            LearnOptions(train=stores["train"], queries=stores["learn"], out=weights, method=method)
+        )
+    rows = []
+    for role in ("val", "eval"):
+        truth = task.root / f"groundtruth-{args.subsets}-{role}.npz"
+        options = LdsOptions(
+            train=stores["train"],
+            queries=stores[role],
+            groundtruth=truth,
+            methods=(method,),
+            weights=("none", str(weights)),
+        )
+        for result in run_lds(options):
+            rows.append(
+                {
+                    "task": name,
+                    "method": method,
+                    "members": size,
+                    "kind": args.kind,
+                    "role": role,
+                    "weights": result["weights"] != "none",
+                    "lds": 100 * result["lds"],
+                    "ci": 100 * result["ci"],
+                }
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits")
@@ -103,45 +150,27 @@ def main() -> None:
             seconds = []
             members = {}
             for j, model in enumerate(models):
-                for role in ("train", "val", "eval"):
+                for role in ("train", "learn", "val", "eval"):
                     out = task.root / "members" / f"{args.kind}-{method}-{j}-{role}"
                     members[j, role], spent = member_store(task, model, role, method, out)
                     seconds.append(spent)
             for size in [1, *sizes]:
-                for role in ("val", "eval"):
-                    if size == 1:
-                        train, queries = members[0, "train"].path, members[0, role].path
-                    else:
-                        root = task.root / "ensembles" / f"{args.kind}-{method}-{size}"
-                        train = root / "train"
-                        queries = root / role
-                        for part, target in (("train", train), (role, queries)):
-                            if not (target / "manifest.json").exists():
-                                merge(target, [members[j, part].path for j in range(size)])
-                    truth = task.root / f"groundtruth-{args.subsets}-{role}.npz"
-                    (result,) = run_lds(
-                        LdsOptions(
-                            train=train, queries=queries, groundtruth=truth, methods=(method,)
-                        )
-                    )
-                    rows.append(
-                        {
-                            "task": name,
-                            "method": method,
-                            "members": size,
-                            "kind": args.kind,
-                            "role": role,
-                            "lds": 100 * result["lds"],
-                            "ci": 100 * result["ci"],
-                            "featurize_seconds_per_member": sum(seconds) / len(models),
-                        }
-                    )
+                for row in evaluate_size(task, name, method, members, size, args):
+                    rows.append({**row, "featurize_seconds_per_member": sum(seconds) / len(models)})
                     print(json.dumps(rows[-1]), flush=True)
-    lines = ["| task | kind | method | members | val LDS % | eval LDS % | featurize s/member |"]
-    lines.append("|---|---|---|---|---|---|---|")
-    for val, ev in zip(rows[::2], rows[1::2]):
+    lines = [
+        "| task | kind | method | members | weights | val LDS % | eval LDS % | featurize s/member |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    keyed = {}
+    for row in rows:
+        key = (row["task"], row["kind"], row["method"], row["members"], row["weights"])
+        keyed.setdefault(key, {})[row["role"]] = row
+    for pair in keyed.values():
+        val, ev = pair["val"], pair["eval"]
         lines.append(
             f"| {val['task']} | {val['kind']} | {val['method']} | {val['members']} | "
+            f"{'learned' if val['weights'] else 'none'} | "
             f"{val['lds']:.2f} ± "
             f"{val['ci']:.2f} | {ev['lds']:.2f} ± {ev['ci']:.2f} | "
             f"{val['featurize_seconds_per_member']:.1f} |"

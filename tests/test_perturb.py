@@ -203,3 +203,19 @@ def test_wrong_pairings_are_one_line_errors(tmp_path, stores, gpt2_dir, text_dat
         "perturb", "--train", stores[0], "--out", out, *COPY_FLAGS, "--ratio", "0.5"
     )
     _assert_one_line_error(code, err, "other settings (ratio)")
+
+
+def test_independent_copies_from_scratch(tmp_path, stores):
+    """--init scratch --black-box: each copy is a model trained from its own fresh init."""
+    out = tmp_path / "scratch"
+    flags = ["--init", "scratch", "--black-box", "--ratio", "1", "--copies", "2", "--epochs", "2"]
+    code, _, err = run_cli(
+        "perturb", "--train", stores[0], "--out", out, *flags, "--device", "cpu", "-q"
+    )
+    assert code == 0, err
+    train = _recorded(out, "train")
+    assert train.shape == (24, 2) and np.abs(train[:, 0] - train[:, 1]).max() > 1e-3
+    code, _, err = run_cli(
+        "perturb", "--train", stores[0], "--out", tmp_path / "x", "--init", "scratch", "-q"
+    )
+    _assert_one_line_error(code, err, "add --black-box")

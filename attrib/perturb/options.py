@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.options import Options, at_least, existing_store, option, positive
-from attrib.recipe import OPTIMIZERS, Recipe
+from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 
 # Daunce's Table 1 (white-box) objectives, named by the second-order matrix they estimate.
 OBJECTIVES = ("hessian", "fisher", "trak")
@@ -39,10 +39,19 @@ class PerturbOptions(Options):
         help="Daunce's Table 2: no first-order term, only losses and fine-tuning (no gradients "
         "at the checkpoint are taken).",
     )
+    init: str = option(
+        "finetune",
+        choices=INITS,
+        help="finetune: copies start at the checkpoint (Daunce); scratch: from a fresh "
+        "initialization per copy (with --black-box: independently trained models, as TRAK "
+        "ensembles them).",
+    )
     epochs: int = option(1, help="Epochs over each copy's subset.")
     lr: float = option(1e-3, help="Learning rate of the copies.")
     batch_size: int = option(32, help="Batch size of the copies.")
     optimizer: str = option("adamw", choices=OPTIMIZERS, help="Optimizer of the copies.")
+    weight_decay: float = option(0.0, help="Weight decay of the copies.")
+    schedule: str = option("constant", choices=SCHEDULES, help="Learning-rate schedule.")
     seed: int = option(0, help="Seed of the subsets, random weights and batch order.")
     keep_models: bool = option(
         True, help="Save each copy's weights (needed to record outputs for later --queries)."
@@ -60,6 +69,12 @@ class PerturbOptions(Options):
         positive(self.lr, "--lr")
         if not 0 < self.ratio <= 1:
             raise AttribError("--ratio must be in (0, 1]")
+        at_least(self.weight_decay, 0, "--weight-decay")
+        if self.init == "scratch" and not self.black_box:
+            raise AttribError(
+                "--init scratch trains each copy from a fresh initialization, but the "
+                "first-order term is taken at the checkpoint: add --black-box"
+            )
         names = [Path(p).name for p in self.queries]
         if "train" in names or len(set(names)) != len(names):
             raise AttribError(
@@ -70,11 +85,13 @@ class PerturbOptions(Options):
     @property
     def recipe(self) -> Recipe:
         return Recipe(
-            init="finetune",
+            init=self.init,
             epochs=self.epochs,
             lr=self.lr,
             batch_size=self.batch_size,
             optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
             seed=self.seed,
         )
 
@@ -86,5 +103,6 @@ class PerturbOptions(Options):
         """What makes two runs' copies the same copies (kept in OUT/meta.json). Not K: copy k
         depends only on these and k, so a run with more copies extends one with fewer, and
         one with fewer writes its stores from the first K."""
-        fields = ("ratio", "objective", "black_box", "epochs", "lr", "batch_size")
-        return {name: getattr(self, name) for name in (*fields, "optimizer", "seed")}
+        fields = ("ratio", "objective", "black_box", "init", "epochs", "lr", "batch_size")
+        extra = ("optimizer", "weight_decay", "schedule", "seed")
+        return {name: getattr(self, name) for name in (*fields, *extra)}

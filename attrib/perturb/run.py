@@ -124,7 +124,7 @@ def _one_copy(options, out, k, task, frozen, initial, sources, train_store) -> N
     seed = copy_seed(options.seed, k)
     folder = copy_dir(out, k)
     if not _outputs_file(out, k, None).exists():
-        initial.restore_checkpoint()
+        initial.restore(options.recipe, seed)  # the checkpoint, or a fresh seeded init
         draw = Perturbation.draw(train_store.num_examples, options.ratio, seed)
         objective = PerturbedObjective(task, frozen, options.objective, draw.xi, options.black_box)
         torch.manual_seed(seed)
