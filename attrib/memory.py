@@ -82,8 +82,9 @@ class Budget:
 
 
 def query_bytes(count: int, store: Store) -> int:
-    """The query features, their plain copy and their kernel-applied vectors (float32)."""
-    return 3 * count * store.layout.total * 4
+    """The query features and one copy of them (float32): the per-module parts while they are
+    joined, then the kernel-applied (or normalized) vectors."""
+    return 2 * count * store.layout.total * 4
 
 
 def plan_streaming(
@@ -93,6 +94,7 @@ def plan_streaming(
     queries: int,
     per_query_row: int = 4,
     share: float = 1.0,
+    fewer_queries: str = "score fewer queries per run",
 ) -> int:
     """Reserve the kernel and `queries` query vectors, then set the store's block size so a
     block of training rows (with `per_query_row` result bytes per query and row) fits in
@@ -106,7 +108,7 @@ def plan_streaming(
     budget.reserve(
         query_bytes(queries, store),
         f"{queries} queries of {dims} features",
-        "score fewer queries per run, or featurize with a smaller --proj-dim",
+        f"{fewer_queries}, or featurize with a smaller --proj-dim",
     )
     per_row = STREAM_COPIES * dims * 4 + queries * per_query_row
     rows = budget.rows(

@@ -5,8 +5,9 @@ tracin on ensemble stores against the single checkpoint.
 
 Members are the original checkpoint plus M-1 others: `--kind copies`, the first copies of one
 `attrib perturb` run of `benchmarks/daunce.py` (default: hessian, lr 3e-3, one epoch, adamw);
-`--kind scratch`, checkpoints trained like the original on the same rows from other seeds
-(initialization and batch order: TRAK's independently trained models). Each member is
+`--kind independent`, `attrib perturb --init scratch --black-box --ratio 1` copies trained with
+the original's recipe from their own seeds (TRAK's independently trained models). Each
+member is
 featurized (through `FeaturizeOptions`, the object the CLI is built from, with the quality
 benchmark's settings) on the train, val and eval rows; `attrib ensemble`'s merge makes one
 store per role; LDS with the retrained ground truth of `quality.py`. Wall time per member's
@@ -29,6 +30,7 @@ from attrib.evaluate.options import LdsOptions  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
 from attrib.featurize.options import FeaturizeOptions  # noqa: E402
 from attrib.featurize.run import run_featurize  # noqa: E402
+from attrib.perturb.options import PerturbOptions  # noqa: E402
 from attrib.store import Store  # noqa: E402
 from attrib.store.ensemble import merge  # noqa: E402
 
@@ -57,26 +59,32 @@ def member_store(task, model: Path, role: str, method: str, out: Path) -> tuple[
     return Store(out), time.perf_counter() - start
 
 
-def scratch_member(name: str, task, seed: int) -> Path:
-    """A checkpoint trained like the task's own, from another seed (built once)."""
-    from dataclasses import replace
-
-    import datasets
-
+def scratch_copies(name: str, task, count: int) -> list[Path]:
+    """`count` independently trained copies: `attrib perturb --init scratch --black-box
+    --ratio 1` with the example's own training recipe (built once, reused)."""
     from attrib.examples import digits, pydoc_text
-    from attrib.examples.common import train_checkpoint
+    from attrib.perturb.run import copy_dir, run_perturb
 
-    root = task.root / "scratch" / f"seed-{seed}"
-    if (root / "model" / "config.json").exists():
-        return root / "model"
-    example = {"digits": digits, "pydoc": pydoc_text}[name]
-    if name == "pydoc":
-        rows = datasets.load_dataset("parquet", data_files=str(task.data["train"]), split="train")
-        init = example.init_model(root / "init", list(rows["text"]), seed)
-    else:
-        init = example.init_model(root / "init", seed)
-    recipe = replace(example.RECIPE, seed=seed)
-    return train_checkpoint(init, task.data["train"], root / "model", recipe, "cpu")
+    recipe = {"digits": digits, "pydoc": pydoc_text}[name].RECIPE
+    out = task.root / "perturb" / "scratch-independent"
+    options = PerturbOptions(
+        train=task.store("train", "trak").path,
+        out=out,
+        copies=count,
+        ratio=1.0,
+        black_box=True,
+        init="scratch",
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        optimizer=recipe.optimizer,
+        weight_decay=recipe.weight_decay,
+        schedule=recipe.schedule,
+        device="cpu",
+        progress=False,
+    )
+    run_perturb(options)
+    return [copy_dir(out, k) / "model" for k in range(count)]
 
 
 def evaluate_size(task, name, method, members, size, args) -> list[dict]:
@@ -130,7 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits")
     parser.add_argument("--members", default="2,4,8")
-    parser.add_argument("--kind", default="copies", choices=("copies", "scratch"))
+    parser.add_argument("--kind", default="copies", choices=("copies", "independent"))
     parser.add_argument("--copies", default="hessian-lr0.003-e1-adamw")
     parser.add_argument("--methods", default="ekfac,tracin")
     parser.add_argument("--subsets", type=int, default=100)
@@ -144,7 +152,7 @@ def main() -> None:
         if args.kind == "copies":
             others = [copies / f"copy-{k:05d}" / "model" for k in range(max(sizes) - 1)]
         else:
-            others = [scratch_member(name, task, seed) for seed in range(1, max(sizes))]
+            others = scratch_copies(name, task, max(sizes) - 1)
         models = [task.model, *others]
         for method in args.methods.split(","):
             seconds = []

@@ -48,7 +48,15 @@ def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
     groups, mapping = group_modules(train.module_names, options.groups, options.depth)
     budget = Budget(options.memory_gb)
     per_query_row = 2 * len(groups) * 4  # a block's contributions and their batched product
-    plan_streaming(budget, train, method, queries.num_examples, per_query_row, STREAM_SHARE)
+    plan_streaming(
+        budget,
+        train,
+        method,
+        queries.num_examples,
+        per_query_row,
+        STREAM_SHARE,
+        "learn from fewer weight-learning queries",
+    )
     chosen = query_features.from_store(train, queries)
     method.prepare()
     if not method.linear:
