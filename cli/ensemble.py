@@ -12,9 +12,13 @@ def ensemble(values: dict, quiet: bool) -> None:
     setup(quiet)
     options = EnsembleOptions(**values)
     from attrib import log
-    from attrib.store.ensemble import merge
+    from attrib.store.ensemble import merge, trainer_learning_rates
 
-    path = merge(options.out, list(options.members), options.weights)
+    members = list(options.members)
+    weights = trainer_learning_rates(members) if options.lr_weights else options.weights
+    if options.lr_weights:
+        log.info(f"learning rates of the members: {', '.join(f'{w:g}' for w in weights)}")
+    path = merge(options.out, members, weights)
     log.info(f"wrote {path}: {len(options.members)} members")
     print(path)
 

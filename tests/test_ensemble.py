@@ -108,3 +108,43 @@ def test_what_does_not_add_up_is_refused(tmp_path, members, gpt2_dir, text_data)
         "--member-weights", "1",
     )  # fmt: skip
     _assert_one_line_error(code, err, "one positive weight per member (2)")
+
+
+def test_tracincp_weights_come_from_the_trainer_state(tmp_path, resnet_dir, image_data):
+    """Checkpoints of a Trainer run: --lr-weights reads each one's learning rate at its step,
+    and tracin on the ensemble is the learning-rate-weighted sum (TracInCP)."""
+    import json
+    import shutil
+
+    stores = {}
+    for j, (step, rate) in enumerate(((100, 4e-3), (200, 1e-3))):
+        checkpoint = tmp_path / f"run/checkpoint-{step}"
+        shutil.copytree(resnet_dir, checkpoint)
+        rates = {50: 5e-3, 100: 4e-3, 200: 1e-3, 300: 5e-4}  # the run's logged schedule
+        history = [{"step": s, "learning_rate": r, "loss": 1.0} for s, r in rates.items()]
+        state = {"global_step": step, "log_history": history}
+        (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+        assert rates[step] == rate
+        for role, extra in (("train", []), ("queries", ["--max-examples", "6"])):
+            out = tmp_path / f"{role}-{j}"
+            args = ["featurize", "--model", checkpoint, "--data", image_data, "--out", out]
+            code, _, err = run_cli(*args, "--proj-dim", "4", "-q", *extra)
+            assert code == 0, err
+            stores[role, j] = out
+    ensembles = {}
+    for role in ("train", "queries"):
+        out = tmp_path / f"ens-{role}"
+        args = ["ensemble", stores[role, 0], stores[role, 1], "--lr-weights", "-o", out]
+        code, _, err = run_cli(*args)
+        assert code == 0 and "4e-03, 0.001" in err.replace("0.004", "4e-03"), err
+        ensembles[role] = out
+    got = _dense(ensembles["train"], ensembles["queries"], "tracin", tmp_path / "ens.npy")
+    parts = [
+        _dense(stores["train", j], stores["queries", j], "tracin", tmp_path / f"m{j}.npy")
+        for j in (0, 1)
+    ]
+    want = 4e-3 * parts[0] + 1e-3 * parts[1]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    code, _, err = run_cli("ensemble", *(stores["train", j] for j in (0, 0)), "--lr-weights",
+                           "-o", tmp_path / "x", "--member-weights", "1,2")  # fmt: skip
+    _assert_one_line_error(code, err, "not both")

@@ -38,6 +38,35 @@ def is_ensemble(store: Store) -> bool:
     return "ensemble" in store.settings
 
 
+def trainer_learning_rates(paths: list[Path]) -> list[float]:
+    """Each member's learning rate at its checkpoint's step, from the `trainer_state.json`
+    the Hugging Face Trainer saves in `checkpoint-*` folders (TracInCP's weights)."""
+    rates = []
+    for path in paths:
+        model = Path(Store(path).settings["model"]["source"])
+        state_file = model / "trainer_state.json"
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            raise AttribError(
+                f"member {path}: its model {model} has no readable trainer_state.json; "
+                "pass --member-weights"
+            ) from None
+        step = state.get("global_step", 0)
+        logged = [
+            (entry["step"], entry["learning_rate"])
+            for entry in state.get("log_history", [])
+            if "learning_rate" in entry and "step" in entry and entry["step"] <= step
+        ]
+        if not logged:
+            raise AttribError(
+                f"member {path}: {state_file} logs no learning rate up to step {step}; "
+                "pass --member-weights"
+            )
+        rates.append(float(max(logged)[1]))  # the last one logged at or before the step
+    return rates
+
+
 def _check_members(stores: list[Store]) -> None:
     first = stores[0]
     for store in stores[1:]:

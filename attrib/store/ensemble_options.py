@@ -26,6 +26,11 @@ class EnsembleOptions(Options):
         help="Comma-separated weight per member (TracInCP: each checkpoint's learning rate); "
         "default 1 each.",
     )
+    lr_weights: bool = option(
+        False,
+        help="TracInCP: weight each member by the learning rate its checkpoint's "
+        "trainer_state.json (Hugging Face Trainer) records at the checkpoint's step.",
+    )
     overwrite: bool = option(False, help="Replace --out if it is an attrib store.")
 
     def check(self) -> None:
@@ -34,6 +39,8 @@ class EnsembleOptions(Options):
         for path in self.members:
             existing_store(Path(path), "member")
         self.weights  # noqa: B018  (bad numbers fail here, before anything is read)
+        if self.lr_weights and self.member_weights:
+            raise AttribError("pass --member-weights or --lr-weights, not both")
         if Path(self.out).exists() and any(Path(self.out).iterdir()) and not self.overwrite:
             raise AttribError(f"--out {self.out} exists; pass --overwrite to replace it")
 
