@@ -93,3 +93,24 @@ def _umask() -> int:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def check_or_write_meta(folder: Path, meta: dict, what: str) -> None:
+    """A resumable run's settings in `folder/meta.json`: written by the first run, and a later
+    run with other settings is refused (its parts would mix with these)."""
+    import json
+
+    from attrib.errors import AttribError
+
+    path = Path(folder) / "meta.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != meta:
+            changed = sorted(k for k in meta if old.get(k) != meta[k])
+            raise AttribError(
+                f"{folder} holds {what} made with other settings ({', '.join(changed)}); "
+                "remove it or choose another --out"
+            )
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(meta, indent=2, sort_keys=True))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from attrib import log
-from attrib.atomic import atomic_path, write_text
+from attrib.atomic import atomic_path, check_or_write_meta
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
@@ -63,7 +63,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         "recipe": recipe.to_dict(),
         "output": output,
     }
-    _check_meta(parts, meta)
+    check_or_write_meta(parts, meta, "subsets")
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
     train_source = store_source(task, train_store, device)
     labels = fixed_query_labels(task, query_store, device)  # before any retraining
@@ -104,17 +104,3 @@ def _part(parts: Path, subset: int) -> Path:
 def _save_part(parts: Path, subset: int, values: np.ndarray) -> None:
     with atomic_path(_part(parts, subset)) as tmp, open(tmp, "wb") as handle:
         np.save(handle, values.astype(np.float64))
-
-
-def _check_meta(parts: Path, meta: dict) -> None:
-    path = parts / "meta.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != meta:
-            changed = sorted(k for k in meta if old.get(k) != meta[k])
-            raise AttribError(
-                f"{parts} holds subsets made with other settings ({', '.join(changed)}); "
-                "remove it or choose another --out"
-            )
-        return
-    write_text(path, json.dumps(meta, indent=2))

@@ -13,14 +13,13 @@ k mod world_size == rank; the first process writes the stores once all copies ar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from attrib import log
-from attrib.atomic import atomic_dir, atomic_path, write_text
+from attrib.atomic import atomic_dir, atomic_path, check_or_write_meta
 from attrib.distributed import init
 from attrib.errors import AttribError
 from attrib.evaluate.sources import fixed_query_labels, store_source
@@ -43,21 +42,6 @@ def _outputs_file(out: Path, copy: int, store: Store | None) -> Path:
     return copy_dir(out, copy) / "outputs" / f"{name}.npy"
 
 
-def _check_meta(out: Path, meta: dict) -> None:
-    path = Path(out) / "meta.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != meta:
-            changed = sorted(k for k in meta if old.get(k) != meta[k])
-            raise AttribError(
-                f"{out} holds copies made with other settings ({', '.join(changed)}); "
-                "choose another --out"
-            )
-        return
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(meta, indent=2, sort_keys=True))
-
-
 def _save(path: Path, values: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -75,9 +59,9 @@ def run_perturb(options: PerturbOptions) -> list[Path]:
     out = Path(options.out)
     meta = {"train": train_store.fingerprint(), **options.copy_settings()}
     if runtime.is_main:
-        _check_meta(out, meta)
+        check_or_write_meta(out, meta, "copies")
     runtime.barrier()
-    _check_meta(out, meta)
+    check_or_write_meta(out, meta, "copies")
     task = load_task_from_settings(train_store.settings)
     if options.recorded not in task.output_functions:
         raise AttribError(
