@@ -219,3 +219,32 @@ def test_independent_copies_from_scratch(tmp_path, stores):
         "perturb", "--train", stores[0], "--out", tmp_path / "x", "--init", "scratch", "-q"
     )
     _assert_one_line_error(code, err, "add --black-box")
+
+
+@pytest.mark.parametrize("with_adapter", [False, True])
+def test_queries_added_later_equal_queries_given_at_once(
+    tmp_path, gpt2_dir, text_data, with_adapter
+):
+    """A later run with new --queries reloads each kept copy (the whole model, or only its
+    LoRA adapter) and records what the copy recorded when it was trained."""
+    from builders import save_lora_adapter
+
+    common = ["--model", gpt2_dir, "--data", text_data, "--proj-dim", "4", "-q"]
+    if with_adapter:
+        common += ["--adapter", save_lora_adapter(gpt2_dir, tmp_path / "adapter", ["c_attn"])]
+    train, queries = tmp_path / "train", tmp_path / "queries"
+    for out, extra in ((train, ["--max-examples", "10"]), (queries, ["--max-examples", "3"])):
+        code, _, err = run_cli("featurize", *common, "--out", out, *extra)
+        assert code == 0, err
+    flags = ["--copies", "2", "--batch-size", "4", "--lr", "0.01", "--device", "cpu", "-q"]
+    code, _, err = run_cli("perturb", "--train", train, "--queries", queries, "-o", tmp_path / "a",
+                           *flags)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli("perturb", "--train", train, "-o", tmp_path / "b", *flags)
+    assert code == 0 and not (tmp_path / "b" / "queries").exists(), err
+    code, _, err = run_cli("perturb", "--train", train, "--queries", queries, "-o", tmp_path / "b",
+                           *flags)  # fmt: skip
+    assert code == 0, err
+    kept = _recorded(tmp_path / "a", "queries")
+    assert np.ptp(kept, axis=1).max() > 0  # the copies differ on the queries
+    np.testing.assert_allclose(_recorded(tmp_path / "b", "queries"), kept, rtol=1e-6)
