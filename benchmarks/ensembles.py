@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -131,6 +132,9 @@ def evaluate_size(task, name, method, members, size, args) -> list[dict]:
                     "ci": 100 * result["ci"],
                 }
             )
+    if size > 1 and not args.keep:  # merged stores copy their members: M times the disk
+        for role in ("train", "learn", "val", "eval"):
+            shutil.rmtree(stores[role], ignore_errors=True)
     return rows
 
 
@@ -142,6 +146,7 @@ def main() -> None:
     parser.add_argument("--copies", default="hessian-lr0.003-e1-adamw")
     parser.add_argument("--methods", default="ekfac,tracin")
     parser.add_argument("--subsets", type=int, default=100)
+    parser.add_argument("--keep", action="store_true", help="Keep the merged stores.")
     args = parser.parse_args()
     sizes = [int(m) for m in args.members.split(",")]
     rows = []
