@@ -39,10 +39,14 @@ class Previewer:
 
     def _one(self, row: dict) -> dict:
         preview = {}
-        text = self.columns.get("text")
-        if text:
-            value = " ".join(str(row[text]).split())
-            preview["text"] = value[:SNIPPET] + ("..." if len(value) > SNIPPET else "")
+        for key in ("text", "prompt", "completion", "messages"):  # language-model data
+            column = self.columns.get(key)
+            if column:
+                value = row[column]
+                if isinstance(value, list):  # messages: their contents, in order
+                    value = " | ".join(str(m.get("content", "")) for m in value)
+                value = " ".join(str(value).split())
+                preview[key] = value[:SNIPPET] + ("..." if len(value) > SNIPPET else "")
         label = self.columns.get("label")
         if label:
             feature = self.dataset.features[label]

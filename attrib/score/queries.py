@@ -88,8 +88,7 @@ def from_values(
     selected = select_modules(task.model, include=names)
     if [spec.name for spec, _ in selected] != names:
         raise AttribError(f"the model's modules differ from those in {train.path}")
-    columns = task.query_columns()
-    column = columns[task.query_role]
+    columns, query_rows = task.query_rows(values, settings["task_options"]["columns"])
     projection = ProjectionSpec(**settings["projection"])
     featurizer = Featurizer(task, columns, selected, projection, settings["output_function"])
     if task.query_role == "image":
@@ -108,7 +107,7 @@ def from_values(
     parts = []
     for start in range(0, len(values), batch_size):
         chunk = values[start : start + batch_size]
-        rows = {column: chunk}
+        rows = {name: column[start : start + batch_size] for name, column in query_rows.items()}
         if captions is not None:
             rows["caption"] = captions[start : start + batch_size]
         batch = featurizer(rows, range(start, start + len(chunk)))

@@ -83,6 +83,12 @@ class Task(ABC):
         self.model.to(device)
         return self
 
+    def query_rows(self, values: list[str], stored: dict) -> tuple[dict, dict[str, list]]:
+        """(columns, rows) of `--query` values for a store bound to the `stored` columns:
+        by default each value is the query-role column itself (an image path, a text)."""
+        columns = self.query_columns()
+        return columns, {columns[self.query_role]: list(values)}
+
     def query_columns(self) -> dict[str, str | None]:
         """Columns for on-the-fly queries: the value itself (in the column named after
         `query_role`), no label: the model's own prediction is explained."""

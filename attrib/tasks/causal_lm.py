@@ -2,7 +2,8 @@
 
 Targets are tokens whose own position and the position before are both real (not padding),
 so the set of predicted tokens, and hence the gradient, is the same whichever side pads.
-Position ids are counted over real tokens for the same reason.
+Position ids are counted over real tokens for the same reason. Prompt/completion and chat data
+(`attrib.tasks.completions`) count the completion's tokens only, as TRL trains on them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from attrib import hub
 from attrib.data import choose_column
 from attrib.errors import AttribError
+from attrib.tasks import completions
 from attrib.tasks.base import (
     ModelRef,
     Task,
@@ -66,6 +68,12 @@ class CausalLMTask(Task):
         return {**super().settings(columns), "max_length": self.max_length()}
 
     def bind_columns(self, dataset) -> dict[str, str | None]:
+        names = set(dataset.column_names)
+        if self.options.text_column is None:  # TRL's formats, by their column names
+            if {"prompt", "completion"} <= names:
+                return {"prompt": "prompt", "completion": "completion"}
+            if "messages" in names and "text" not in names:
+                return {"messages": "messages"}
         strings = [
             name
             for name, feature in dataset.features.items()
@@ -75,7 +83,16 @@ class CausalLMTask(Task):
         text = choose_column(dataset, "text", self.options.text_column, candidates)
         return {"text": require_column(text, "text", dataset)}
 
+    def query_rows(self, values: list[str], stored: dict) -> tuple[dict, dict[str, list]]:
+        if completions.data_format(stored) == "text":
+            return super().query_rows(values, stored)
+        return dict(stored), completions.query_rows(values, stored)
+
     def prepare(self, rows: dict[str, list], positions: range, device, columns: dict) -> dict:
+        if completions.data_format(columns) != "text":
+            return completions.batch(
+                self.processor, rows, positions, columns, self.max_length(), device
+            )
         texts = rows[columns["text"]]
         for offset, text in enumerate(texts):
             if not isinstance(text, str):
@@ -99,9 +116,12 @@ class CausalLMTask(Task):
         }
 
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
-        logits = self.model(**batch, use_cache=False).logits.float()
+        model_inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
+        logits = self.model(**model_inputs, use_cache=False).logits.float()
         ids, mask = batch["input_ids"], batch["attention_mask"]
         targets = mask[:, 1:] * mask[:, :-1]
+        if "completion_mask" in batch:  # only the completion's tokens are predicted targets
+            targets = targets * batch["completion_mask"][:, 1:]
         nll = F.cross_entropy(
             logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
         )  # (B, T-1)

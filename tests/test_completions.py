@@ -1,0 +1,146 @@
+"""Prompt/completion and chat data for language models: only completion tokens are targets
+(gradients equal autograd of the completion-only loss), chat rows are tokenized and masked as
+the chat template and TRL's rule give, and `--query` takes JSON prompt/completion objects."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from builders import sentences
+from helpers import features, load, run_cli
+from test_cli_errors import _assert_one_line_error
+
+from attrib.featurize.modules import select_modules
+from attrib.featurize.projection import ProjectionSpec
+
+TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} ; {% endfor %}"
+    "{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """Prompt/completion rows made of the tiny model's words."""
+    texts = sentences(12, seed=3)
+    words = [t.split() for t in texts]
+    prompts = [" ".join(w[: max(1, len(w) // 2)]) for w in words]
+    completions = [" " + " ".join(w[max(1, len(w) // 2) :] or ["the"]) for w in words]
+    path = tmp_path_factory.mktemp("pairs") / "pairs.parquet"
+    datasets.Dataset.from_dict({"prompt": prompts, "completion": completions}).to_parquet(path)
+    return path, prompts, completions
+
+
+def _manual_gradients(task, prompts, completions, rows):
+    """One backward per example of the mean NLL over completion tokens, tokenized by hand."""
+    tok, model = task.processor, task.model
+    selected = select_modules(model)
+    for _, module in selected:  # untie GPT-2's lm_head and wte, as the hooks see them
+        module.weight = torch.nn.Parameter(module.weight.detach().clone(), requires_grad=False)
+    out = {spec.name: [] for spec, _ in selected}
+    for row in rows:
+        prompt_ids = tok(text=prompts[row])["input_ids"]
+        ids = tok(text=prompts[row] + completions[row] + tok.eos_token)["input_ids"]
+        start = 0
+        while start < len(prompt_ids) and prompt_ids[start] == ids[start]:
+            start += 1
+        params = [p for _, m in selected for p in (m.weight, m.bias) if p is not None]
+        for p in params:
+            p.requires_grad_(True)
+        logits = model(torch.tensor([ids])).logits[0].float()
+        targets = list(range(max(start, 1), len(ids)))
+        loss = F.cross_entropy(logits[[t - 1 for t in targets]], torch.tensor(ids)[targets])
+        grads = iter(torch.autograd.grad(loss, params))
+        for p in params:
+            p.requires_grad_(False)
+        for spec, module in selected:
+            weight = next(grads)
+            weight = weight.T if spec.kind == "conv1d" else weight
+            matrix = weight.reshape(weight.shape[0], -1)
+            if module.bias is not None:
+                matrix = torch.cat([matrix, next(grads)[:, None]], dim=1)
+            out[spec.name].append(matrix.reshape(-1))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_completion_only_gradients_equal_autograd(gpt2_dir, pairs, padding_side):
+    from attrib.tasks.options import TaskOptions
+
+    path, prompts, completions = pairs
+    task, dataset = load(gpt2_dir, path, TaskOptions(padding_side=padding_side))
+    assert task.bind_columns(dataset) == {"prompt": "prompt", "completion": "completion"}
+    rows = range(0, 6)
+    got = features(task, dataset, ProjectionSpec("none", None), rows, "loss")
+    want = _manual_gradients(task, prompts, completions, rows)
+    for name in want:
+        scale = want[name].abs().max()
+        assert scale > 0 and (got[name] - want[name]).abs().max() <= 1e-4 * scale, name
+
+
+def test_chat_rows_are_tokenized_and_masked_as_the_template_says(tmp_path, gpt2_dir):
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "chat-model"
+    shutil.copytree(gpt2_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(model)
+    words = sentences(4, seed=5)
+    messages = [
+        [{"role": "user", "content": w}, {"role": "assistant", "content": w.split()[0]}]
+        for w in words
+    ]
+    path = tmp_path / "chat.parquet"
+    datasets.Dataset.from_dict({"messages": messages}).to_parquet(path)
+    task, dataset = load(model, path)
+    columns = task.bind_columns(dataset)
+    assert columns == {"messages": "messages"}
+    batch = task.prepare(dataset[0:4], range(0, 4), torch.device("cpu"), columns)
+    for i, conversation in enumerate(messages):
+        # TRL's rule: the prompt with the generation prompt, the whole conversation, and the
+        # completion from where their tokens first differ.
+        prompt = tok.apply_chat_template(conversation[:1], add_generation_prompt=True)["input_ids"]
+        whole = tok.apply_chat_template(conversation)["input_ids"]
+        differ = [j for j, (a, b) in enumerate(zip(prompt, whole)) if a != b]
+        start = differ[0] if differ else min(len(prompt), len(whole))
+        real = batch["attention_mask"][i].bool()
+        assert batch["input_ids"][i][real].tolist() == whole
+        mask = batch["completion_mask"][i][real].tolist()
+        assert mask == [0] * start + [1] * (len(whole) - start)
+        assert 0 < start < len(whole)
+    # The same data with a tokenizer that has no chat template is one line.
+    code, _, err = run_cli(
+        "featurize", "--model", gpt2_dir, "--data", path, "--out", tmp_path / "x", "-q"
+    )
+    _assert_one_line_error(code, err, "has no chat template")
+
+
+def test_queries_are_json_prompt_completion_objects(tmp_path, gpt2_dir, pairs):
+    path, prompts, completions = pairs
+    common = ["--model", gpt2_dir, "--proj-dim", "4", "-q"]
+    train, queries = tmp_path / "train", tmp_path / "queries"
+    for out, extra in ((train, []), (queries, ["--max-examples", "3"])):
+        code, _, err = run_cli("featurize", *common, "--data", path, "--out", out, *extra)
+        assert code == 0, err
+    score = ["score", "-t", train, "--method", "tracin", "-q"]
+    code, _, err = run_cli(*score, "--queries", queries, "--out", tmp_path / "store.npy")
+    assert code == 0, err
+    values = [json.dumps({"prompt": p, "completion": c}) for p, c in zip(prompts, completions)]
+    query_args = [a for v in values[:3] for a in ("--query", v)]
+    code, out, err = run_cli(*score, *query_args, "--out", tmp_path / "values.npy", "--top", "2")
+    assert code == 0, err
+    want = np.load(tmp_path / "store.npy")  # float16 store features: rounding, no more
+    np.testing.assert_allclose(
+        np.load(tmp_path / "values.npy"), want, atol=2e-3 * np.abs(want).max()
+    )
+    record = json.loads(out.splitlines()[0])
+    assert record["prompt"] and record["completion"]  # previews show both
+    code, _, err = run_cli(*score, "--query", "just some text")
+    _assert_one_line_error(code, err, "prompt-completion data", '"prompt" and "completion"')
