@@ -144,3 +144,35 @@ def test_queries_are_json_prompt_completion_objects(tmp_path, gpt2_dir, pairs):
     assert record["prompt"] and record["completion"]  # previews show both
     code, _, err = run_cli(*score, "--query", "just some text")
     _assert_one_line_error(code, err, "prompt-completion data", '"prompt" and "completion"')
+
+
+@pytest.mark.parametrize("data", ["pairs", "plain"])
+def test_per_token_scores_sum_to_the_sequence_score(tmp_path, gpt2_dir, pairs, text_data, data):
+    """--per-token: one row per completion (or, for plain text, target) token; a query's rows
+    sum to its sequence scores, for a kernel-free and a kernel method."""
+    path, prompts, completions = pairs
+    source = path if data == "pairs" else text_data
+    train = tmp_path / "train"
+    args = ["featurize", "--model", gpt2_dir, "--data", source, "--out", train]
+    code, _, err = run_cli(*args, "--proj-dim", "4", "--store-dtype", "float32", "-q")
+    assert code == 0, err
+    if data == "pairs":
+        values = [json.dumps({"prompt": p, "completion": c}) for p, c in zip(prompts, completions)]
+    else:
+        values = sentences(3, seed=9)
+    query_args = [a for v in values[:3] for a in ("--query", v)]
+    for method in ("tracin", "trak-block"):
+        score = ["score", "-t", train, "--method", method, *query_args, "-q", "--format", "jsonl"]
+        code, out, err = run_cli(*score, "--out", tmp_path / "seq.npy")
+        assert code == 0, err
+        code, out, err = run_cli(*score, "--per-token", "--top", "1", "--out", tmp_path / "tok.npy")
+        assert code == 0, err
+        records = [json.loads(line) for line in out.splitlines()]
+        owners = np.array([r["query"] for r in records])
+        assert {"token", "token_text"} <= set(records[0]) and set(owners) == {0, 1, 2}
+        per_token, sequence = np.load(tmp_path / "tok.npy"), np.load(tmp_path / "seq.npy")
+        assert len(per_token) == len(records) > 3
+        summed = np.stack([per_token[owners == q].sum(0) for q in range(3)])
+        np.testing.assert_allclose(summed, sequence, rtol=1e-4, atol=1e-5 * np.abs(sequence).max())
+    code, _, err = run_cli("score", "-t", train, "--queries", train, "--per-token", "-q")
+    _assert_one_line_error(code, err, "--per-token scores --query values")

@@ -40,6 +40,10 @@ class Featurizer:
 
     def __call__(self, rows: dict[str, list], positions: range) -> FeatureBatch:
         batch = self.task.prepare(rows, positions, self.device, self.columns)
+        return self.from_batch(batch, positions)
+
+    def from_batch(self, batch: dict, positions: range) -> FeatureBatch:
+        """Features of a prepared batch whose rows are `positions` (one per batch row)."""
         normalize = self.output_function in self.task.normalized_outputs
         features: dict[str, torch.Tensor] = {}
         scalars: dict[str, torch.Tensor] = {}

@@ -52,6 +52,11 @@ class ScoreOptions(Options):
     self_influence: bool = option(
         False, flag="--self", help="Self-influence tau(n, n) of every training example."
     )
+    per_token: bool = option(
+        False,
+        help="Language models, --query values: rank training examples for each target "
+        "(completion) token of each query; a query's token rows sum to its sequence scores.",
+    )
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
     device: str = option("auto", help="Device for featurizing --query values.")
     batch_size: int = option(16, help="Batch size for featurizing --query values.")
@@ -68,6 +73,8 @@ class ScoreOptions(Options):
         positive(self.memory_gb, "--memory-gb")
         if self.out is not None and Path(self.out).suffix != ".npy":
             raise AttribError(f"--out {self.out}: the scores file must end in .npy")
+        if self.per_token and not self.query:
+            raise AttribError("--per-token scores --query values (texts or JSON objects)")
         if self.self_influence and (self.query or self.queries):
             raise AttribError("--self takes no --query or --queries")
         if not self.self_influence and bool(self.query) == bool(self.queries):

@@ -35,6 +35,8 @@ MATCHING = (
 class Queries:
     features: torch.Tensor  # (Q x D) float32, in the training store's layout
     ids: list  # what identifies each query in output: a row index, a path or a text
+    # Per-token rows (--per-token): for each row, (query number, token position, token text).
+    tokens: list[tuple[int, int, str]] | None = None
 
 
 def check_compatible(train: Store, settings: dict, what: str) -> None:
@@ -69,6 +71,7 @@ def from_values(
     batch_size: int = 16,
     trust_remote_code: bool = False,
     prompts: list[str] | None = None,
+    per_token: bool = False,
 ) -> Queries:
     """Featurize image paths or texts with the training store's settings (diffusion queries
     of a text-to-image model also take one prompt per image, or one for all)."""
@@ -104,6 +107,8 @@ def from_values(
             if problem is not None:
                 raise AttribError(f"--query {value}: the image cannot be decoded ({problem})")
     captions = _captions(task, prompts, len(values))
+    if per_token:
+        return _per_token(task, featurizer, columns, query_rows, values, names)
     parts = []
     for start in range(0, len(values), batch_size):
         chunk = values[start : start + batch_size]
@@ -113,6 +118,25 @@ def from_values(
         batch = featurizer(rows, range(start, start + len(chunk)))
         parts.append(torch.cat([batch.features[name] for name in names], dim=1).cpu())
     return Queries(torch.cat(parts), list(values))
+
+
+def _per_token(task, featurizer, columns, query_rows, values, names) -> Queries:
+    """One row of features per target token of each query; the rows of a query sum to its
+    sequence features (each token carries 1/T of the mean NLL)."""
+    if not hasattr(task, "token_rows"):
+        raise AttribError(f"--per-token is for language models, not {task.name} models")
+    parts, tokens = [], []
+    for q in range(len(values)):
+        rows = {name: column[q : q + 1] for name, column in query_rows.items()}
+        batch = task.prepare(rows, range(q, q + 1), task.device, columns)
+        expanded, positions = task.token_rows(batch)
+        if not positions:
+            raise AttribError(f"--query {str(values[q])[:60]!r} has no target tokens")
+        features = featurizer.from_batch(expanded, range(len(positions))).features
+        parts.append(torch.cat([features[name] for name in names], dim=1).cpu())
+        ids = batch["input_ids"][0].tolist()
+        tokens += [(q, p, task.processor.decode([ids[p]])) for p in positions]
+    return Queries(torch.cat(parts), list(values), tokens)
 
 
 def _captions(task, prompts: list[str] | None, count: int) -> list[str] | None:

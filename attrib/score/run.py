@@ -43,7 +43,9 @@ def _warn_output_mismatch(store: Store, method: str) -> None:
 
 def run_score(request: ScoreOptions) -> list[dict]:
     """Scores for the queries (or self-influence), as ranked records: one per query and rank
-    (`query`, `query_id`, `rank`, `index`, `score`, previews); `--out` writes all scores."""
+    (`query`, `query_id`, `rank`, `index`, `score`, previews; with --per-token one per query,
+    token and rank, with `token` and `token_text`); `--out` writes all scores (one row per
+    query, or per query token in order)."""
     store = Store(request.train)
     method = get_method(request.method, store, request.damping)
     _warn_output_mismatch(store, request.method)
@@ -52,7 +54,8 @@ def run_score(request: ScoreOptions) -> list[dict]:
     count = 0 if request.self_influence else len(request.query)
     if query_store is not None:
         count = query_store.num_examples
-    plan_streaming(Budget(request.memory_gb), store, method, count)
+    if not request.per_token:  # per-token rows are counted once the queries are tokenized
+        plan_streaming(Budget(request.memory_gb), store, method, count)
     if request.self_influence:
         return _self_records(store, method.prepare(), weights, request)
     if query_store is not None:
@@ -65,7 +68,10 @@ def run_score(request: ScoreOptions) -> list[dict]:
             request.batch_size,
             request.trust_remote_code,
             list(request.prompt) or None,
+            request.per_token,
         )
+    if request.per_token:
+        plan_streaming(Budget(request.memory_gb), store, method, len(chosen.features))
     top = scoring.score(
         store,
         method.prepare(),
@@ -76,16 +82,21 @@ def run_score(request: ScoreOptions) -> list[dict]:
         request.progress,
     )
     previews = Previewer(store)(top.indices.reshape(-1)) if request.preview else {}
+    shown = [_shown(i) for i in chosen.ids]
+    rows = [(q, {}) for q in range(len(shown))]
+    if chosen.tokens is not None:  # one row per (query, token)
+        rows = [(q, {"token": p, "token_text": t}) for q, p, t in chosen.tokens]
     records = []
-    for q, query_id in enumerate(_shown(i) for i in chosen.ids):
+    for row, (q, token) in enumerate(rows):
         for rank in range(top.scores.shape[1]):
-            index = int(top.indices[q, rank])
+            index = int(top.indices[row, rank])
             record = {
                 "query": q,
-                "query_id": query_id,
+                "query_id": shown[q],
+                **token,
                 "rank": rank + 1,
                 "index": index,
-                "score": float(top.scores[q, rank]),
+                "score": float(top.scores[row, rank]),
             }
             records.append({**record, **previews.get(index, {})})
     return records

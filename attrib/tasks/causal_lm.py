@@ -83,6 +83,9 @@ class CausalLMTask(Task):
         text = choose_column(dataset, "text", self.options.text_column, candidates)
         return {"text": require_column(text, "text", dataset)}
 
+    def token_rows(self, batch: dict) -> tuple[dict, list[int]]:
+        return token_rows(batch)
+
     def query_rows(self, values: list[str], stored: dict) -> tuple[dict, dict[str, list]]:
         if completions.data_format(stored) == "text":
             return super().query_rows(values, stored)
@@ -116,7 +119,9 @@ class CausalLMTask(Task):
         }
 
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
-        model_inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
+        model_inputs = {
+            k: v for k, v in batch.items() if k not in ("completion_mask", "target_scale")
+        }
         logits = self.model(**model_inputs, use_cache=False).logits.float()
         ids, mask = batch["input_ids"], batch["attention_mask"]
         targets = mask[:, 1:] * mask[:, :-1]
@@ -127,8 +132,28 @@ class CausalLMTask(Task):
         )  # (B, T-1)
         counts = targets.sum(-1).clamp(min=1)
         loss = (nll * targets).sum(-1) / counts
+        if "target_scale" in batch:  # per-token rows: each token's share of its sequence's mean
+            loss = loss * batch["target_scale"]
         scalars = {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss), "tokens": counts}
         return TaskOutput(loss, scalars)
+
+
+def token_rows(batch: dict) -> tuple[dict, list[int]]:
+    """One prepared sequence as one row per target token: row t predicts only token t and
+    carries 1/T of the sequence's mean NLL, so the rows' gradients (and any linear score of
+    them) sum to the sequence's. Returns the rows and the target positions."""
+    mask = batch["attention_mask"]
+    targets = mask[0, 1:] * mask[0, :-1]
+    if "completion_mask" in batch:
+        targets = targets * batch["completion_mask"][0, 1:]
+    positions = (targets.nonzero().flatten() + 1).tolist()
+    count = max(len(positions), 1)
+    rows = {k: v.expand(len(positions), -1).clone() for k, v in batch.items()}
+    one_hot = torch.zeros_like(rows["input_ids"])
+    one_hot[torch.arange(len(positions)), positions] = 1
+    rows["completion_mask"] = one_hot
+    rows["target_scale"] = torch.full((len(positions),), 1.0 / count, device=one_hot.device)
+    return rows, positions
 
 
 TASK = CausalLMTask
