@@ -248,3 +248,26 @@ def test_queries_added_later_equal_queries_given_at_once(
     kept = _recorded(tmp_path / "a", "queries")
     assert np.ptp(kept, axis=1).max() > 0  # the copies differ on the queries
     np.testing.assert_allclose(_recorded(tmp_path / "b", "queries"), kept, rtol=1e-6)
+
+
+def test_black_box_daunce_from_a_store_without_gradients(tmp_path, resnet_dir, image_data):
+    """featurize --no-gradients records rows and outputs without hooking any layer;
+    perturb --black-box needs nothing more, and its Daunce scores are the covariance."""
+    rows = tmp_path / "rows"
+    args = ["featurize", "--model", resnet_dir, "--data", image_data, "--out", rows]
+    code, _, err = run_cli(*args, "--no-gradients", "-q")
+    assert code == 0, err
+    assert Store(rows).module_names == [] and np.isfinite(Store(rows).column("loss")).all()
+    code, _, err = run_cli("score", "-t", rows, "--queries", rows, "--method", "tracin", "-q")
+    _assert_one_line_error(code, err, "without gradients", "attrib perturb")
+    out = tmp_path / "copies"
+    code, _, err = run_cli(
+        "perturb", "--train", rows, "--queries", rows, "--out", out, "--black-box",
+        "--copies", "3", "--batch-size", "8", "--lr", "0.01", "--device", "cpu", "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    train = _recorded(out, "train")
+    deviations = train - train.mean(1, keepdims=True)
+    got = _dense(out / "train", out / "rows", "daunce", tmp_path / "s.npy")
+    want = deviations @ deviations.T / 2
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())

@@ -208,6 +208,8 @@ class GradientCapture:
 
     def backward(self, total: torch.Tensor) -> None:
         """Run the backward pass of a scalar that is the sum of per-example outputs."""
+        if not self.captures:  # a rows-only store (--no-gradients): outputs, no gradients
+            return
         anchors = [a for c in self.captures for a in c.anchors]
         if not anchors:
             raise RuntimeError("no selected module took part in the forward pass")

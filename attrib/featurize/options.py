@@ -67,6 +67,11 @@ class FeaturizeOptions(Options):
     seed: int = option(0, help="Projection seed.")
     modules: tuple[str, ...] = option((), help="Glob over module paths to include (repeatable).")
     exclude: tuple[str, ...] = option((), help="Glob over module paths to leave out (repeatable).")
+    no_gradients: bool = option(
+        False,
+        help="Record the rows and the checkpoint's outputs only, no gradients: a store for "
+        "`attrib perturb` (black-box Daunce) on a model whose layers attrib cannot hook.",
+    )
     batch_size: int = option(16, help="Examples per forward/backward pass.")
     max_examples: int | None = option(None, help="Use only the first N examples of the split.")
     shard_size: int = option(1024, help="Examples per shard (the unit of resuming).")
@@ -111,6 +116,8 @@ class FeaturizeOptions(Options):
             raise AttribError(
                 f"--proj-dim must be a positive integer or 'full', not {self.proj_dim!r}"
             )
+        if self.no_gradients and (self.modules or self.exclude):
+            raise AttribError("--no-gradients selects no modules: drop --modules/--exclude")
         if method_class(self.method).perturbed:
             raise AttribError(
                 f"--method {self.method} is scored from perturbed copies' outputs, which "
@@ -126,7 +133,7 @@ class FeaturizeOptions(Options):
     @property
     def factors(self) -> bool:
         """Whether Kronecker factors are accumulated (methods that need them)."""
-        return method_class(self.method).needs_factors
+        return method_class(self.method).needs_factors and not self.no_gradients
 
     @property
     def model_ref(self) -> ModelRef:

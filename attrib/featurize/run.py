@@ -38,9 +38,11 @@ def run_featurize(config: FeaturizeOptions) -> Path:
     columns = task.bind_columns(dataset)
     dataset = undecoded(dataset, columns.get("image"))
     num_examples = min(len(dataset), config.max_examples or len(dataset))
-    selected = select_modules(
-        task.model, list(config.modules) or None, list(config.exclude), bool(config.adapter)
-    )
+    selected = []  # --no-gradients: the rows and their outputs only
+    if not config.no_gradients:
+        selected = select_modules(
+            task.model, list(config.modules) or None, list(config.exclude), bool(config.adapter)
+        )
     output_function = task.output_for(method_class(config.method), columns)
     featurizer = Featurizer(
         task, columns, selected, config.projection_spec, output_function, config.factors

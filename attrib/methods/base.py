@@ -71,6 +71,11 @@ class Method(ABC):
                 f"--method {self.name} scores the outputs of perturbed copies: run `attrib "
                 f"perturb --train {store.path} --out COPIES` and score COPIES/train"
             )
+        if not store.module_names and not self.perturbed:
+            raise AttribError(
+                f"{store.path} holds rows without gradients (featurize --no-gradients): it is "
+                "for `attrib perturb`; featurize without --no-gradients to score it"
+            )
         if is_perturbed(store) and not self.perturbed:
             raise AttribError(
                 f"{store.path} holds outputs of perturbed copies, not gradients: "
