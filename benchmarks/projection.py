@@ -1,0 +1,105 @@
+"""LDS against the projection size (and kind) per task: what `--proj-dim` should default to.
+
+    python benchmarks/projection.py [--tasks pydoc,digits] [--dims 8,16,32,64,full]
+        [--methods tracin,trak-block] [--subsets 100]
+
+For each task of the quality benchmark and each factored projection size p (and exact
+gradients, `full`), the train, val and eval rows are featurized through `FeaturizeOptions`
+(the object the CLI is built from; the method's own output function) and scored with each
+method's defaults. Val LDS chooses; eval
+LDS is reported. Results: benchmarks/results/projection-<tasks>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from quality_tasks import TASKS  # noqa: E402
+
+from attrib.evaluate.options import LdsOptions  # noqa: E402
+from attrib.evaluate.run import run_lds  # noqa: E402
+from attrib.featurize.options import FeaturizeOptions  # noqa: E402
+from attrib.featurize.run import run_featurize  # noqa: E402
+from attrib.methods import method_class  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def store(task, role: str, method: str, dim, kind: str) -> tuple[Path, float]:
+    output = "trak" if method_class(method).train_output == "margin" else "tracin"
+    out = task.root / "projection" / f"{role}-{output}-{kind}-p{dim}"
+    if (out / "manifest.json").exists():
+        return out, 0.0
+    start = time.perf_counter()
+    run_featurize(
+        FeaturizeOptions(
+            model=str(task.model),
+            data=str(task.data[role]),
+            out=out,
+            method=output,
+            proj_dim=dim,
+            projection=kind,
+            batch_size=64,
+            progress=False,
+            device="cpu",
+            store_dtype="float32",
+        )
+    )
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="pydoc,digits")
+    parser.add_argument("--dims", default="8,16,32,64,full")
+    parser.add_argument("--methods", default="tracin,trak-block")
+    parser.add_argument("--subsets", type=int, default=100)
+    args = parser.parse_args()
+    dims = [d if d == "full" else int(d) for d in args.dims.split(",")]
+    rows = []
+    for name in args.tasks.split(","):
+        task = TASKS[name]()
+        task.groundtruth(args.subsets)
+        for method in args.methods.split(","):
+            for dim in dims:
+                kind = "factored"
+                paths, seconds = {}, 0.0
+                for role in ("train", "val", "eval"):
+                    paths[role], spent = store(task, role, method, dim, kind)
+                    seconds += spent
+                result = {"task": name, "method": method, "proj": f"{kind} {dim}"}
+                for role in ("val", "eval"):
+                    truth = task.root / f"groundtruth-{args.subsets}-{role}.npz"
+                    (lds,) = run_lds(
+                        LdsOptions(
+                            train=paths["train"],
+                            queries=paths[role],
+                            groundtruth=truth,
+                            methods=(method,),
+                        )
+                    )
+                    result[role] = (100 * lds["lds"], 100 * lds["ci"])
+                result["featurize_s"] = seconds
+                rows.append(result)
+                print(json.dumps(result), flush=True)
+    lines = ["| task | method | projection | val LDS % | eval LDS % | featurize s (3 roles) |"]
+    lines.append("|---|---|---|---|---|---|")
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r['proj']} | {r['val'][0]:.2f} ± {r['val'][1]:.2f}"
+            f" | {r['eval'][0]:.2f} ± {r['eval'][1]:.2f} | {r['featurize_s']:.1f} |"
+        )
+    text = f"Command: `python {' '.join(sys.argv)}`\n\n" + "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"projection-{args.tasks.replace(',', '-')}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
