@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from quality_tasks import TASKS  # noqa: E402
 
+from attrib.errors import AttribError  # noqa: E402
 from attrib.evaluate.options import LdsOptions  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
 from attrib.featurize.options import FeaturizeOptions  # noqa: E402
@@ -76,14 +77,18 @@ def main() -> None:
                 result = {"task": name, "method": method, "proj": f"{kind} {dim}"}
                 for role in ("val", "eval"):
                     truth = task.root / f"groundtruth-{args.subsets}-{role}.npz"
-                    (lds,) = run_lds(
-                        LdsOptions(
-                            train=paths["train"],
-                            queries=paths[role],
-                            groundtruth=truth,
-                            methods=(method,),
-                        )
+                    options = LdsOptions(
+                        train=paths["train"],
+                        queries=paths[role],
+                        groundtruth=truth,
+                        methods=(method,),
                     )
+                    try:
+                        (lds,) = run_lds(options)
+                    except AttribError as exc:  # e.g. a block kernel over exact gradients
+                        print(f"{method} {dim}: {exc}", flush=True)
+                        result[role] = (float("nan"), float("nan"))
+                        continue
                     result[role] = (100 * lds["lds"], 100 * lds["ci"])
                 result["featurize_s"] = seconds
                 rows.append(result)
