@@ -47,7 +47,8 @@ def _dense(train, queries, method, path, *extra):
 
 
 @pytest.mark.parametrize(
-    "method, weights", [("tracin", "1,0.5"), ("ekfac", "1,0.5"), ("kfac", None)]
+    "method, weights",
+    [("tracin", "1,0.5"), ("ekfac", "1,0.5"), ("kfac", None), ("trak-block", "1,0.5")],
 )
 def test_ensemble_scores_are_the_sum_of_the_members(tmp_path, members, method, weights):
     root, stores = members
@@ -95,8 +96,8 @@ def test_what_does_not_add_up_is_refused(tmp_path, members, gpt2_dir, text_data)
     root, stores = members
     train = _ensemble(root, stores, "train", name="refused")
     queries = _ensemble(root, stores, "queries", name="refused")
-    code, _, err = run_cli("score", "-t", train, "--queries", queries, "--method", "trak-block")
-    _assert_one_line_error(code, err, "is an ensemble store", "tracin, kfac or ekfac")
+    code, _, err = run_cli("score", "-t", train, "--queries", queries, "--method", "trak")
+    _assert_one_line_error(code, err, "is an ensemble store", "tracin, trak-block, kfac or ekfac")
     code, _, err = run_cli("score", "-t", train, "--query", "x.png", "--method", "ekfac")
     _assert_one_line_error(code, err, "made from several models", "--queries")
     code, _, err = run_cli("ensemble", stores["train", 0], stores["queries", 0], "-o", root / "x")

@@ -85,7 +85,7 @@ class Method(ABC):
             raise AttribError(
                 f"{store.path} is an ensemble store and {self.name} does not add up over its "
                 "members (a per-example factor, or a kernel across modules): use --method "
-                "tracin, kfac or ekfac on it"
+                "tracin, trak-block, kfac or ekfac on it"
             )
 
     @classmethod
@@ -108,6 +108,11 @@ class Method(ABC):
         """A per-example factor for the training side of one shard (rows x D), or None."""
         return None
 
+    def train_features(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor:
+        """The training features as the product uses them (TRAK on an ensemble store scales
+        each member's columns by that member's out-to-loss factor); default: as stored."""
+        return phi
+
     # -- the factorization learn-weights uses: tau = sum_j w_j q_j . psi_j -----------------
     def query_plain(self, g: torch.Tensor) -> torch.Tensor:
         """The query side before weights and kernel (cosine normalizes, others keep g)."""
@@ -125,7 +130,7 @@ class Method(ABC):
 
     def self_scores(self, phi, scalars, weights: torch.Tensor | None) -> torch.Tensor:
         """tau(n, n) for every example of one shard."""
-        scores = (self.query_vectors(phi, weights) * phi).sum(1)
+        scores = (self.query_vectors(phi, weights) * self.train_features(phi, scalars)).sum(1)
         scale = self.train_scale(phi, scalars)
         return self.finalize(scores if scale is None else scores * scale)
 

@@ -38,10 +38,31 @@ class Trak(Method):
         return self._apply(weighted(g, weights))
 
     def train_scale(self, phi, scalars):
+        if self._members is not None:
+            return None  # applied per member by train_features
         return scalar(scalars, "out_to_loss")
 
+    def train_features(self, phi, scalars):
+        if self._members is None:
+            return phi
+        scaled = phi.clone()
+        for columns, name in self._members:
+            scaled[:, columns] *= scalar(scalars, name)[:, None]
+        return scaled
+
     def train_preconditioned(self, phi, scalars):
+        if self._members is not None:  # the block kernel keeps each member's columns apart
+            return self.train_features(self._apply(phi), scalars)
         return self._apply(phi) * scalar(scalars, "out_to_loss")[:, None]
+
+    @property
+    def _members(self):
+        """An ensemble store's (member columns, out-to-loss column) pairs, else None."""
+        if "ensemble" not in self.store.settings:
+            return None
+        from attrib.store.ensemble import member_ranges
+
+        return member_ranges(self.store)
 
 
 class TrakBlock(Trak):
@@ -49,6 +70,7 @@ class TrakBlock(Trak):
     summary = "TRAK with one kernel per module (block-diagonal), damped per block"
     kernel_kind = "block"
     default_damping = 0.1
+    ensembles = True  # block kernels and a per-member out-to-loss factor add up over members
 
 
 class DTrak(Trak):

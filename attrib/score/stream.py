@@ -37,7 +37,7 @@ def stream(
         raise AttribError(f"query {bad} has NaN or infinite features; featurize it again")
     vectors = method.query_vectors(queries.float(), weights)
     for shard, scalars, phi in store.iter_features():
-        scores = vectors @ phi.T
+        scores = vectors @ method.train_features(phi, scalars).T
         scale = method.train_scale(phi, scalars)
         if scale is not None:
             scores *= scale

@@ -2,9 +2,9 @@
 perturbed copies, independently trained models) as one store whose modules are every
 member's modules, named `member-J/<module>`.
 
-For methods whose score is a sum of per-module terms with no per-example factor (tracin,
-kfac, ekfac: no kernel, or one block per module), the score on the ensemble store is exactly
-the sum of the members' scores: TracIn's checkpoint sum (TracInCP) and TRAK-style ensembles.
+For methods whose score is a sum of per-module terms (tracin, kfac, ekfac; trak-block, whose
+out-to-loss factor is kept per member), the score on the ensemble store is exactly the sum of
+the members' scores: TracIn's checkpoint sum (TracInCP) and TRAK over checkpoints.
 A member weight w_j scales member j's features (and its output-gradient Kronecker factor) by
 sqrt(w_j) on both the training and the query side, so tracin sums w_j tau_j (TracInCP's
 learning rates); a kernel fit to the features themselves (EK-FAC) is unchanged by it.
@@ -27,6 +27,16 @@ from attrib.store.reader import Store, column_matrix
 
 PREFIX = "member-"
 _MEMBER = re.compile(r"^member-\d+/")
+
+
+def member_ranges(store: Store) -> list[tuple[slice, str]]:
+    """For an ensemble store: each member's feature columns (its modules are contiguous) and
+    the name of its out-to-loss scalar column."""
+    ranges: dict[str, list[int]] = {}
+    for name, part in zip(store.module_names, store.layout.slices):
+        member = name.split("/", 1)[0]
+        ranges.setdefault(member, [part.start, part.stop])[1] = part.stop
+    return [(slice(lo, hi), f"{member}/out_to_loss") for member, (lo, hi) in ranges.items()]
 
 
 def member_module(name: str) -> str:
@@ -146,6 +156,8 @@ def merge(out: Path, paths: list[Path], weights: list[float] | None = None) -> P
                 features[f"{PREFIX}{j}/{name}"] = matrix * scale if scale != 1 else matrix
             if j == 0:  # the rows' own scalars (index, loss) are the first member's
                 scalars = {n: data.column(n).to_numpy() for n in ["index", *store.scalar_names]}
+            # Each member's out-to-loss factor, for TRAK over members (trak-block).
+            scalars[f"{PREFIX}{j}/out_to_loss"] = data.column("out_to_loss").to_numpy()
         return features, scalars
 
     path = write_generated(
@@ -153,7 +165,7 @@ def merge(out: Path, paths: list[Path], weights: list[float] | None = None) -> P
         dims,
         first.num_examples,
         rows,
-        list(first.scalar_names),
+        [*first.scalar_names, *(f"{PREFIX}{j}/out_to_loss" for j in range(len(stores)))],
         settings,
         int(first.settings.get("shard_size", 1024)),
         # Weighted members are kept in float32: float16 would round the scaled features again.
