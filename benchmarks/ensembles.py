@@ -36,7 +36,11 @@ from attrib.store import Store  # noqa: E402
 from attrib.store.ensemble import merge  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-SETTINGS = {"tracin": ("tracin", 16), "ekfac": ("ekfac", "full")}  # method: (featurize, p)
+SETTINGS = {  # method: (featurize --method, --proj-dim)
+    "tracin": ("tracin", 16),
+    "trak-block": ("trak", 16),
+    "ekfac": ("ekfac", "full"),
+}
 
 
 def member_store(task, model: Path, role: str, method: str, out: Path) -> tuple[Store, float]:
@@ -190,7 +194,8 @@ def main() -> None:
         )
     text = f"Command: `python {' '.join(sys.argv)}`\n\n" + "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"ensembles-{args.kind}-{args.tasks.replace(',', '-')}.md").write_text(text)
+    name = f"ensembles-{args.kind}-{args.tasks}-{args.methods}.md".replace(",", "-")
+    (RESULTS / name).write_text(text)
     print(text)
 
 
