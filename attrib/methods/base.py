@@ -65,6 +65,7 @@ class Method(ABC):
 
     def _check_store_kind(self, store: Store) -> None:
         from attrib.perturb.stores import is_perturbed
+        from attrib.store.ensemble import is_ensemble
 
         if self.perturbed and not is_perturbed(store):
             raise AttribError(
@@ -81,7 +82,7 @@ class Method(ABC):
                 f"{store.path} holds outputs of perturbed copies, not gradients: "
                 "use --method daunce or daunce-corr"
             )
-        if "ensemble" in store.settings and not self.ensembles:
+        if is_ensemble(store) and not self.ensembles:
             raise AttribError(
                 f"{store.path} is an ensemble store and {self.name} does not add up over its "
                 "members (a per-example factor, or a kernel across modules): use --method "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from attrib.methods.base import Method, scalar, weighted
 
 
@@ -55,14 +57,13 @@ class Trak(Method):
             return self.train_features(self._apply(phi), scalars)
         return self._apply(phi) * scalar(scalars, "out_to_loss")[:, None]
 
-    @property
+    @cached_property
     def _members(self):
-        """An ensemble store's (member columns, out-to-loss column) pairs, else None."""
-        if "ensemble" not in self.store.settings:
-            return None
-        from attrib.store.ensemble import member_ranges
+        """An ensemble store's (member columns, out-to-loss column) pairs, else None (worked
+        out once: it is read for every streamed block)."""
+        from attrib.store.ensemble import is_ensemble, member_ranges
 
-        return member_ranges(self.store)
+        return member_ranges(self.store) if is_ensemble(self.store) else None
 
 
 class TrakBlock(Trak):

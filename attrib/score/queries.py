@@ -76,11 +76,13 @@ def from_values(
     """Featurize image paths or texts with the training store's settings (diffusion queries
     of a text-to-image model also take one prompt per image, or one for all)."""
     from attrib.distributed import resolve_device
+    from attrib.perturb.stores import is_perturbed
+    from attrib.store.ensemble import is_ensemble
 
     if not values:
         raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")
     settings = train.settings
-    if "ensemble" in settings or (settings.get("projection") or {}).get("kind") == "perturbed":
+    if is_ensemble(train) or is_perturbed(train):
         raise AttribError(
             f"{train.path} is made from several models: pass --queries with a query store made "
             "the same way (`attrib ensemble` or `attrib perturb --queries`)"
