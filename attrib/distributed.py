@@ -37,6 +37,26 @@ class Runtime:
         else:
             dist.barrier()
 
+    def broadcast(self, value):
+        """Rank 0's `value` on every rank (a small picklable object between our own ranks)."""
+        if self._state is None:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value) -> list | None:
+        """Every rank's `value`, in rank order, on rank 0 (None on the others)."""
+        if self._state is None:
+            return [value]
+        import torch.distributed as dist
+
+        out = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, out, dst=0)
+        return out
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

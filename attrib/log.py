@@ -24,18 +24,18 @@ def is_quiet() -> bool:
     return _quiet
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     # Under torchrun / accelerate only rank 0 talks, so logs are not printed N times.
     return os.environ.get("RANK", "0") == "0"
 
 
 def info(message: str) -> None:
-    if not _quiet and _is_main_process():
+    if not _quiet and is_main_process():
         _console.print(message, markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    if _is_main_process():
+    if is_main_process():
         _console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
 

@@ -27,9 +27,12 @@ def score(values: dict, quiet: bool, fmt: str | None) -> None:
     fmt = choose_format(fmt)
     values["query"] = stdin_expanded(values["query"])
     options = ScoreOptions(**values, progress=not quiet and sys.stderr.isatty())
+    from attrib import log
     from attrib.score.run import run_score
 
-    print_records(run_score(options), fmt)
+    records = run_score(options)
+    if log.is_main_process():  # under a launcher rank 0 prints the merged results
+        print_records(records, fmt)
 
 
 score.__doc__ = ScoreOptions.__doc__

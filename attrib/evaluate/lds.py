@@ -31,14 +31,15 @@ class LdsResult:
 
 
 def predicted_outputs(
-    train: Store, method, queries: torch.Tensor, masks: np.ndarray, weights=None
+    train: Store, method, queries: torch.Tensor, masks: np.ndarray, weights=None, runtime=None
 ) -> np.ndarray:
     """(Q x M): each query's scores summed over each subset, without the dense score matrix."""
-    masks_t = torch.from_numpy(masks.astype(np.float32))
-    predicted = torch.zeros(len(queries), masks.shape[0], dtype=torch.float64)
-    for shard, _, scores in stream(train, method, queries, weights):
+    device = runtime.device if runtime is not None else "cpu"
+    masks_t = torch.from_numpy(masks.astype(np.float32)).to(device)
+    predicted = torch.zeros(len(queries), masks.shape[0], dtype=torch.float64, device=device)
+    for shard, _, scores in stream(train, method, queries, weights, runtime):
         predicted += (scores @ masks_t[:, shard.start : shard.end].T).double()
-    return predicted.numpy()
+    return predicted.cpu().numpy()
 
 
 def evaluate_lds(
@@ -57,9 +58,15 @@ def evaluate_lds(
 
 
 def evaluate_lds_prepared(
-    train: Store, features: torch.Tensor, truth: GroundTruth, prepared, weights, weights_name: str
+    train: Store,
+    features: torch.Tensor,
+    truth: GroundTruth,
+    prepared,
+    weights,
+    weights_name: str,
+    runtime=None,
 ) -> LdsResult:
-    predicted = predicted_outputs(train, prepared, features, truth.masks, weights)
+    predicted = predicted_outputs(train, prepared, features, truth.masks, weights, runtime)
     per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
     mean, ci = mean_ci(per_query)
     return LdsResult(

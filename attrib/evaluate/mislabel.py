@@ -60,14 +60,14 @@ def load_mislabeled(path: Path, store: Store) -> np.ndarray:
 
 
 def normalized_self_influence(
-    store: Store, method: Method, weights: torch.Tensor | None, norm_k: int
+    store: Store, method: Method, weights: torch.Tensor | None, norm_k: int, runtime=None
 ) -> np.ndarray:
     values, _ = self_influence(store, method, weights)
     if norm_k == 0:
         return values
     sums = []
     for _, _, phi in store.iter_features():  # each shard of training rows as queries
-        top = score(store, method, phi, norm_k, weights)
+        top = score(store, method, phi, norm_k, weights, runtime=runtime)
         sums.append(top.scores.sum(1).numpy())
     return values / np.concatenate(sums)
 
@@ -79,10 +79,11 @@ def evaluate_mislabel(
     weights=None,
     norm_k: int = 10,
     weights_name: str = "none",
+    runtime=None,
 ) -> MislabelResult:
     if norm_k < 0:
         raise AttribError("--norm-k must be at least 0")
-    scores = normalized_self_influence(store, method, weights, norm_k)
+    scores = normalized_self_influence(store, method, weights, norm_k, runtime)
     auc = roc_auc(scores, mislabeled)
     return MislabelResult(
         method.name, weights_name, auc, norm_k, len(scores), int(mislabeled.sum())

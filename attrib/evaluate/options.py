@@ -61,6 +61,11 @@ class _Compared(_Evaluation):
     """Options of the commands that compare methods x weights files."""
 
     memory_gb: float = memory_option()
+    device: str = option(
+        "auto",
+        help="Where scores are computed (and tail-patch's steps run): auto (a CUDA GPU when "
+        "there is one), cpu, cuda or cuda:N.",
+    )
 
     def check(self) -> None:
         at_least(getattr(self, "damping", None), 0, "--lambda")
@@ -222,7 +227,6 @@ class TailPatchOptions(_Compared):
     optimizer: str = option("sgd", choices=OPTIMIZERS, help="Optimizer of the step.")
     seed: int = option(0, help="Seed of the random-proponents baseline.")
     damping: float | None = _damping()
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
 
     def check(self) -> None:
         super().check()

@@ -57,10 +57,11 @@ def evaluate_recall(
     k: int = 10,
     weights=None,
     weights_name: str = "none",
+    runtime=None,
 ) -> RecallResult:
     if k < 1:
         raise AttribError("--k must be at least 1")
-    top = score(train, method, features, k, weights)
+    top = score(train, method, features, k, weights, runtime=runtime)
     values = recall_at_k(top.indices, contributors, min(k, train.num_examples))
     mean, ci = mean_ci(np.asarray(values))
     return RecallResult(method.name, weights_name, k, mean, ci, len(values))

@@ -38,6 +38,13 @@ def _reserve_masks(budget: Budget, truth) -> None:
     )
 
 
+def _runtime(options):
+    """One process on the --device the options name (scoring moves there, not the model)."""
+    from attrib.distributed import Runtime, resolve_device
+
+    return Runtime(resolve_device(options.device))
+
+
 def _planned(store: Store, options, name: str, queries: int, share: float, truth) -> Method:
     """The method, prepared after its kernel, `queries` query vectors, the ground truth's
     masks (when given) and the streamed blocks were fitted into --memory-gb (per query and
@@ -86,8 +93,9 @@ def run_lds(options: LdsOptions) -> list[dict]:
     train, queries = Store(options.train), Store(options.queries)
     truth = _truth(options.groundtruth, train, queries)
     features = query_features.from_store(train, queries).features
+    runtime = _runtime(options)
     return [
-        evaluate_lds_prepared(train, features, truth, method, vector, label).record()
+        evaluate_lds_prepared(train, features, truth, method, vector, label, runtime).record()
         for method, vector, label in _combinations(
             train, options, queries.num_examples, truth=truth
         )
@@ -107,7 +115,9 @@ def run_mislabel(options: MislabelOptions) -> list[dict]:
     store = Store(options.train)
     mask = load_mislabeled(options.mislabeled, store)
     return [
-        evaluate_mislabel(store, method, mask, vector, options.norm_k, label).record()
+        evaluate_mislabel(
+            store, method, mask, vector, options.norm_k, label, _runtime(options)
+        ).record()
         # Each block of training rows is also a block of queries scored against the store:
         # the blocks get a smaller share, the nested pass the rest.
         for method, vector, label in _combinations(store, options, 0, MISLABEL_SHARE)
@@ -121,7 +131,9 @@ def run_recall(options: RecallOptions) -> list[dict]:
     sets = load_contributors(options.contributors, queries)
     features = query_features.from_store(store, queries).features
     return [
-        evaluate_recall(store, method, features, sets, options.k, vector, label).record()
+        evaluate_recall(
+            store, method, features, sets, options.k, vector, label, _runtime(options)
+        ).record()
         for method, vector, label in _combinations(store, options, queries.num_examples)
     ]
 
@@ -157,7 +169,7 @@ def run_groups(options: GroupsOptions) -> list[dict]:
 
 def run_tail_patch(options: TailPatchOptions) -> list[dict]:
     """Each method's top-k proponents, and k random training examples as the baseline."""
-    from attrib.distributed import resolve_device
+    from attrib.distributed import Runtime, resolve_device
     from attrib.evaluate.sources import fixed_query_labels, store_source
     from attrib.evaluate.tailpatch import PatchStep, relative_increases, summarize
     from attrib.score.stream import score
@@ -180,7 +192,7 @@ def run_tail_patch(options: TailPatchOptions) -> list[dict]:
     increases = relative_increases(task, train_source, query_source, random_rows, step)
     results = [summarize("random", "none", increases, count)]
     for prepared, vector, label in _combinations(store, options, queries.num_examples):
-        top = score(store, prepared, features, count, vector)
+        top = score(store, prepared, features, count, vector, runtime=Runtime(target))
         values = relative_increases(task, train_source, query_source, top.positions.numpy(), step)
         results.append(summarize(prepared.name, label, values, count))
     return [r.record() for r in results]

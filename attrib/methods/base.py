@@ -54,6 +54,9 @@ class Method(ABC):
     # The score is a sum of per-module terms without a per-example factor, so on an ensemble
     # store (`attrib ensemble`) it is exactly the sum of the members' scores.
     ensembles: ClassVar[bool] = False
+    # train_scale reads the features themselves (a norm, a leverage), not only scalar
+    # columns: scoring then builds each block's (rows x D) matrix instead of streaming modules.
+    scale_reads_features: ClassVar[bool] = False
 
     def __init__(self, store: Store, damping: float | None = None):
         damping = self.default_damping if damping is None else damping
@@ -107,6 +110,11 @@ class Method(ABC):
 
     def train_scale(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor | None:
         """A per-example factor for the training side of one shard (rows x D), or None."""
+        return None
+
+    def module_factors(self, scalars: dict) -> list[torch.Tensor | None] | None:
+        """Per module, a per-example factor its features are multiplied by before the
+        product (what train_features does, module by module), or None for none at all."""
         return None
 
     def train_features(self, phi: torch.Tensor, scalars: dict) -> torch.Tensor:

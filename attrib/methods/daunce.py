@@ -35,6 +35,7 @@ class Daunce(Method):
 class DaunceCorr(Daunce):
     name = "daunce-corr"
     summary = "Daunce with the correlation over copies (the paper's default)"
+    scale_reads_features = True
 
     def query_plain(self, g):
         centered = _deviations(g)

@@ -17,6 +17,7 @@ class TracIn(Method):
 class Cosine(Method):
     name = "cosine"
     summary = "unit-normalized gradients (RelatIF / TrackStar-style cosine)"
+    scale_reads_features = True
 
     def query_plain(self, g):
         return g / g.norm(dim=1, keepdim=True).clamp(min=1e-30)

@@ -52,6 +52,15 @@ class Trak(Method):
             scaled[:, columns] *= scalar(scalars, name)[:, None]
         return scaled
 
+    def module_factors(self, scalars):
+        if self._members is None:
+            return None
+        factors = []
+        for part in self.slices:  # a member's modules are contiguous
+            name = next(n for cols, n in self._members if cols.start <= part.start < cols.stop)
+            factors.append(scalar(scalars, name))
+        return factors
+
     def train_preconditioned(self, phi, scalars):
         if self._members is not None:  # the block kernel keeps each member's columns apart
             return self.train_features(self._apply(phi), scalars)
@@ -101,6 +110,7 @@ class Das(Trak):
     summary = "DAS: leverage-corrected, residual-scaled TRAK on DAS features, squared (diffusion)"
     train_output = "das"
     linear = False
+    scale_reads_features = True
 
     def train_scale(self, phi, scalars):
         leverage = (self._apply(phi) * phi).sum(1)

@@ -58,7 +58,11 @@ class ScoreOptions(Options):
         "(completion) token of each query; a query's token rows sum to its sequence scores.",
     )
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
-    device: str = option("auto", help="Device for featurizing --query values.")
+    device: str = option(
+        "auto",
+        help="Device for scoring and for featurizing --query values (auto: a CUDA GPU when "
+        "there is one; under accelerate/torchrun each process's own).",
+    )
     batch_size: int = option(16, help="Batch size for featurizing --query values.")
     trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
     memory_gb: float = memory_option()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attrib import log
+from attrib import distributed, log
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.score import queries
@@ -48,6 +48,7 @@ def run_score(request: ScoreOptions) -> list[dict]:
     query, or per query token in order)."""
     store = Store(request.train)
     method = get_method(request.method, store, request.damping)
+    runtime = distributed.init(request.device)
     _warn_output_mismatch(store, request.method)
     weights = weight_vector(store, request.weights)
     query_store = Store(request.queries) if request.queries is not None else None
@@ -56,15 +57,15 @@ def run_score(request: ScoreOptions) -> list[dict]:
         count = query_store.num_examples
     if not request.per_token:  # per-token rows are counted once the queries are tokenized
         plan_streaming(Budget(request.memory_gb), store, method, count)
-    if request.self_influence:
-        return _self_records(store, method.prepare(), weights, request)
+    if request.self_influence:  # one pass over the store: rank 0 does it alone
+        return _self_records(store, method.prepare(), weights, request) if runtime.is_main else []
     if query_store is not None:
         chosen = queries.from_store(store, query_store)
     else:
         chosen = queries.from_values(
             store,
             list(request.query),
-            request.device,
+            str(runtime.device),
             request.batch_size,
             request.trust_remote_code,
             list(request.prompt) or None,
@@ -80,7 +81,10 @@ def run_score(request: ScoreOptions) -> list[dict]:
         weights,
         request.out,
         request.progress,
+        runtime,
     )
+    if top is None:  # another rank than the first: rank 0 merges and reports
+        return []
     previews = Previewer(store)(top.indices.reshape(-1)) if request.preview else {}
     shown = [_shown(i) for i in chosen.ids]
     rows = [(q, {}) for q in range(len(shown))]

@@ -7,7 +7,6 @@ number of training examples.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +14,11 @@ import numpy as np
 import torch
 
 from attrib.atomic import atomic_path
+from attrib.distributed import Runtime
 from attrib.errors import AttribError
 from attrib.methods import Method
 from attrib.progress import progress_bar
+from attrib.score.dense import shared_output
 from attrib.store import Store
 
 
@@ -29,21 +30,48 @@ class TopK:
 
 
 def stream(
-    store: Store, method: Method, queries: torch.Tensor, weights: torch.Tensor | None = None
+    store: Store,
+    method: Method,
+    queries: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    runtime: Runtime | None = None,
 ):
-    """Yield (shard, scalars, scores) with scores (Q x shard rows) = tau(query, example)."""
+    """Yield (shard, scalars, scores) with scores (Q x shard rows) = tau(query, example), on
+    `device`. The kernel is applied to the (few) queries; the training side streams through
+    module by module, without a (rows x D) copy, unless the method's per-example factor reads
+    the features themselves (cosine's norm, DAS's leverage). Under a launcher, only this
+    rank's shards."""
     if not torch.isfinite(queries).all():
         bad = int((~torch.isfinite(queries)).any(1).nonzero()[0, 0])
         raise AttribError(f"query {bad} has NaN or infinite features; featurize it again")
-    vectors = method.query_vectors(queries.float(), weights)
-    for shard, scalars, phi in store.iter_features():
-        scores = vectors @ method.train_features(phi, scalars).T
-        scale = method.train_scale(phi, scalars)
+    runtime = runtime or Runtime(torch.device("cpu"))
+    vectors = method.query_vectors(queries.float(), weights).to(runtime.device)
+    slices = store.layout.slices
+    for shard, scalars, parts in store.iter_parts(runtime.device, runtime.rank, runtime.world_size):
+        if method.scale_reads_features:
+            phi = torch.cat([part.float() for part in parts], dim=1)
+            scores = vectors @ method.train_features(phi, scalars).T
+            scale = method.train_scale(phi, scalars)
+        else:
+            scores = _product(vectors, parts, slices, method.module_factors(scalars))
+            scale = method.train_scale(None, scalars)
         if scale is not None:
-            scores *= scale
+            scores *= scale.to(scores.device)
         scores = method.finalize(scores)
         check_finite(store, shard, scalars, scores)
         yield shard, scalars, scores
+
+
+def _product(vectors, parts, slices, factors) -> torch.Tensor:
+    """sum over modules of vectors[:, module] @ features[module].T, in float32 (a float16
+    module is converted on its device, one module at a time)."""
+    scores = torch.zeros(len(vectors), len(parts[0]), device=vectors.device)
+    for m, (part, columns) in enumerate(zip(parts, slices)):
+        part = part.float()
+        if factors is not None and factors[m] is not None:
+            part = part * factors[m].to(part.device)[:, None]
+        scores.addmm_(vectors[:, columns], part.T)
+    return scores
 
 
 def check_finite(store: Store, shard, scalars: dict, scores: torch.Tensor) -> None:
@@ -66,46 +94,41 @@ def score(
     weights: torch.Tensor | None = None,
     dense_out: Path | None = None,
     show_progress: bool = False,
-) -> TopK:
-    """Rank the training store for each row of `queries` (Q x D query features)."""
-    count = len(queries)
+    runtime: Runtime | None = None,
+) -> TopK | None:
+    """Rank the training store for each row of `queries` (Q x D query features). Under a
+    launcher every rank scores its own shards (shard r, r + world, ...) and keeps its top-k;
+    rank 0 merges them and gets the result, the others None. `dense_out` is written by
+    columns from every rank."""
+    runtime = runtime or Runtime(torch.device("cpu"))
+    count, device = len(queries), runtime.device
     k = min(top, store.num_examples)
-    best = torch.empty(count, 0)
-    best_pos = torch.empty(count, 0, dtype=torch.long)
+    best = torch.empty(count, 0, device=device)
+    best_pos = torch.empty(count, 0, dtype=torch.long, device=device)
     index_column = np.empty(store.num_examples, dtype=np.int64)
-    with atomic_path(dense_out) if dense_out is not None else nullcontext() as part:
-        dense = DenseWriter(part, (count, store.num_examples)) if part is not None else None
-        with progress_bar(show_progress, unit="train examples") as bar:
+    with shared_output(dense_out, (count, store.num_examples), runtime) as dense:
+        with progress_bar(show_progress and runtime.is_main, unit="train examples") as bar:
             task = bar.add_task("score", total=store.num_examples)
-            for shard, scalars, scores in stream(store, method, queries, weights):
+            for shard, scalars, scores in stream(store, method, queries, weights, runtime):
                 if dense is not None:
-                    dense.write_columns(shard.start, scores)
+                    dense.write_columns(shard.start, scores.cpu())
                 index_column[shard.start : shard.end] = scalars["index"]
                 best, best_pos = _merge(best, best_pos, scores, shard.start, k)
-                bar.advance(task, shard.rows)
-        if dense is not None:
-            dense.close()
-    return TopK(best, best_pos, index_column[best_pos.numpy()])
+                bar.advance(task, shard.rows * runtime.world_size)
+    best, best_pos = best.cpu(), best_pos.cpu()
+    mine = TopK(best, best_pos, index_column[best_pos.numpy()])
+    return merge_ranks(runtime.gather(mine), k) if runtime.world_size > 1 else mine
 
 
-class DenseWriter:
-    """A (Q x N) float32 .npy filled by column blocks with plain writes: unlike a memory map,
-    written pages do not count against the process's memory, whatever Q x N is."""
-
-    def __init__(self, path: Path, shape: tuple[int, int]):
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-        self.offset, self.columns = header.offset, shape[1]
-        del header  # only the header and the file's size were wanted
-        self.handle = open(path, "r+b")
-
-    def write_columns(self, start: int, scores: torch.Tensor) -> None:
-        values = scores.numpy().astype(np.float32, copy=False)
-        for q, row in enumerate(values):
-            self.handle.seek(self.offset + (q * self.columns + start) * 4)
-            self.handle.write(row.tobytes())
-
-    def close(self) -> None:
-        self.handle.close()
+def merge_ranks(tops: list[TopK] | None, k: int) -> TopK | None:
+    """Rank 0: one top-k from every rank's (None elsewhere)."""
+    if tops is None:
+        return None
+    values = torch.cat([t.scores for t in tops], dim=1)
+    order = values.topk(min(k, values.shape[1]), dim=1).indices
+    positions = torch.cat([t.positions for t in tops], dim=1).gather(1, order)
+    indices = np.concatenate([t.indices for t in tops], axis=1)
+    return TopK(values.gather(1, order), positions, np.take_along_axis(indices, order.numpy(), 1))
 
 
 def self_influence(
@@ -122,7 +145,8 @@ def self_influence(
 
 
 def _merge(best, best_pos, scores, start, k):
-    positions = torch.arange(start, start + scores.shape[1]).expand(scores.shape[0], -1)
+    positions = torch.arange(start, start + scores.shape[1], device=scores.device)
+    positions = positions.expand(scores.shape[0], -1)
     values = torch.cat([best, scores], dim=1)
     candidates = torch.cat([best_pos, positions], dim=1)
     top = values.topk(min(k, values.shape[1]), dim=1)

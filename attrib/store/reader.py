@@ -128,9 +128,56 @@ class Store:
                 yield block, columns, phi.to(device)
                 del columns, phi
 
-    def _blocks(self) -> Iterator[tuple[ShardInfo, ShardInfo]]:
+    def iter_parts(
+        self, device="cpu", rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[ShardInfo, dict[str, np.ndarray], list]]:
+        """Like iter_features, but the features as one (rows x d_m) tensor per module, in
+        layout order, with no copy where none is needed: on the CPU a float32 store's modules
+        are read-only views of the memory-mapped shard (a float16 store's are converted to
+        float32); on a GPU they travel through pinned memory in the store's dtype. Scoring
+        multiplies module by module, so no (rows x D) copy is made. With several processes,
+        rank r reads shards r, r + world_size, ..."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        device = torch.device(device)
+        blocks = list(self._blocks(rank, world_size))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._parts, *blocks[0], device) if blocks else None
+            for i, (_, block) in enumerate(blocks):
+                columns, parts = pending.result()
+                pending = None
+                if i + 1 < len(blocks):
+                    pending = pool.submit(self._parts, *blocks[i + 1], device)
+                yield block, columns, parts
+                del columns, parts
+
+    def _parts(self, shard: ShardInfo, block: ShardInfo, device):
+
+        data = self.read_shard(shard)
+        try:
+            data = data.slice(block.start - shard.start, block.rows)
+            columns = self._scalar_columns(data, shard, block)
+            parts = []
+            for name in self.module_names:
+                part = _readonly_tensor(column_matrix(data.column(name), dtype=None))
+                parts.append(part.float() if device.type == "cpu" else part)  # float(): a view
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise damaged(self.path, f"shard {shard.file}: {exc}") from None
+        if device.type == "cuda":
+            parts = _to_gpu(parts, device)
+        return columns, parts
+
+    def _scalar_columns(self, data: pa.Table, shard: ShardInfo, block: ShardInfo) -> dict:
+        names = ["index", *self.scalar_names]
+        columns = {name: data.column(name).to_numpy().copy() for name in names}
+        check_rows(self.path, shard.file, block.start, block.end, columns["index"])
+        return columns
+
+    def _blocks(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[ShardInfo, ShardInfo]]:
         """(shard, block) pairs: the shard a block is read from, and the block's own rows."""
-        for shard in self.shards:
+        for shard in self.shards[rank::world_size]:
             step = self.block_rows or shard.rows
             for start in range(shard.start, shard.end, step):
                 end = min(start + step, shard.end)
@@ -144,9 +191,7 @@ class Store:
         data = self.read_shard(shard)
         try:
             data = data.slice(block.start - shard.start, block.rows)
-            names = ["index", *self.scalar_names]
-            columns = {name: data.column(name).to_numpy().copy() for name in names}
-            check_rows(self.path, shard.file, block.start, block.end, columns["index"])
+            columns = self._scalar_columns(data, shard, block)
             phi = torch.empty(block.rows, self.layout.total, dtype=torch.float32)
             for name, part in zip(self.module_names, self.layout.slices):
                 values = column_matrix(data.column(name), dtype=None)
@@ -206,6 +251,21 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum((self.path / SHARD_DIR / s.file).stat().st_size for s in self.shards)
+
+
+def _to_gpu(parts: list, device) -> list:
+    """Copy tensors to the GPU on a side stream through pinned memory, so the copy overlaps
+    the products running on the default stream; returned once the copy is complete."""
+    import torch
+
+    side = torch.cuda.Stream(device)
+    consumer = torch.cuda.current_stream(device)
+    with torch.cuda.stream(side):
+        moved = [part.pin_memory().to(device, non_blocking=True) for part in parts]
+    side.synchronize()
+    for tensor in moved:  # freed memory is reused only after the consumer's work on it
+        tensor.record_stream(consumer)
+    return moved
 
 
 def _readonly_tensor(values: np.ndarray):
