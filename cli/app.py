@@ -19,6 +19,7 @@ from attrib_cli import (
     score,
 )
 from attrib_cli.evaluate import app as evaluate_app
+from attrib_cli.index import app as index_app
 
 from attrib import __version__, log
 from attrib.errors import AttribError
@@ -43,6 +44,7 @@ COMMANDS = (
 for name, module, summary in COMMANDS:
     app.command(name, short_help=summary)(module.command)
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(index_app, name="index")
 
 
 def _version(value: bool) -> None:

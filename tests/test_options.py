@@ -12,6 +12,7 @@ import pytest
 from attrib_cli.app import COMMANDS, app
 from attrib_cli.build import cli_default, cli_fields
 from attrib_cli.evaluate import SUBCOMMANDS
+from attrib_cli.index import SUBCOMMANDS as INDEX_SUBCOMMANDS
 from attrib_cli.output import FORMATS
 
 from attrib.methods import method_names
@@ -39,6 +40,8 @@ def _commands():
     evaluate = root.commands["evaluate"]
     for name, module in SUBCOMMANDS:
         out.append((f"evaluate {name}", module.OPTIONS, evaluate.commands[name]))
+    for name, module, _ in INDEX_SUBCOMMANDS:
+        out.append((f"index {name}", module.OPTIONS, root.commands["index"].commands[name]))
     return out
 
 
@@ -50,8 +53,10 @@ def test_every_command_is_covered():
 
     root = typer.main.get_command(app)
     listed = {c for c, _, _ in COMMAND_LIST}
-    everything = {n for n in root.commands if n != "evaluate"}
-    everything |= {f"evaluate {n}" for n in root.commands["evaluate"].commands}
+    groups = ("evaluate", "index")
+    everything = {n for n in root.commands if n not in groups}
+    for group in groups:
+        everything |= {f"{group} {n}" for n in root.commands[group].commands}
     assert listed == everything
 
 

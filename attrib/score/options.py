@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.index.options import KINDS
 from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
 from attrib.options import Options, at_least, existing_store, option, positive
@@ -57,6 +58,12 @@ class ScoreOptions(Options):
         help="Language models, --query values: rank training examples for each target "
         "(completion) token of each query; a query's token rows sum to its sequence scores.",
     )
+    index: str | None = option(
+        None,
+        choices=KINDS,
+        help="Answer the top-k from the store's index of this kind (`attrib index build`) "
+        "instead of a pass over the store; exact scoring is the default and the reference.",
+    )
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
     device: str = option(
         "auto",
@@ -79,6 +86,10 @@ class ScoreOptions(Options):
             raise AttribError(f"--out {self.out}: the scores file must end in .npy")
         if self.per_token and not self.query:
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
+        if self.index is not None and (self.out is not None or self.self_influence):
+            raise AttribError(
+                "--index answers the top-k only: drop --index for --out or --self (every score)"
+            )
         if self.self_influence and (self.query or self.queries):
             raise AttribError("--self takes no --query or --queries")
         if not self.self_influence and bool(self.query) == bool(self.queries):

@@ -55,7 +55,7 @@ def run_score(request: ScoreOptions) -> list[dict]:
     count = 0 if request.self_influence else len(request.query)
     if query_store is not None:
         count = query_store.num_examples
-    if not request.per_token:  # per-token rows are counted once the queries are tokenized
+    if not request.per_token and request.index is None:  # per-token: once tokenized
         plan_streaming(Budget(request.memory_gb), store, method, count)
     if request.self_influence:  # one pass over the store: rank 0 does it alone
         return _self_records(store, method.prepare(), weights, request) if runtime.is_main else []
@@ -71,18 +71,27 @@ def run_score(request: ScoreOptions) -> list[dict]:
             list(request.prompt) or None,
             request.per_token,
         )
-    if request.per_token:
-        plan_streaming(Budget(request.memory_gb), store, method, len(chosen.features))
-    top = scoring.score(
-        store,
-        method.prepare(),
-        chosen.features,
-        request.top or DEFAULT_TOP,
-        weights,
-        request.out,
-        request.progress,
-        runtime,
-    )
+    if request.index is not None:
+        if not runtime.is_main:
+            return []  # an index answers in one process
+        from attrib.index.search import search
+
+        top = search(
+            store, method, request.index, chosen.features, request.top or DEFAULT_TOP, weights
+        )
+    else:
+        if request.per_token:
+            plan_streaming(Budget(request.memory_gb), store, method, len(chosen.features))
+        top = scoring.score(
+            store,
+            method.prepare(),
+            chosen.features,
+            request.top or DEFAULT_TOP,
+            weights,
+            request.out,
+            request.progress,
+            runtime,
+        )
     if top is None:  # another rank than the first: rank 0 merges and reports
         return []
     previews = Previewer(store)(top.indices.reshape(-1)) if request.preview else {}
