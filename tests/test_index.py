@@ -89,6 +89,11 @@ def test_index_is_cached_and_keyed_by_store_contents_and_damping(stores):
     assert _build(train, "--kind", "flat") == path
     assert Path(path).stat().st_mtime_ns == written  # found, not rebuilt
     assert _build(train, "--kind", "flat", "--lambda", "0.5") != path
+    ivf = Path(_build(train, "--kind", "ivf", "--probe", "2"))
+    written = ivf.stat().st_mtime_ns
+    _build(train, "--kind", "ivf", "--probe", "5")  # a search setting: the metadata only
+    assert ivf.stat().st_mtime_ns == written
+    assert json.loads(ivf.with_suffix(".json").read_text())["params"]["probe"] == 5
     code, _, err = run_cli("score", "-t", train, "--queries", queries, "--index", "hnsw")
     assert code == 2 and "attrib index build" in err and "--kind hnsw" in err
     assert len(err.strip().splitlines()) == 1

@@ -21,13 +21,15 @@ import numpy as np
 from attrib import log
 from attrib.atomic import atomic_path
 from attrib.errors import AttribError
+from attrib.index import transform
 from attrib.index.options import IndexOptions, require_faiss
 from attrib.methods import Method, get_method
 from attrib.methods.kernels import CACHE_DIR
 from attrib.store import Store
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 SAMPLE_PER_LIST = 64  # k-means training rows per list (FAISS warns below 39)
+SEARCH_SETTINGS = ("probe", "ef_search")  # kept with the index; changing them rebuilds nothing
 
 
 def index_paths(store: Store, method: Method, kind: str) -> tuple[Path, Path]:
@@ -56,7 +58,9 @@ def check_indexable(method: Method) -> None:
 
 
 def default_lists(rows: int) -> int:
-    return max(1, min(int(4 * math.sqrt(rows)), rows // 39))
+    """sqrt(N) lists (about 1,000 at a million rows): k-means and assigning every row stay a
+    few minutes on a laptop CPU; at most N/39 (FAISS's fewest training rows per list)."""
+    return max(1, min(round(math.sqrt(rows)), rows // 39))
 
 
 def build_index(options: IndexOptions) -> Path:
@@ -68,16 +72,25 @@ def build_index(options: IndexOptions) -> Path:
     path, meta_path = index_paths(store, method, options.kind)
     params = _params(options, store)
     if path.exists() and meta_path.exists():
-        if json.loads(meta_path.read_text()).get("params") == params:
+        meta = json.loads(meta_path.read_text())
+        built = {k: v for k, v in meta.get("params", {}).items() if k not in SEARCH_SETTINGS}
+        if built == {k: v for k, v in params.items() if k not in SEARCH_SETTINGS}:
+            if meta["params"] != params:  # only how it is searched changed: no rebuild
+                with atomic_path(meta_path) as part:
+                    part.write_text(json.dumps({**meta, "params": params}, indent=1))
             log.info(f"{path} is already built with these settings")
             return path
     method.prepare()
     start = time.perf_counter()
-    index = _empty(faiss, options.kind, store.layout.total, params)
-    if not index.is_trained:
-        index.train(_training_sample(store, method, params["lists"] * SAMPLE_PER_LIST, options))
+    size = transform.width(store.layout.total, options.kind)
+    index = _empty(faiss, options.kind, size, params)
+    max_norm = None
+    if options.kind in transform.L2_KINDS:
+        sample, max_norm = _first_pass(store, method, params["lists"] * SAMPLE_PER_LIST, options)
+        index.train(transform.train_side(sample, max_norm, size))
     for _, scalars, phi in store.iter_features():
-        index.add(_rows(method, phi, scalars))
+        rows = _rows(method, phi, scalars)
+        index.add(rows if max_norm is None else transform.train_side(rows, max_norm, size))
     seconds = time.perf_counter() - start
     with atomic_path(path) as part:
         faiss.write_index(index, str(part))
@@ -88,6 +101,7 @@ def build_index(options: IndexOptions) -> Path:
         "rows": store.num_examples,
         "dim": store.layout.total,
         "params": params,
+        "max_norm": max_norm,  # the ivf kinds' scale (attrib.index.transform)
         "build_seconds": round(seconds, 3),
         "bytes": path.stat().st_size,
     }
@@ -109,9 +123,13 @@ def _params(options: IndexOptions, store: Store) -> dict:
     if options.kind in ("ivf", "ivfpq"):
         params["probe"] = min(options.probe, lists)
     if options.kind == "ivfpq":
-        pq_bytes = options.pq_bytes or max(1, dim // 4)
-        if dim % pq_bytes:
-            raise AttribError(f"--pq-bytes {pq_bytes} must divide the feature width D={dim}")
+        size = transform.width(dim, "ivfpq")
+        pq_bytes = options.pq_bytes or size // transform.PQ_SUBVECTOR
+        if size % pq_bytes:
+            raise AttribError(
+                f"--pq-bytes {pq_bytes} must divide the index width {size} (D={dim} features, "
+                "one more coordinate, zeros to whole sub-vectors of 4)"
+            )
         params["pq_bytes"] = pq_bytes
     if options.kind == "hnsw":
         params.update(neighbors=options.neighbors, ef_search=options.ef_search)
@@ -126,11 +144,11 @@ def _empty(faiss, kind: str, dim: int, params: dict):
         index = faiss.IndexHNSWFlat(dim, params["neighbors"], inner)
         index.hnsw.efConstruction = max(40, 2 * params["neighbors"])
         return index
-    quantizer = faiss.IndexFlatIP(dim)
+    quantizer = faiss.IndexFlatL2(dim)  # the ivf kinds search in Euclidean space (transform)
     if kind == "ivf":
-        index = faiss.IndexIVFFlat(quantizer, dim, params["lists"], inner)
+        index = faiss.IndexIVFFlat(quantizer, dim, params["lists"])
     else:
-        index = faiss.IndexIVFPQ(quantizer, dim, params["lists"], params["pq_bytes"], 8, inner)
+        index = faiss.IndexIVFPQ(quantizer, dim, params["lists"], params["pq_bytes"], 8)
     index.own_fields = True  # the index frees its quantizer; Python must not as well
     quantizer.this.disown()
     return index
@@ -141,14 +159,18 @@ def _rows(method: Method, phi, scalars) -> np.ndarray:
     return np.ascontiguousarray(psi.float().numpy())
 
 
-def _training_sample(store: Store, method: Method, wanted: int, options) -> np.ndarray:
-    """A seeded random sample of training rows (psi), for k-means and product quantizers."""
+def _first_pass(store: Store, method: Method, wanted: int, options) -> tuple[np.ndarray, float]:
+    """A seeded random sample of training rows (psi) for k-means and product quantizers, and
+    the largest norm of any row (the ivf kinds' scale)."""
     rng = np.random.default_rng(options.seed)
     count = min(store.num_examples, max(wanted, 256 * 39 if options.kind == "ivfpq" else 0))
     chosen = np.sort(rng.choice(store.num_examples, count, replace=False))
-    parts = []
+    parts, max_norm = [], 0.0
     for block, scalars, phi in store.iter_features():
+        rows = _rows(method, phi, scalars)
+        max_norm = max(max_norm, float(np.linalg.norm(rows, axis=1).max(initial=0.0)))
         inside = chosen[(chosen >= block.start) & (chosen < block.end)] - block.start
-        if len(inside):
-            parts.append(_rows(method, phi[inside], {k: v[inside] for k, v in scalars.items()}))
-    return np.concatenate(parts)
+        parts.append(rows[inside])
+    if not max_norm > 0:
+        raise AttribError(f"every training row of {store.path} is zero for {method.name}")
+    return np.concatenate(parts), max_norm

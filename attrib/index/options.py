@@ -32,7 +32,7 @@ class IndexOptions(Options):
         "approximate); hnsw: a neighbour graph (fast, largest to build).",
     )
     lists: int | None = option(
-        None, help="ivf, ivfpq: number of k-means lists (default 4 sqrt(N), at most N/39)."
+        None, help="ivf, ivfpq: number of k-means lists (default sqrt(N), at most N/39)."
     )
     probe: int = option(
         32, help="ivf, ivfpq: lists searched per query (recall against speed; kept with the index)."
