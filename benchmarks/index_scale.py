@@ -69,7 +69,9 @@ def make_store(path: Path, n: int, shapes: dict, factors: np.ndarray, seed: int)
         return features, {"out_to_loss": rng.choice(factors, end - start)}
 
     if not (path / "manifest.json").exists():
-        write_generated(path, dims, n, rows, ["out_to_loss"], shard_size=16384)
+        write_generated(
+            path, dims, n, rows, ["out_to_loss"], shard_size=16384, store_dtype="float16"
+        )
     return path
 
 
@@ -101,9 +103,9 @@ def recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 
 
 def measure_index(
-    train: Path, queries: torch.Tensor, kind: str, truth: np.ndarray, extra, probes
+    train: Path, queries: torch.Tensor, kind: str, truth: np.ndarray, extra, probes, efs
 ) -> list[dict]:
-    """One row per search setting: the ivf kinds at each --probe, the others once."""
+    """One row per search setting: the ivf kinds at each --probe, hnsw at each --ef-search."""
     wall, rss = timed_cli(["index", "build", train, "--kind", kind, *extra, "-q"])
     store = Store(train)
     start = time.perf_counter()
@@ -111,11 +113,12 @@ def measure_index(
     load = time.perf_counter() - start
     built = {"build s": wall, "peak RSS GiB": rss, "disk GiB": loaded.meta["bytes"] / 2**30}
     rows = []
-    for probe in probes if kind in ("ivf", "ivfpq") else [None]:
+    for setting in probes if kind in ("ivf", "ivfpq") else efs if kind == "hnsw" else [None]:
         label = kind
-        if probe is not None:
-            loaded.index.nprobe = probe
-            label = f"{kind} probe {probe}"
+        if kind in ("ivf", "ivfpq"):
+            loaded.index.nprobe, label = setting, f"{kind} --probe {setting}"
+        elif kind == "hnsw":
+            loaded.index.hnsw.efSearch, label = setting, f"{kind} --ef-search {setting}"
         rows.append({"kind": label, **built, "load s": load, **searched(loaded, queries, truth)})
     return rows
 
@@ -147,7 +150,8 @@ def main() -> None:
     parser.add_argument("--streamed-kinds", default="ivfpq")
     parser.add_argument("--in-memory", type=int, default=1_000_000)
     parser.add_argument("--build-args", default="", help="e.g. '--lists 1000' for every build")
-    parser.add_argument("--probes", default="32,128", help="ivf kinds: lists searched")
+    parser.add_argument("--probes", default="64,128,256,512", help="ivf kinds: lists searched")
+    parser.add_argument("--efs", default="128,512", help="hnsw: candidates searched")
     parser.add_argument("--work", type=Path, default=Path("/tmp/attrib-index-scale"))
     parser.add_argument("--keep", action="store_true", help="Keep the generated stores.")
     parser.add_argument("--results", type=Path, help="Append each row as JSON here.")
@@ -179,8 +183,10 @@ def main() -> None:
         rows = [row]
         kinds = args.kinds if n <= args.in_memory else args.streamed_kinds
         probes = [int(p) for p in args.probes.split(",")]
+        efs = [int(e) for e in args.efs.split(",")]
+        extra = args.build_args.split()
         for kind in filter(None, kinds.split(",")):
-            for row in measure_index(train, queries, kind, truth, args.build_args.split(), probes):
+            for row in measure_index(train, queries, kind, truth, extra, probes, efs):
                 rows.append({"N": n, **row})
                 console.print(rows[-1])
         for row in rows:
