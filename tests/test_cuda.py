@@ -59,3 +59,30 @@ def test_kronecker_factors_on_the_gpu_equal_the_cpu(tmp_path, resnet_dir, image_
         assert (a[name].a - b[name].a).abs().max() <= 1e-2 * scale
         scale = a[name].s.abs().max()
         assert (a[name].s - b[name].s).abs().max() <= 1e-2 * scale
+
+
+@pytest.mark.parametrize("method", ["tracin", "trak-block", "cosine", "das"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_gpu_scoring_equals_cpu(tmp_path, method, dtype):
+    import numpy as np
+
+    from attrib.distributed import Runtime
+    from attrib.methods import get_method
+    from attrib.score.stream import score
+    from attrib.store import Store
+    from attrib.store.arrays import write_arrays
+
+    rng = np.random.default_rng(0)
+    phi = rng.standard_normal((300, 24)).astype(np.float32)
+    scalars = {
+        name: rng.uniform(0.5, 1.5, 300).astype(np.float32) for name in ("out_to_loss", "residual")
+    }
+    features = {"a": phi[:, :8], "b": phi[:, 8:]}
+    store = Store(write_arrays(tmp_path / "s", features, scalars, shard_size=64, store_dtype=dtype))
+    queries = torch.from_numpy(rng.standard_normal((5, 24)).astype(np.float32))
+    prepared = get_method(method, store).prepare()
+    cpu = score(store, prepared, queries, 20)
+    gpu = score(store, prepared, queries, 20, runtime=Runtime(torch.device("cuda")))
+    # float32 products on both (TF32 off for matmuls by default); top-k order may swap ties.
+    torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4, atol=1e-5)
+    assert (gpu.positions[:, :5] == cpu.positions[:, :5]).float().mean() > 0.95

@@ -114,7 +114,8 @@ class Das(Trak):
 
     def train_scale(self, phi, scalars):
         leverage = (self._apply(phi) * phi).sum(1)
-        return scalar(scalars, "residual") / (1.0 - leverage).clamp(min=1e-6)
+        residual = scalar(scalars, "residual").to(leverage.device)
+        return residual / (1.0 - leverage).clamp(min=1e-6)
 
     def finalize(self, scores):
         return scores.pow(2)
