@@ -35,14 +35,18 @@ class IndexOptions(Options):
         None, help="ivf, ivfpq: number of k-means lists (default sqrt(N), at most N/39)."
     )
     probe: int = option(
-        32, help="ivf, ivfpq: lists searched per query (recall against speed; kept with the index)."
+        256,
+        help="ivf, ivfpq: lists searched per query (recall against speed; kept with the index, "
+        "changed without a rebuild). 256 of 1,000 lists: recall@10 0.975 at 1M rows.",
     )
     pq_bytes: int | None = option(
         None, help="ivfpq: bytes per vector (default D/4; must divide D)."
     )
     neighbors: int = option(32, help="hnsw: links per node (M).")
     ef_search: int = option(
-        128, help="hnsw: candidates searched per query (recall against speed; kept with it)."
+        512,
+        help="hnsw: candidates searched per query (recall against speed; kept with the index, "
+        "changed without a rebuild). 512: recall@10 0.975 at 1M rows.",
     )
     seed: int = option(0, help="Seed of the k-means training sample.")
 
