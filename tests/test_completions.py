@@ -176,3 +176,45 @@ def test_per_token_scores_sum_to_the_sequence_score(tmp_path, gpt2_dir, pairs, t
         np.testing.assert_allclose(summed, sequence, rtol=1e-4, atol=1e-5 * np.abs(sequence).max())
     code, _, err = run_cli("score", "-t", train, "--queries", train, "--per-token", "-q")
     _assert_one_line_error(code, err, "--per-token scores --query values")
+
+
+def test_chat_answer_explained_end_to_end(tmp_path, gpt2_dir, monkeypatch):
+    """The README's chat example on a tiny chat model: featurize conversations, then explain
+    one answer token by token from a JSON query on stdin; a training conversation asked
+    again ranks itself first (cosine: exactly 1)."""
+    import io
+
+    model = tmp_path / "chat-model"
+    shutil.copytree(gpt2_dir, model)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(model)
+    words = sentences(10, seed=7)
+    chats = [
+        [{"role": "user", "content": w}, {"role": "assistant", "content": " ".join(w.split()[:3])}]
+        for w in words
+    ]
+    data = tmp_path / "chats.parquet"
+    datasets.Dataset.from_dict({"messages": chats}).to_parquet(data)
+    store = tmp_path / "stores" / "chat"
+    code, _, err = run_cli(
+        "featurize", "--model", model, "--data", data, "--method", "cosine", "--out", store, "-q"
+    )
+    assert code == 0, err
+    query = json.dumps({"messages": chats[4]})
+    monkeypatch.setattr("sys.stdin", io.StringIO(query + "\n"))
+    args = ("score", "-t", store, "--query", "-", "--method", "cosine", "--format", "jsonl")
+    code, out, err = run_cli(*args, "--top", "3")
+    assert code == 0, err
+    ranked = [json.loads(line) for line in out.splitlines()]
+    assert ranked[0]["index"] == 4 and ranked[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    monkeypatch.setattr("sys.stdin", io.StringIO(query + "\n"))
+    code, out, err = run_cli(*args, "--per-token", "--top", "2")
+    assert code == 0, err
+    tokens = [json.loads(line) for line in out.splitlines()]
+    answer = tok.apply_chat_template(chats[4])["input_ids"]
+    prompt = tok.apply_chat_template(chats[4][:1], add_generation_prompt=True)["input_ids"]
+    assert len(tokens) == 2 * (len(answer) - len(prompt))  # each answer token, top 2 each
+    assert {r["token_text"] for r in tokens} <= {tok.decode([t]) for t in answer}
