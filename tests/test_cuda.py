@@ -86,3 +86,22 @@ def test_gpu_scoring_equals_cpu(tmp_path, method, dtype):
     # float32 products on both (TF32 off for matmuls by default); top-k order may swap ties.
     torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4, atol=1e-5)
     assert (gpu.positions[:, :5] == cpu.positions[:, :5]).float().mean() > 0.95
+
+
+def test_gpu_contributions_equal_cpu(tmp_path):
+    import numpy as np
+
+    from attrib.methods import get_method
+    from attrib.store import Store
+    from attrib.store.arrays import write_arrays
+    from attrib.weights.contributions import Contributions
+
+    rng = np.random.default_rng(1)
+    phi = rng.standard_normal((200, 12)).astype(np.float32)
+    store = Store(write_arrays(tmp_path / "s", {"a": phi[:, :4], "b": phi[:, 4:]}, shard_size=64))
+    queries = torch.from_numpy(rng.standard_normal((6, 12)).astype(np.float32))
+    method = get_method("tracin", store).prepare()
+    columns = [torch.arange(0, 4), torch.arange(4, 12)]  # unequal widths: the per-group path
+    cpu = Contributions(store, method, queries, columns).compute(0, 6)
+    gpu = Contributions(store, method, queries, columns, device="cuda").compute(0, 6)
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5)

@@ -42,10 +42,13 @@ class Contributions:
         queries: torch.Tensor,
         columns: list[torch.Tensor],
         budget: Budget | None = None,
+        device: torch.device | str = "cpu",
     ):
         """`budget`: one `plan_streaming` has reserved the kernel, queries and blocks in (a
-        fresh one at learn-weights' default --memory-gb when not given)."""
+        fresh one at learn-weights' default --memory-gb when not given). `device`: where the
+        products (queries x training rows x groups) are computed; C is kept in (CPU) memory."""
         self.store, self.method, self.columns = store, method, columns
+        self.device = torch.device(device)
         self.count, self.n, self.m = len(queries), store.num_examples, len(columns)
         if budget is None:
             budget = Budget(LearnOptions.default("memory_gb"))
@@ -94,17 +97,21 @@ class Contributions:
         if out is None:
             out = torch.empty(end - start, self.n, self.m)
         width = self._uniform_width()
+        queries = self.plain[start:end].to(self.device)
         if width is not None:
-            plain = self.plain[start:end].reshape(end - start, self.m, width).transpose(0, 1)
+            plain = queries.reshape(end - start, self.m, width).transpose(0, 1)
             for row, psi in self._psi_shards():
+                psi = psi.to(self.device)
                 blocks = psi.reshape(len(psi), self.m, width).permute(1, 2, 0)  # M x F x rows
-                out[:, row : row + len(psi)] = torch.bmm(plain, blocks).permute(1, 2, 0)
+                product = torch.bmm(plain, blocks).permute(1, 2, 0)
+                out[:, row : row + len(psi)] = product.cpu()
             return out
-        plain = [self.plain[start:end, cols] for cols in self.columns]
+        plain = [queries[:, cols.to(self.device)] for cols in self.columns]
         for row, psi in self._psi_shards():
             rows = slice(row, row + len(psi))
+            psi = psi.to(self.device)
             for j, cols in enumerate(self.columns):
-                out[:, rows, j] = plain[j] @ psi[:, cols].T
+                out[:, rows, j] = (plain[j] @ psi[:, cols.to(self.device)].T).cpu()
         return out
 
     def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:

@@ -60,6 +60,11 @@ class LearnOptions(Options):
         None, flag="--lambda", help="Relative kernel damping (default: the method's own)."
     )
     memory_gb: float = memory_option()
+    device: str = option(
+        "auto",
+        help="Where the contributions (queries x training rows x groups products) are "
+        "computed: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.",
+    )
     plot: Path | None = option(None, help="Write a bar plot of the weights (PNG).")
 
     def check(self) -> None:

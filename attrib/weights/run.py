@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from attrib import __version__, log
+from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
@@ -62,7 +63,8 @@ def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
     if not method.linear:
         log.info(f"{options.method} is not linear in the query: weights learn from its linear part")
     columns = group_columns(train, mapping, groups)
-    contributions = Contributions(train, method, chosen.features, columns, budget)
+    device = resolve_device(options.device)
+    contributions = Contributions(train, method, chosen.features, columns, budget, device)
     if not contributions.in_memory:
         log.info(
             f"contributions of {contributions.count} queries do not fit the memory budget: "
