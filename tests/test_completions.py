@@ -25,6 +25,18 @@ TEMPLATE = (
 )
 
 
+def _chat_model(tmp_path, gpt2_dir):
+    """The tiny GPT-2 saved with a chat template: (its folder, its tokenizer)."""
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "chat-model"
+    shutil.copytree(gpt2_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(model)
+    return model, tok
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     """Prompt/completion rows made of the tiny model's words."""
@@ -85,13 +97,7 @@ def test_completion_only_gradients_equal_autograd(gpt2_dir, pairs, padding_side)
 
 
 def test_chat_rows_are_tokenized_and_masked_as_the_template_says(tmp_path, gpt2_dir):
-    from transformers import AutoTokenizer
-
-    model = tmp_path / "chat-model"
-    shutil.copytree(gpt2_dir, model)
-    tok = AutoTokenizer.from_pretrained(model)
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(model)
+    model, tok = _chat_model(tmp_path, gpt2_dir)
     words = sentences(4, seed=5)
     messages = [
         [{"role": "user", "content": w}, {"role": "assistant", "content": w.split()[0]}]
@@ -184,13 +190,7 @@ def test_chat_answer_explained_end_to_end(tmp_path, gpt2_dir, monkeypatch):
     again ranks itself first (cosine: exactly 1)."""
     import io
 
-    model = tmp_path / "chat-model"
-    shutil.copytree(gpt2_dir, model)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model)
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(model)
+    model, tok = _chat_model(tmp_path, gpt2_dir)
     words = sentences(10, seed=7)
     chats = [
         [{"role": "user", "content": w}, {"role": "assistant", "content": " ".join(w.split()[:3])}]

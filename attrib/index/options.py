@@ -40,7 +40,9 @@ class IndexOptions(Options):
         "changed without a rebuild). 256 of 1,000 lists: recall@10 0.975 at 1M rows.",
     )
     pq_bytes: int | None = option(
-        None, help="ivfpq: bytes per vector (default D/4; must divide D)."
+        None,
+        help="ivfpq: bytes per vector (default: one per 4 of the index's D + 1 coordinates, "
+        "padded to a multiple of 4; must divide that width).",
     )
     neighbors: int = option(32, help="hnsw: links per node (M).")
     ef_search: int = option(
