@@ -172,8 +172,8 @@ def main() -> None:
             model = build_model(root, name, tokenizer)
             base = forward_backward(model, rows, args.batch_size, args.seq_len)
             results = [("forward+backward", base, float("nan"))]
-            base, adapter = base_and_adapter(model)
-            attrib = [ATTRIB, "featurize", "--model", base, *adapter, "--data", data]
+            base_model, adapter = base_and_adapter(model)
+            attrib = [ATTRIB, "featurize", "--model", base_model, *adapter, "--data", data]
             attrib += ["--method", "tracin"]
             attrib += ["--proj-dim", args.proj_dim, "--max-length", args.seq_len, "-q"]
             attrib += ["--exclude", "lm_head", "--exclude", "embed_out"]  # as bergson leaves them
