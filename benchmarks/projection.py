@@ -1,7 +1,7 @@
 """LDS against the projection size (and kind) per task: what `--proj-dim` should default to.
 
     python benchmarks/projection.py [--tasks pydoc,digits] [--dims 8,16,32,64,full]
-        [--methods tracin,trak-block] [--subsets 100]
+        [--methods tracin,trak-block] [--subsets 100] [--kinds factored,dense]
 
 For each task of the quality benchmark and each factored projection size p (and exact
 gradients, `full`), the train, val and eval rows are featurized through `FeaturizeOptions`
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--dims", default="8,16,32,64,full")
     parser.add_argument("--methods", default="tracin,trak-block")
     parser.add_argument("--subsets", type=int, default=100)
+    parser.add_argument("--kinds", default="factored", help="factored,dense")
     args = parser.parse_args()
     dims = [d if d == "full" else int(d) for d in args.dims.split(",")]
     rows = []
@@ -68,8 +69,7 @@ def main() -> None:
         task = TASKS[name]()
         task.groundtruth(args.subsets)
         for method in args.methods.split(","):
-            for dim in dims:
-                kind = "factored"
+            for kind, dim in [(k, d) for k in args.kinds.split(",") for d in dims]:
                 paths, seconds = {}, 0.0
                 for role in ("train", "val", "eval"):
                     paths[role], spent = store(task, role, method, dim, kind)
@@ -102,7 +102,8 @@ def main() -> None:
         )
     text = f"Command: `python {' '.join(sys.argv)}`\n\n" + "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"projection-{args.tasks.replace(',', '-')}.md").write_text(text)
+    suffix = "" if args.kinds == "factored" else "-" + args.kinds.replace(",", "-")
+    (RESULTS / f"projection-{args.tasks.replace(',', '-')}{suffix}.md").write_text(text)
     print(text)
 
 
