@@ -97,6 +97,10 @@ def test_index_is_cached_and_keyed_by_store_contents_and_damping(stores):
     code, _, err = run_cli("score", "-t", train, "--queries", queries, "--index", "hnsw")
     assert code == 2 and "attrib index build" in err and "--kind hnsw" in err
     assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(
+        "score", "-t", train, "--queries", queries, "--index", "flat", "--lambda", "0.7"
+    )
+    assert code == 2 and "--lambda 0.7 --kind flat" in err  # the command that builds this one
 
 
 def test_bad_requests_are_one_line(stores):

@@ -27,9 +27,13 @@ class LoadedIndex:
         check_indexable(method)
         path, meta_path = index_paths(store, method, kind)
         if not path.exists() or not meta_path.exists():
+            damping = (
+                "" if method.damping == method.default_damping else f" --lambda {method.damping:g}"
+            )
             raise AttribError(
                 f"no {kind} index of {store.path} for --method {method.name} at this --lambda: "
-                f"run `attrib index build {store.path} --method {method.name} --kind {kind}`"
+                f"run `attrib index build {store.path} --method {method.name}{damping} "
+                f"--kind {kind}`"
             )
         self.store, self.method, self.kind = store, method, kind
         self.meta = json.loads(meta_path.read_text())
