@@ -37,10 +37,10 @@ def stream(
     runtime: Runtime | None = None,
 ):
     """Yield (shard, scalars, scores) with scores (Q x shard rows) = tau(query, example), on
-    `device`. The kernel is applied to the (few) queries; the training side streams through
-    module by module, without a (rows x D) copy, unless the method's per-example factor reads
-    the features themselves (cosine's norm, DAS's leverage). Under a launcher, only this
-    rank's shards."""
+    the runtime's device (default: one CPU process). The kernel is applied to the (few)
+    queries; the training side streams through module by module, without a (rows x D) copy,
+    unless the method's per-example factor reads the features themselves (cosine's norm,
+    DAS's leverage). Under a launcher, only this rank's shards."""
     if not torch.isfinite(queries).all():
         bad = int((~torch.isfinite(queries)).any(1).nonzero()[0, 0])
         raise AttribError(f"query {bad} has NaN or infinite features; featurize it again")
