@@ -73,6 +73,6 @@ def require_faiss():
         import faiss
     except ImportError:
         raise AttribError(
-            "indexes need FAISS: pip install 'attrib[index]' (faiss-cpu; faiss-gpu on CUDA)"
+            "indexes need FAISS: pip install 'attrib[index]' (faiss-cpu)"
         ) from None
     return faiss
