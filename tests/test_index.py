@@ -5,6 +5,7 @@ it; the index is cached per store contents, method and damping; bad requests are
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,11 @@ def test_bad_requests_are_one_line(stores):
         code, _, err = run_cli(*args)
         assert code == 2 and words in err, (args, err)
         assert len(err.strip().splitlines()) == 1
+
+
+def test_without_faiss_the_error_says_how_to_install_it(stores, monkeypatch):
+    train, _, _ = stores
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    code, _, err = run_cli("index", "build", train)
+    assert code == 2 and "pip install 'attrib[index]'" in err
+    assert len(err.strip().splitlines()) == 1
