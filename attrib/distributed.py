@@ -37,6 +37,16 @@ class Runtime:
         else:
             dist.barrier()
 
+    def finish(self) -> None:
+        """Leave together: a barrier, then the process group is closed. A rank that exits
+        while another is still receiving from it (gloo) aborts that one at exit."""
+        if self._state is None:
+            return
+        import torch.distributed as dist
+
+        self.barrier()
+        dist.destroy_process_group()
+
     def broadcast(self, value):
         """Rank 0's `value` on every rank (a small picklable object between our own ranks)."""
         if self._state is None:

@@ -72,7 +72,5 @@ def require_faiss():
     try:
         import faiss
     except ImportError:
-        raise AttribError(
-            "indexes need FAISS: pip install 'attrib[index]' (faiss-cpu)"
-        ) from None
+        raise AttribError("indexes need FAISS: pip install 'attrib[index]' (faiss-cpu)") from None
     return faiss

@@ -46,9 +46,15 @@ def run_score(request: ScoreOptions) -> list[dict]:
     (`query`, `query_id`, `rank`, `index`, `score`, previews; with --per-token one per query,
     token and rank, with `token` and `token_text`); `--out` writes all scores (one row per
     query, or per query token in order)."""
+    runtime = distributed.init(request.device)
+    records = _scored(request, runtime)
+    runtime.finish()  # under a launcher: no rank leaves while another still talks to it
+    return records
+
+
+def _scored(request: ScoreOptions, runtime) -> list[dict]:
     store = Store(request.train)
     method = get_method(request.method, store, request.damping)
-    runtime = distributed.init(request.device)
     _warn_output_mismatch(store, request.method)
     weights = weight_vector(store, request.weights)
     query_store = Store(request.queries) if request.queries is not None else None
