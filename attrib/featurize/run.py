@@ -74,6 +74,7 @@ def run_featurize(config: FeaturizeOptions) -> Path:
             writer.discard()
         raise
     log.info(f"wrote {num_examples} examples x {len(modules)} modules to {config.out}")
+    runtime.finish()
     return config.out
 
 
