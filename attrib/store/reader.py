@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -115,18 +116,7 @@ class Store:
         `index`, features as one (rows x D) float32 tensor in layout order). A block is a whole
         shard, or at most `block_rows` rows of one when a memory budget set it. The next block
         is read in a background thread while the caller works on the current one."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        blocks = list(self._blocks())
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._load, *blocks[0]) if blocks else None
-            for i, (_, block) in enumerate(blocks):
-                columns, phi = pending.result()
-                pending = None  # the next block is read while this one is used, not earlier
-                if i + 1 < len(blocks):
-                    pending = pool.submit(self._load, *blocks[i + 1])
-                yield block, columns, phi.to(device)
-                del columns, phi
+        yield from self._prefetched(self._blocks(), self._load, device)
 
     def iter_parts(
         self, device="cpu", rank: int = 0, world_size: int = 1
@@ -137,24 +127,30 @@ class Store:
         float32); on a GPU they travel through pinned memory in the store's dtype. Scoring
         multiplies module by module, so no (rows x D) copy is made. With several processes,
         rank r reads shards r, r + world_size, ..."""
-        from concurrent.futures import ThreadPoolExecutor
-
         import torch
 
         device = torch.device(device)
-        blocks = list(self._blocks(rank, world_size))
+        load = partial(self._parts, device=device)
+        yield from self._prefetched(self._blocks(rank, world_size), load)
+
+    def _prefetched(self, blocks, load, device=None):
+        """(block, scalars, features) for each (shard, block), `load`ed in a background
+        thread one block ahead: the next block is read while the caller uses this one (not
+        earlier, so at most two blocks are held)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        blocks = list(blocks)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._parts, *blocks[0], device) if blocks else None
+            pending = pool.submit(load, *blocks[0]) if blocks else None
             for i, (_, block) in enumerate(blocks):
-                columns, parts = pending.result()
+                columns, features = pending.result()
                 pending = None
                 if i + 1 < len(blocks):
-                    pending = pool.submit(self._parts, *blocks[i + 1], device)
-                yield block, columns, parts
-                del columns, parts
+                    pending = pool.submit(load, *blocks[i + 1])
+                yield block, columns, features if device is None else features.to(device)
+                del columns, features
 
     def _parts(self, shard: ShardInfo, block: ShardInfo, device):
-
         data = self.read_shard(shard)
         try:
             data = data.slice(block.start - shard.start, block.rows)
