@@ -121,7 +121,10 @@ def fingerprint(source: str, commit: str | None) -> str:
     path = Path(source).expanduser()
     if not path.exists():
         return "unknown"
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if path.is_file():  # e.g. one LoRA .safetensors file
+        path, files = path.parent, [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
     total = sum(p.stat().st_size for p in files)
     digest = hashlib.sha256()
     for file in files:

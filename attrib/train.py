@@ -44,7 +44,9 @@ class InitialState:
         if self.task.info.get("adapter"):
             raise AttribError("recipe init 'scratch' needs a model without adapter; use finetune")
         torch.manual_seed(seed)
-        fresh = type(model)(model.config)
+        # diffusers models are built from their config by from_config, transformers' directly.
+        build = getattr(type(model), "from_config", type(model))
+        fresh = build(model.config)
         model.load_state_dict(fresh.state_dict())
 
 
@@ -67,6 +69,8 @@ class BatchSource:
 
     def _build_cache(self) -> dict[str, torch.Tensor] | None:
         first = self._prepare([0])
+        if not all(isinstance(v, torch.Tensor) for v in first.values()):
+            return None  # e.g. diffusion queries' trajectories: lists of tensors
         per_row = sum(t.numel() * t.element_size() for t in first.values())
         if per_row * len(self.dataset) > CACHE_LIMIT_BYTES:
             return None

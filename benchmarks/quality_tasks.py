@@ -8,7 +8,7 @@ Roles are disjoint (the paper's Table 7): `train` trains the model, `learn` lear
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -31,6 +31,7 @@ class Task:
     data: dict[str, Path]
     recipe: object
     proj_dim: int | None = 16  # None: exact per-example gradients (--proj-dim full)
+    retrain: dict = field(default_factory=dict)  # extra RetrainOptions (seeds, timesteps, ...)
 
     def store(self, role: str, output: str) -> Store:
         """The store of a role's rows; `output` names the featurize method (trak | tracin)."""
@@ -72,6 +73,7 @@ class Task:
                     out=out,
                     subsets=subsets,
                     **recipe,
+                    **self.retrain,
                     device="cpu",
                     progress=True,
                 )
@@ -82,7 +84,10 @@ class Task:
         result = {}
         for role, cols in (("val", slice(0, n_val)), ("eval", slice(n_val, None))):
             path = self.root / f"groundtruth-{subsets}-{role}.npz"
-            split = GroundTruth(truth.masks, truth.outputs[:, cols], truth.higher_is_better)
+            extra = {}
+            if "outputs_by_seed" in truth.extra:
+                extra["outputs_by_seed"] = truth.extra["outputs_by_seed"][:, :, cols]
+            split = GroundTruth(truth.masks, truth.outputs[:, cols], truth.higher_is_better, extra)
             save_groundtruth(path, split)
             result[role] = split
         return result
@@ -100,6 +105,20 @@ def example_task(name: str, seed: int = 0) -> Task:
     return Task(name, root, root / "model", paths, example.RECIPE)
 
 
+def digits_ddpm_task(seed: int = 0) -> Task:
+    """The digits as a tiny DDPM. Its ground truth averages 2 seeds per subset (and reports
+    their split-half reliability) and each query's loss over 50 of the 100 timesteps, with a
+    noise seed of its own (featurize uses seed 0 and 10 timesteps)."""
+    from attrib.examples import digits_ddpm
+
+    root = CACHE / f"digits-ddpm-{seed}"
+    if not (root / "model").exists():
+        digits_ddpm.build(root, seed)
+    paths = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
+    retrain = {"seeds": 2, "timesteps": 50, "noise_seed": 1}
+    return Task("digits-ddpm", root, root / "model", paths, digits_ddpm.RECIPE, retrain=retrain)
+
+
 def digits_task(seed: int = 0) -> Task:
     return example_task("digits", seed)
 
@@ -108,4 +127,4 @@ def pydoc_task(seed: int = 0) -> Task:
     return example_task("pydoc", seed)
 
 
-TASKS = {"digits": digits_task, "pydoc": pydoc_task}
+TASKS = {"digits": digits_task, "pydoc": pydoc_task, "digits-ddpm": digits_ddpm_task}

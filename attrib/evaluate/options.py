@@ -95,6 +95,11 @@ class RetrainOptions(_Evaluation):
     subsets: int = option(50, help="Number of random subsets M.")
     alpha: float = option(0.5, help="Fraction of training examples in each subset.")
     seed: int = option(0, help="Seed for subsets and training.")
+    seeds: int = option(
+        1,
+        help="Models trained per subset, each from its own seed, their outputs averaged: a "
+        "less noisy ground truth; with 2 or more its split-half reliability is reported.",
+    )
     recipe: Path | None = option(None, help="JSON recipe file; the flags below override it.")
     init: str | None = option(
         None,
@@ -119,12 +124,22 @@ class RetrainOptions(_Evaluation):
         help="Output recorded (default: the task's evaluation output, margin for classifiers, "
         "higher = better; loss otherwise).",
     )
+    timesteps: int | None = option(
+        None,
+        help="Diffusion: timesteps the recorded loss averages over, each with its own noise "
+        "(default: the training store's --timesteps).",
+    )
+    noise_seed: int | None = option(
+        None, help="Diffusion: seed of the recorded loss's noise (default: the training store's)."
+    )
     shard: str = option("0/1", help="Do subsets i, i+n, ... of i/n (resumable, mergeable).")
     device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
         at_least(self.subsets, 2, "--subsets")
+        at_least(self.seeds, 1, "--seeds")
+        at_least(self.timesteps, 1, "--timesteps")
         if not 0 < self.alpha < 1:
             raise AttribError("--alpha must be between 0 and 1")
         index, count = self.shard_pair

@@ -1,8 +1,9 @@
 """`attrib evaluate retrain`: the LDS ground truth for the built-in tasks.
 
 M random subsets of the training store (each keeps round(alpha * N) examples, seeded), a
-model trained on each with a recipe, every query's output recorded. Work is kept per subset
-in `OUT.parts/` (written atomically), so a killed run resumes and `--shard i/n` splits the
+model trained on each with a recipe (`--seeds S`: S models from different seeds, outputs
+averaged), every query's output recorded. Work is kept per subset and seed in `OUT.parts/`
+(written atomically), so a killed run resumes and `--shard i/n` splits the
 subsets across processes or machines sharing that folder; whichever run finds all subsets
 done writes OUT.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
+from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.progress import progress_bar
 from attrib.store import Store
@@ -38,16 +41,34 @@ def make_masks(num_examples: int, subsets: int, alpha: float, seed: int) -> np.n
     return masks
 
 
-def subset_seed(seed: int, subset: int) -> int:
-    digest = hashlib.sha256(f"retrain:{seed}:{subset}".encode()).digest()
+def subset_seed(seed: int, subset: int, replicate: int = 0) -> int:
+    key = f"retrain:{seed}:{subset}" + (f":{replicate}" if replicate else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def _output_task(settings: dict, config: RetrainOptions):
+    """The task whose outputs are recorded; diffusion's timesteps and noise may differ from
+    the store's (a ground truth averaged over more of them is less noisy)."""
+    task = load_task_from_settings(settings)
+    overrides = {
+        name: value
+        for name, value in (("timesteps", config.timesteps), ("noise_seed", config.noise_seed))
+        if value is not None
+    }
+    if overrides:
+        if task.name != "diffusion":
+            raise AttribError("--timesteps and --noise-seed apply to diffusion models only")
+        task.options = replace(task.options, **overrides)
+        task.timesteps()  # a count out of range fails here, before any training
+    return task
 
 
 def retrain(config: RetrainOptions) -> GroundTruth | None:
     train_store, query_store = Store(config.train), Store(config.queries)
     settings = train_store.settings
     recipe = config.recipe_resolved
-    task = load_task_from_settings(settings)
+    task = _output_task(settings, config)
     device = resolve_device(config.device)
     task.to(device)
     output = config.output or task.evaluation_output
@@ -62,6 +83,10 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         "seed": config.seed,
         "recipe": recipe.to_dict(),
         "output": output,
+        # Recorded only when not the default, so parts made before these options still resume.
+        **({"seeds": config.seeds} if config.seeds > 1 else {}),
+        **({"timesteps": task.options.timesteps} if config.timesteps else {}),
+        **({"noise_seed": task.options.noise_seed} if config.noise_seed is not None else {}),
     }
     check_or_write_meta(parts, meta, "subsets")
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
@@ -71,36 +96,57 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     query_count = query_store.num_examples
     initial = InitialState(task)
     index, count = config.shard_pair
-    todo = [m for m in range(index, config.subsets, count) if not _part(parts, m).exists()]
-    with progress_bar(config.progress, unit="subsets") as bar:
+    seeds = range(config.seeds)
+    todo = [
+        (m, r)
+        for m in range(index, config.subsets, count)
+        for r in seeds
+        if not _part(parts, m, r).exists()
+    ]
+    with progress_bar(config.progress, unit="models") as bar:
         bar_task = bar.add_task("retrain", total=len(todo))
-        for m in todo:
-            seed = subset_seed(config.seed, m)
+        for m, r in todo:
+            seed = subset_seed(config.seed, m, r)
             initial.restore(recipe, seed)
             torch.manual_seed(seed)
             train(task, train_source, np.flatnonzero(masks[m]), recipe, seed)
             values = outputs(task, query_source, query_count, output)
-            _save_part(parts, m, values)
+            _save_part(parts, m, r, values)
             bar.advance(bar_task)
-    done = [m for m in range(config.subsets) if _part(parts, m).exists()]
-    if len(done) < config.subsets:
-        log.info(f"{len(done)} of {config.subsets} subsets done in {parts}; run the other shards")
+    missing = [
+        (m, r) for m in range(config.subsets) for r in seeds if not _part(parts, m, r).exists()
+    ]
+    if missing:
+        done = config.subsets * config.seeds - len(missing)
+        log.info(
+            f"{done} of {config.subsets * config.seeds} models done in {parts}; "
+            "run the other shards"
+        )
         return None
-    truth = GroundTruth(
-        masks,
-        np.stack([np.load(_part(parts, m)) for m in range(config.subsets)]),
-        higher_is_better=output == "margin",
-        extra={"recipe": json.dumps(meta), "output_function": output},
+    by_seed = np.stack(
+        [np.stack([np.load(_part(parts, m, r)) for m in range(config.subsets)]) for r in seeds]
     )
+    extra = {"recipe": json.dumps(meta), "output_function": output}
+    if config.seeds > 1:
+        extra["outputs_by_seed"] = by_seed
+    truth = GroundTruth(masks, by_seed.mean(0), output == "margin", extra)
     save_groundtruth(config.out, truth)
     log.info(f"wrote {config.out}: {config.subsets} subsets x {query_count} queries")
+    if config.seeds > 1:
+        reliability = split_half_reliability(by_seed)
+        log.info(
+            f"ground-truth noise: split-half Spearman {reliability.split_half:.3f}, "
+            f"reliability of the {config.seeds}-seed mean {reliability.full:.3f} "
+            f"(an LDS ceiling of about {reliability.ceiling:.3f})"
+        )
     return truth
 
 
-def _part(parts: Path, subset: int) -> Path:
-    return parts / f"subset-{subset:05d}.npy"
+def _part(parts: Path, subset: int, replicate: int = 0) -> Path:
+    suffix = f"-seed{replicate}" if replicate else ""
+    return parts / f"subset-{subset:05d}{suffix}.npy"
 
 
-def _save_part(parts: Path, subset: int, values: np.ndarray) -> None:
-    with atomic_path(_part(parts, subset)) as tmp, open(tmp, "wb") as handle:
+def _save_part(parts: Path, subset: int, replicate: int, values: np.ndarray) -> None:
+    with atomic_path(_part(parts, subset, replicate)) as tmp, open(tmp, "wb") as handle:
         np.save(handle, values.astype(np.float64))

@@ -142,10 +142,7 @@ def attach_adapter(model: nn.Module, ref: ModelRef) -> tuple[nn.Module, dict | N
         return model, None
     from peft import PeftModel
 
-    hub.check_source(ref.adapter, "--adapter")
-    source, commit = ref.adapter, None
-    if not Path(ref.adapter).expanduser().exists():
-        source, commit = _download_adapter(ref)
+    source, commit = adapter_source(ref)
     try:
         model = PeftModel.from_pretrained(model, source, is_trainable=False)
     except (OSError, ValueError, KeyError) as exc:
@@ -156,6 +153,14 @@ def attach_adapter(model: nn.Module, ref: ModelRef) -> tuple[nn.Module, dict | N
         "fingerprint": hub.fingerprint(source, commit),
     }
     return model, record
+
+
+def adapter_source(ref: ModelRef) -> tuple[str, str | None]:
+    """The adapter's local path (downloaded from the hub when not a path) and its commit."""
+    hub.check_source(ref.adapter, "--adapter")
+    if Path(ref.adapter).expanduser().exists():
+        return ref.adapter, None
+    return _download_adapter(ref)
 
 
 def _download_adapter(ref: ModelRef) -> tuple[str, str]:

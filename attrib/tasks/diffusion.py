@@ -33,9 +33,9 @@ from attrib.tasks.base import (
     Task,
     TaskOptions,
     TaskOutput,
-    attach_adapter,
     require_column,
 )
+from attrib.tasks.diffusers_lora import attach_unet_adapter
 
 TRAJECTORY_COLUMN = "trajectory"  # list of x0_hat images along the sampling steps
 STEPS_COLUMN = "trajectory_timesteps"
@@ -76,6 +76,7 @@ class DiffusionTask(Task):
         return checkpoint.get("model_index") is not None
 
     scalar_columns = ("loss", "out_to_loss", "residual")
+    cache_batches = True  # latents (and caption embeddings) are computed once for retraining
     normalized_outputs = ("das",)
 
     def __init__(self, model, processor, options, info, components: dict):
@@ -125,7 +126,7 @@ class DiffusionTask(Task):
         for part in ("vae", "text_encoder"):
             if part in components:
                 components[part].requires_grad_(False).eval()
-        unet, adapter = attach_adapter(unet, ref)
+        unet, adapter = attach_unet_adapter(unet, components.get("text_encoder"), ref)
         commit = hub.resolved_commit(ref.source, ref.revision, "model_index.json")
         info = {
             "source": hub.absolute_if_local(ref.source),
