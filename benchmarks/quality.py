@@ -42,6 +42,11 @@ FEATURES = {
     "trak-block": "trak",
     "kfac": "ekfac",
     "ekfac": "ekfac",
+    # Diffusion (benchmarks/quality_diffusion.py): each method's own output function; a pair
+    # is (training side, query side): Journey-TRAK's queries carry their trajectories.
+    "dtrak": "dtrak",
+    "das": "das",
+    "jtrak": ("trak", "jtrak"),
 }
 # Projection per method: p = 16 factored, or exact per-example gradients (None) for the
 # K-FAC family, whose per-module eigenbases lose most when projected (see README).
@@ -52,7 +57,10 @@ RESULTS = Path(__file__).parent / "results"
 
 def _store(task, role, method):
     task.proj_dim = PROJ.get(method, 16)
-    return task.store(role, FEATURES[method])
+    features = FEATURES[method]
+    if isinstance(features, tuple):
+        features = features[0] if role == "train" else features[1]
+    return task.store(role, features)
 
 
 def lds(task, truth, method, role, weights=None):
@@ -62,15 +70,16 @@ def lds(task, truth, method, role, weights=None):
     return result.lds, result.ci
 
 
-def learn(task, method, k):
+def learn(task, method, k, role="learn"):
     train = _store(task, "train", method)
-    learn_store = _store(task, "learn", method)
+    learn_store = _store(task, role, method)
     # The library's (and so the CLI's) defaults otherwise.
     options = LearnOptions(
         train=train.path, queries=learn_store.path, out=Path(), method=method, k=k
     )
     proj = PROJ.get(method, 16) or "full"
     name = f"{method}-p{proj}-k{k}-wd{options.weight_decay:g}-{options.prior}-{options.init}"
+    name += "" if role == "learn" else f"-{role}"
     out = task.root / "weights" / f"{name}.safetensors"
     if not out.exists():
         run_learn(options.replace(out=out))

@@ -32,6 +32,7 @@ class Task:
     recipe: object
     proj_dim: int | None = 16  # None: exact per-example gradients (--proj-dim full)
     retrain: dict = field(default_factory=dict)  # extra RetrainOptions (seeds, timesteps, ...)
+    query_roles: tuple[str, ...] = ("val", "eval")  # the roles the ground truth covers
 
     def store(self, role: str, output: str) -> Store:
         """The store of a role's rows; `output` names the featurize method (trak | tracin)."""
@@ -54,22 +55,29 @@ class Task:
         return Store(out)
 
     def groundtruth(self, subsets: int) -> dict[str, GroundTruth]:
-        """Ground truth for the val and eval queries, from one retraining run over both."""
-        both = self.root / "data" / "valeval.parquet"
+        """Ground truth for every query role (val, eval, ...), from one retraining run over
+        all of them (their images or texts concatenated in role order)."""
+        name = "valeval" if self.query_roles == ("val", "eval") else "groundtruth-queries"
+        both = self.root / "data" / f"{name}.parquet"
+        parts = [
+            datasets.load_dataset("parquet", data_files=str(self.data[r]), split="train")
+            for r in self.query_roles
+        ]
         if not both.exists():
-            parts = [
-                datasets.load_dataset("parquet", data_files=str(self.data[r]), split="train")
-                for r in ("val", "eval")
+            column = "text" if "text" in parts[0].column_names else "image"
+            joined = [
+                p.select_columns([column]).cast(parts[0].select_columns([column]).features)
+                for p in parts
             ]
-            datasets.concatenate_datasets(parts).to_parquet(str(both))
-        self.data["valeval"] = both
+            datasets.concatenate_datasets(joined).to_parquet(str(both))
+        self.data[name] = both
         out = self.root / f"groundtruth-{subsets}.npz"
         if not out.exists():
             recipe = {k: v for k, v in self.recipe.to_dict().items() if k != "momentum"}
             retrain(
                 RetrainOptions(
                     train=self.store("train", "trak").path,
-                    queries=self.store("valeval", "trak").path,
+                    queries=self.store(name, "trak").path,
                     out=out,
                     subsets=subsets,
                     **recipe,
@@ -79,16 +87,15 @@ class Task:
                 )
             )
         truth = load_groundtruth(out)
-        val = datasets.load_dataset("parquet", data_files=str(self.data["val"]), split="train")
-        n_val = len(val)
-        result = {}
-        for role, cols in (("val", slice(0, n_val)), ("eval", slice(n_val, None))):
-            path = self.root / f"groundtruth-{subsets}-{role}.npz"
+        result, start = {}, 0
+        for role, part in zip(self.query_roles, parts):
+            cols = slice(start, start + len(part))
+            start += len(part)
             extra = {}
             if "outputs_by_seed" in truth.extra:
                 extra["outputs_by_seed"] = truth.extra["outputs_by_seed"][:, :, cols]
             split = GroundTruth(truth.masks, truth.outputs[:, cols], truth.higher_is_better, extra)
-            save_groundtruth(path, split)
+            save_groundtruth(self.root / f"groundtruth-{subsets}-{role}.npz", split)
             result[role] = split
         return result
 
@@ -115,8 +122,40 @@ def digits_ddpm_task(seed: int = 0) -> Task:
     if not (root / "model").exists():
         digits_ddpm.build(root, seed)
     paths = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
+    paths.update(generated_queries(root, {"gen-learn": 60, "gen-val": 40, "gen-eval": 80}))
     retrain = {"seeds": 2, "timesteps": 50, "noise_seed": 1}
-    return Task("digits-ddpm", root, root / "model", paths, digits_ddpm.RECIPE, retrain=retrain)
+    roles = ("val", "eval", "gen-val", "gen-eval")
+    return Task(
+        "digits-ddpm",
+        root,
+        root / "model",
+        paths,
+        digits_ddpm.RECIPE,
+        retrain=retrain,
+        query_roles=roles,
+    )
+
+
+def generated_queries(root: Path, sizes: dict[str, int]) -> dict[str, Path]:
+    """Images sampled from the task's model with their trajectories (`attrib generate`, its
+    defaults), split into roles: Journey-TRAK's queries and generated-image LDS."""
+    from attrib.generate.options import GenerateOptions
+    from attrib.generate.run import run_generate
+
+    folder = root / "generated"
+    if not (folder / "queries.parquet").exists():
+        total = sum(sizes.values())
+        run_generate(GenerateOptions(model=str(root / "model"), out=folder, n=total, device="cpu"))
+    rows = datasets.load_dataset(
+        "parquet", data_files=str(folder / "queries.parquet"), split="train"
+    )
+    paths, start = {}, 0
+    for role, count in sizes.items():
+        paths[role] = root / "data" / f"{role}.parquet"
+        if not paths[role].exists():
+            rows.select(range(start, start + count)).to_parquet(str(paths[role]))
+        start += count
+    return paths
 
 
 def digits_task(seed: int = 0) -> Task:

@@ -39,7 +39,7 @@ def demo(values: dict, quiet: bool) -> None:
 
     console = Console()
     result = run_demo(options, on_answer=lambda answer: _answer(console, answer))
-    _quality(console, result, options.subsets)
+    _quality(console, result)
     console.print(NEXT)
 
 
@@ -47,13 +47,14 @@ def _answer(console, result) -> None:
     from rich.table import Table
 
     query = result.query
-    shown = query.get("text") or f"an image of a {query.get('label')}"
+    shown = query.get("text") or _image(query)
     console.print(f"\nthe query (index {query['index']} of the evaluation set): {shown}")
-    table = Table(title="the training examples that helped it most (trak-block, learned weights)")
+    title = f"the training examples that helped it most ({result.method}, learned weights)"
+    table = Table(title=title)
     for column in ("rank", "index", "score", "what it is"):
         table.add_column(column)
     for r in result.records:
-        preview = r.get("text") or f"an image of a {r.get('label')}"
+        preview = r.get("text") or _image(r)
         table.add_row(str(r["rank"]), str(r["index"]), f"{r['score']:.4g}", preview)
     console.print(table)
     if result.grid:
@@ -61,10 +62,15 @@ def _answer(console, result) -> None:
     console.print("now measuring how good such rankings are (retraining; cached after this run)")
 
 
-def _quality(console, result, subsets: int) -> None:
+def _image(record: dict) -> str:
+    label = record.get("label")
+    return f"an image of a {label}" if label is not None else "an image"
+
+
+def _quality(console, result) -> None:
     from rich.table import Table
 
-    table = Table(title=f"LDS on the evaluation queries ({subsets} retrained models)")
+    table = Table(title=f"LDS on the evaluation queries ({result.groundtruth})")
     for column in ("weights", "LDS %", "± 95% CI"):
         table.add_column(column, justify="right")
     for name, (value, ci) in result.lds.items():

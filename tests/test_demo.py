@@ -32,3 +32,23 @@ def test_demo_runs_offline_and_reuses_its_cache(tmp_path, monkeypatch):
     after = {p: p.stat().st_mtime_ns for p in cached.rglob("*") if p.is_file()}
     assert before == after  # nothing rebuilt
     assert json.loads(stdout2)["lds"] == result["lds"]
+
+
+def test_diffusion_demo_explains_a_digit_and_measures_lds(tmp_path, monkeypatch):
+    from attrib.examples import digits_ddpm
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(digits, "SIZES", {"train": 40, "learn": 10, "val": 4, "eval": 8})
+    monkeypatch.setattr(
+        digits_ddpm, "RECIPE", Recipe(init="scratch", epochs=1, lr=2e-3, batch_size=16, seed=0)
+    )
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli("demo", "--task", "diffusion", "--out", out, "--subsets", "3")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert len(result["proponents"]) == 8 and set(result["lds"]) == {"unweighted", "weighted"}
+    assert (out / "query-and-proponents.png").stat().st_size > 500
+    cached = tmp_path / "cache" / "attrib" / "demo" / "diffusion"
+    assert (cached / "model" / "model_index.json").exists()
+    assert (cached / "groundtruth-3.npz").exists()
+

@@ -6,7 +6,11 @@ from pathlib import Path
 
 from attrib.options import Options, at_least, option
 
-DEMO_TASKS = {"image": "digits, a small ResNet", "text": "Python docs, a 2-layer GPT-2"}
+DEMO_TASKS = {
+    "image": "digits, a small ResNet",
+    "text": "Python docs, a 2-layer GPT-2",
+    "diffusion": "digits, a tiny DDPM",
+}
 
 
 class DemoOptions(Options):
@@ -20,10 +24,21 @@ class DemoOptions(Options):
         choices=tuple(DEMO_TASKS),
     )
     out: Path = option(Path("attrib-demo"), help="Folder for the demo's outputs.")
-    subsets: int = option(20, help="Retrained models for the LDS ground truth.")
+    subsets: int | None = option(
+        None,
+        help="Retrained models for the LDS ground truth (default 20; diffusion: the ground "
+        "truth shipped with attrib, 64 subsets x 2 seeds, unless --subsets is given).",
+    )
     root: Path | None = option(
         None, help="Cache folder (default: $XDG_CACHE_HOME/attrib/demo/TASK).", cli=False
     )
 
     def check(self) -> None:
         at_least(self.subsets, 2, "--subsets")
+
+    @property
+    def retrained_subsets(self) -> int | None:
+        """Subsets to retrain, or None where a shipped ground truth is used."""
+        if self.subsets is None:
+            return None if self.task == "diffusion" else 20
+        return self.subsets

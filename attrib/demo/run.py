@@ -1,6 +1,7 @@
 """`attrib demo`: the whole job offline, in minutes, on data that ships with installed packages.
 
-Builds a small task (digits + ResNet, or Python's docs + GPT-2), featurizes the training set,
+Builds a small task (digits + ResNet, Python's docs + GPT-2, or digits as a tiny DDPM),
+featurizes the training set,
 a weight-learning query set and an evaluation query set, learns group weights, explains one
 evaluation query (its top proponents, and for images a PNG grid), and measures LDS with and
 without the weights against a small retraining ground truth. Everything it builds is cached
@@ -28,7 +29,11 @@ from attrib.store import Store
 from attrib.weights.options import LearnOptions
 from attrib.weights.run import run_learn
 
-METHOD = "trak-block"
+METHODS = {"image": "trak-block", "text": "trak-block", "diffusion": "trak-block"}
+# The diffusion task's ground truth for its evaluation queries, built once by
+# benchmarks/quality_diffusion.py (models retrained from scratch: it depends on the data, the
+# recipe and the seeds, not on the checkpoint the demo trains).
+SHIPPED_GROUNDTRUTH = {"diffusion": "digits-ddpm-eval-64x2.npz"}
 
 
 @dataclass
@@ -39,6 +44,8 @@ class DemoResult:
     grid: Path | None
     weights: Path
     stores: dict[str, Path]
+    method: str = ""
+    groundtruth: str = ""  # what the LDS is measured against, in words
 
 
 def cache_root() -> Path:
@@ -47,26 +54,26 @@ def cache_root() -> Path:
 
 
 def _build(task: str, root: Path):
-    if task == "image":
-        from attrib.examples import digits as example
-    else:
-        from attrib.examples import pydoc_text as example
+    from attrib.examples import digits, digits_ddpm, pydoc_text
+
+    example = {"image": digits, "text": pydoc_text, "diffusion": digits_ddpm}[task]
     data = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
     model = root / "model"
-    if not (model / "config.json").exists() or not all(p.exists() for p in data.values()):
+    config = "model_index.json" if task == "diffusion" else "config.json"
+    if not (model / config).exists() or not all(p.exists() for p in data.values()):
         log.info(f"building the {task} task in {root} (once; later runs reuse it)")
         example.build(root)
     return data, model, example.RECIPE
 
 
-def _store(model: Path, data: Path, out: Path) -> Store:
+def _store(model: Path, data: Path, out: Path, method: str) -> Store:
     if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
         run_featurize(
             FeaturizeOptions(
                 model=str(model),
                 data=str(data),
                 out=out,
-                method=METHOD,
+                method=method,
                 proj_dim=16,
                 batch_size=64,
                 progress=not log.is_quiet(),
@@ -81,29 +88,30 @@ def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
     """The demo; `on_answer(result)` is called as soon as the query is explained (before the
     minutes of retraining that measure LDS), with `lds` still empty."""
     log.quiet_libraries()  # attrib reports progress; the libraries' own bars are noise here
-    task, out, subsets = options.task, options.out, options.subsets
+    task, out, subsets = options.task, options.out, options.retrained_subsets
+    method = METHODS[task]
     root = options.root or cache_root() / task
     data, model, recipe = _build(task, root)
     stores = {
-        role: _store(model, data[role], root / "stores" / role)
+        role: _store(model, data[role], root / "stores" / role, method)
         for role in ("train", "learn", "eval")
     }
     out.mkdir(parents=True, exist_ok=True)
-    weights = root / f"weights-{METHOD}.safetensors"
+    weights = root / f"weights-{method}.safetensors"
     if not weights.exists():
         log.info("learning group weights on the weight-learning queries")
         run_learn(
             LearnOptions(
-                train=stores["train"].path, queries=stores["learn"].path, out=weights, method=METHOD
+                train=stores["train"].path, queries=stores["learn"].path, out=weights, method=method
             )
         )
-    records = _explain(stores, weights, out, task)
-    grid = out / "query-and-proponents.png" if task == "image" else None
+    records = _explain(stores, weights, out, task, method)
+    grid = out / "query-and-proponents.png" if task in ("image", "diffusion") else None
     paths = {role: store.path for role, store in stores.items()}
-    result = DemoResult(_query(stores["eval"]), records, {}, grid, weights, paths)
+    result = DemoResult(_query(stores["eval"]), records, {}, grid, weights, paths, method)
     if on_answer is not None:
         on_answer(result)
-    truth_path = root / f"groundtruth-{subsets}.npz"
+    truth_path = _shipped(task) if subsets is None else root / f"groundtruth-{subsets}.npz"
     if not truth_path.exists():
         log.info(f"retraining {subsets} models on random halves of the training set for LDS")
         recipe_flags = {k: v for k, v in recipe.to_dict().items() if k != "momentum"}
@@ -118,11 +126,21 @@ def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
             )
         )
     truth = load_groundtruth(truth_path)
+    seeds = truth.extra.get("outputs_by_seed")
+    per_subset = f" x {len(seeds)} seeds" if seeds is not None else ""
+    shipped = " (shipped with attrib)" if subsets is None else ""
+    result.groundtruth = f"{truth.subsets} retrained models{per_subset}{shipped}"
     for name, path in (("unweighted", None), ("weighted", weights)):
         vector = weight_vector(stores["train"], path)
-        measured = evaluate_lds(stores["train"], stores["eval"], truth, METHOD, None, vector)
+        measured = evaluate_lds(stores["train"], stores["eval"], truth, method, None, vector)
         result.lds[name] = (measured.lds, measured.ci)
     return result
+
+
+def _shipped(task: str) -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("attrib.examples").joinpath("groundtruth", SHIPPED_GROUNDTRUTH[task])))
 
 
 def _query(store: Store) -> dict:
@@ -133,19 +151,19 @@ def _query(store: Store) -> dict:
     return {"index": row, **Previewer(store)([row]).get(row, {})}
 
 
-def _explain(stores, weights: Path, out: Path, task: str) -> list[dict]:
+def _explain(stores, weights: Path, out: Path, task: str, method: str) -> list[dict]:
     eval_store = stores["eval"]
     records = run_score(
         ScoreOptions(
             train=stores["train"].path,
-            method=METHOD,
+            method=method,
             weights=weights,
             top=8,
             queries=eval_store.path,
         )
     )
     first = [r for r in records if r["query"] == 0]
-    if task == "image":
+    if task in ("image", "diffusion"):
         _grid(stores["train"], eval_store, first, out / "query-and-proponents.png")
     return first
 

@@ -106,9 +106,10 @@ class DiffusionTask(Task):
                 unet = UNet2DConditionModel.from_pretrained(
                     ref.source, subfolder="unet", revision=ref.revision, torch_dtype=dtype
                 )
-                components["vae"] = AutoencoderKL.from_pretrained(
-                    ref.source, subfolder="vae", revision=ref.revision, torch_dtype=dtype
-                )
+                if (index.get("vae") or [None])[0] is not None:  # else pixel-space
+                    components["vae"] = AutoencoderKL.from_pretrained(
+                        ref.source, subfolder="vae", revision=ref.revision, torch_dtype=dtype
+                    )
                 components["text_encoder"] = CLIPTextModel.from_pretrained(
                     ref.source, subfolder="text_encoder", revision=ref.revision, dtype=dtype
                 )

@@ -1,0 +1,264 @@
+"""Coloured shapes on textured backgrounds as a tiny text-to-image pipeline: the fine-grained
+attribution task (the main paper's SB-Pokemon in miniature).
+
+Training images each show one concept, 20 per concept, captioned with it: a colour ("red
+paint": a blob of that colour), a shape ("a circle": a white outline) or a background
+("stripes pattern": a grey texture). Queries are generated from prompts that combine one of
+each ("a red circle on stripes"); a query's contributors for an attribute are the 20
+training images of its value (the paper's recall@10). Weight-learning prompts name one
+attribute only ("a red object"), as the paper's do.
+
+The pipeline is Stable Diffusion's layout at toy size, in pixel space (no VAE: a VAE small
+enough to train here decoded sampled latents poorly): a CLIP text encoder (random, frozen, as
+in SD training) and a UNet2DConditionModel trained from scratch on 16 px images.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from attrib.atomic import atomic_dir
+from attrib.recipe import Recipe
+
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 80, 230),
+    "yellow": (230, 210, 40),
+    "purple": (150, 60, 200),
+}
+SHAPES = ("circle", "square", "triangle", "cross", "ring")
+BACKGROUNDS = ("stripes", "checks", "dots", "waves", "grid")
+ATTRIBUTES = {"colour": tuple(COLOURS), "shape": SHAPES, "background": BACKGROUNDS}
+CAPTIONS = {"colour": "{} paint", "shape": "a {}", "background": "{} pattern"}
+# Prompts that name one attribute only (weight learning), and the evaluation prompt.
+FOCUS_PROMPTS = {
+    "colour": "a {colour} object",
+    "shape": "a {shape} shape",
+    "background": "on a {background} background",
+}
+QUERY_PROMPT = "a {colour} {shape} on {background}"
+PER_CONCEPT = 20
+SIZE = 16
+RECIPE = Recipe(
+    init="scratch", epochs=60, lr=2e-3, batch_size=32, weight_decay=0.0, schedule="cosine", seed=0
+)
+
+
+def _grid(rng) -> tuple[np.ndarray, np.ndarray]:
+    shift = rng.uniform(-1.5, 1.5, size=2)
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    return y - (SIZE - 1) / 2 - shift[0], x - (SIZE - 1) / 2 - shift[1]
+
+
+def shape_mask(shape: str, rng) -> np.ndarray:
+    y, x = _grid(rng)
+    r = rng.uniform(4.0, 6.0)
+    if shape == "circle":
+        return x**2 + y**2 <= r**2
+    if shape == "ring":
+        d = np.sqrt(x**2 + y**2)
+        return (d <= r) & (d >= r - 2)
+    if shape == "square":
+        return (np.abs(x) <= r * 0.8) & (np.abs(y) <= r * 0.8)
+    if shape == "triangle":
+        return (y <= r * 0.7) & (y >= -r) & (np.abs(x) <= (y + r) * 0.6)
+    return (np.abs(x) <= 1.2) & (np.abs(y) <= r) | (np.abs(y) <= 1.2) & (np.abs(x) <= r)
+
+
+def texture(background: str, rng) -> np.ndarray:
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + rng.uniform(0, 4, size=2)[:, None, None]
+    if background == "stripes":
+        return (np.floor(x / 2) % 2).astype(np.float32)
+    if background == "checks":
+        return ((np.floor(x / 3) + np.floor(y / 3)) % 2).astype(np.float32)
+    if background == "dots":
+        return (((x % 4) - 1.5) ** 2 + ((y % 4) - 1.5) ** 2 <= 1.2).astype(np.float32)
+    if background == "waves":
+        return (np.sin(x / 1.5 + 2 * np.sin(y / 3)) > 0).astype(np.float32)
+    return ((x % 4 < 1) | (y % 4 < 1)).astype(np.float32)
+
+
+def concept_image(attribute: str, value: str, rng) -> np.ndarray:
+    """A 16x16 RGB image (uint8) of one concept."""
+    if attribute == "background":
+        grey = 60 + 120 * texture(value, rng)
+        return np.repeat(grey[:, :, None], 3, axis=2).astype(np.uint8)
+    image = np.zeros((SIZE, SIZE, 3), dtype=np.float32)
+    if attribute == "shape":
+        image[shape_mask(value, rng)] = 235
+    else:  # a blob: an ellipse of random size and tilt
+        y, x = _grid(rng)
+        a, b, t = rng.uniform(3.5, 6.5), rng.uniform(3.0, 5.5), rng.uniform(0, np.pi)
+        u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+        image[(u / a) ** 2 + (v / b) ** 2 <= 1] = COLOURS[value]
+    return image.astype(np.uint8)
+
+
+def _png(array: np.ndarray) -> dict:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="RGB").save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def write_data(root: Path, seed: int = 0) -> Path:
+    """The training images (one concept each) with captions and their attribute/value."""
+    rng = np.random.default_rng(seed)
+    rows = {"image": [], "caption": [], "attribute": [], "value": []}
+    for attribute, values in ATTRIBUTES.items():
+        for value in values:
+            for _ in range(PER_CONCEPT):
+                rows["image"].append(_png(concept_image(attribute, value, rng)))
+                rows["caption"].append(CAPTIONS[attribute].format(value))
+                rows["attribute"].append(attribute)
+                rows["value"].append(value)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "caption": datasets.Value("string"),
+            "attribute": datasets.Value("string"),
+            "value": datasets.Value("string"),
+        }
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "train.parquet"
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+    return path
+
+
+def all_texts() -> list[str]:
+    """Every caption and prompt the task uses (the tokenizer's training text)."""
+    texts = [CAPTIONS[a].format(v) for a, values in ATTRIBUTES.items() for v in values]
+    for attribute, values in ATTRIBUTES.items():
+        texts += [FOCUS_PROMPTS[attribute].format(**{attribute: v}) for v in values]
+    texts += [
+        QUERY_PROMPT.format(colour=c, shape=s, background=b)
+        for c in COLOURS
+        for s in SHAPES
+        for b in BACKGROUNDS
+    ]
+    return texts
+
+
+def contributors(queries: Path, train: Path) -> dict[str, dict[str, list[int]]]:
+    """For each attribute, {query row: training rows of the query's value}; `queries` is a
+    query set `attrib generate` wrote (one column per template field)."""
+    query_rows = datasets.load_dataset("parquet", data_files=str(queries), split="train")
+    table = datasets.load_dataset("parquet", data_files=str(train), split="train")
+    out = {}
+    for attribute in ATTRIBUTES:
+        by_value = {}
+        for i, (a, v) in enumerate(zip(table["attribute"], table["value"])):
+            if a == attribute:
+                by_value.setdefault(v, []).append(i)
+        out[attribute] = {str(q): by_value[value] for q, value in enumerate(query_rows[attribute])}
+    return out
+
+
+def tokenizer(texts: list[str], max_length: int = 16):
+    """A CLIP tokenizer trained on the task's words (byte-pair merges with CLIP's specials)."""
+    import json
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    core = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=200,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        end_of_word_suffix="</w>",
+    )
+    core.train_from_iterator(texts * 4, trainer)
+    state = json.loads(core.to_str())["model"]
+    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    return CLIPTokenizer(vocab=state["vocab"], merges=merges, model_max_length=max_length)
+
+
+def init_pipeline(path: Path, seed: int = 0) -> Path:
+    """The untrained pipeline (random UNet and text encoder), saved to `path`."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tok = tokenizer(all_texts())
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=32,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=SIZE,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
+    StableDiffusionPipeline(
+        vae=None,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(path)
+    return path
+
+
+def train_pipeline(init_dir: Path, train: Path, out_dir: Path, recipe: Recipe, device="cpu"):
+    """Train the UNet of the pipeline in `init_dir` on the captioned images; save to `out_dir`."""
+    import shutil
+
+    from attrib.data import DataRef, open_dataset, undecoded
+    from attrib.distributed import resolve_device
+    from attrib.tasks import ModelRef, TaskOptions, load_task
+    from attrib.train import BatchSource
+    from attrib.train import train as train_loop
+
+    task = load_task(ModelRef(str(init_dir)), None, torch.float32, TaskOptions())
+    device = resolve_device(device)
+    task.to(device)
+    dataset = open_dataset(DataRef(str(train)))
+    columns = task.bind_columns(dataset)
+    source = BatchSource(task, undecoded(dataset, columns.get("image")), columns, device)
+    torch.manual_seed(recipe.seed)
+    train_loop(task, source, np.arange(len(dataset)), recipe, recipe.seed)
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(init_dir, tmp, dirs_exist_ok=True)
+        shutil.rmtree(tmp / "unet")
+        task.model.to("cpu").save_pretrained(tmp / "unet")
+    return out_dir
+
+
+def build(root: Path, seed: int = 0, recipe: Recipe | None = None, device="cpu"):
+    """Training data and a trained pipeline under `root`; returns (data file, model dir)."""
+    data = write_data(root / "data", seed)
+    init = root / "init"
+    if not (init / "model_index.json").exists():
+        init_pipeline(init, seed)
+    model = train_pipeline(init, data, root / "model", recipe or RECIPE, device)
+    return data, model
