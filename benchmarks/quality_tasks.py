@@ -8,6 +8,7 @@ Roles are disjoint (the paper's Table 7): `train` trains the model, `learn` lear
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class Task:
             datasets.concatenate_datasets(joined).to_parquet(str(both))
         self.data[name] = both
         out = self.root / f"groundtruth-{subsets}.npz"
+        shipped = Path(__file__).parent / "groundtruth" / f"{self.name}-{subsets}x2.npz"
+        if not out.exists() and shipped.exists():  # built once, committed (1 h of CPU)
+            shutil.copyfile(shipped, out)
         if not out.exists():
             recipe = {k: v for k, v in self.recipe.to_dict().items() if k != "momentum"}
             retrain(

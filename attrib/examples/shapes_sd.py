@@ -16,6 +16,7 @@ in SD training) and a UNet2DConditionModel trained from scratch on 16 px images.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import datasets
@@ -163,7 +164,6 @@ def contributors(queries: Path, train: Path) -> dict[str, dict[str, list[int]]]:
 
 def tokenizer(texts: list[str], max_length: int = 16):
     """A CLIP tokenizer trained on the task's words (byte-pair merges with CLIP's specials)."""
-    import json
 
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
@@ -226,6 +226,10 @@ def init_pipeline(path: Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     ).save_pretrained(path)
+    # StableDiffusionPipeline turns the scheduler's clip_sample off (right for latents); in
+    # pixel space the predicted x0 must be clipped to [-1, 1], or sampling blows up near t = T.
+    config = path / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "clip_sample": True}))
     return path
 
 
