@@ -60,10 +60,10 @@ def learn(task, method, role, groups):
     return out
 
 
-def rows_for(task, truth, kind):
+def rows_for(task, truth, kind, methods=METHODS):
     learn_role, val, evaluation = kind
     rows = []
-    for method in METHODS:
+    for method in methods:
         if method == "jtrak" and kind == REAL:
             continue  # real digits have no sampling trajectory
         row = {"method": method, "queries": learn_role.removesuffix("learn") + "eval"}
@@ -118,13 +118,17 @@ def markdown(rows, reliability, command, seconds) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subsets", type=int, default=64)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--kinds", default="real,generated")
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    kinds = {"real": REAL, "generated": GENERATED}
     log.set_quiet(True)
     task = TASKS["digits-ddpm"]()
     truth = task.groundtruth(args.subsets)
     start = time.time()
     reliability = reliability_rows(truth)
-    rows = rows_for(task, truth, REAL) + rows_for(task, truth, GENERATED)
+    rows = [r for k in args.kinds.split(",") for r in rows_for(task, truth, kinds[k], methods)]
     seconds = time.time() - start
     command = "python benchmarks/quality_diffusion.py " + " ".join(sys.argv[1:])
     text = markdown(rows, reliability, command.strip(), seconds)

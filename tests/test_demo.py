@@ -53,7 +53,6 @@ def test_diffusion_demo_explains_a_digit_and_measures_lds(tmp_path, monkeypatch)
     assert (cached / "groundtruth-3.npz").exists()
 
 
-
 def test_the_shipped_diffusion_ground_truth_fits_the_demo_task():
     """Without --subsets the diffusion demo measures LDS against the ground truth shipped in
     the package: it must cover the task's training rows and evaluation queries."""

@@ -29,7 +29,7 @@ from attrib.store import Store
 from attrib.weights.options import LearnOptions
 from attrib.weights.run import run_learn
 
-METHODS = {"image": "trak-block", "text": "trak-block", "diffusion": "trak-block"}
+METHODS = {"image": "trak-block", "text": "trak-block", "diffusion": "das"}  # best on val
 # The diffusion task's ground truth for its evaluation queries, built once by
 # benchmarks/quality_diffusion.py (models retrained from scratch: it depends on the data, the
 # recipe and the seeds, not on the checkpoint the demo trains).
