@@ -58,10 +58,9 @@ def test_the_shipped_diffusion_ground_truth_fits_the_demo_task():
     the package: it must cover the task's training rows and evaluation queries."""
     from attrib.demo.run import _shipped
     from attrib.evaluate.groundtruth import load_groundtruth
-    from attrib.examples import digits_ddpm
 
     truth = load_groundtruth(_shipped("diffusion"))
-    assert truth.masks.shape == (64, digits_ddpm.SIZES["train"])
-    assert truth.outputs.shape == (64, digits_ddpm.SIZES["eval"])
-    assert truth.extra["outputs_by_seed"].shape == (2, 64, digits_ddpm.SIZES["eval"])
+    assert truth.masks.shape == (64, digits.SIZES["train"])
+    assert truth.outputs.shape == (64, digits.SIZES["eval"])
+    assert truth.extra["outputs_by_seed"].shape == (2, 64, digits.SIZES["eval"])
     assert not truth.higher_is_better

@@ -1,10 +1,10 @@
 """The handwritten digits as a tiny unconditional DDPM: the diffusion quality task.
 
-Same images and roles as `digits` (scikit-learn's 8x8 digits), generated at their own 8x8
-size by a small UNet2DModel (two resolutions, attention at the lower) with a cosine noise
-schedule of 100 steps, trained from scratch. Small enough to retrain on a CPU many times for
-an LDS ground truth, large enough that its loss on a held-out digit depends on which
-training digits it saw.
+Same images and roles (`digits.SIZES`) as `digits` (scikit-learn's 8x8 digits), generated
+at their own 8x8 size by a small UNet2DModel (two resolutions, attention at the lower) with
+a cosine noise schedule of 100 steps, trained from scratch. Small enough to retrain on a CPU
+many times for an LDS ground truth, large enough that its loss on a held-out digit depends
+on which training digits it saw.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from attrib.recipe import Recipe
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.train import BatchSource, train
 
-SIZES = digits.SIZES
 TIMESTEPS = 100  # the scheduler's T
 RECIPE = Recipe(
     init="scratch", epochs=40, lr=2e-3, batch_size=64, weight_decay=0.0, schedule="cosine", seed=0
