@@ -4,7 +4,6 @@ the same code a hub id takes. Nothing here touches the network."""
 from __future__ import annotations
 
 import io
-import json
 import random
 from pathlib import Path
 
@@ -195,21 +194,9 @@ CAPTIONS = [
 
 def clip_tokenizer(texts: list[str], max_length: int = 16):
     """A CLIP tokenizer trained on the fly (byte-level BPE with CLIP's specials)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import CLIPTokenizer
+    from attrib.examples.shapes_sd import tokenizer
 
-    core = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=120,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        end_of_word_suffix="</w>",
-    )
-    core.train_from_iterator(texts * 4, trainer)
-    state = json.loads(core.to_str())["model"]
-    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in state["merges"]]
-    return CLIPTokenizer(vocab=state["vocab"], merges=merges, model_max_length=max_length)
+    return tokenizer(texts, max_length, vocab_size=120)
 
 
 def save_tiny_sd(path: Path, seed: int = 0, timesteps: int = 100) -> Path:

@@ -13,13 +13,9 @@ from pathlib import Path
 
 import torch
 
-from attrib.atomic import atomic_dir
-from attrib.data import DataRef, open_dataset, undecoded
-from attrib.distributed import resolve_device
 from attrib.examples import digits
+from attrib.examples.common import train_pipeline
 from attrib.recipe import Recipe
-from attrib.tasks import ModelRef, TaskOptions, load_task
-from attrib.train import BatchSource, train
 
 TIMESTEPS = 100  # the scheduler's T
 RECIPE = Recipe(
@@ -45,23 +41,6 @@ def init_model(path: Path, seed: int = 0) -> Path:
     scheduler = DDPMScheduler(num_train_timesteps=TIMESTEPS, beta_schedule="squaredcos_cap_v2")
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(path)
     return path
-
-
-def train_pipeline(init_dir: Path, data: Path, out_dir: Path, recipe: Recipe, device="cpu"):
-    """Train the pipeline saved (untrained) in `init_dir` on `data`; save it to `out_dir`."""
-    from diffusers import DDPMPipeline
-
-    task = load_task(ModelRef(str(init_dir)), None, torch.float32, TaskOptions())
-    device = resolve_device(device)
-    task.to(device)
-    dataset = open_dataset(DataRef(str(data)))
-    columns = task.bind_columns(dataset)
-    source = BatchSource(task, undecoded(dataset, columns.get("image")), columns, device)
-    torch.manual_seed(recipe.seed)
-    train(task, source, torch.arange(len(dataset)).numpy(), recipe, recipe.seed)
-    with atomic_dir(out_dir) as tmp:
-        DDPMPipeline(unet=task.model.to("cpu"), scheduler=task.scheduler).save_pretrained(tmp)
-    return out_dir
 
 
 def build(root: Path, seed: int = 0, recipe: Recipe | None = None, device="cpu"):

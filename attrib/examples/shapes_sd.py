@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from attrib.atomic import atomic_dir
+from attrib.examples.common import train_pipeline
 from attrib.recipe import Recipe
 
 COLOURS = {
@@ -162,7 +162,7 @@ def contributors(queries: Path, train: Path) -> dict[str, dict[str, list[int]]]:
     return out
 
 
-def tokenizer(texts: list[str], max_length: int = 16):
+def tokenizer(texts: list[str], max_length: int = 16, vocab_size: int = 200):
     """A CLIP tokenizer trained on the task's words (byte-pair merges with CLIP's specials)."""
 
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -172,7 +172,7 @@ def tokenizer(texts: list[str], max_length: int = 16):
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(
-        vocab_size=200,
+        vocab_size=vocab_size,
         special_tokens=["<|startoftext|>", "<|endoftext|>"],
         end_of_word_suffix="</w>",
     )
@@ -231,31 +231,6 @@ def init_pipeline(path: Path, seed: int = 0) -> Path:
     config = path / "scheduler" / "scheduler_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "clip_sample": True}))
     return path
-
-
-def train_pipeline(init_dir: Path, train: Path, out_dir: Path, recipe: Recipe, device="cpu"):
-    """Train the UNet of the pipeline in `init_dir` on the captioned images; save to `out_dir`."""
-    import shutil
-
-    from attrib.data import DataRef, open_dataset, undecoded
-    from attrib.distributed import resolve_device
-    from attrib.tasks import ModelRef, TaskOptions, load_task
-    from attrib.train import BatchSource
-    from attrib.train import train as train_loop
-
-    task = load_task(ModelRef(str(init_dir)), None, torch.float32, TaskOptions())
-    device = resolve_device(device)
-    task.to(device)
-    dataset = open_dataset(DataRef(str(train)))
-    columns = task.bind_columns(dataset)
-    source = BatchSource(task, undecoded(dataset, columns.get("image")), columns, device)
-    torch.manual_seed(recipe.seed)
-    train_loop(task, source, np.arange(len(dataset)), recipe, recipe.seed)
-    with atomic_dir(out_dir) as tmp:
-        shutil.copytree(init_dir, tmp, dirs_exist_ok=True)
-        shutil.rmtree(tmp / "unet")
-        task.model.to("cpu").save_pretrained(tmp / "unet")
-    return out_dir
 
 
 def build(root: Path, seed: int = 0, recipe: Recipe | None = None, device="cpu"):
