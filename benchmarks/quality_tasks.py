@@ -38,7 +38,7 @@ class Task:
     def store(self, role: str, output: str) -> Store:
         """The store of a role's rows; `output` names the featurize method (trak | tracin)."""
         out = self.root / "stores" / f"{role}-{output}-p{self.proj_dim or 'full'}"
-        if not (out / "manifest.json").exists() or not Store(out).manifest.get("complete"):
+        if not _complete(out):
             run_featurize(
                 FeaturizeOptions(
                     model=str(self.model),
@@ -102,6 +102,16 @@ class Task:
             save_groundtruth(self.root / f"groundtruth-{subsets}-{role}.npz", split)
             result[role] = split
         return result
+
+
+def _complete(out: Path) -> bool:
+    """A finished store (a run killed midway leaves one Store refuses to open: redo it)."""
+    from attrib.errors import AttribError
+
+    try:
+        return (out / "manifest.json").exists() and bool(Store(out).manifest.get("complete"))
+    except AttribError:
+        return False
 
 
 def example_task(name: str, seed: int = 0) -> Task:
