@@ -38,12 +38,13 @@ def demo(values: dict, quiet: bool) -> None:
     from rich.console import Console
 
     console = Console()
-    result = run_demo(options, on_answer=lambda answer: _answer(console, answer))
+    retrains = options.retrained_subsets is not None
+    result = run_demo(options, on_answer=lambda answer: _answer(console, answer, retrains))
     _quality(console, result)
     console.print(NEXT)
 
 
-def _answer(console, result) -> None:
+def _answer(console, result, retrains: bool) -> None:
     from rich.table import Table
 
     query = result.query
@@ -59,7 +60,8 @@ def _answer(console, result) -> None:
     console.print(table)
     if result.grid:
         console.print(f"the query and these images, side by side: {result.grid}")
-    console.print("now measuring how good such rankings are (retraining; cached after this run)")
+    how = "retraining; cached after this run" if retrains else "against the shipped ground truth"
+    console.print(f"now measuring how good such rankings are ({how})")
 
 
 def _image(record: dict) -> str:

@@ -1,11 +1,11 @@
 """`attrib demo`: the whole job offline, in minutes, on data that ships with installed packages.
 
 Builds a small task (digits + ResNet, Python's docs + GPT-2, or digits as a tiny DDPM),
-featurizes the training set,
-a weight-learning query set and an evaluation query set, learns group weights, explains one
-evaluation query (its top proponents, and for images a PNG grid), and measures LDS with and
-without the weights against a small retraining ground truth. Everything it builds is cached
-under the user's cache directory, so a second run only re-reads it.
+featurizes the training set, a weight-learning query set and an evaluation query set, learns
+group weights, explains one evaluation query (its top proponents, and for images a PNG
+grid), and measures LDS with and without the weights against a retraining ground truth.
+Everything it builds is cached under the user's cache directory, so a second run only
+re-reads it.
 """
 
 from __future__ import annotations
