@@ -6,6 +6,13 @@ U diag(1 / (s + lambda)) U^T costs two matrix products, so any damping can be us
 without recomputing anything. `global` has one Gram matrix over all D features; `block` has one
 per module (block-diagonal kernel).
 
+When a store has fewer examples than features (N < D: a diffusion UNet or an LLM with a few
+hundred or thousand examples), the global kernel comes from the N x N dual Phi Phi^T = V S V^T
+instead: Phi^T Phi has the same nonzero eigenvalues S with eigenvectors U = Phi^T V S^-1/2, and
+eigenvalue 0 on the rest, so (Phi^T Phi + lambda I)^-1 = U diag(1/(S + lambda)) U^T + (I - U U^T)
+/ lambda exactly. It costs N^2 D and N D memory instead of D^3 and D^2 (13k features x 1,000
+examples: seconds instead of ten minutes).
+
 Damping rule (documented for users): `--lambda c` means lambda = c * mean(diag(Phi^T Phi)) of the
 kernel it damps (for `block`, of each module's own block), so the same c means the same
 relative regularization whatever the model size, projection or number of examples.
@@ -34,22 +41,57 @@ GLOBAL_KERNEL_LIMIT_BYTES = 8 * 2**30
 
 @dataclass
 class Eigen:
-    """Eigendecomposition of one Gram block: vectors (d x d, float32), values (d, float64)."""
+    """Eigendecomposition of one d x d Gram block: vectors (d x r, float32) and values (r,
+    float64). r = d when complete; from the dual, r <= N directions and eigenvalue 0 on the
+    other d - r."""
 
     vectors: torch.Tensor
     values: torch.Tensor
 
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def complete(self) -> bool:
+        return self.vectors.shape[1] == self.dim
+
     def damping(self, relative: float) -> float:
-        return float(relative * self.values.clamp(min=0).mean())
+        """relative x mean(diag G) = relative x trace(G) / d."""
+        return float(relative * self.values.clamp(min=0).sum() / self.dim)
 
     def apply_inverse(self, x: torch.Tensor, relative: float) -> torch.Tensor:
         """x (n x d) -> x (G + lambda I)^-1, with lambda from the relative damping rule."""
         lam = self.damping(relative)
-        inv = (1.0 / (self.values.clamp(min=0) + lam)).to(x.dtype)
-        if not torch.isfinite(inv).all():
+        inv = 1.0 / (self.values.clamp(min=0) + lam)
+        if not torch.isfinite(inv).all() or (not self.complete and lam <= 0):
             raise AttribError("the kernel is singular with --lambda 0; pass a positive --lambda")
-        vectors = self.vectors.to(x.device, x.dtype)
-        return ((x @ vectors) * inv.to(x.device)) @ vectors.T
+        if self.complete:
+            vectors = self.vectors.to(x.device, x.dtype)
+            return ((x @ vectors) * inv.to(x.device, x.dtype)) @ vectors.T
+        # Dual: the span of U through 1/(s + lambda), the rest through 1/lambda. float64,
+        # because a training feature lies almost wholly in the span and x - x U U^T cancels.
+        vectors = self.vectors.to(x.device, torch.float64)
+        x64 = x.double()
+        inside = x64 @ vectors
+        out = (inside * (inv.to(x.device) - 1.0 / lam)) @ vectors.T + x64 / lam
+        return out.to(x.dtype)
+
+
+def uses_dual(store: Store, kind: str) -> bool:
+    return kind == "global" and store.num_examples < store.layout.total
+
+
+def dual_eigen(store: Store) -> Eigen:
+    """The global kernel's nonzero eigenpairs from the N x N dual Phi Phi^T (float64)."""
+    phi = torch.cat([block.double() for _, _, block in store.iter_features()])
+    values, v = torch.linalg.eigh(phi @ phi.T)
+    # Directions below float64's resolution of the largest eigenvalue are numerically zero:
+    # they join the complement (eigenvalue 0) instead of dividing by ~0 here.
+    keep = values > values.max().clamp(min=0) * phi.shape[1] * torch.finfo(torch.float64).eps
+    values, v = values[keep], v[:, keep]
+    vectors = (phi.T @ v) / values.sqrt()
+    return Eigen(vectors.float().contiguous(), values)
 
 
 def gram_blocks(store: Store, kind: str) -> list[torch.Tensor]:
@@ -96,10 +138,13 @@ def kernel_bytes(store: Store, kind: str) -> int:
     float64 Gram matrices of one pass, one block's eigh (float64 in and out) and the float32
     eigenvectors kept."""
     path = kernel_path(store, kind)
-    dims = [store.layout.total] if kind == "global" else list(store.layout.dims)
-    squares = [d * d for d in dims]
     if path.exists():
         return path.stat().st_size
+    if uses_dual(store, kind):  # Phi and U (twice) in float64, U in float32, the N x N eigh
+        n, d = store.num_examples, store.layout.total
+        return n * d * 28 + n * n * 24
+    dims = [store.layout.total] if kind == "global" else list(store.layout.dims)
+    squares = [d * d for d in dims]
     return sum(squares) * 12 + max(squares, default=0) * 16
 
 
@@ -111,6 +156,10 @@ def eigen(store: Store, kind: str) -> list[Eigen]:
         count = len([k for k in tensors if k.startswith("vectors.")])
         return [Eigen(tensors[f"vectors.{i}"], tensors[f"values.{i}"]) for i in range(count)]
     log.info(f"computing the {kind} kernel of {store.path} (cached for later runs)")
+    if uses_dual(store, kind):
+        result = [dual_eigen(store)]
+        _save(path, result)
+        return result
     result = []
     for gram in gram_blocks(store, kind):
         values, vectors = torch.linalg.eigh(gram)
