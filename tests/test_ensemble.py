@@ -1,6 +1,6 @@
-"""Ensemble stores (`attrib ensemble`): tracin, kfac and ekfac on them equal the (weighted)
-sum of the members' scores, weights learned on one member apply, and methods that do not add
-up over members are refused."""
+"""Ensemble stores (`attrib ensemble`): tracin, trak, trak-block, kfac and ekfac on them equal
+the (weighted) sum of the members' scores, weights learned on one member apply, and methods
+that do not add up over members are refused."""
 
 from __future__ import annotations
 
@@ -48,7 +48,13 @@ def _dense(train, queries, method, path, *extra):
 
 @pytest.mark.parametrize(
     "method, weights",
-    [("tracin", "1,0.5"), ("ekfac", "1,0.5"), ("kfac", None), ("trak-block", "1,0.5")],
+    [
+        ("tracin", "1,0.5"),
+        ("ekfac", "1,0.5"),
+        ("kfac", None),
+        ("trak-block", "1,0.5"),
+        ("trak", "1,0.5"),  # each member's own global kernel (TRAK over several models)
+    ],
 )
 def test_ensemble_scores_are_the_sum_of_the_members(tmp_path, members, method, weights):
     root, stores = members
@@ -96,8 +102,8 @@ def test_what_does_not_add_up_is_refused(tmp_path, members, gpt2_dir, text_data)
     root, stores = members
     train = _ensemble(root, stores, "train", name="refused")
     queries = _ensemble(root, stores, "queries", name="refused")
-    code, _, err = run_cli("score", "-t", train, "--queries", queries, "--method", "trak")
-    _assert_one_line_error(code, err, "is an ensemble store", "tracin, trak-block, kfac or ekfac")
+    code, _, err = run_cli("score", "-t", train, "--queries", queries, "--method", "cosine")
+    _assert_one_line_error(code, err, "is an ensemble store", "tracin, trak, trak-block")
     code, _, err = run_cli("score", "-t", train, "--query", "x.png", "--method", "ekfac")
     _assert_one_line_error(code, err, "made from several models", "--queries")
     code, _, err = run_cli("ensemble", stores["train", 0], stores["queries", 0], "-o", root / "x")

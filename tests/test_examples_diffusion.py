@@ -8,23 +8,40 @@ import numpy as np
 from attrib.examples import shapes_sd
 
 
-def test_shapes_training_set_has_twenty_captioned_images_per_concept(tmp_path):
+def test_shapes_training_set_covers_the_trained_combinations_and_captions_name_values(tmp_path):
     path = shapes_sd.write_data(tmp_path)
     table = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    assert len(table) == 15 * shapes_sd.PER_CONCEPT
-    pairs = list(zip(table["attribute"], table["value"], table["caption"]))
+    assert len(table) == 100 * shapes_sd.PER_COMBINATION
+    triples = list(zip(table["colour"], table["shape"], table["background"]))
+    assert sorted(set(triples)) == sorted(shapes_sd.combinations())
+    assert not any(shapes_sd.held_out(*t) for t in triples)
     for attribute, values in shapes_sd.ATTRIBUTES.items():
-        for value in values:
-            rows = [c for a, v, c in pairs if (a, v) == (attribute, value)]
-            assert len(rows) == 20
-            assert set(rows) == {shapes_sd.CAPTIONS[attribute].format(value)}
+        for value in values:  # every value in a fifth of the images: chance recall is 20%
+            assert table[attribute].count(value) == 60
+    named = {a: 0 for a in shapes_sd.ATTRIBUTES}
+    for (colour, shape, background), text in zip(triples, table["caption"]):
+        words = text.split()
+        # A caption names only the image's own values, each attribute or not.
+        assert set(words) <= {colour, shape, "on", background}
+        named["colour"] += colour in words
+        named["shape"] += shape in words
+        named["background"] += background in words
+    assert all(200 < n < 280 for n in named.values())  # ~0.8 x 300 each
     first = np.asarray(table[0]["image"])
-    assert first.shape == (16, 16, 3) and first.max() > 0
-    # Images of one concept differ (position, size, phase are drawn per image).
+    assert first.shape == (16, 16, 3)
+    # The shape is drawn in its colour over a grey texture.
+    assert (first == shapes_sd.COLOURS[table[0]["colour"]]).all(axis=2).sum() >= 20
     assert not np.array_equal(first, np.asarray(table[1]["image"]))
 
 
-def test_contributors_are_the_training_images_of_the_querys_value(tmp_path):
+def test_held_out_combinations_are_a_latin_square():
+    held = shapes_sd.combinations(held=True)
+    assert len(held) == 25
+    for i, j in ((0, 1), (0, 2), (1, 2)):  # each pair of values is held out exactly once
+        assert len({(t[i], t[j]) for t in held}) == 25
+
+
+def test_contributors_are_the_training_images_with_the_querys_value(tmp_path):
     train = shapes_sd.write_data(tmp_path / "data")
     queries = tmp_path / "queries.parquet"
     datasets.Dataset.from_dict(
@@ -35,9 +52,8 @@ def test_contributors_are_the_training_images_of_the_querys_value(tmp_path):
     for attribute, wanted in (("colour", ["red", "blue"]), ("background", ["dots", "grid"])):
         for q, value in enumerate(wanted):
             rows = sets[attribute][str(q)]
-            assert len(rows) == 20
-            assert {table[i]["value"] for i in rows} == {value}
-            assert {table[i]["attribute"] for i in rows} == {attribute}
+            assert len(rows) == 60
+            assert {table[i][attribute] for i in rows} == {value}
     assert set(sets) == {"colour", "shape", "background"}
 
 

@@ -33,7 +33,7 @@ def _dense_inverse(phi: np.ndarray, relative: float) -> np.ndarray:
 @pytest.mark.parametrize("rank", [None, 5])
 def test_dual_kernel_equals_the_dense_inverse(tmp_path, relative, rank):
     store, phi = _store(tmp_path, n=20, d=60, rank=rank)
-    assert kernels.uses_dual(store, "global")
+    assert kernels.uses_dual(store, kernels.kernel_slices(store, "global")[0])
     (eigen,) = kernels.eigen(store, "global")
     assert not eigen.complete and eigen.vectors.shape == (60, rank or 20)
     rng = np.random.default_rng(1)
@@ -84,9 +84,21 @@ def test_dual_kernel_without_damping_is_refused(tmp_path):
 
 def test_more_examples_than_features_keep_the_primal_path(tmp_path):
     store, phi = _store(tmp_path, n=40, d=12)
-    assert not kernels.uses_dual(store, "global")
+    assert not kernels.uses_dual(store, kernels.kernel_slices(store, "global")[0])
     (eigen,) = kernels.eigen(store, "global")
     assert eigen.complete
     x = phi[:2]
     got = eigen.apply_inverse(torch.tensor(x, dtype=torch.float32), 0.1).double().numpy()
     np.testing.assert_allclose(got, x @ _dense_inverse(phi, 0.1), rtol=1e-4, atol=1e-6)
+
+
+def test_per_module_kernels_wider_than_the_rows_use_the_dual_too(tmp_path):
+    store, phi = _store(tmp_path, n=20, d=60)  # two modules of 30 features, 20 rows
+    eigens = kernels.eigen(store, "block")
+    assert [e.complete for e in eigens] == [False, False]
+    x = torch.tensor(phi[:4], dtype=torch.float32)
+    got = kernels.apply_block_inverse(eigens, x, store.layout.slices, 0.1).double().numpy()
+    want = np.concatenate(
+        [phi[:4, s] @ _dense_inverse(phi[:, s], 0.1) for s in store.layout.slices], 1
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

@@ -86,10 +86,13 @@ class Method(ABC):
                 "use --method daunce or daunce-corr"
             )
         if is_ensemble(store) and not self.ensembles:
+            from attrib.methods import METHODS
+
+            usable = [m.name for m in METHODS.values() if m.ensembles and not m.perturbed]
             raise AttribError(
                 f"{store.path} is an ensemble store and {self.name} does not add up over its "
-                "members (a per-example factor, or a kernel across modules): use --method "
-                "tracin, trak-block, kfac or ekfac on it"
+                f"members (normalized or squared per model): use --method "
+                f"{', '.join(usable[:-1])} or {usable[-1]} on it"
             )
 
     @classmethod

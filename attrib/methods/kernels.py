@@ -78,13 +78,24 @@ class Eigen:
         return out.to(x.dtype)
 
 
-def uses_dual(store: Store, kind: str) -> bool:
-    return kind == "global" and store.num_examples < store.layout.total
+def kernel_slices(store: Store, kind: str) -> list[slice]:
+    """The feature columns of each diagonal block: all of them (global), each module (block),
+    or each member of an ensemble store (member: every member's own global kernel)."""
+    if kind == "global":
+        return [slice(0, store.layout.total)]
+    if kind == "member":
+        from attrib.store.ensemble import member_ranges
+
+        return [columns for columns, _ in member_ranges(store)]
+    return list(store.layout.slices)
 
 
-def dual_eigen(store: Store) -> Eigen:
-    """The global kernel's nonzero eigenpairs from the N x N dual Phi Phi^T (float64)."""
-    phi = torch.cat([block.double() for _, _, block in store.iter_features()])
+def uses_dual(store: Store, part: slice) -> bool:
+    return store.num_examples < part.stop - part.start
+
+
+def dual_eigen(phi: torch.Tensor) -> Eigen:
+    """A block's nonzero eigenpairs from the N x N dual Phi Phi^T (phi: N x d, float64)."""
     values, v = torch.linalg.eigh(phi @ phi.T)
     # Directions below float64's resolution of the largest eigenvalue are numerically zero:
     # they join the complement (eigenvalue 0) instead of dividing by ~0 here.
@@ -94,26 +105,30 @@ def dual_eigen(store: Store) -> Eigen:
     return Eigen(vectors.float().contiguous(), values)
 
 
-def gram_blocks(store: Store, kind: str) -> list[torch.Tensor]:
-    """Phi^T Phi (float64) over the whole store: one matrix, or one per module."""
-    layout = store.layout
-    if kind == "global":
-        need = layout.total**2 * 8
+def _gather(store: Store, parts: list[slice]) -> list[torch.Tensor]:
+    """These blocks' features of every row (float64), in one pass."""
+    chunks = [[] for _ in parts]
+    for _, _, phi in store.iter_features():
+        for chunk, part in zip(chunks, parts):
+            chunk.append(phi[:, part].double())
+    return [torch.cat(chunk) for chunk in chunks]
+
+
+def gram_blocks(store: Store, parts: list[slice]) -> list[torch.Tensor]:
+    """Phi^T Phi (float64) of each block, in one pass."""
+    for part in parts:
+        need = (part.stop - part.start) ** 2 * 8
         if need > GLOBAL_KERNEL_LIMIT_BYTES:
             raise AttribError(
-                f"a global kernel over D={layout.total} features needs {need / 2**30:.0f} GiB; "
-                "use --method trak-block or a smaller --proj-dim"
+                f"a kernel over D={part.stop - part.start} features of {store.num_examples} "
+                f"rows needs {need / 2**30:.0f} GiB; use --method trak-block or a smaller "
+                "--proj-dim"
             )
-        grams = [torch.zeros(layout.total, layout.total, dtype=torch.float64)]
-    else:
-        grams = [torch.zeros(d, d, dtype=torch.float64) for d in layout.dims]
+    grams = [torch.zeros(p.stop - p.start, p.stop - p.start, dtype=torch.float64) for p in parts]
     for _, _, phi in store.iter_features():
-        if kind == "global":
-            grams[0] += (phi.T @ phi).double()
-        else:
-            for gram, part in zip(grams, layout.slices):
-                block = phi[:, part]
-                gram += (block.T @ block).double()
+        for gram, part in zip(grams, parts):
+            block = phi[:, part]
+            gram += (block.T @ block).double()
     return grams
 
 
@@ -140,30 +155,36 @@ def kernel_bytes(store: Store, kind: str) -> int:
     path = kernel_path(store, kind)
     if path.exists():
         return path.stat().st_size
-    if uses_dual(store, kind):  # Phi and U (twice) in float64, U in float32, the N x N eigh
-        n, d = store.num_examples, store.layout.total
-        return n * d * 28 + n * n * 24
-    dims = [store.layout.total] if kind == "global" else list(store.layout.dims)
-    squares = [d * d for d in dims]
-    return sum(squares) * 12 + max(squares, default=0) * 16
+    n, parts = store.num_examples, kernel_slices(store, kind)
+    widths = [p.stop - p.start for p in parts]
+    # Dual blocks: Phi (float64) of all, U twice in float64 and once in float32 for one, and
+    # the N x N eigh; primal blocks: Gram matrices of one pass and one block's eigh.
+    dual = [w for p, w in zip(parts, widths) if uses_dual(store, p)]
+    squares = [w * w for p, w in zip(parts, widths) if not uses_dual(store, p)]
+    dual_bytes = n * sum(dual) * 12 + n * max(dual, default=0) * 16 + n * n * 24 * bool(dual)
+    return dual_bytes + sum(squares) * 12 + max(squares, default=0) * 16
 
 
 def eigen(store: Store, kind: str) -> list[Eigen]:
-    """The cached eigendecompositions for `kind` (global | block), computing them if needed."""
+    """The cached eigendecompositions for `kind` (global | block | member), computing them if
+    needed: from the N x N dual for blocks wider than the store has rows."""
     path = kernel_path(store, kind)
     if path.exists():
         tensors = load_file(str(path))
         count = len([k for k in tensors if k.startswith("vectors.")])
         return [Eigen(tensors[f"vectors.{i}"], tensors[f"values.{i}"]) for i in range(count)]
     log.info(f"computing the {kind} kernel of {store.path} (cached for later runs)")
-    if uses_dual(store, kind):
-        result = [dual_eigen(store)]
-        _save(path, result)
-        return result
+    parts = kernel_slices(store, kind)
+    dual = [p for p in parts if uses_dual(store, p)]
+    features = iter(_gather(store, dual)) if dual else iter(())
+    grams = iter(gram_blocks(store, [p for p in parts if not uses_dual(store, p)]))
     result = []
-    for gram in gram_blocks(store, kind):
-        values, vectors = torch.linalg.eigh(gram)
-        result.append(Eigen(vectors.float().contiguous(), values))
+    for part in parts:
+        if uses_dual(store, part):
+            result.append(dual_eigen(next(features)))
+        else:
+            values, vectors = torch.linalg.eigh(next(grams))
+            result.append(Eigen(vectors.float().contiguous(), values))
     _save(path, result)
     return result
 

@@ -17,24 +17,32 @@ class Trak(Method):
     kernel_kind = "global"
     default_damping = 1.0
     calibrated = True
+    # On an ensemble store the global kernel is each member's own (TRAK over several models:
+    # the sum of each model's TRAK scores), never one across members.
+    ensembles = True
+
+    @property
+    def _kind(self) -> str:
+        return "member" if self.kernel_kind == "global" and self._members else self.kernel_kind
 
     def prepare(self):
         from attrib.methods import kernels
 
-        self.eigens = kernels.eigen(self.store, self.kernel_kind)
+        self.eigens = kernels.eigen(self.store, self._kind)
+        self._slices = kernels.kernel_slices(self.store, self._kind)
         return self
 
     def kernel_bytes(self):
         from attrib.methods import kernels
 
-        return kernels.kernel_bytes(self.store, self.kernel_kind)
+        return kernels.kernel_bytes(self.store, self._kind)
 
     def _apply(self, x):
         from attrib.methods import kernels
 
-        if self.kernel_kind == "global":
+        if self._kind == "global":
             return self.eigens[0].apply_inverse(x, self.damping)
-        return kernels.apply_block_inverse(self.eigens, x, self.slices, self.damping)
+        return kernels.apply_block_inverse(self.eigens, x, self._slices, self.damping)
 
     def query_vectors(self, g, weights):
         return self._apply(weighted(g, weights))
@@ -80,7 +88,6 @@ class TrakBlock(Trak):
     summary = "TRAK with one kernel per module (block-diagonal), damped per block"
     kernel_kind = "block"
     default_damping = 0.1
-    ensembles = True  # block kernels and a per-member out-to-loss factor add up over members
 
 
 class DTrak(Trak):
@@ -97,6 +104,7 @@ class JourneyTrak(Trak):
     )
     train_output = "loss"  # L_simple on the training side
     query_output = "journey"
+    ensembles = False  # not measured on ensembles of trajectories
 
 
 class Das(Trak):
@@ -111,6 +119,7 @@ class Das(Trak):
     train_output = "das"
     linear = False
     scale_reads_features = True
+    ensembles = False  # squared per model: the ensemble's would be a sum of squares
 
     def train_scale(self, phi, scalars):
         leverage = (self._apply(phi) * phi).sum(1)

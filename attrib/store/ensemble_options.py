@@ -11,9 +11,9 @@ from attrib.options import Options, existing_store, option
 class EnsembleOptions(Options):
     """Combine the stores of several checkpoints of one model (a training run's saved
     checkpoints, `attrib perturb`'s copies, independently trained models), featurized on the
-    same rows with the same settings, into one ensemble store: tracin, trak-block, kfac and
-    ekfac on it give the sum of the members' scores (TracInCP, TRAK over checkpoints). Do the
-    same for the query stores, members in the same order."""
+    same rows with the same settings, into one ensemble store: tracin, trak, trak-block,
+    dtrak, kfac and ekfac on it give the sum of the members' scores (TracInCP, TRAK over
+    checkpoints). Do the same for the query stores, members in the same order."""
 
     members: tuple[str, ...] = option(
         (), help="Member stores, in order (the same order for training and query stores).",
