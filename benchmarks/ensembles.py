@@ -1,5 +1,5 @@
-"""Ensembles of the checkpoint and its perturbed copies: LDS of ekfac (exact gradients) and
-tracin on ensemble stores against the single checkpoint.
+"""Ensembles of the checkpoint and its perturbed copies: LDS of ekfac (exact gradients),
+tracin, trak and trak-block on ensemble stores against the single checkpoint.
 
     python benchmarks/ensembles.py [--tasks digits] [--members 2,4,8] [--copies FOLDER-NAME]
 
@@ -38,6 +38,7 @@ from attrib.store.ensemble import merge  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 SETTINGS = {  # method: (featurize --method, --proj-dim)
     "tracin": ("tracin", 16),
+    "trak": ("trak", 16),
     "trak-block": ("trak", 16),
     "ekfac": ("ekfac", "full"),
 }
