@@ -3,6 +3,7 @@
 
     python benchmarks/fine_grained.py [--method dtrak] [--groups module]
     python benchmarks/fine_grained.py --sweep-k 1,10,50,100 [--sweep-decay 1.0,0.1,0]
+    python benchmarks/fine_grained.py --per-group
 
 Training images each show a coloured shape on a textured background (100 of the 125
 combinations, 3 images each); evaluation queries are generated from "{colour} {shape} on
@@ -13,7 +14,8 @@ defaults) from queries generated with prompts that name that attribute only ("re
 unweighted and each attribute's weights; columns: recall@10 (%) of each attribute's
 contributors and their sum. `--sweep-k` instead learns each attribute's weights at several
 learn-weights --k and --weight-decay and reports recall on validation queries (every
-combination once, seeds apart from the evaluation queries'), where such settings are chosen.
+combination once, seeds apart from the evaluation queries'), where such settings are chosen;
+`--per-group` reports that recall with one module's query features at a time.
 Everything goes through the options objects the CLI is built from. Results:
 benchmarks/results/fine-grained-METHOD-GROUPS.md or -METHOD-sweep.md (and .json).
 """
@@ -223,6 +225,30 @@ def sweep(task: Task, ks: list[int], decays: list[float]) -> tuple[list[str], li
     return _table(rows, ["val"], "weights learned for"), rows
 
 
+def per_group(task: Task) -> tuple[list[str], list[dict]]:
+    """Validation recall with the query side restricted to one module (a one-hot weights
+    file each): what any module weighting has to work with."""
+    import numpy as np
+
+    from attrib.weights.artifact import WeightsArtifact, save_weights
+
+    val = _generate(
+        task.model, task.root / "queries" / "val", shapes_sd.QUERY_PROMPT,
+        _values(*ATTRIBUTES), 1, seed=VALIDATION_SEED,
+    )  # fmt: skip
+    queries, modules = val / "queries.parquet", task.train.module_names
+    rows = []
+    for j, module in enumerate(modules):
+        path = task.root / "one-module" / f"{j:03d}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        weights = np.zeros(len(modules))
+        weights[j] = 1.0
+        save_weights(path, WeightsArtifact(weights, list(modules), {m: m for m in modules}))
+        rows.append({"weights": module, "val": task.recall(queries, "val", path)})
+    rows.sort(key=lambda r: -max(v for v, _ in r["val"].values()))
+    return _table(rows, ["val"], "query side: one module"), rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="dtrak")
@@ -230,6 +256,7 @@ def main():
     parser.add_argument("--k", type=int, default=10, help="recall@k")
     parser.add_argument("--sweep-k", default="", help="learn-weights --k values to sweep (val)")
     parser.add_argument("--sweep-decay", default="1.0,0.1,0", help="--weight-decay values")
+    parser.add_argument("--per-group", action="store_true", help="one module at a time (val)")
     args = parser.parse_args()
     log.set_quiet(True)
     start = time.time()
@@ -238,7 +265,11 @@ def main():
         shapes_sd.build(root)
     built = time.time() - start
     task = Task(root, args.method, args.k)
-    if args.sweep_k:
+    if args.per_group:
+        lines, rows = per_group(task)
+        about = f"validation queries (seed {VALIDATION_SEED}), one module's query features"
+        suffix = f"-{args.method}-per-module"
+    elif args.sweep_k:
         ks = [int(x) for x in args.sweep_k.split(",")]
         lines, rows = sweep(task, ks, [float(x) for x in args.sweep_decay.split(",")])
         about = f"validation queries (seed {VALIDATION_SEED}, every combination once)"
