@@ -95,9 +95,11 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def check_or_write_meta(folder: Path, meta: dict, what: str) -> None:
+def check_or_write_meta(folder: Path, meta: dict, what: str, counts: tuple = ()) -> None:
     """A resumable run's settings in `folder/meta.json`: written by the first run, and a later
-    run with other settings is refused (its parts would mix with these)."""
+    run with other settings is refused (its parts would mix with these). Keys in `counts` are
+    how many independent parts the run has: a later run may change them (more extend the
+    run, fewer use the first parts), and the latest values are recorded."""
     import json
 
     from attrib.errors import AttribError
@@ -105,12 +107,14 @@ def check_or_write_meta(folder: Path, meta: dict, what: str) -> None:
     path = Path(folder) / "meta.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if old != meta:
-            changed = sorted(k for k in meta if old.get(k) != meta[k])
+        fixed = [k for k in {*old, *meta} if k not in counts]
+        changed = sorted(k for k in fixed if old.get(k) != meta.get(k))
+        if changed:
             raise AttribError(
                 f"{folder} holds {what} made with other settings ({', '.join(changed)}); "
                 "remove it or choose another --out"
             )
-        return
+        if old == meta:
+            return
     Path(folder).mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(meta, indent=2, sort_keys=True))

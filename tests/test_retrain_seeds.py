@@ -33,6 +33,25 @@ def test_seeds_average_models_and_seed_zero_is_the_single_seed_run(tmp_path, sto
     assert len(list((tmp_path / "two.npz.parts").glob("subset-*-seed1.npy"))) == 4
 
 
+def test_more_subsets_and_seeds_extend_an_earlier_run(tmp_path, stores, monkeypatch):  # noqa: F811
+    fresh = retrain(_config(stores, tmp_path / "fresh.npz", seeds=2).replace(batch_size=2))
+    out = tmp_path / "grown.npz"
+    retrain(_config(stores, out).replace(subsets=2, batch_size=2))
+    trained = []
+    real_train = retrain_module.train
+    monkeypatch.setattr(
+        retrain_module, "train", lambda *a, **k: trained.append(a[-1]) or real_train(*a, **k)
+    )
+    grown = retrain(_config(stores, out, seeds=2).replace(batch_size=2))
+    # Only the new parts trained: subsets 2-3 for seed 0, all four for seed 1.
+    assert len(trained) == 6
+    np.testing.assert_array_equal(grown.masks, fresh.masks)
+    np.testing.assert_array_equal(grown.extra["outputs_by_seed"], fresh.extra["outputs_by_seed"])
+    # Other settings still refuse the parts.
+    with pytest.raises(Exception, match="other settings \\(recipe\\)"):
+        retrain(_config(stores, out, seeds=2).replace(batch_size=4))
+
+
 def test_split_half_reliability_of_known_noise():
     rng = np.random.default_rng(0)
     signal = rng.normal(size=(400, 300))  # subsets x queries

@@ -88,7 +88,10 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         **({"timesteps": task.options.timesteps} if config.timesteps else {}),
         **({"noise_seed": task.options.noise_seed} if config.noise_seed is not None else {}),
     }
-    check_or_write_meta(parts, meta, "subsets")
+    # Subset m's mask and seed r's model do not depend on the totals: a run with more
+    # subsets or seeds extends an earlier one (a single-seed ground truth gains a second seed
+    # for its reliability without retraining the first).
+    check_or_write_meta(parts, meta, "subsets", counts=("subsets", "seeds"))
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
     train_source = store_source(task, train_store, device)
     labels = fixed_query_labels(task, query_store, device)  # before any retraining
