@@ -1,0 +1,88 @@
+"""How noisy is a quality task's LDS ground truth? A second seed per subset, and the split-half
+reliability it gives (the LDS ceiling of the single-seed ground truth the tables use).
+
+    python benchmarks/reliability.py --task pydoc [--subsets 100] [--shard 0/2]
+
+The task's ground truth (`quality_tasks`, one model per subset) is copied to
+`groundtruth-SUBSETSx2.npz.parts` and extended with `evaluate retrain --seeds 2` (through
+`RetrainOptions`, the object the CLI is built from; only the second seed's models train);
+`--shard i/n` trains the second seed for subsets i, i+n, ... only, so a partial run already
+measures. Per query role: the Spearman correlation over subsets between the two seeds'
+outputs, averaged over queries (the single-seed ground truth's reliability r), the LDS
+ceiling sqrt(r) that noise puts on any method measured against it, and for the two-seed mean
+Spearman-Brown 2r/(1+r). Results: benchmarks/results/reliability-TASK.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from quality_tasks import TASKS  # noqa: E402
+
+from attrib.evaluate.options import RetrainOptions  # noqa: E402
+from attrib.evaluate.reliability import split_half_reliability  # noqa: E402
+from attrib.evaluate.retrain import _part, retrain  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="pydoc")
+    parser.add_argument("--subsets", type=int, default=100)
+    parser.add_argument("--shard", default="0/1")
+    args = parser.parse_args()
+    task = TASKS[args.task]()
+    roles = task.groundtruth(args.subsets)  # the single-seed ground truth of the tables
+    name = "valeval" if task.query_roles == ("val", "eval") else "groundtruth-queries"
+    single = task.root / f"groundtruth-{args.subsets}.npz.parts"
+    out = task.root / f"groundtruth-{args.subsets}x2.npz"
+    parts = Path(f"{out}.parts")
+    if not parts.exists():
+        shutil.copytree(single, parts)
+    start = time.time()
+    recipe = {k: v for k, v in task.recipe.to_dict().items() if k != "momentum"}
+    retrain(
+        RetrainOptions(
+            train=task.store("train", "trak").path, queries=task.store(name, "trak").path,
+            out=out, subsets=args.subsets, **recipe, **{**task.retrain, "seeds": 2},
+            shard=args.shard, device="cpu", progress=True,
+        )
+    )  # fmt: skip
+    minutes = (time.time() - start) / 60
+    done = [m for m in range(args.subsets) if _part(parts, m, 1).exists()]
+    by_seed = np.stack([np.stack([np.load(_part(parts, m, r)) for m in done]) for r in (0, 1)])
+    lines = [
+        f"Command: `python {' '.join(sys.argv)}` ({minutes:.0f} min this run; {len(done)} of "
+        f"{args.subsets} subsets have both seeds)",
+        "",
+        "| queries | seed-to-seed Spearman r | LDS ceiling, one seed (sqrt r) | two-seed mean "
+        "reliability | its ceiling |",
+        "|---|---|---|---|---|",
+    ]
+    start_col = 0
+    for role, truth in roles.items():
+        cols = slice(start_col, start_col + truth.outputs.shape[1])
+        start_col = cols.stop
+        result = split_half_reliability(by_seed[:, :, cols])
+        lines.append(
+            f"| {args.task} {role} | {result.split_half:.3f} | "
+            f"{100 * np.sqrt(max(result.split_half, 0)):.1f} | {result.full:.3f} | "
+            f"{100 * result.ceiling:.1f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"reliability-{args.task}.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
