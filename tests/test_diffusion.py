@@ -456,3 +456,21 @@ def test_diffusion_bad_input(tmp_path, ddpm):
     )
     assert code == 2 and "--timesteps" in err
     assert not (tmp_path / "s").exists()
+    code, _, err = run_cli("generate", "--model", pipe, "--out", tmp_path / "g", "--steps", "101")
+    assert code == 2 and "--steps 101: this pipeline's scheduler has 100 timesteps" in err
+    assert not (tmp_path / "g").exists()
+
+
+def test_generate_refuses_more_steps_than_the_shifted_schedule_takes(tmp_path, sd):
+    """Stable Diffusion's schedulers shift timesteps by steps_offset = 1: 100 sampling steps
+    on a 100-step schedule would ask for timestep 100."""
+    pipe = sd[0]
+    out = tmp_path / "g"
+    args = ["generate", "--model", pipe, "--out", out, "--prompt", "a cat", "--trajectory", "0"]
+    code, _, err = run_cli(*args, "--steps", "100")
+    assert code == 2 and "steps_offset 1; pass --steps 99 or fewer" in err, err
+    assert not out.exists()
+    # Guidance 1 samples with the conditional pass alone (uncond + 1 x (cond - uncond)).
+    code, _, err = run_cli(*args, "--steps", "99", "--guidance", "1", "-q")
+    assert code == 0, err
+    assert len(list((out / "png").glob("*.png"))) == 1

@@ -74,10 +74,7 @@ def sample(
     device,
 ):
     """(final image in [-1, 1], [(timestep, x0_hat image)] at the kept step indices)."""
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler.from_config(task.scheduler.config)
-    scheduler.set_timesteps(steps)
+    scheduler = sampling_scheduler(task, steps)
     unet = task.model
     channels, size = unet.config.in_channels, unet.config.sample_size
     generator = torch.Generator().manual_seed(seed)
@@ -89,6 +86,8 @@ def sample(
     for index, t in enumerate(scheduler.timesteps):
         if text is None:
             eps = unet(x, t).sample
+        elif guidance == 1.0:  # uncond + 1 * (cond - uncond): the conditional pass alone
+            eps = unet(x, t, encoder_hidden_states=text[1:]).sample
         else:
             both = unet(torch.cat([x, x]), t, encoder_hidden_states=text).sample
             uncond, cond = both.chunk(2)
@@ -98,6 +97,25 @@ def sample(
             kept.append((int(t), _decode(task, step.pred_original_sample)))
         x = step.prev_sample
     return _decode(task, x), kept
+
+
+def sampling_scheduler(task: DiffusionTask, steps: int):
+    """DDPM with `steps` sampling steps, refused (one line) when the pipeline's schedule
+    cannot take that many (steps_offset shifts the timesteps past the last one)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(task.scheduler.config)
+    total = scheduler.config.num_train_timesteps
+    if steps > total:
+        raise AttribError(f"--steps {steps}: this pipeline's scheduler has {total} timesteps")
+    scheduler.set_timesteps(steps)
+    if int(scheduler.timesteps.max()) >= total:
+        most = total - int(scheduler.config.get("steps_offset", 0) or 0)
+        raise AttribError(
+            f"--steps {steps}: this pipeline's scheduler has {total} timesteps with "
+            f"steps_offset {scheduler.config.steps_offset}; pass --steps {most} or fewer"
+        )
+    return scheduler
 
 
 def _decode(task: DiffusionTask, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +137,7 @@ def run_generate(request: GenerateOptions) -> Path:
     task.to(device)
     if task.conditional and not list(request.prompt):
         raise AttribError("this pipeline is text-to-image: pass --prompt (templates allowed)")
+    sampling_scheduler(task, request.steps)  # a step count the schedule cannot take fails here
     if not task.conditional and list(request.prompt):
         raise AttribError("this pipeline is unconditional: it takes no --prompt")
     prompts = expand(list(request.prompt), values) if list(request.prompt) else [(None, {})]
