@@ -78,8 +78,8 @@ def test_lds_and_groups_in_small_blocks_equal_whole_shards(tmp_path):
 
 def test_a_budget_too_small_for_the_kernel_is_one_line_and_writes_nothing(tmp_path):
     rng = np.random.default_rng(0)
-    phi = rng.standard_normal((40, 300)).astype(np.float32)
-    train = write_arrays(tmp_path / "train", {"a": phi}, shard_size=16)
+    phi = rng.standard_normal((400, 300)).astype(np.float32)
+    train = write_arrays(tmp_path / "train", {"a": phi}, shard_size=64)
     queries = write_arrays(tmp_path / "queries", {"a": phi[:3]})
     out = tmp_path / "scores.npy"
     # The global kernel's computation holds 300^2 x 28 bytes (2.4 MiB): refused at 1 MiB.
@@ -89,3 +89,9 @@ def test_a_budget_too_small_for_the_kernel_is_one_line_and_writes_nothing(tmp_pa
     assert err.count("\n") == 1 and "the trak kernel takes 2.4 MiB" in err
     assert "raise --memory-gb, or use --method trak-block" in err
     assert not out.exists() and not (train / "cache").exists()
+    # Fewer rows than features: the dual holds 40 x 300 x 28 + 40^2 x 24 bytes (365.6 KiB).
+    few = write_arrays(tmp_path / "few", {"a": phi[:40]}, shard_size=16)
+    args = ["score", "-t", few, "--queries", queries, "--method", "trak", "--out", out]
+    code, _, err = run_cli(*args, "--memory-gb", str(1 / 4096))
+    assert code == 2 and "the trak kernel takes 365.6 KiB" in err
+    assert not out.exists() and not (few / "cache").exists()
