@@ -40,7 +40,8 @@ def _ensemble(root, stores, role, weights=None, name="ens"):
 
 
 def _dense(train, queries, method, path, *extra):
-    args = ["score", "-t", train, "--queries", queries, "--method", method, "--out", path]
+    args = ["score", "-t", train, "--method", method, "--out", path]
+    args += ["--queries", queries] if queries is not None else []
     code, _, err = run_cli(*args, "-q", *extra)
     assert code == 0, err
     return np.load(path)
@@ -92,6 +93,44 @@ def test_weights_learned_on_one_member_apply_to_the_ensemble(tmp_path, members):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
+def _query_files(tmp_path) -> list:
+    from builders import png_bytes
+
+    rng = np.random.default_rng(3)
+    args = []
+    for i in range(2):
+        path = tmp_path / f"q{i}.png"
+        path.write_bytes(png_bytes((rng.random((20, 20, 3)) * 255).astype(np.uint8)))
+        args += ["--query", path]
+    return args
+
+
+@pytest.mark.parametrize("method", ["ekfac", "trak"])
+def test_query_files_on_an_ensemble_are_featurized_by_every_member(tmp_path, members, method):
+    root, stores = members
+    train = _ensemble(root, stores, "train", "1,0.5", name=f"query-{method}")
+    query = _query_files(tmp_path)
+    got = _dense(train, None, method, tmp_path / "ens.npy", *query)
+    want = sum(
+        _dense(stores["train", j], None, method, tmp_path / f"m{j}.npy", *query) for j in (0, 1)
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_query_files_need_the_member_stores(tmp_path, members):
+    import shutil
+
+    root, stores = members
+    train = _ensemble(root, stores, "train", name="gone")
+    moved = root / "moved"
+    shutil.move(stores["train", 1], moved)
+    try:
+        code, _, err = run_cli("score", "-t", train, "--method", "ekfac", *_query_files(tmp_path))
+        _assert_one_line_error(code, err, "member store", "is gone", "--queries")
+    finally:
+        shutil.move(moved, stores["train", 1])
+
+
 def test_member_prefixes_are_not_groups():
     modules = ["member-0/a.x", "member-0/b.y", "member-1/a.x", "member-1/b.y"]
     groups, mapping = group_modules(modules, "module")
@@ -105,7 +144,7 @@ def test_what_does_not_add_up_is_refused(tmp_path, members, gpt2_dir, text_data)
     code, _, err = run_cli("score", "-t", train, "--queries", queries, "--method", "cosine")
     _assert_one_line_error(code, err, "is an ensemble store", "tracin, trak, trak-block")
     code, _, err = run_cli("score", "-t", train, "--query", "x.png", "--method", "ekfac")
-    _assert_one_line_error(code, err, "made from several models", "--queries")
+    _assert_one_line_error(code, err, "--query x.png: no such image file")
     code, _, err = run_cli("ensemble", stores["train", 0], stores["queries", 0], "-o", root / "x")
     _assert_one_line_error(code, err, "has 6 rows", "same data")
     code, _, err = run_cli("ensemble", stores["train", 0], stores["train", 1], "-o", train)

@@ -82,11 +82,14 @@ def from_values(
     if not values:
         raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")
     settings = train.settings
-    if is_ensemble(train) or is_perturbed(train):
+    if is_perturbed(train):
         raise AttribError(
-            f"{train.path} is made from several models: pass --queries with a query store made "
-            "the same way (`attrib ensemble` or `attrib perturb --queries`)"
+            f"{train.path} holds outputs of perturbed copies: record the queries' outputs with "
+            "`attrib perturb --queries` and pass --queries"
         )
+    if is_ensemble(train):
+        args = (device, batch_size, trust_remote_code, prompts, per_token)
+        return _ensemble_values(train, values, args)
     task = load_task_from_settings(settings, trust_remote_code)
     task.to(resolve_device(device))
     names = train.module_names
@@ -120,6 +123,30 @@ def from_values(
         batch = featurizer(rows, range(start, start + len(chunk)))
         parts.append(torch.cat([batch.features[name] for name in names], dim=1).cpu())
     return Queries(torch.cat(parts), list(values))
+
+
+def _ensemble_values(train: Store, values: list[str], args: tuple) -> Queries:
+    """An ensemble's query features: each member's, under its own model (featurized with its
+    own store's settings), scaled by sqrt(member weight) as `attrib ensemble` scales the
+    training features, side by side in member order."""
+    parts, tokens = [], None
+    for member in train.settings["ensemble"]["members"]:
+        path = Path(member["store"])
+        if not (path / "manifest.json").is_file():
+            raise AttribError(
+                f"{train.path}: its member store {path} is gone; featurize the queries with "
+                "each member and pass --queries with their `attrib ensemble`"
+            )
+        store = Store(path)
+        if store.fingerprint() != member["fingerprint"]:
+            raise AttribError(
+                f"{train.path}: its member store {path} changed since the ensemble was made; "
+                "rebuild the ensemble"
+            )
+        queries = from_values(store, values, *args)
+        parts.append(queries.features * float(member["weight"]) ** 0.5)
+        tokens = queries.tokens
+    return Queries(torch.cat(parts, dim=1), list(values), tokens)
 
 
 def _per_token(task, featurizer, columns, query_rows, values, names) -> Queries:
