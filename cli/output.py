@@ -58,7 +58,7 @@ def _machine(rows: list[dict], fmt: str, keys: list[str]) -> None:
 
 
 def _cell(value, key: str) -> str:
-    if key in ("lds", "ci", "tail_patch", "recall"):
+    if key in ("lds", "ci", "ci_subsets", "tail_patch", "recall"):
         return f"{100 * value:.2f}"
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -97,7 +97,8 @@ def test_lds_from_the_cli_as_json_and_mismatched_ground_truth(tmp_path):
 
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["method"] for r in rows] == ["tracin", "cosine"]
-    assert set(rows[0]) == {"method", "weights", "lds", "ci", "subsets", "queries"}
+    keys = {"method", "weights", "lds", "ci", "ci_subsets", "subsets", "queries"}
+    assert set(rows[0]) == keys and rows[0]["ci_subsets"] >= rows[0]["ci"] / 2
     assert rows[0]["lds"] > 0.99 and rows[0]["weights"] == "none"
     bad = tmp_path / "bad.npz"
     save_groundtruth(bad, GroundTruth(masks[:, :150], outputs, True))
@@ -110,3 +111,26 @@ def test_lds_from_the_cli_as_json_and_mismatched_ground_truth(tmp_path):
         "evaluate", "lds", "--train", train.path, "--queries", queries.path, "--groundtruth", bad
     )
     _assert_one_line_error(code, err, "12 queries")
+
+
+def test_the_subset_bootstrap_ci_sees_what_the_query_ci_cannot():
+    from attrib.evaluate.metrics import lds, lds_bootstrap_ci, mean_ci
+
+    rng = np.random.default_rng(0)
+    queries, subsets = 200, 100
+    # Every query's outputs follow one subset-level effect that the predictions do not know:
+    # the queries agree with each other, so their CI is small, but their shared LDS is just
+    # this one sample of subsets' luck, whose spread is ~1/sqrt(subsets).
+    actual = rng.normal(size=subsets) + 0.1 * rng.normal(size=(queries, subsets))
+    predicted = rng.normal(size=subsets) + 0.1 * rng.normal(size=(queries, subsets))
+    _, query_ci = mean_ci(lds(predicted, actual, True))
+    both = lds_bootstrap_ci(predicted, actual, True)
+    assert both > 5 * query_ci
+    assert both == pytest.approx(1.96 / np.sqrt(subsets), rel=0.3)
+    assert lds_bootstrap_ci(predicted, actual, True) == both  # seeded
+    # Independent per-query noise: the same order (resampling subsets adds each query's own
+    # sampling error over 100 subsets to the spread over queries).
+    actual = rng.normal(size=(queries, subsets))
+    predicted = actual + rng.normal(size=(queries, subsets))
+    _, query_ci = mean_ci(lds(predicted, actual, True))
+    assert query_ci < lds_bootstrap_ci(predicted, actual, True) < 3 * query_ci

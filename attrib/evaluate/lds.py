@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from attrib.evaluate.groundtruth import GroundTruth
-from attrib.evaluate.metrics import lds, mean_ci
+from attrib.evaluate.metrics import lds, lds_bootstrap_ci, mean_ci
 from attrib.methods import get_method
 from attrib.score import queries as query_features
 from attrib.score.stream import stream
@@ -20,13 +20,14 @@ class LdsResult:
     method: str
     weights: str
     lds: float  # fraction
-    ci: float
+    ci: float  # over queries
     subsets: int
     queries: int
     per_query: np.ndarray
+    ci_subsets: float = float("nan")  # over queries and retrained subsets (bootstrap)
 
     def record(self) -> dict:
-        keys = ("method", "weights", "lds", "ci", "subsets", "queries")
+        keys = ("method", "weights", "lds", "ci", "ci_subsets", "subsets", "queries")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -69,6 +70,7 @@ def evaluate_lds_prepared(
     predicted = predicted_outputs(train, prepared, features, truth.masks, weights, runtime)
     per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
     mean, ci = mean_ci(per_query)
+    both = lds_bootstrap_ci(predicted, truth.outputs.T, truth.higher_is_better)
     return LdsResult(
-        prepared.name, weights_name, mean, ci, truth.subsets, len(per_query), per_query
+        prepared.name, weights_name, mean, ci, truth.subsets, len(per_query), per_query, both
     )

@@ -46,6 +46,23 @@ def lds(predicted: np.ndarray, actual: np.ndarray, higher_is_better: bool) -> np
     return spearman(predicted, actual if higher_is_better else -actual)
 
 
+def lds_bootstrap_ci(
+    predicted: np.ndarray, actual: np.ndarray, higher_is_better: bool, draws: int = 200
+) -> float:
+    """95% CI half-width of the mean LDS when both the queries and the retrained subsets are
+    resampled (with replacement). Every query's correlation is over the same subsets, so the
+    usual CI over queries leaves out how lucky that one sample of subsets was."""
+    rng = np.random.default_rng(0)
+    actual = np.asarray(actual, dtype=np.float64)
+    count, subsets = predicted.shape
+    values = []
+    for _ in range(draws):
+        rows, cols = rng.integers(0, count, count), rng.integers(0, subsets, subsets)
+        values.append(lds(predicted[rows][:, cols], actual[rows][:, cols], higher_is_better).mean())
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(high - low) / 2
+
+
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
     """Mean and 95% CI half-width (1.96 * std / sqrt(n))."""
     values = np.asarray(values, dtype=np.float64)

@@ -8,6 +8,10 @@ from attrib.evaluate.options import LdsOptions
 
 OPTIONS = LdsOptions
 COLUMNS = compared(
-    ("lds", "LDS %"), ("ci", "± 95% CI"), ("subsets", "subsets"), ("queries", "queries")
+    ("lds", "LDS %"),
+    ("ci", "± 95% CI (queries)"),
+    ("ci_subsets", "± (queries and subsets)"),
+    ("subsets", "subsets"),
+    ("queries", "queries"),
 )
 command = rows_command(OPTIONS, "run_lds", COLUMNS, "LDS")
