@@ -10,7 +10,10 @@ The task's ground truth (`quality_tasks`, one model per subset) is copied to
 measures. Per query role: the Spearman correlation over subsets between the two seeds'
 outputs, averaged over queries (the single-seed ground truth's reliability r), the LDS
 ceiling sqrt(r) that noise puts on any method measured against it, and for the two-seed mean
-Spearman-Brown 2r/(1+r). Results: benchmarks/results/reliability-TASK.md.
+Spearman-Brown 2r/(1+r). With every subset done, each --methods' eval LDS against the
+single-seed and the two-seed ground truth: if a method's error were the ground truth's noise
+alone, its LDS would rise by sqrt(reliability ratio). Results:
+benchmarks/results/reliability-TASK.md.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from quality_tasks import TASKS  # noqa: E402
 
-from attrib.evaluate.options import RetrainOptions  # noqa: E402
+from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth  # noqa: E402
+from attrib.evaluate.options import LdsOptions, RetrainOptions  # noqa: E402
 from attrib.evaluate.reliability import split_half_reliability  # noqa: E402
 from attrib.evaluate.retrain import _part, retrain  # noqa: E402
+from attrib.evaluate.run import run_lds  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 BOOTSTRAP = 200
@@ -49,11 +54,49 @@ def bootstrap_ci(by_seed: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def against_both(task, roles, by_seed: np.ndarray, methods: list[str]) -> list[str]:
+    """Eval LDS of the quality benchmark's stores (p = 16) against the single-seed ground truth
+    and the two-seed mean: how much a less noisy ground truth moves each method."""
+    lines = [
+        "| method | eval LDS %, one seed | two-seed mean | ratio | sqrt of the reliabilities' "
+        "ratio |",
+        "|---|---|---|---|---|",
+    ]
+    start = 0
+    for role, truth in roles.items():
+        cols = slice(start, start + truth.outputs.shape[1])
+        start = cols.stop
+        if role != "eval":
+            continue
+        two = GroundTruth(truth.masks, by_seed[:, :, cols].mean(0), truth.higher_is_better)
+        path = task.root / f"groundtruth-{truth.subsets}x2-{role}.npz"
+        save_groundtruth(path, two)
+        one_r = split_half_reliability(by_seed[:, :, cols])
+        expected = np.sqrt(one_r.full / one_r.split_half)
+        for method in methods:
+            values = []
+            for gt in (task.root / f"groundtruth-{truth.subsets}-{role}.npz", path):
+                (record,) = run_lds(
+                    LdsOptions(
+                        train=task.store("train", "trak").path,
+                        queries=task.store(role, "trak").path,
+                        groundtruth=gt, methods=(method,), weights=("none",),
+                    )
+                )  # fmt: skip
+                values.append(100 * record["lds"])
+            lines.append(
+                f"| {method} | {values[0]:.2f} | {values[1]:.2f} | "
+                f"{values[1] / values[0]:.2f} | {expected:.2f} |"
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="pydoc")
     parser.add_argument("--subsets", type=int, default=100)
     parser.add_argument("--shard", default="0/1")
+    parser.add_argument("--methods", default="tracin,trak-block", help="LDS against both")
     args = parser.parse_args()
     task = TASKS[args.task]()
     roles = task.groundtruth(args.subsets)  # the single-seed ground truth of the tables
@@ -94,6 +137,8 @@ def main() -> None:
             f"{100 * np.sqrt(max(result.split_half, 0)):.1f} | {result.full:.3f} | "
             f"{100 * result.ceiling:.1f} |"
         )
+    if len(done) == args.subsets:
+        lines += ["", *against_both(task, roles, by_seed, args.methods.split(","))]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
