@@ -36,7 +36,7 @@ def cli_default(field: dataclasses.Field) -> Any:
         return ...
     separator = field.metadata.get("separator")
     if separator and isinstance(field.default, tuple):
-        return separator.join(field.default)
+        return [separator.join(field.default)] if field.default else None
     if isinstance(field.default, tuple):
         return list(field.default) or None
     if field.metadata.get("parse") and field.default is not None:
@@ -47,9 +47,9 @@ def cli_default(field: dataclasses.Field) -> Any:
 def _annotation(field: dataclasses.Field, hint: Any) -> Any:
     optional = _is_optional(hint)
     base = _strip_optional(hint)
-    if field.metadata.get("separator") or field.metadata.get("parse"):
+    if field.metadata.get("parse") and not field.metadata.get("separator"):
         base = str
-    elif typing.get_origin(base) is tuple:
+    elif typing.get_origin(base) is tuple:  # repeatable; separator fields split each value too
         base = list[str]
         optional = True
     choices = choices_of(field)
@@ -88,7 +88,7 @@ def _parameter(field: dataclasses.Field, hint: Any) -> inspect.Parameter:
             flag = f"{flag}/--no-{flag[2:]}"
         decls = [flag] + ([meta["short"]] if meta.get("short") else [])
         # A flag takes no value: no `<bool>` placeholder beside it.
-        metavar = "" if hint is bool else None
+        metavar = "" if hint is bool else "<str>" if meta.get("separator") else None
         spec = typer.Option(default, *decls, help=help_text, metavar=metavar)
     return inspect.Parameter(
         field.name,
@@ -103,8 +103,9 @@ def from_cli(field: dataclasses.Field, value: Any) -> Any:
     if value is None:
         return () if isinstance(field.default, tuple) else None
     separator = field.metadata.get("separator")
-    if separator:
-        return tuple(v.strip() for v in value.split(separator) if v.strip())
+    if separator:  # `--weights a,b` and `--weights a --weights b` alike
+        items = value if isinstance(value, list) else [value]
+        return tuple(v.strip() for item in items for v in item.split(separator) if v.strip())
     if isinstance(value, list):
         return tuple(value)
     parse = field.metadata.get("parse")

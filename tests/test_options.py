@@ -129,3 +129,16 @@ def test_a_mistyped_store_fails_before_any_heavy_import(tmp_path):
         ScoreOptions(train=tmp_path / "nope", query=("x",))
     with pytest.raises(AttribError, match="--train .* is not an attrib store"):
         LdsOptions(train=tmp_path, queries=tmp_path, groundtruth=tmp_path / "gt.npz")
+
+
+def test_list_flags_take_commas_and_repetition_alike():
+    """`--weights none --weights w.safetensors` once kept only the last value silently."""
+    from attrib_cli.build import from_cli
+
+    from attrib.evaluate.options import LdsOptions
+
+    fields = {f.name: f for f in dataclasses.fields(LdsOptions)}
+    for name, values in (("weights", ["none", "w.safetensors"]), ("methods", ["tracin", "trak"])):
+        field = fields[name]
+        assert from_cli(field, values) == from_cli(field, [",".join(values)]) == tuple(values)
+        assert from_cli(field, ["a, b", "c"]) == ("a", "b", "c")

@@ -31,13 +31,15 @@ def _methods() -> tuple[str, ...]:
         flag="--method",
         separator=",",
         choices=method_names,
-        help="Methods, comma-separated.",
+        help="Methods, comma-separated or repeated.",
     )
 
 
 def _weights() -> tuple[str, ...]:
     return option(
-        ("none",), separator=",", help="Weights files, comma-separated; 'none' for unweighted."
+        ("none",),
+        separator=",",
+        help="Weights files, comma-separated or repeated; 'none' for unweighted.",
     )
 
 
