@@ -43,7 +43,7 @@ def print_rows(rows: list[dict], fmt: str, columns: list[tuple[str, str]], title
     for _, header in columns:
         table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(*[_cell(row[key], key) for key, _ in columns])
+        table.add_row(*[_cell(row.get(key), key) for key, _ in columns])
     Console().print(table)
 
 
@@ -58,7 +58,9 @@ def _machine(rows: list[dict], fmt: str, keys: list[str]) -> None:
 
 
 def _cell(value, key: str) -> str:
-    if key in ("lds", "ci", "ci_subsets", "tail_patch", "recall"):
+    if value is None:  # a column some rows do not have (one row: nothing to compare to)
+        return ""
+    if key in ("lds", "ci", "ci_subsets", "vs_first", "vs_first_ci", "tail_patch", "recall"):
         return f"{100 * value:.2f}"
     if isinstance(value, float):
         return f"{value:.4g}"

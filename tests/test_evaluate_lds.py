@@ -98,7 +98,9 @@ def test_lds_from_the_cli_as_json_and_mismatched_ground_truth(tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["method"] for r in rows] == ["tracin", "cosine"]
     keys = {"method", "weights", "lds", "ci", "ci_subsets", "subsets", "queries"}
-    assert set(rows[0]) == keys and rows[0]["ci_subsets"] >= rows[0]["ci"] / 2
+    assert set(rows[0]) == keys | {"vs_first", "vs_first_ci"}
+    assert rows[0]["ci_subsets"] >= rows[0]["ci"] / 2
+    assert rows[0]["vs_first"] == 0 and rows[1]["vs_first"] == rows[1]["lds"] - rows[0]["lds"]
     assert rows[0]["lds"] > 0.99 and rows[0]["weights"] == "none"
     bad = tmp_path / "bad.npz"
     save_groundtruth(bad, GroundTruth(masks[:, :150], outputs, True))
@@ -134,3 +136,17 @@ def test_the_subset_bootstrap_ci_sees_what_the_query_ci_cannot():
     predicted = actual + rng.normal(size=(queries, subsets))
     _, query_ci = mean_ci(lds(predicted, actual, True))
     assert query_ci < lds_bootstrap_ci(predicted, actual, True) < 3 * query_ci
+
+
+def test_a_paired_difference_is_known_more_tightly_than_either_lds():
+    from attrib.evaluate.metrics import half_width, lds_bootstrap_ci, lds_bootstrap_draws
+
+    rng = np.random.default_rng(1)
+    queries, subsets = 100, 60
+    actual = rng.normal(size=subsets) + 0.5 * rng.normal(size=(queries, subsets))
+    first = actual + rng.normal(size=(queries, subsets))
+    second = first + 0.1 * rng.normal(size=(queries, subsets))  # nearly the same method
+    draws = lds_bootstrap_draws([first, second], actual, True)
+    # The same resamples as the single-prediction CI (seeded alike).
+    assert half_width(draws[0]) == lds_bootstrap_ci(first, actual, True)
+    assert half_width(draws[1] - draws[0]) < half_width(draws[0]) / 4

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from attrib.evaluate.groundtruth import GroundTruth
-from attrib.evaluate.metrics import lds, lds_bootstrap_ci, mean_ci
+from attrib.evaluate.metrics import half_width, lds, lds_bootstrap_ci, lds_bootstrap_draws, mean_ci
 from attrib.methods import get_method
 from attrib.score import queries as query_features
 from attrib.score.stream import stream
@@ -25,10 +25,27 @@ class LdsResult:
     queries: int
     per_query: np.ndarray
     ci_subsets: float = float("nan")  # over queries and retrained subsets (bootstrap)
+    predicted: np.ndarray | None = None  # Q x M, for paired comparisons
 
     def record(self) -> dict:
         keys = ("method", "weights", "lds", "ci", "ci_subsets", "subsets", "queries")
         return {k: getattr(self, k) for k in keys}
+
+
+def paired_to_first(results: list[LdsResult], truth: GroundTruth) -> list[dict]:
+    """Records with each row's LDS minus the first row's and the 95% CI of that difference,
+    from the same resamples of queries and subsets for both (paired: the subsets' luck is
+    shared, so a difference is known more tightly than either LDS)."""
+    records = [r.record() for r in results]
+    if len(results) < 2:
+        return records
+    draws = lds_bootstrap_draws(
+        [r.predicted for r in results], truth.outputs.T, truth.higher_is_better
+    )
+    for record, result, row in zip(records, results, draws):
+        record["vs_first"] = result.lds - results[0].lds
+        record["vs_first_ci"] = half_width(row - draws[0])
+    return records
 
 
 def predicted_outputs(
@@ -72,5 +89,6 @@ def evaluate_lds_prepared(
     mean, ci = mean_ci(per_query)
     both = lds_bootstrap_ci(predicted, truth.outputs.T, truth.higher_is_better)
     return LdsResult(
-        prepared.name, weights_name, mean, ci, truth.subsets, len(per_query), per_query, both
-    )
+        prepared.name, weights_name, mean, ci, truth.subsets, len(per_query), per_query, both,
+        predicted,
+    )  # fmt: skip

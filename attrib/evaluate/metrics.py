@@ -46,21 +46,36 @@ def lds(predicted: np.ndarray, actual: np.ndarray, higher_is_better: bool) -> np
     return spearman(predicted, actual if higher_is_better else -actual)
 
 
+def lds_bootstrap_draws(
+    predicted: list[np.ndarray], actual: np.ndarray, higher_is_better: bool, draws: int = 200
+) -> np.ndarray:
+    """(len(predicted) x draws) mean LDS of each prediction when the queries and the retrained
+    subsets are resampled with replacement, the same resamples for every prediction (seeded),
+    so differences between them are paired."""
+    rng = np.random.default_rng(0)
+    actual = np.asarray(actual, dtype=np.float64)
+    count, subsets = actual.shape
+    out = np.empty((len(predicted), draws))
+    for d in range(draws):
+        rows, cols = rng.integers(0, count, count), rng.integers(0, subsets, subsets)
+        truth = actual[rows][:, cols]
+        for i, values in enumerate(predicted):
+            out[i, d] = lds(values[rows][:, cols], truth, higher_is_better).mean()
+    return out
+
+
+def half_width(draws: np.ndarray) -> float:
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(high - low) / 2
+
+
 def lds_bootstrap_ci(
     predicted: np.ndarray, actual: np.ndarray, higher_is_better: bool, draws: int = 200
 ) -> float:
     """95% CI half-width of the mean LDS when both the queries and the retrained subsets are
     resampled (with replacement). Every query's correlation is over the same subsets, so the
     usual CI over queries leaves out how lucky that one sample of subsets was."""
-    rng = np.random.default_rng(0)
-    actual = np.asarray(actual, dtype=np.float64)
-    count, subsets = predicted.shape
-    values = []
-    for _ in range(draws):
-        rows, cols = rng.integers(0, count, count), rng.integers(0, subsets, subsets)
-        values.append(lds(predicted[rows][:, cols], actual[rows][:, cols], higher_is_better).mean())
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(high - low) / 2
+    return half_width(lds_bootstrap_draws([predicted], actual, higher_is_better, draws)[0])
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:

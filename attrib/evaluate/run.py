@@ -88,18 +88,19 @@ def _truth(path: Path, train: Store, queries: Store):
 
 
 def run_lds(options: LdsOptions) -> list[dict]:
-    from attrib.evaluate.lds import evaluate_lds_prepared
+    from attrib.evaluate.lds import evaluate_lds_prepared, paired_to_first
 
     train, queries = Store(options.train), Store(options.queries)
     truth = _truth(options.groundtruth, train, queries)
     features = query_features.from_store(train, queries).features
     runtime = _runtime(options)
-    return [
-        evaluate_lds_prepared(train, features, truth, method, vector, label, runtime).record()
+    results = [
+        evaluate_lds_prepared(train, features, truth, method, vector, label, runtime)
         for method, vector, label in _combinations(
             train, options, queries.num_examples, truth=truth
         )
     ]
+    return paired_to_first(results, truth)
 
 
 def run_retrain(options: RetrainOptions):

@@ -11,6 +11,8 @@ COLUMNS = compared(
     ("lds", "LDS %"),
     ("ci", "± 95% CI (queries)"),
     ("ci_subsets", "± (queries and subsets)"),
+    ("vs_first", "minus row 1"),
+    ("vs_first_ci", "± (paired)"),
     ("subsets", "subsets"),
     ("queries", "queries"),
 )
