@@ -54,6 +54,15 @@ def bootstrap_ci(by_seed: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def role_columns(roles: dict) -> dict:
+    """Each query role's columns in the joint ground truth (roles in order, side by side)."""
+    out, start = {}, 0
+    for role, truth in roles.items():
+        out[role] = slice(start, start + truth.outputs.shape[1])
+        start = out[role].stop
+    return out
+
+
 def against_both(task, roles, by_seed: np.ndarray, methods: list[str]) -> list[str]:
     """Eval LDS of the quality benchmark's stores (p = 16) against the single-seed ground truth
     and the two-seed mean: how much a less noisy ground truth moves each method."""
@@ -62,12 +71,10 @@ def against_both(task, roles, by_seed: np.ndarray, methods: list[str]) -> list[s
         "ratio |",
         "|---|---|---|---|---|",
     ]
-    start = 0
-    for role, truth in roles.items():
-        cols = slice(start, start + truth.outputs.shape[1])
-        start = cols.stop
+    for role, cols in role_columns(roles).items():
         if role != "eval":
             continue
+        truth = roles[role]
         two = GroundTruth(truth.masks, by_seed[:, :, cols].mean(0), truth.higher_is_better)
         path = task.root / f"groundtruth-{truth.subsets}x2-{role}.npz"
         save_groundtruth(path, two)
@@ -126,10 +133,7 @@ def main() -> None:
         "(sqrt r) | two-seed mean reliability | its ceiling |",
         "|---|---|---|---|---|",
     ]
-    start_col = 0
-    for role, truth in roles.items():
-        cols = slice(start_col, start_col + truth.outputs.shape[1])
-        start_col = cols.stop
+    for role, cols in role_columns(roles).items():
         result = split_half_reliability(by_seed[:, :, cols])
         low, high = bootstrap_ci(by_seed[:, :, cols])
         lines.append(
