@@ -36,15 +36,17 @@ def paired_to_first(results: list[LdsResult], truth: GroundTruth) -> list[dict]:
     """Records with each row's LDS minus the first row's and the 95% CI of that difference,
     from the same resamples of queries and subsets for both (paired: the subsets' luck is
     shared, so a difference is known more tightly than either LDS)."""
-    records = [r.record() for r in results]
-    if len(results) < 2:
-        return records
     draws = lds_bootstrap_draws(
         [r.predicted for r in results], truth.outputs.T, truth.higher_is_better
     )
-    for record, result, row in zip(records, results, draws):
-        record["vs_first"] = result.lds - results[0].lds
-        record["vs_first_ci"] = half_width(row - draws[0])
+    records = []
+    for result, row in zip(results, draws):
+        # The same resamples as lds_bootstrap_ci: one set of draws serves both CIs.
+        record = {**result.record(), "ci_subsets": half_width(row)}
+        if len(results) > 1:
+            record["vs_first"] = result.lds - results[0].lds
+            record["vs_first_ci"] = half_width(row - draws[0])
+        records.append(record)
     return records
 
 
@@ -83,11 +85,18 @@ def evaluate_lds_prepared(
     weights,
     weights_name: str,
     runtime=None,
+    subsets_ci: bool = True,
 ) -> LdsResult:
+    """`subsets_ci=False` leaves ci_subsets to the caller (paired_to_first computes it with
+    the paired differences, from the same draws)."""
     predicted = predicted_outputs(train, prepared, features, truth.masks, weights, runtime)
     per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
     mean, ci = mean_ci(per_query)
-    both = lds_bootstrap_ci(predicted, truth.outputs.T, truth.higher_is_better)
+    both = (
+        lds_bootstrap_ci(predicted, truth.outputs.T, truth.higher_is_better)
+        if subsets_ci
+        else float("nan")
+    )
     return LdsResult(
         prepared.name, weights_name, mean, ci, truth.subsets, len(per_query), per_query, both,
         predicted,

@@ -95,7 +95,9 @@ def run_lds(options: LdsOptions) -> list[dict]:
     features = query_features.from_store(train, queries).features
     runtime = _runtime(options)
     results = [
-        evaluate_lds_prepared(train, features, truth, method, vector, label, runtime)
+        evaluate_lds_prepared(
+            train, features, truth, method, vector, label, runtime, subsets_ci=False
+        )
         for method, vector, label in _combinations(
             train, options, queries.num_examples, truth=truth
         )
