@@ -30,6 +30,9 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # Some writers (safetensors) replace the file they are given with one of mode 0600:
+        # the umask's permissions are set again on what is renamed into place.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -106,7 +109,9 @@ def check_or_write_meta(folder: Path, meta: dict, what: str, counts: tuple = ())
 
     path = Path(folder) / "meta.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        from attrib.jsonio import load_json
+
+        old = load_json(path)
         fixed = [k for k in {*old, *meta} if k not in counts]
         changed = sorted(k for k in fixed if old.get(k) != meta.get(k))
         if changed:

@@ -10,12 +10,14 @@ reads them at start-up.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from attrib.errors import AttribError
+from attrib.outputs import check_output
 
 Choices = Sequence[str] | Callable[[], Sequence[str]]
 
@@ -31,6 +33,9 @@ def option(
     argument: bool = False,
     separator: str | None = None,
     parse: Callable[[str], Any] | None = None,
+    output: str | None = None,
+    suffixes: tuple[str, ...] = (),
+    finite: bool = True,
 ) -> Any:
     """A dataclass field with what the CLI needs to show it.
 
@@ -38,7 +43,10 @@ def option(
     allowed values, or a function returning a registry's names (read when needed, so the
     registry's module loads only then); cli=False: a library-only field (callbacks, flags the
     CLI sets itself); argument: a positional CLI argument; separator: a tuple field the CLI
-    takes as one comma-separated value; parse: str -> value for fields whose CLI form is text.
+    takes as one comma-separated value; parse: str -> value for fields whose CLI form is text;
+    output: "file" or "folder" for a path the command writes (checked by attrib.outputs'
+    rule, with `suffixes` the file names may end in); finite=False: a float field that may be
+    nan or inf (none is today: every float option refuses them).
     """
     metadata = {
         "help": help,
@@ -49,6 +57,9 @@ def option(
         "argument": argument,
         "separator": separator,
         "parse": parse,
+        "output": output,
+        "suffixes": suffixes,
+        "finite": finite,
     }
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple or None as a default, not a mutable value")
@@ -77,6 +88,13 @@ class Options:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.metadata.get("finite", True):
+                _finite(value, flag_of(field))
+            if field.metadata.get("output") and value is not None:
+                check_output(
+                    value, flag_of(field), field.metadata["output"], field.metadata["suffixes"]
+                )
             allowed = choices_of(field)
             value = getattr(self, field.name)
             if allowed is None or value is None:
@@ -105,6 +123,14 @@ class Options:
 
     def replace(self, **changes) -> Options:
         return dataclasses.replace(self, **changes)
+
+
+def _finite(value: Any, flag: str) -> None:
+    """nan and inf pass every `<` check silently and fail later as tracebacks: refuse them."""
+    values = value if isinstance(value, tuple) else (value,)
+    for item in values:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise AttribError(f"{flag} must be a finite number, got {item}")
 
 
 def _plain(value: Any) -> Any:

@@ -3,7 +3,6 @@ CLI's help can show its defaults."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -41,10 +40,12 @@ class Recipe:
 
     @classmethod
     def from_file(cls, path: Path, **overrides) -> Recipe:
+        from attrib.jsonio import load_json
+
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise AttribError(f"--recipe {path}: cannot read it as JSON ({exc})") from None
+            data = load_json(Path(path), f"--recipe {path}")
+        except OSError as exc:
+            raise AttribError(f"--recipe {path}: cannot read it ({exc.strerror})") from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -104,6 +104,16 @@ def main() -> None:
     except KeyboardInterrupt:
         log.error(INTERRUPTED)
         sys.exit(130)
+    except Exception as exc:
+        # A full disk, a read-only or vanished device: one line naming the output (writers
+        # remove their temporaries; the previous output stays). Anything else is a bug.
+        from attrib.outputs import io_error_message
+
+        message = io_error_message(exc)
+        if message is None:
+            raise
+        log.error(message)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

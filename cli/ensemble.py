@@ -18,7 +18,7 @@ def ensemble(values: dict, quiet: bool) -> None:
     weights = trainer_learning_rates(members) if options.lr_weights else options.weights
     if options.lr_weights:
         log.info(f"learning rates of the members: {', '.join(f'{w:g}' for w in weights)}")
-    path = merge(options.out, members, weights)
+    path = merge(options.out, members, weights, options.overwrite)
     log.info(f"wrote {path}: {len(options.members)} members")
     print(path)
 

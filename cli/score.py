@@ -12,11 +12,13 @@ from attrib.score.options import ScoreOptions
 
 
 def stdin_expanded(values: tuple[str, ...]) -> tuple[str, ...]:
-    """`--query -` reads one query per line from stdin."""
+    """`--query -` reads one query per line from stdin (UTF-8; a bad line is named)."""
+    from attrib.score.queries import read_query_lines
+
     out: list[str] = []
     for value in values:
         if value == "-":
-            out += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+            out += read_query_lines(sys.stdin.buffer.read(), "stdin")
         else:
             out.append(value)
     return tuple(out)

@@ -23,7 +23,7 @@ class DemoOptions(Options):
         help="; ".join(f"{k}: {v}" for k, v in DEMO_TASKS.items()) + ".",
         choices=tuple(DEMO_TASKS),
     )
-    out: Path = option(Path("attrib-demo"), help="Folder for the demo's outputs.")
+    out: Path = option(Path("attrib-demo"), help="Folder for the demo's outputs.", output="folder")
     subsets: int | None = option(
         None,
         help="Retrained models for the LDS ground truth (default 20; diffusion: the ground "

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +32,11 @@ class GroundTruth:
     def made_for(self) -> dict:
         """The fingerprints of the stores `evaluate retrain` made it for ({"train", "queries"}),
         or {} for ground truth from elsewhere."""
+        from attrib.jsonio import parse_json
+
         try:
-            recipe = json.loads(str(self.extra.get("recipe", "{}")))
-        except ValueError:
+            recipe = parse_json(str(self.extra.get("recipe", "{}")), "the ground truth's recipe")
+        except AttribError:
             return {}
         return {k: recipe[k] for k in ("train", "queries") if isinstance(recipe.get(k), str)}
 

@@ -93,7 +93,7 @@ class RetrainOptions(_Evaluation):
 
     train: Path = _train()
     queries: Path = option(help="Query store whose outputs are recorded.")
-    out: Path = option(help="Ground truth .npz to write.")
+    out: Path = option(help="Ground truth .npz to write.", output="file", suffixes=(".npz",))
     subsets: int = option(50, help="Number of random subsets M.")
     alpha: float = option(0.5, help="Fraction of training examples in each subset.")
     seed: int = option(0, help="Seed for subsets and training.")
@@ -222,7 +222,9 @@ class GroupsOptions(_Evaluation):
     groups: str = option("module", help=groups_help())
     depth: int = option(3, help="Path components that name a block (--groups block).")
     damping: float | None = _damping()
-    plot: Path | None = option(None, help="Write a bar plot (PNG).")
+    plot: Path | None = option(
+        None, help="Write a bar plot (PNG).", output="file", suffixes=(".png",)
+    )
     memory_gb: float = memory_option()
 
     def check(self) -> None:

@@ -3,7 +3,6 @@ known contributor set (the paper's subject / style / background evaluation)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +31,12 @@ def load_contributors(path: Path, queries: Store) -> list[set[int]]:
     """A JSON object {query row index: [training row indices]}, keyed by the query store's
     `index` column (rows of its split); every query must have an entry."""
     path = Path(path)
+    from attrib.jsonio import load_json
+
     try:
-        data = json.loads(path.read_text())
+        data = load_json(path, f"--contributors {path} ({{query index: [training indices]}})")
     except OSError:
         raise AttribError(f"--contributors {path}: no such file") from None
-    except ValueError as exc:
-        raise AttribError(f"--contributors {path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise AttribError(f"--contributors {path}: expected {{query index: [training indices]}}")
     sets = []
     for row in queries.column("index"):
         entry = data.get(str(int(row)))

@@ -34,7 +34,7 @@ class FeaturizeOptions(Options):
     data: str = option(
         help="Dataset hub id, local folder, or data file (parquet/csv/json).", short="-d"
     )
-    out: Path = option(help="Store folder to write.", short="-o")
+    out: Path = option(help="Store folder to write.", short="-o", output="folder")
     split: str = option("train", help="Dataset split.")
     data_config: str | None = option(None, help="Dataset configuration name (hub datasets).")
     data_revision: str | None = option(None, help="Dataset revision (hub datasets).")

@@ -38,6 +38,8 @@ def run_featurize(config: FeaturizeOptions) -> Path:
     columns = task.bind_columns(dataset)
     dataset = undecoded(dataset, columns.get("image"))
     num_examples = min(len(dataset), config.max_examples or len(dataset))
+    if columns.get("text"):
+        _check_empty_texts(dataset, columns["text"], num_examples)
     selected = []  # --no-gradients: the rows and their outputs only
     if not config.no_gradients:
         selected = select_modules(
@@ -145,6 +147,30 @@ def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[Shard
             )
             records.append(writer.write_shard(start, end, data))
     return records
+
+
+def _check_empty_texts(dataset, column: str, count: int) -> None:
+    """Empty texts have no token to predict: their loss is 0 and their feature row is zero.
+    A dataset of nothing but empty texts is a mistake; a few among others are said once."""
+    import pyarrow.compute as pc
+
+    values = dataset.data.column(column).slice(0, count)
+    if not (pa_types_is_string(values.type)):
+        return  # not text: the task names the problem when it meets a row
+    empty = pc.sum(pc.equal(pc.utf8_length(values), 0)).as_py() or 0
+    if empty == count:
+        raise AttribError(
+            f"every text in column {column!r} is empty: nothing to attribute; check --data "
+            "and --text-column"
+        )
+    if empty:
+        log.warn(f"{empty} of {count} texts are empty: their loss is 0 and their features zero")
+
+
+def pa_types_is_string(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def _to_store(matrix: torch.Tensor, dtype, positions: range, module: str) -> np.ndarray:

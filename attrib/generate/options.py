@@ -13,7 +13,7 @@ class GenerateOptions(Options):
     folder `attrib featurize --data OUT` reads."""
 
     model: str = option(help="Diffusion pipeline hub id or folder.", short="-m")
-    out: Path = option(help="Folder for the generated query set.", short="-o")
+    out: Path = option(help="Folder for the generated query set.", short="-o", output="folder")
     prompt: tuple[str, ...] = option(
         (), help="Prompt or template like 'A {style} of {subject}' (repeatable)."
     )

@@ -23,6 +23,7 @@ from attrib.atomic import atomic_path
 from attrib.errors import AttribError
 from attrib.index import transform
 from attrib.index.options import IndexOptions, require_faiss
+from attrib.jsonio import load_json
 from attrib.methods import Method, get_method
 from attrib.methods.kernels import CACHE_DIR
 from attrib.store import Store
@@ -72,7 +73,7 @@ def build_index(options: IndexOptions) -> Path:
     path, meta_path = index_paths(store, method, options.kind)
     params = _params(options, store)
     if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = load_json(meta_path)
         built = {k: v for k, v in meta.get("params", {}).items() if k not in SEARCH_SETTINGS}
         if built == {k: v for k, v in params.items() if k not in SEARCH_SETTINGS}:
             if meta["params"] != params:  # only how it is searched changed: no rebuild

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
@@ -12,6 +10,7 @@ from attrib.errors import AttribError
 from attrib.index import transform
 from attrib.index.build import check_indexable, index_paths
 from attrib.index.options import require_faiss
+from attrib.jsonio import load_json
 from attrib.methods import Method
 from attrib.methods.base import weighted
 from attrib.score.stream import TopK
@@ -36,7 +35,7 @@ class LoadedIndex:
                 f"--kind {kind}`"
             )
         self.store, self.method, self.kind = store, method, kind
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = load_json(meta_path)
         self.index = self.faiss.read_index(str(path))
         params = self.meta["params"]
         if "probe" in params:

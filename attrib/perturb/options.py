@@ -25,7 +25,9 @@ class PerturbOptions(Options):
     queries: tuple[str, ...] = option(
         (), help="Query store whose outputs are recorded too (repeatable); rerun to add more."
     )
-    out: Path = option(help="Folder of the copies and their stores (resumable).", short="-o")
+    out: Path = option(
+        help="Folder of the copies and their stores (resumable).", short="-o", output="folder"
+    )
     copies: int = option(
         64, help="Number of perturbed copies K (LDS still rose at 128-256 on the benchmarks)."
     )

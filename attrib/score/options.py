@@ -19,8 +19,13 @@ class ScoreOptions(Options):
     train: Path = option(help="Training store (from featurize).", short="-t")
     query: tuple[str, ...] = option(
         (),
-        help="Image file or text to attribute (repeatable); '-' reads one per line from stdin. "
-        "Featurized with the training store's settings.",
+        help="What to attribute (repeatable): an image file; for language models a text, or a "
+        "file of queries, one per line (JSON objects for prompt/completion and chat stores); "
+        "'-' reads them from stdin. A value that looks like a path but names no file is an "
+        "error. Featurized with the training store's settings.",
+    )
+    text: tuple[str, ...] = option(
+        (), help="A literal text query (repeatable), never read as a file name."
     )
     queries: Path | None = option(None, help="Query store (from featurize).")
     prompt: tuple[str, ...] = option(
@@ -49,6 +54,8 @@ class ScoreOptions(Options):
         None,
         help="Write all scores to a .npy: (queries x train) float32, query order x training-store "
         "order, higher = more helpful (with --self: one value per training example).",
+        output="file",
+        suffixes=(".npy",),
     )
     self_influence: bool = option(
         False, flag="--self", help="Self-influence tau(n, n) of every training example."
@@ -82,15 +89,16 @@ class ScoreOptions(Options):
         at_least(self.damping, 0, "--lambda")
         at_least(self.batch_size, 1, "--batch-size")
         positive(self.memory_gb, "--memory-gb")
-        if self.out is not None and Path(self.out).suffix != ".npy":
-            raise AttribError(f"--out {self.out}: the scores file must end in .npy")
-        if self.per_token and not self.query:
+        if self.per_token and not (self.query or self.text):
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
         if self.index is not None and (self.out is not None or self.self_influence):
             raise AttribError(
                 "--index answers the top-k only: drop --index for --out or --self (every score)"
             )
-        if self.self_influence and (self.query or self.queries):
-            raise AttribError("--self takes no --query or --queries")
-        if not self.self_influence and bool(self.query) == bool(self.queries):
-            raise AttribError("pass either --query (files, texts or '-') or --queries STORE")
+        given = bool(self.query or self.text)
+        if self.self_influence and (given or self.queries):
+            raise AttribError("--self takes no --query, --text or --queries")
+        if not self.self_influence and given == bool(self.queries):
+            raise AttribError(
+                "pass either --query (files, texts or '-'), --text or --queries STORE"
+            )

@@ -5,6 +5,7 @@ modules, projection seeds), so both sides are gradients of the same function in 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,3 +182,53 @@ def _captions(task, prompts: list[str] | None, count: int) -> list[str] | None:
     if len(prompts) != count:
         raise AttribError(f"pass one --prompt, or one per --query ({count}), not {len(prompts)}")
     return list(prompts)
+
+
+def read_query_lines(data: bytes, name: str) -> list[str]:
+    """Queries one per line (texts, or JSON objects for prompt/completion and chat stores),
+    blank lines skipped; a line that is not UTF-8 is named instead of reaching the tokenizer."""
+    out = []
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AttribError(f"{name} line {number} is not UTF-8 text; convert it") from None
+        if text.strip():
+            out.append(text)
+    return out
+
+
+def looks_like_path(value: str) -> bool:
+    """One word with a slash or a file suffix (`query.txt`, `data/q.jsonl`, `cat.png`)."""
+    if not value or any(c.isspace() for c in value):
+        return False
+    return "/" in value or re.fullmatch(r".+\.[A-Za-z][A-Za-z0-9]{0,4}", value) is not None
+
+
+def resolve_text_values(store: Store, values: list[str], texts: list[str]) -> list[str]:
+    """`--query` values for a text store: an existing file is a file of queries (one per
+    line), a value that looks like a path but names no file is an error (it would otherwise
+    be scored as the literal string), anything else is the text itself; `--text` values are
+    always literal. Image stores take `--query` values as image files (checked later)."""
+    from attrib.tasks import task_class, task_names
+
+    task = store.settings.get("task")
+    if task in task_names() and task_class(task).query_role == "image":
+        if texts:
+            raise AttribError(f"--text: {store.path} was made from an image model; pass images")
+        return list(values)
+    out = []
+    for value in values:
+        path = Path(value)
+        if path.is_file():
+            lines = read_query_lines(path.read_bytes(), f"--query {value}")
+            if not lines:
+                raise AttribError(f"--query {value} holds no queries (every line is blank)")
+            out += lines
+        elif looks_like_path(value):
+            raise AttribError(
+                f"--query {value}: no such file (to score this literal text, pass --text {value!r})"
+            )
+        else:
+            out.append(value)
+    return out + list(texts)

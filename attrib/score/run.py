@@ -58,7 +58,8 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
     _warn_output_mismatch(store, request.method)
     weights = weight_vector(store, request.weights)
     query_store = Store(request.queries) if request.queries is not None else None
-    count = 0 if request.self_influence else len(request.query)
+    values = queries.resolve_text_values(store, list(request.query), list(request.text))
+    count = 0 if request.self_influence else len(values)
     if query_store is not None:
         count = query_store.num_examples
     if not request.per_token and request.index is None:  # per-token: once tokenized
@@ -70,7 +71,7 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
     else:
         chosen = queries.from_values(
             store,
-            list(request.query),
+            values,
             str(runtime.device),
             request.batch_size,
             request.trust_remote_code,

@@ -49,9 +49,12 @@ def write_generated(
     settings: dict | None = None,
     shard_size: int = 1024,
     store_dtype: str = "float32",
+    overwrite: bool = True,
 ) -> Path:
     """Write a store whose rows [start, end) come from `rows(start, end) -> (features, scalars)`,
-    one shard at a time (so stores larger than memory can be generated)."""
+    one shard at a time (so stores larger than memory can be generated). Like featurize, a
+    rerun after a kill keeps the complete shards, and an equal complete store is left as it
+    is; without `overwrite` a store of other settings at `path` is refused."""
     names = list(dims)
     scalar_names = list(dict.fromkeys([*(scalar_names or []), "loss", "out_to_loss"]))
     modules = [
@@ -74,11 +77,17 @@ def write_generated(
     full = {**base, **(settings or {})}
     schema = shards.schema([(n, dims[n]) for n in names], scalar_names, store_dtype)
     writer = StoreWriter(Path(path), full, schema, ["write_arrays"])
-    writer.check(overwrite=True)
+    writer.check(overwrite=overwrite)
+    if writer.complete:
+        return Path(path)
     writer.create()
     records = []
     dtype = np.float16 if store_dtype == "float16" else np.float32
     for start, end in shard_ranges(count, shard_size):
+        done = writer.resumable(start, end)
+        if done is not None:
+            records.append(done)
+            continue
         features, scalars = rows(start, end)
         scalars = dict(scalars)
         index = scalars.pop("index", None)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from attrib.errors import AttribError
+from attrib.jsonio import load_json
 from attrib.store.reader import Store, column_matrix
 
 PREFIX = "member-"
@@ -56,8 +57,8 @@ def trainer_learning_rates(paths: list[Path]) -> list[float]:
         model = Path(Store(path).settings["model"]["source"])
         state_file = model / "trainer_state.json"
         try:
-            state = json.loads(state_file.read_text())
-        except (OSError, ValueError):
+            state = load_json(state_file)
+        except (OSError, AttribError):
             raise AttribError(
                 f"member {path}: its model {model} has no readable trainer_state.json; "
                 "pass --member-weights"
@@ -100,8 +101,12 @@ def _check_members(stores: list[Store]) -> None:
             raise AttribError(f"{what} is itself an ensemble; list its members instead")
 
 
-def merge(out: Path, paths: list[Path], weights: list[float] | None = None) -> Path:
-    """Write the ensemble store of the member stores at `paths` (in this order) to `out`."""
+def merge(
+    out: Path, paths: list[Path], weights: list[float] | None = None, overwrite: bool = True
+) -> Path:
+    """Write the ensemble store of the member stores at `paths` (in this order) to `out`.
+    A rerun after a kill finishes the job (complete shards kept); an equal complete store is
+    left as it is; without `overwrite` another store at `out` is refused."""
     from attrib.store.arrays import write_generated
 
     if len(paths) < 2:
@@ -170,6 +175,7 @@ def merge(out: Path, paths: list[Path], weights: list[float] | None = None) -> P
         int(first.settings.get("shard_size", 1024)),
         # Weighted members are kept in float32: float16 would round the scaled features again.
         "float32" if any(w != 1 for w in weights) else first.settings.get("store_dtype", "float32"),
+        overwrite=overwrite,
     )
     if first.settings.get("factors"):
         _merge_factors(Store(path), stores, weights)
@@ -180,6 +186,9 @@ def _merge_factors(merged: Store, stores: list[Store], weights: list[float]) -> 
     from attrib.store.factors import load_factors, save_factors, shard_factor_path
 
     for shard in merged.shards:
+        target = shard_factor_path(merged.path, shard.file)
+        if target.exists():  # written by an earlier run that was stopped after it
+            continue
         combined = {}
         for j, store in enumerate(stores):
             member_shard = next(s for s in store.shards if s.start == shard.start)
@@ -189,4 +198,4 @@ def _merge_factors(merged: Store, stores: list[Store], weights: list[float]) -> 
             for name, factor in load_factors(path).items():
                 factor.s = factor.s * weights[j]  # dy scaled by sqrt(w): S by w
                 combined[f"{PREFIX}{j}/{name}"] = factor
-        save_factors(shard_factor_path(merged.path, shard.file), combined)
+        save_factors(target, combined)

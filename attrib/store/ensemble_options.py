@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from attrib.errors import AttribError
@@ -19,7 +20,7 @@ class EnsembleOptions(Options):
         (), help="Member stores, in order (the same order for training and query stores).",
         argument=True,
     )  # fmt: skip
-    out: Path = option(help="The ensemble store to write.", short="-o")
+    out: Path = option(help="The ensemble store to write.", short="-o", output="folder")
     member_weights: tuple[str, ...] = option(
         (),
         separator=",",
@@ -41,8 +42,6 @@ class EnsembleOptions(Options):
         self.weights  # noqa: B018  (bad numbers fail here, before anything is read)
         if self.lr_weights and self.member_weights:
             raise AttribError("pass --member-weights or --lr-weights, not both")
-        if Path(self.out).exists() and any(Path(self.out).iterdir()) and not self.overwrite:
-            raise AttribError(f"--out {self.out} exists; pass --overwrite to replace it")
 
     @property
     def weights(self) -> list[float] | None:
@@ -52,7 +51,7 @@ class EnsembleOptions(Options):
             values = [float(w) for w in self.member_weights]
         except ValueError:
             raise AttribError("--member-weights takes numbers, e.g. 1e-3,5e-4") from None
-        if len(values) != len(self.members) or any(not v > 0 for v in values):
+        if len(values) != len(self.members) or any(not 0 < v < math.inf for v in values):
             raise AttribError(
                 f"--member-weights: one positive weight per member ({len(self.members)})"
             )

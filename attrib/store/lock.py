@@ -65,6 +65,27 @@ def lock_store(folder: Path, exclusive: bool) -> None:
     _held[str(folder)] = (fd, exclusive)
 
 
+def probe_unlocked(folder: Path) -> None:
+    """Raise AttribError, naming the writer, when another process holds `folder`'s write lock;
+    return at once otherwise (a shared probe: processes of one run may probe together)."""
+    folder = Path(folder).resolve()
+    if str(folder) in _held:
+        return
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody ever locked it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise AttribError(
+            f"{folder} is being written by {_holder(folder / LOCK_FILE)}; wait for it to "
+            "finish, or write to another --out"
+        ) from None
+    finally:
+        os.close(fd)
+
+
 def unlock_store(folder: Path) -> None:
     fd, exclusive = _held.pop(str(Path(folder).resolve()), (None, False))
     if fd is not None:

@@ -25,8 +25,10 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def read_json(path: Path) -> dict:
-    with open(path) as handle:
-        return json.load(handle)
+    """A manifest or rank report: a JSON object, checked for depth and type (AttribError)."""
+    from attrib.jsonio import load_json
+
+    return load_json(path)
 
 
 def settings_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

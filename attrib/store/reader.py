@@ -64,8 +64,8 @@ class Store:
             raise AttribError(f"{self.path} is not an attrib store (no {MANIFEST}); run featurize")
         try:
             self.manifest = read_json(manifest_path)
-        except ValueError:
-            raise AttribError(f"{manifest_path} is not valid JSON; featurize again") from None
+        except AttribError as exc:
+            raise AttribError(f"{exc}; featurize again") from None
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise AttribError(

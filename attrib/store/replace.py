@@ -7,11 +7,11 @@ its own `.NAME.new` / `.NAME.old` folders."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
+from attrib.jsonio import load_json_or_none
 from attrib.store.lock import lock_store
 from attrib.store.manifest import MANIFEST
 
@@ -26,10 +26,7 @@ def retired(target: Path) -> Path:
 
 def _attrib_manifest(folder: Path) -> dict | None:
     """The manifest of a folder attrib wrote (complete or not), else None."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+    manifest = load_json_or_none(folder / MANIFEST)
     keys = ("format_version", "attrib_version", "settings", "shards")
     return manifest if isinstance(manifest, dict) and all(k in manifest for k in keys) else None
 
@@ -44,15 +41,36 @@ def is_complete_store(folder: Path) -> bool:
 
 
 def recover(target: Path) -> None:
-    """Finish a swap a killed run left halfway (the new store complete, the old retired)."""
+    """Finish a swap a killed run left halfway (the new store complete, the old retired),
+    and remove a retired store whose removal a kill cut short (its manifest may be gone
+    already: it is recognised by holding nothing but a store's files)."""
     new, old = staging(target), retired(target)
     try:
         if not target.exists() and is_complete_store(new):
             os.rename(new, target)
     except OSError:  # another rank of the same run got there first
         pass
-    if old.exists() and is_attrib_store(target) and is_attrib_store(old):
+    if old.exists() and is_attrib_store(target) and holds_only_store_files(old):
         shutil.rmtree(old, ignore_errors=True)
+
+
+# What a store folder holds: shards, factors, caches (kernels, indexes), rank reports, locks.
+STORE_SUFFIXES = (".arrow", ".json", ".safetensors", ".npy", ".faiss", ".lock")
+
+
+def holds_only_store_files(folder: Path) -> bool:
+    """True for a folder (or what is left of one) that attrib's store writer made: every file
+    in it is one a store holds. A folder with anything else in it is never removed."""
+    if is_attrib_store(folder):
+        return True
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            return False
+        if path.is_file() and not (path.name.endswith(STORE_SUFFIXES) or ".part" in path.name):
+            return False
+    return True
 
 
 def swap_in(target: Path, new: Path) -> None:

@@ -55,6 +55,8 @@ def check_manifest(path: Path, manifest: dict) -> None:
         if not isinstance(shard, dict) or any(k not in shard for k in keys):
             raise damaged(path, "a shard entry in its manifest lacks file, start, end or sha256")
         file, start, end = shard["file"], shard["start"], shard["end"]
+        if any(not isinstance(v, int) or isinstance(v, bool) for v in (start, end)):
+            raise damaged(path, f"shard {file!r} has a row range that is not whole numbers")
         if not isinstance(file, str) or not SHARD_FILE.match(file):
             raise damaged(path, f"shard name {file!r} is not a plain shard file name")
         if (start, end) != (expected, min(expected + size, count)) or file != shard_name(

@@ -18,10 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from attrib import __version__
-from attrib.atomic import temporary_dir
+from attrib.atomic import clean_stale, temporary_dir
 from attrib.errors import AttribError
 from attrib.store import replace, shards
-from attrib.store.lock import lock_store, unlock_store
+from attrib.store.lock import lock_store, probe_unlocked, unlock_store
 from attrib.store.manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -79,7 +79,15 @@ class StoreWriter:
             )
         if overwrite:  # build beside the old store; swap it in when complete
             self.path = replace.staging(self.target)
+            clean_stale(self.path)  # a killed run's temporary beside the staging folder
+            if self.path.exists():
+                # Another run may be building it right now: never remove a live writer's work.
+                probe_unlocked(self.path)
             if _absent_or_empty(self.path) or not replace.is_attrib_store(self.path):
+                if self.path.exists() and not replace.holds_only_store_files(self.path):
+                    raise AttribError(
+                        f"{self.path} holds files attrib did not write; move it away and rerun"
+                    )
                 shutil.rmtree(self.path, ignore_errors=True)
                 self.created = True
                 return
@@ -197,6 +205,8 @@ class StoreWriter:
 
     def _clean_temporaries(self) -> None:
         for part in (self.path / SHARD_DIR).glob(".*.part"):
+            part.unlink(missing_ok=True)
+        for part in self.path.glob(".*.part"):  # a killed run's rank report or manifest
             part.unlink(missing_ok=True)
 
     def _rank_file(self, rank: int) -> Path:

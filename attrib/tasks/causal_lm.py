@@ -111,6 +111,12 @@ class CausalLMTask(Task):
             max_length=self.max_length(),
             return_tensors="pt",
         )
+        if encoded["input_ids"].shape[1] == 0:  # only empty texts: one token, no target
+            filler = self.processor.eos_token_id or self.processor.pad_token_id or 0
+            encoded = {
+                "input_ids": torch.full((len(texts), 1), filler),
+                "attention_mask": torch.ones((len(texts), 1), dtype=torch.long),
+            }
         mask = encoded["attention_mask"]
         return {
             "input_ids": encoded["input_ids"].to(device),

@@ -3,6 +3,8 @@ it, or reload the one that made a store from its manifest."""
 
 from __future__ import annotations
 
+import pickle
+
 import torch
 
 from attrib import hub
@@ -54,7 +56,15 @@ def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: Task
     name = task or detect_task(ref)
     if name not in task_names():
         raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(task_names())}")
-    loaded = task_class(name).load(ref, dtype, options)
+    try:
+        loaded = task_class(name).load(ref, dtype, options)
+    except pickle.UnpicklingError:
+        # Pickle checkpoints (pytorch_model.bin) are only ever opened through torch's
+        # weights_only loader, which allows plain tensors and nothing that runs code.
+        raise AttribError(
+            f"{ref.source}: its pickle weights (pytorch_model.bin) hold objects other than "
+            "tensors and were refused unread; use a safetensors checkpoint you trust"
+        ) from None
     loaded.model.requires_grad_(False)
     loaded.model.eval()
     return loaded

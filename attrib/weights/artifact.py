@@ -21,6 +21,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from attrib import __version__
 from attrib.atomic import atomic_path
 from attrib.errors import AttribError
+from attrib.jsonio import parse_json
 
 
 @dataclass
@@ -36,8 +37,11 @@ class WeightsArtifact:
             raise AttribError("the weights file has a different number of weights and groups")
         if not np.isfinite(self.weights).all() or (self.weights < 0).any():
             raise AttribError("the weights file holds negative, NaN or infinite weights")
-        if not self.weights.any():
-            raise AttribError("the weights file holds only zeros (every score would be 0)")
+        if not self.weights.max(initial=0.0) >= np.finfo(np.float32).tiny:
+            # All zero, or only subnormal values: every score would be 0 or lose its digits.
+            raise AttribError(
+                "the weights file holds only zeros or subnormal values (every score would be 0)"
+            )
         unknown = set(self.module_to_group.values()) - set(self.groups)
         if unknown:
             raise AttribError(f"the weights file maps modules to unknown groups {sorted(unknown)}")
@@ -101,11 +105,12 @@ def load_weights(path: Path) -> WeightsArtifact:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AttribError(f"--weights {path} is not a safetensors file ({exc})") from None
+    what = f"--weights {path}: its metadata"
     if FORMAT_KEY in metadata:
-        record = json.loads(metadata[FORMAT_KEY])
+        record = parse_json(metadata[FORMAT_KEY], what)
     elif metadata.get("format") == "attrib-weights/1":  # one JSON value per key
         keys = ("groups", "module_to_group", "info")
-        record = {k: json.loads(metadata.get(k, "{}")) for k in keys}
+        record = {k: parse_json(metadata.get(k, "{}"), what, None) for k in keys}
     else:
         record = None
     shapes = {"groups": list, "module_to_group": dict, "info": dict}

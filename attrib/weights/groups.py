@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 from pathlib import Path
 
 from attrib.errors import AttribError
@@ -94,11 +93,10 @@ def _consecutive(modules: list[str], spec: str) -> dict[str, str]:
 
 
 def _from_file(modules: list[str], path: Path) -> dict[str, str]:
-    try:
-        rules = json.loads(path.read_text())
-    except ValueError as exc:
-        raise AttribError(f"--groups {path}: not valid JSON ({exc})") from None
-    if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
+    from attrib.jsonio import load_json
+
+    rules = load_json(path, f"--groups {path} (glob -> group name)")
+    if not all(isinstance(v, str) for v in rules.values()):
         raise AttribError(f"--groups {path}: expected an object of glob -> group name")
     mapping, unmatched = {}, []
     for module in modules:

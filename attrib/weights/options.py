@@ -24,7 +24,9 @@ class LearnOptions(Options):
         "(and from the model's training data): weights tuned on evaluation queries overstate "
         "their quality."
     )
-    out: Path = option(help="Weights file to write (.safetensors).")
+    out: Path = option(
+        help="Weights file to write (.safetensors).", output="file", suffixes=(".safetensors",)
+    )
     method: str = option(
         DEFAULT_METHOD, help="Base method whose top-k supervises the weights.", choices=method_names
     )
@@ -65,7 +67,9 @@ class LearnOptions(Options):
         help="Where the contributions (queries x training rows x groups products) are "
         "computed: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.",
     )
-    plot: Path | None = option(None, help="Write a bar plot of the weights (PNG).")
+    plot: Path | None = option(
+        None, help="Write a bar plot of the weights (PNG).", output="file", suffixes=(".png",)
+    )
 
     def check(self) -> None:
         existing_store(self.train, "--train")
