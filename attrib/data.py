@@ -78,7 +78,8 @@ def open_dataset(ref: DataRef) -> datasets.Dataset:
             dataset = datasets.load_from_disk(str(path))[ref.split]
         elif path.is_dir():
             dataset = datasets.load_dataset(str(path), name=ref.config, split=ref.split)
-        elif hub.looks_like_path(ref.source):
+        elif hub.looks_like_path(ref.source) or path.suffix.lower() in _FILE_BUILDERS:
+            # `train.csv` is a file name, never a hub id: say it is missing, not unreachable.
             raise AttribError(f"--data {ref.source}: no such file or folder")
         else:
             hub.require_hub("--data", ref.source)

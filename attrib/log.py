@@ -34,6 +34,14 @@ def info(message: str) -> None:
         _console.print(message, markup=False, soft_wrap=True)
 
 
+def status(message: str) -> None:
+    """What is happening during a silent stretch (loading a model, reading data), for a person
+    watching a terminal: not written when stderr is a file or pipe, where logs are read by
+    programs and every line counts."""
+    if not _quiet and is_main_process() and _console.is_terminal:
+        _console.print(message, markup=False, soft_wrap=True)
+
+
 def warn(message: str) -> None:
     if is_main_process():
         _console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)

@@ -77,7 +77,7 @@ def _parameter(field: dataclasses.Field, hint: Any) -> inspect.Parameter:
     meta = field.metadata
     default = cli_default(field)
     help_text = meta["help"]
-    if meta.get("separator") and choices_of(field):
+    if choices_of(field) and not meta.get("argument"):
         help_text += f" Choices: {', '.join(choices_of(field))}."
     help_text = escape(help_text)  # help text is plain: `[training rows]` is not markup
     if meta.get("argument"):
@@ -87,15 +87,65 @@ def _parameter(field: dataclasses.Field, hint: Any) -> inspect.Parameter:
         if hint is bool and default is True:
             flag = f"{flag}/--no-{flag[2:]}"
         decls = [flag] + ([meta["short"]] if meta.get("short") else [])
-        # A flag takes no value: no `<bool>` placeholder beside it.
-        metavar = "" if hint is bool else "<str>" if meta.get("separator") else None
-        spec = typer.Option(default, *decls, help=help_text, metavar=metavar)
+        # A flag takes no value: no `<bool>` placeholder beside it. Other values get a short
+        # name (choices are listed in the help text), so the help fits 80 columns.
+        spec = typer.Option(default, *decls, help=help_text, metavar=_metavar(field, hint))
     return inspect.Parameter(
         field.name,
         inspect.Parameter.KEYWORD_ONLY,
         default=spec,
         annotation=_annotation(field, hint),
     )
+
+
+def _metavar(field: dataclasses.Field, hint: Any) -> str:
+    if hint is bool:
+        return ""
+    if field.metadata.get("separator"):
+        return "A,B"
+    if choices_of(field):
+        return "NAME"
+    base = _strip_optional(hint)
+    if typing.get_origin(base) is tuple:
+        base = typing.get_args(base)[0]
+    return {Path: "PATH", int: "N", float: "X"}.get(base, "TEXT")
+
+
+def reflow(doc: str | None) -> str | None:
+    """Docstrings are wrapped at the source's width; the help wraps them at the terminal's.
+    Lines of a paragraph are joined; an indented line (a command) stays a line of its own."""
+    if not doc:
+        return doc
+    paragraphs = []
+    for block in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in block.splitlines():
+            if lines and not line.startswith(" ") and not lines[-1].startswith(" "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _hide_flag_types() -> None:
+    """typer shows `<bool>` beside flags that take no value (its own --help among them)."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_attrib", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._attrib = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
 
 
 def from_cli(field: dataclasses.Field, value: Any) -> Any:
@@ -136,7 +186,7 @@ def options_command(
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__annotations__ = {}
-    command.__doc__ = handler.__doc__ or cls.__doc__
+    command.__doc__ = reflow(handler.__doc__ or cls.__doc__)
     command.__name__ = handler.__name__
     return command
 
@@ -156,7 +206,9 @@ def format_extra(formats: tuple[str, ...]) -> Extra:
         typer.Option(
             None,
             "--format",
-            help=f"Output format (default: {formats[0]} on a terminal, {formats[1]} on a pipe).",
+            help=f"Output format: {', '.join(formats)} (default: {formats[0]} on a terminal, "
+            f"{formats[1]} on a pipe).",
+            metavar="NAME",
         ),
     )
 

@@ -12,11 +12,15 @@ from attrib_cli.common import setup
 
 from attrib.demo.options import DemoOptions
 
-NEXT = """next, on your own model and data:
+NEXT = """next, on your own model and data (learn weights on one query set, evaluate on another):
   attrib featurize --model MODEL --data TRAIN.parquet --out stores/train
-  attrib featurize --model MODEL --data QUERIES.parquet --out stores/queries
-  attrib learn-weights --train stores/train --queries stores/queries --out weights.safetensors
-  attrib score --train stores/train --query QUERY_FILE_OR_TEXT --weights weights.safetensors"""
+  attrib featurize --model MODEL --data LEARN.parquet --out stores/learn
+  attrib featurize --model MODEL --data EVAL.parquet --out stores/eval
+  attrib learn-weights --train stores/train --queries stores/learn --out weights.safetensors
+  attrib score --train stores/train --query QUERY_FILE --weights weights.safetensors
+  attrib evaluate retrain --train stores/train --queries stores/eval --out gt.npz
+  attrib evaluate lds --train stores/train --queries stores/eval --groundtruth gt.npz \\
+      --weights none,weights.safetensors"""
 
 
 def demo(values: dict, quiet: bool) -> None:
@@ -29,7 +33,11 @@ def demo(values: dict, quiet: bool) -> None:
         record = {
             "query": result.query,
             "proponents": result.records,
-            "lds": result.lds,
+            # In percent, labelled, like `evaluate lds` output.
+            "lds": {
+                name: {"lds": 100 * value, "ci": 100 * ci}
+                for name, (value, ci) in result.lds.items()
+            },
             "grid": str(result.grid) if result.grid else None,
             "weights": str(result.weights),
         }
@@ -38,13 +46,28 @@ def demo(values: dict, quiet: bool) -> None:
     from rich.console import Console
 
     console = Console()
-    retrains = options.retrained_subsets is not None
-    result = run_demo(options, on_answer=lambda answer: _answer(console, answer, retrains))
+    shipped = options.retrained_subsets is None
+    result = run_demo(options, on_answer=lambda answer: _answer(console, answer, shipped))
     _quality(console, result)
+    _where(console, result, options)
     console.print(NEXT)
 
 
-def _answer(console, result, retrains: bool) -> None:
+def _where(console, result, options) -> None:
+    """Where everything is, so a user can point featurize at the same checkpoint and data."""
+    data = result.data or {}
+    console.print(
+        f"the task's checkpoint: {result.model}\n"
+        f"its data: {', '.join(str(p) for p in data.values())}\n"
+        "(cached under $XDG_CACHE_HOME/attrib/demo, default ~/.cache: set XDG_CACHE_HOME "
+        f"to move it)\nthe demo's outputs: {options.out.resolve()}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _answer(console, result, shipped: bool) -> None:
     from rich.table import Table
 
     query = result.query
@@ -60,7 +83,10 @@ def _answer(console, result, retrains: bool) -> None:
     console.print(table)
     if result.grid:
         console.print(f"the query and these images, side by side: {result.grid}")
-    how = "retraining; cached after this run" if retrains else "against the shipped ground truth"
+    if result.retraining:
+        how = "retraining; cached after this run"
+    else:
+        how = "against the shipped ground truth" if shipped else "against the cached ground truth"
     console.print(f"now measuring how good such rankings are ({how})")
 
 

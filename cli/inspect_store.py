@@ -9,18 +9,45 @@ from attrib_cli.common import stdout_is_terminal
 from rich.console import Console
 from rich.table import Table
 
-from attrib.store.summary import InspectOptions, store_summary
+from attrib.store.summary import InspectOptions, summary
 
 FORMATS = ("table", "json")  # a store's summary is one nested record
 
 
 def inspect_store(values: dict, fmt: str | None) -> None:
     options = InspectOptions(**values)
-    summary = store_summary(options.store, options.verify)
+    described = summary(options.store, options.verify)
     fmt = fmt or (FORMATS[0] if stdout_is_terminal() else FORMATS[1])
     if fmt == "json":
-        print(json.dumps(summary))
+        print(json.dumps(described))
         return
+    if described["kind"] == "store":
+        _print_store(described)
+    else:
+        _print_file(described)
+
+
+def _print_file(described: dict) -> None:
+    """A weights file or a ground truth: its scalar fields, then its weights if any."""
+    console = Console()
+    head = Table(show_header=False, box=None)
+    for key, value in described.items():
+        if key == "weights":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        head.add_row(key, str(value))
+    console.print(head)
+    if "weights" in described:
+        table = Table(title=f"{len(described['weights'])} group weights (1 = uniform)")
+        table.add_column("group")
+        table.add_column("weight", justify="right")
+        for group, weight in described["weights"].items():
+            table.add_row(group, f"{weight:.3f}")
+        console.print(table)
+
+
+def _print_store(summary: dict) -> None:
     console = Console()
     head = Table(show_header=False, box=None)
     for key in (
@@ -39,6 +66,8 @@ def inspect_store(values: dict, fmt: str | None) -> None:
         "feature_dim",
     ):
         head.add_row(key, str(summary[key]))
+    head.add_row("featurized for", f"--method {summary['featurized_for'] or '(not recorded)'}")
+    head.add_row("serves", ", ".join(summary["serves"]))
     head.add_row("projection", ", ".join(f"{k}={v}" for k, v in summary["projection"].items()))
     head.add_row("size", f"{summary['bytes'] / 2**20:,.1f} MiB")
     console.print(head)

@@ -16,16 +16,30 @@ def learn_weights(values: dict, quiet: bool) -> None:
     from attrib.weights.run import run_learn
 
     artifact, summary = run_learn(options)
-    log.info(
-        f"wrote {options.out}: {len(artifact.groups)} groups; objective "
-        f"{summary['loss_uniform']:.4f} (uniform) -> {summary['loss_learned']:.4f} (learned)"
-    )
+    log.info(f"wrote {options.out}: {len(artifact.groups)} groups")
+    log.info(objective_in_words(summary["loss_uniform"], summary["loss_learned"]))
     if not log.is_quiet():
         _summary_table(artifact)
     if options.plot is not None:
         title = f"{options.method}, k={options.k}, {len(artifact.groups)} groups"
         plot_weights(options.plot, artifact.groups, artifact.weights, title)
         log.info(f"wrote {options.plot}")
+
+
+def objective_in_words(uniform: float, learned: float) -> str:
+    """The training objective's change said plainly: which way is better, how much, and
+    that it is not the test of the weights."""
+    change = uniform - learned
+    relative = abs(change) / max(abs(uniform), 1e-12)
+    if change > 0:
+        verdict = f"the learned weights fit the top-k pseudo-labels {relative:.1%} better"
+    else:
+        verdict = "the learned weights fit the top-k pseudo-labels no better than uniform"
+    return (
+        f"objective (lower is better): {uniform:.4f} uniform -> {learned:.4f} learned; "
+        f"{verdict}. The test of the weights is LDS on held-out queries "
+        "(`attrib evaluate lds --weights`)."
+    )
 
 
 def _summary_table(artifact, top: int = 10) -> None:

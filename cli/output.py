@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 
 from attrib.errors import AttribError
 
@@ -31,20 +32,47 @@ def print_records(records: list[dict], fmt: str, title_key: str = "query_id") ->
     _machine(records, fmt, keys)
 
 
-def print_rows(rows: list[dict], fmt: str, columns: list[tuple[str, str]], title: str) -> None:
-    """Result rows (evaluations): a table with these (key, header) columns on a terminal."""
+# Quality figures the library computes as fractions; everything the CLI prints (tables, JSON
+# lines, CSV) shows them in percent, so a number means the same on a terminal and in a pipe.
+PERCENT_KEYS = ("lds", "ci", "ci_subsets", "vs_first", "vs_first_ci", "tail_patch", "recall")
+
+
+def in_percent(row: dict) -> dict:
+    return {
+        k: (100 * v if k in PERCENT_KEYS and isinstance(v, float) else v) for k, v in row.items()
+    }
+
+
+def print_rows(
+    rows: list[dict],
+    fmt: str,
+    columns: list[tuple[str, str]],
+    title: str,
+    notes: Callable[[list[dict]], list[str]] | None = None,
+) -> None:
+    """Result rows (evaluations): a table with these (key, header) columns on a terminal, fit
+    to its width, then `notes(rows)` (verdicts) below it; JSON lines or CSV on a pipe."""
+    rows = [in_percent(row) for row in rows]
     if fmt != "table":
         _machine(rows, fmt, list(rows[0]) if rows else [key for key, _ in columns])
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for _, header in columns:
-        table.add_column(header, justify="right")
+    console = Console()
+    table = Table(title=title, expand=False, pad_edge=False)
+    for key, header in columns:
+        table.add_column(
+            header,
+            justify="left" if key in ("method", "weights") else "right",
+            overflow="fold" if key == "weights" else "ellipsis",  # a weights file wraps
+            no_wrap=key != "weights",
+        )
     for row in rows:
         table.add_row(*[_cell(row.get(key), key) for key, _ in columns])
-    Console().print(table)
+    console.print(table)
+    for line in notes(rows) if notes else []:
+        console.print(line, markup=False, highlight=False)
 
 
 def _machine(rows: list[dict], fmt: str, keys: list[str]) -> None:
@@ -60,8 +88,11 @@ def _machine(rows: list[dict], fmt: str, keys: list[str]) -> None:
 def _cell(value, key: str) -> str:
     if value is None:  # a column some rows do not have (one row: nothing to compare to)
         return ""
-    if key in ("lds", "ci", "ci_subsets", "vs_first", "vs_first_ci", "tail_patch", "recall"):
-        return f"{100 * value:.2f}"
+    if key in PERCENT_KEYS:
+        return f"{value:.2f}"
+    if key == "weights" and isinstance(value, str):
+        # The file's name without folder and suffix: the table stays narrow.
+        return value.rsplit("/", 1)[-1].removesuffix(".safetensors")
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -77,6 +108,9 @@ def _tables(records: list[dict], title_key: str) -> None:
         groups.setdefault(record.get("query", 0), []).append(record)
     for rows in groups.values():
         title = f"query {rows[0]['query']}: {rows[0][title_key]}" if title_key in rows[0] else None
+        echoed = rows[0].get("query_preview")
+        if title and echoed and echoed != rows[0][title_key]:
+            title += f"  ({echoed})"
         table = Table(title=title, title_justify="left")
         value_key = "score" if "score" in rows[0] else "self_influence"
         for column in ("rank", "index", value_key, "preview"):

@@ -18,7 +18,10 @@ def stdin_expanded(values: tuple[str, ...]) -> tuple[str, ...]:
     out: list[str] = []
     for value in values:
         if value == "-":
-            out += read_query_lines(sys.stdin.buffer.read(), "stdin")
+            raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else None
+            if raw is None:  # a text stream put in stdin's place (tests, notebooks)
+                raw = sys.stdin.read().encode("utf-8", "surrogateescape")
+            out += read_query_lines(raw, "stdin")
         else:
             out.append(value)
     return tuple(out)

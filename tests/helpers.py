@@ -82,4 +82,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = argv
+        from attrib import log
+
+        log.set_quiet(False)  # a -q run must not silence the next test's library calls
     return code, out.getvalue(), err.getvalue()

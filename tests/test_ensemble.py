@@ -147,8 +147,10 @@ def test_what_does_not_add_up_is_refused(tmp_path, members, gpt2_dir, text_data)
     _assert_one_line_error(code, err, "--query x.png: no such image file")
     code, _, err = run_cli("ensemble", stores["train", 0], stores["queries", 0], "-o", root / "x")
     _assert_one_line_error(code, err, "has 6 rows", "same data")
-    code, _, err = run_cli("ensemble", stores["train", 0], stores["train", 1], "-o", train)
+    code, _, err = run_cli("ensemble", stores["train", 1], stores["train", 0], "-o", train)
     _assert_one_line_error(code, err, "other settings", "pass --overwrite")
+    code, _, err = run_cli("ensemble", stores["train", 0], stores["train", 1], "-o", train)
+    assert code == 0, err  # the same ensemble again: already complete, nothing to do
     code, _, err = run_cli(
         "ensemble", stores["train", 0], stores["train", 1], "-o", root / "y",
         "--member-weights", "1",

@@ -100,8 +100,10 @@ def test_lds_from_the_cli_as_json_and_mismatched_ground_truth(tmp_path):
     keys = {"method", "weights", "lds", "ci", "ci_subsets", "subsets", "queries"}
     assert set(rows[0]) == keys | {"vs_first", "vs_first_ci"}
     assert rows[0]["ci_subsets"] >= rows[0]["ci"] / 2
-    assert rows[0]["vs_first"] == 0 and rows[1]["vs_first"] == rows[1]["lds"] - rows[0]["lds"]
-    assert rows[0]["lds"] > 0.99 and rows[0]["weights"] == "none"
+    # In percent, as the table shows them.
+    difference = rows[1]["lds"] - rows[0]["lds"]
+    assert rows[0]["vs_first"] == 0 and rows[1]["vs_first"] == pytest.approx(difference)
+    assert rows[0]["lds"] > 99 and rows[0]["weights"] == "none"
     bad = tmp_path / "bad.npz"
     save_groundtruth(bad, GroundTruth(masks[:, :150], outputs, True))
     code, _, err = run_cli(

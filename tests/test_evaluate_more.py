@@ -103,7 +103,7 @@ def test_recall_from_the_cli(tmp_path):
     )
     assert code == 0, err
     extra = sum((59 - q) in top[q] for q in range(4))
-    assert json.loads(out)["recall"] == pytest.approx((8 + extra) / 20)
+    assert json.loads(out)["recall"] == pytest.approx(100 * (8 + extra) / 20)  # percent
     path.write_text(json.dumps({"0": [1]}))
     code, _, err = run_cli(
         "evaluate",

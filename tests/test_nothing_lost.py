@@ -165,7 +165,7 @@ def _fill(folder: Path) -> None:
     (folder / "ballast").write_bytes(b"\0" * max(0, free - 8192))
 
 
-def test_a_full_disk_is_one_line_and_leaves_nothing(made, tmp_path, resnet_dir, image_data):
+def test_a_full_disk_is_one_line_and_leaves_nothing(made, small, tmp_path, resnet_dir, image_data):
     with _tmpfs(tmp_path / "disk") as disk:
         _fill(disk)
         code, _, err = _featurize(resnet_dir, image_data, disk / "store")
@@ -178,11 +178,11 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(made, tmp_path, resnet_dir, 
         assert sorted(p.name for p in disk.iterdir()) == ["ballast", "store"] or sorted(
             p.name for p in disk.iterdir()
         ) == ["ballast"]
-        code, _, err = _learn(made, made, disk / "w.safetensors")
+        code, _, err = _learn(*small, disk / "w.safetensors")
         _assert_one_line_error(code, err, "no space left")
         assert not (disk / "w.safetensors").exists()
         (disk / "ballast").unlink()  # space freed: the same command now works
-        assert _learn(made, made, disk / "w.safetensors")[0] == 0
+        assert _learn(*small, disk / "w.safetensors")[0] == 0
 
 
 def test_a_read_only_folder_is_refused_before_any_work(made, tmp_path, resnet_dir, image_data):

@@ -48,6 +48,9 @@ class DemoResult:
     stores: dict[str, Path]
     method: str = ""
     groundtruth: str = ""  # what the LDS is measured against, in words
+    retraining: bool = False  # the ground truth is built in this run (not cached or shipped)
+    model: Path | None = None  # the task's checkpoint and data, for `attrib featurize`
+    data: dict[str, Path] | None = None
 
 
 def cache_root() -> Path:
@@ -110,10 +113,13 @@ def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
     records = _explain(stores, weights, out, task, method)
     grid = out / "query-and-proponents.png" if task in ("image", "diffusion") else None
     paths = {role: store.path for role, store in stores.items()}
-    result = DemoResult(_query(stores["eval"]), records, {}, grid, weights, paths, method)
+    truth_path = _shipped(task) if subsets is None else root / f"groundtruth-{subsets}.npz"
+    result = DemoResult(
+        _query(stores["eval"]), records, {}, grid, weights, paths, method,
+        retraining=not truth_path.exists(), model=model, data=data,
+    )  # fmt: skip
     if on_answer is not None:
         on_answer(result)
-    truth_path = _shipped(task) if subsets is None else root / f"groundtruth-{subsets}.npz"
     if not truth_path.exists():
         log.info(f"retraining {subsets} models on random halves of the training set for LDS")
         recipe_flags = {k: v for k, v in recipe.to_dict().items() if k != "momentum"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,7 +109,10 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     ]
     with progress_bar(config.progress, unit="models") as bar:
         bar_task = bar.add_task("retrain", total=len(todo))
-        for m, r in todo:
+        started = time.perf_counter()
+        for done, (m, r) in enumerate(todo):
+            if done == 1:  # the first model's time prices the run
+                _say_cost(len(todo), time.perf_counter() - started)
             seed = subset_seed(config.seed, m, r)
             initial.restore(recipe, seed)
             torch.manual_seed(seed)
@@ -143,6 +147,16 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
             f"(an LDS ceiling of about {reliability.ceiling:.3f})"
         )
     return truth
+
+
+def _say_cost(count: int, seconds: float) -> None:
+    total = count * seconds
+    hours, minutes = divmod(round(total / 60), 60)
+    span = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
+    log.info(
+        f"{count} models, ~{seconds:.0f} s each here: ~{span} in all; --subsets trades "
+        "accuracy for time, and a killed run resumes where it stopped"
+    )
 
 
 def _part(parts: Path, subset: int, replicate: int = 0) -> Path:

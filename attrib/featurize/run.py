@@ -31,8 +31,10 @@ def run_featurize(config: FeaturizeOptions) -> Path:
     dtype = DTYPES[config.dtype]
     if runtime.device.type == "cpu" and dtype != torch.float32:
         log.warn(f"--dtype {config.dtype} on a CPU is slow and inexact; float32 is the default")
+    log.status(f"loading {config.model_ref.source} ...")  # seconds of silence otherwise
     task = load_task(config.model_ref, config.task, dtype, config.task_options)
     task.to(runtime.device)
+    log.status(f"reading {config.data_ref.source} ...")
     dataset = open_dataset(config.data_ref)
     data_record = dataset_info(dataset, config.data_ref)
     columns = task.bind_columns(dataset)

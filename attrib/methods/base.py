@@ -65,6 +65,12 @@ class Method(ABC):
         self.store, self.damping = store, damping
         self.slices = store.layout.slices
         self._check_store_kind(store)
+        if self.needs_factors and not store.settings.get("factors"):
+            # Said before any work (a cached kernel, the queries' model) rather than after it.
+            raise AttribError(
+                f"--method {self.name} needs Kronecker factors, which {store.path} was not "
+                f"featurized with; featurize with --method {self.name} (or pick another method)"
+            )
 
     def _check_store_kind(self, store: Store) -> None:
         from attrib.perturb.stores import is_perturbed

@@ -91,6 +91,10 @@ def from_values(
     if is_ensemble(train):
         args = (device, batch_size, trust_remote_code, prompts, per_token)
         return _ensemble_values(train, values, args)
+    from attrib import log
+
+    count = f"{len(values)} quer{'y' if len(values) == 1 else 'ies'}"
+    log.status(f"loading {settings['model']['source']} to featurize {count} ...")
     task = load_task_from_settings(settings, trust_remote_code)
     task.to(resolve_device(device))
     names = train.module_names
@@ -198,6 +202,13 @@ def read_query_lines(data: bytes, name: str) -> list[str]:
     return out
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # a long text is no file name (ENAMETOOLONG, NUL bytes)
+        return False
+
+
 def looks_like_path(value: str) -> bool:
     """One word with a slash or a file suffix (`query.txt`, `data/q.jsonl`, `cat.png`)."""
     if not value or any(c.isspace() for c in value):
@@ -216,11 +227,22 @@ def resolve_text_values(store: Store, values: list[str], texts: list[str]) -> li
     if task in task_names() and task_class(task).query_role == "image":
         if texts:
             raise AttribError(f"--text: {store.path} was made from an image model; pass images")
+        for value in values:  # before the model loads: a typo fails in a fraction of a second
+            if not _is_file(value):
+                if not Path(value).suffix or " " in value:  # text, not a path
+                    raise AttribError(
+                        f"--query {value[:60]!r}: {store.path} was made from an image model, "
+                        "so queries are image files (or --queries STORE), not text"
+                    )
+                raise AttribError(f"--query {value}: no such image file")
+            problem = image_problem(value)
+            if problem is not None:
+                raise AttribError(f"--query {value}: the image cannot be decoded ({problem})")
         return list(values)
     out = []
     for value in values:
         path = Path(value)
-        if path.is_file():
+        if _is_file(value):
             lines = read_query_lines(path.read_bytes(), f"--query {value}")
             if not lines:
                 raise AttribError(f"--query {value} holds no queries (every line is blank)")

@@ -78,6 +78,10 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
             list(request.prompt) or None,
             request.per_token,
         )
+    log.status(
+        f"scoring {len(chosen.features)} query rows against {store.num_examples} training rows "
+        f"with {request.method} ..."
+    )
     if request.index is not None:
         if not runtime.is_main:
             return []  # an index answers in one process
@@ -103,6 +107,7 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
         return []
     previews = Previewer(store)(top.indices.reshape(-1)) if request.preview else {}
     shown = [_shown(i) for i in chosen.ids]
+    echoed = _query_previews(query_store, chosen.ids) if request.preview else {}
     rows = [(q, {}) for q in range(len(shown))]
     if chosen.tokens is not None:  # one row per (query, token)
         rows = [(q, {"token": p, "token_text": t}) for q, p, t in chosen.tokens]
@@ -113,6 +118,7 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
             record = {
                 "query": q,
                 "query_id": shown[q],
+                **({"query_preview": echoed[q]} if q in echoed else {}),
                 **token,
                 "rank": rank + 1,
                 "index": index,
@@ -137,6 +143,19 @@ def _self_records(store, method, weights, request) -> list[dict]:
         }
         for r, i in enumerate(order)
     ]
+
+
+def _query_previews(query_store: Store | None, ids: list) -> dict[int, str]:
+    """What each query is, in a few words, for every record and table: a query store's row
+    (its text snippet, label or image path); a --query value is its own preview."""
+    if query_store is None:
+        return {q: _shown(value, 80) for q, value in enumerate(ids)}
+    found = Previewer(query_store)(ids)
+    return {
+        q: "  ".join(f"{k}: {v}" for k, v in found[int(i)].items())
+        for q, i in enumerate(ids)
+        if found.get(int(i))
+    }
 
 
 def _shown(query_id, limit: int = 200):

@@ -36,6 +36,25 @@ def prior_kind(method: str, requested: str) -> str:
     return "uniform" if method_class(method).calibrated else "balanced"
 
 
+def _warn_overlap(train: Store, queries: Store) -> None:
+    """Weight-learning queries drawn from the training rows make the top-k trivially the query
+    itself: say so (the rows are compared by dataset fingerprint and row index)."""
+    same_data = (
+        train.settings["dataset"].get("fingerprint")
+        == queries.settings["dataset"].get("fingerprint")
+        and train.settings["dataset"].get("fingerprint") is not None
+    )
+    if not same_data:
+        return
+    shared = np.intersect1d(train.column("index"), queries.column("index")).size
+    if shared:
+        log.warn(
+            f"{shared} of {queries.num_examples} weight-learning queries are rows of the "
+            "training store: each finds itself at the top; use queries disjoint from the "
+            "training data (and from your evaluation queries)"
+        )
+
+
 def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
     """Learn per-group weights and write them to `options.out`; returns the artifact and a
     summary (objective under uniform and learned weights, per-epoch losses)."""
@@ -45,6 +64,7 @@ def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
             f"--k {options.k} must be smaller than the training store ({train.num_examples} "
             "examples): the top-k would be every example"
         )
+    _warn_overlap(train, queries)
     method = get_method(options.method, train, options.damping)
     groups, mapping = group_modules(train.module_names, options.groups, options.depth)
     budget = Budget(options.memory_gb)

@@ -7,13 +7,38 @@ from attrib_cli.evaluate.table import compared, rows_command
 from attrib.evaluate.options import LdsOptions
 
 OPTIONS = LdsOptions
+# Short headers: the table fits 80 columns (the footnote below it says what each means).
 COLUMNS = compared(
     ("lds", "LDS %"),
-    ("ci", "± 95% CI (queries)"),
-    ("ci_subsets", "± (queries and subsets)"),
-    ("vs_first", "minus row 1"),
-    ("vs_first_ci", "± (paired)"),
-    ("subsets", "subsets"),
-    ("queries", "queries"),
+    ("ci", "±CI"),
+    ("ci_subsets", "±CI+sub"),
+    ("vs_first", "-row1"),
+    ("vs_first_ci", "±paired"),
+    ("subsets", "subs"),
+    ("queries", "qs"),
 )
-command = rows_command(OPTIONS, "run_lds", COLUMNS, "LDS")
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """What the table says, in words: each row against the first, by its paired 95% CI."""
+    lines = [
+        "LDS in percent; ±CI: 95% over queries; ±CI+sub: over queries and retrained subsets; "
+        "-row1 ±paired: each row minus row 1, paired bootstrap."
+    ]
+    for number, row in enumerate(rows[1:], 2):
+        change, noise = row.get("vs_first"), row.get("vs_first_ci")
+        if change is None or noise is None:
+            continue
+        if abs(change) <= noise:
+            verdict = "within the noise"
+        else:
+            verdict = "better beyond the noise" if change > 0 else "worse beyond the noise"
+        lines.append(
+            f"row {number} ({row['method']}, weights {str(row['weights']).rsplit('/', 1)[-1]}): "
+            f"{change:+.2f} points "
+            f"vs row 1 (±{noise:.2f}): {verdict}"
+        )
+    return lines
+
+
+command = rows_command(OPTIONS, "run_lds", COLUMNS, "LDS", verdicts)

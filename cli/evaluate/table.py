@@ -21,6 +21,7 @@ def rows_command(
     runner: str,
     columns: list[tuple[str, str]],
     title: str | Callable[[object], str],
+    notes: Callable[[list[dict]], list[str]] | None = None,
 ):
     """A command that builds `options_cls`, calls `attrib.evaluate.run.<runner>` (imported
     only when the command runs) and prints its rows with these (key, header) columns."""
@@ -30,7 +31,7 @@ def rows_command(
         fmt = choose_format(fmt)
         options = options_cls(**values)
         rows = getattr(import_module("attrib.evaluate.run"), runner)(options)
-        print_rows(rows, fmt, columns, title(options) if callable(title) else title)
+        print_rows(rows, fmt, columns, title(options) if callable(title) else title, notes)
 
     handler.__doc__ = options_cls.__doc__
     handler.__name__ = runner.removeprefix("run_")

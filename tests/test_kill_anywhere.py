@@ -1,0 +1,256 @@
+"""Kill anywhere: every command that writes is started as a real process, SIGKILLed (its whole
+process group) at a random moment, and run again to completion; the result must equal an
+uninterrupted run's, with no temporaries, staging folders or rank reports left behind.
+
+A few kills per command keep the suite fast; `ATTRIB_KILLS=20` makes the long run (and
+`ATTRIB_KILL_TABLE=path` writes its table: command, kills, identical resumes, litter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import run_cli
+
+ATTRIB = str(Path(sys.executable).parent / "attrib")
+KILLS = int(os.environ.get("ATTRIB_KILLS", "1"))
+STORE_ARGS = ["--proj-dim", "4", "--shard-size", "6", "--batch-size", "6", "--device", "cpu"]
+LITTER = re.compile(r"\.part($|\.)|^\..*\.(new|old)$|\.rank-")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, resnet_dir, image_data, ddpm):
+    root = tmp_path_factory.mktemp("kills")
+    common = ["--model", resnet_dir, "--data", image_data, *STORE_ARGS, "-q"]
+    for name, extra in (("train", []), ("q", ["--max-examples", "4"])):
+        code, _, err = run_cli("featurize", *common, "--out", root / name, *extra)
+        assert code == 0, err
+    shutil.copytree(root / "train", root / "train2")  # a second member (same model: allowed)
+    return {"root": root, "model": resnet_dir, "data": image_data, "pipe": ddpm[0]}
+
+
+def _store_products(store: Path) -> dict:
+    manifest = json.loads((store / "manifest.json").read_text())
+    out = {"settings": json.dumps(manifest["settings"], sort_keys=True)}
+    out["complete"] = manifest["complete"]
+    for path in sorted(store.rglob("*.arrow")) + sorted(store.rglob("factors/*")):
+        out[str(path.relative_to(store))] = path.read_bytes()
+    return out
+
+
+def _files(folder: Path, pattern: str = "*") -> dict:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob(pattern))
+        if p.is_file() and p.name != ".lock" and p.suffix != ".json"
+    }
+
+
+# Each case: (argv in work folder W given the inputs, setup of W, products to compare).
+def _featurize(i, w, *extra):
+    return ["featurize", "--model", i["model"], "--data", i["data"], "--out", w / "s", *STORE_ARGS,
+            *extra]  # fmt: skip
+
+
+def _copy_store(i, w, name="train", to="s"):
+    shutil.copytree(i["root"] / name, w / to, ignore=shutil.ignore_patterns(".lock", "cache"))
+
+
+CASES = {
+    "featurize": (lambda i, w: _featurize(i, w), None, lambda w: _store_products(w / "s")),
+    "featurize --overwrite": (
+        lambda i, w: _featurize(i, w, "--seed", "2", "--overwrite"),
+        _copy_store,
+        lambda w: _store_products(w / "s"),
+    ),
+    "score --out": (
+        lambda i, w: [
+            "score",
+            "-t",
+            i["root"] / "train",
+            "--queries",
+            i["root"] / "q",
+            "--out",
+            w / "s.npy",
+            "--method",
+            "tracin",
+        ],  # fmt: skip
+        None,
+        lambda w: _files(w),
+    ),
+    "learn-weights": (
+        lambda i, w: [
+            "learn-weights",
+            "-t",
+            i["root"] / "train",
+            "--queries",
+            i["root"] / "q",
+            "--out",
+            w / "w.safetensors",
+            "--k",
+            "3",
+            "--method",
+            "tracin",
+        ],  # fmt: skip
+        None,
+        lambda w: _files(w),
+    ),
+    "ensemble": (
+        lambda i, w: ["ensemble", i["root"] / "train", i["root"] / "train2", "--out", w / "e"],
+        None,
+        lambda w: _store_products(w / "e"),
+    ),
+    "ensemble --overwrite": (
+        lambda i, w: [
+            "ensemble",
+            i["root"] / "train2",
+            i["root"] / "train",
+            "--out",
+            w / "e",
+            "--overwrite",
+        ],  # fmt: skip
+        lambda i, w: _copy_store(i, w, "train", "e"),
+        lambda w: _store_products(w / "e"),
+    ),
+    "perturb": (
+        lambda i, w: [
+            "perturb",
+            "--train",
+            i["root"] / "train",
+            "--queries",
+            i["root"] / "q",
+            "--out",
+            w / "p",
+            "--copies",
+            "2",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.01",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        None,
+        lambda w: _files(w / "p", "*.arrow"),
+    ),
+    "index build": (
+        lambda i, w: ["index", "build", w / "s", "--method", "tracin", "--kind", "flat"],
+        _copy_store,
+        lambda w: _files(w / "s" / "cache", "*.faiss"),
+    ),
+    "evaluate retrain": (
+        lambda i, w: [
+            "evaluate",
+            "retrain",
+            "--train",
+            i["root"] / "train",
+            "--queries",
+            i["root"] / "q",
+            "--out",
+            w / "gt.npz",
+            "--subsets",
+            "3",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        None,
+        lambda w: _npz(w / "gt.npz"),
+    ),
+    "generate": (
+        lambda i, w: [
+            "generate",
+            "--model",
+            i["pipe"],
+            "--out",
+            w / "g",
+            "--n",
+            "2",
+            "--steps",
+            "4",
+            "--trajectory",
+            "2",
+            "--seed",
+            "7",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        None,
+        lambda w: _files(w / "g"),
+    ),
+}
+
+
+def _npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k].tobytes() for k in data.files}
+
+
+def _run(argv) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([ATTRIB, *map(str, argv), "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return time.perf_counter() - start
+
+
+def _killed(argv, after: float) -> None:
+    process = subprocess.Popen(
+        [ATTRIB, *map(str, argv), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: workers die with it
+    )
+    try:
+        process.wait(timeout=after)  # finished before the kill: a kill at the very end
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _litter(folder: Path) -> list[str]:
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if LITTER.search(p.name)]
+
+
+def _fresh(inputs, tmp_path, name, setup) -> Path:
+    work = tmp_path / name
+    work.mkdir()
+    if setup is not None:
+        setup(inputs, work)
+    return work
+
+
+@pytest.mark.parametrize("command", list(CASES))
+def test_a_killed_command_resumes_to_the_same_result(inputs, tmp_path, command):
+    argv_of, setup, products = CASES[command]
+    reference = _fresh(inputs, tmp_path, "reference", setup)
+    duration = _run(argv_of(inputs, reference))
+    expected = products(reference)
+    rng = np.random.default_rng(zlib.crc32(command.encode()))
+    identical, litter = 0, []
+    for kill in range(KILLS):
+        work = _fresh(inputs, tmp_path, f"kill-{kill}", setup)
+        argv = argv_of(inputs, work)
+        _killed(argv, after=float(rng.uniform(0.3, 1.0)) * duration)
+        _run(argv)
+        identical += products(work) == expected
+        litter += _litter(work)
+    _table_row(command, KILLS, identical, litter)
+    assert identical == KILLS and litter == []
+
+
+def _table_row(command: str, kills: int, identical: int, litter: list[str]) -> None:
+    table = os.environ.get("ATTRIB_KILL_TABLE")
+    if table:
+        with open(table, "a") as handle:
+            handle.write(f"| {command} | {kills} | {identical} | {len(litter)} |\n")
