@@ -24,6 +24,7 @@ class Recipe:
     momentum: float = 0.9  # sgd only
     schedule: str = "constant"  # constant | cosine
     seed: int = 0
+    warmup: int = 0  # steps of linear learning-rate warm-up (`attrib train`)
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -32,7 +33,7 @@ class Recipe:
             raise AttribError("recipe optimizer must be adamw or sgd")
         if self.schedule not in SCHEDULES:
             raise AttribError("recipe schedule must be constant or cosine")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < float("inf"):
             raise AttribError("recipe epochs, batch_size and lr must be positive")
 
     def to_dict(self) -> dict:

@@ -17,6 +17,7 @@ from attrib_cli import (
     learn_weights,
     perturb,
     score,
+    train,
 )
 from attrib_cli.evaluate import app as evaluate_app
 from attrib_cli.index import app as index_app
@@ -39,7 +40,8 @@ COMMANDS = (
     ("perturb", perturb, "Perturbed copies of the model and their outputs (Daunce)."),
     ("score", score, "Rank training examples for queries (higher = more helpful)."),
     ("ensemble", ensemble, "One store of several checkpoints' stores (TracInCP, ensembles)."),
-    ("inspect", inspect_store, "What a store holds and what made it."),
+    ("inspect", inspect_store, "What a store, weights file or ground truth holds."),
+    ("train", train, "Train a checkpoint and record the run (replayable, for magic)."),
 )
 for name, module, summary in COMMANDS:
     app.command(name, short_help=summary)(module.command)

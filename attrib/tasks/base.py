@@ -76,7 +76,11 @@ class Task(ABC):
 
     def training_loss(self, batch: dict) -> torch.Tensor:
         """The scalar a training step minimizes (retraining, tail-patch)."""
-        return self.outputs(batch, "loss").values.mean()
+        return self.training_losses(batch).mean()
+
+    def training_losses(self, batch: dict) -> torch.Tensor:
+        """Each example's training loss, (B,): `attrib train` weights them per example."""
+        return self.outputs(batch, "loss").values
 
     def to(self, device) -> Task:
         """Move the model (and any frozen components) to a device."""

@@ -128,7 +128,8 @@ class CausalLMTask(Task):
         model_inputs = {
             k: v for k, v in batch.items() if k not in ("completion_mask", "target_scale")
         }
-        logits = self.model(**model_inputs, use_cache=False).logits.float()
+        logits = self.model(**model_inputs, use_cache=False).logits
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays
         ids, mask = batch["input_ids"], batch["attention_mask"]
         targets = mask[:, 1:] * mask[:, :-1]
         if "completion_mask" in batch:  # only the completion's tokens are predicted targets

@@ -307,9 +307,9 @@ class DiffusionTask(Task):
         scalars = {k: sum(p.scalars[k] for p in parts) / len(parts) for k in parts[0].scalars}
         return TaskOutput(values, scalars)
 
-    def training_loss(self, batch: dict) -> torch.Tensor:
+    def training_losses(self, batch: dict) -> torch.Tensor:
         """DDPM's training objective: a random timestep and fresh noise per example (drawn
-        from torch's generator, which the trainer seeds)."""
+        from torch's generator, which the trainer seeds), each example's mean squared error."""
         x0 = batch["x0"]
         t = torch.randint(
             0, self.scheduler.config.num_train_timesteps, (len(x0),), device=x0.device
@@ -320,7 +320,7 @@ class DiffusionTask(Task):
             pred = self.model(noisy, t, encoder_hidden_states=batch["text"]).sample
         else:
             pred = self.model(noisy, t).sample
-        return (pred.float() - eps.float()).pow(2).mean()
+        return (pred.float() - eps.float()).pow(2).flatten(1).mean(1)
 
 
 def _model_index(ref: ModelRef) -> dict:

@@ -83,7 +83,8 @@ class ImageClassifierTask(Task):
         return batch
 
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
-        logits = self.model(pixel_values=batch["pixel_values"]).logits.float()
+        logits = self.model(pixel_values=batch["pixel_values"]).logits
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays
         labels = batch.get("labels")
         if labels is None:  # a query without a label: explain the predicted class
             labels = logits.detach().argmax(-1)

@@ -13,7 +13,12 @@ from attrib.tasks import task_class, task_names
 from attrib.tasks.base import Task
 from attrib.tasks.options import ModelRef, TaskOptions
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,  # `attrib train --dtype float64` (exact metagradient checks)
+}
 
 
 def describe_checkpoint(ref: ModelRef) -> dict:

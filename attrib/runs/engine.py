@@ -1,0 +1,91 @@
+"""Running the steps of a recorded run: training, bitwise replay, and the replay of a run
+with some rows' loss weights changed (the same-run counterfactual). One loop for all three,
+so a replay performs exactly the operations the training did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attrib.runs.optim import Optimizer
+from attrib.runs.record import Run, load_snapshot
+from attrib.runs.stepper import Stepper
+
+
+@dataclass
+class State:
+    """Where a run is before a step: trainable parameters, optimizer state, buffers."""
+
+    params: list[torch.Tensor]
+    opt: list[list[torch.Tensor]]
+    buffers: dict[str, torch.Tensor]
+
+    def named(self, stepper: Stepper, optimizer: Optimizer) -> tuple[dict, dict, dict]:
+        params = dict(zip(stepper.names, self.params))
+        opt = {
+            f"{kind}.{name}": tensor
+            for kind, tensors in zip(optimizer.state_names(), self.opt)
+            for name, tensor in zip(stepper.names, tensors)
+        }
+        return params, opt, self.buffers
+
+
+def model_buffers(stepper: Stepper) -> dict[str, torch.Tensor]:
+    return {n: b.detach().clone() for n, b in stepper.task.model.named_buffers()}
+
+
+def set_buffers(stepper: Stepper, buffers: dict[str, torch.Tensor]) -> None:
+    named = dict(stepper.task.model.named_buffers())
+    with torch.no_grad():
+        for name, value in buffers.items():
+            named[name].copy_(value)
+
+
+def state_from_snapshot(run: Run, step: int, stepper: Stepper, optimizer: Optimizer) -> State:
+    tensors = load_snapshot(run.path, step)
+    device = next(stepper.task.model.parameters()).device
+    params = [tensors[f"param.{n}"].to(device) for n in stepper.names]
+    opt = [
+        [tensors[f"{kind}.{n}"].to(device) for n in stepper.names]
+        for kind in optimizer.state_names()
+    ]
+    buffers = {
+        k[len("buffer.") :]: v.to(device) for k, v in tensors.items() if k.startswith("buffer.")
+    }
+    return State(params, opt, buffers)
+
+
+def run_steps(
+    stepper: Stepper,
+    optimizer: Optimizer,
+    source,
+    batches: list[np.ndarray],
+    state: State,
+    start: int,
+    stop: int,
+    weights: np.ndarray | None = None,
+    after_step: Callable[[int, State], None] | None = None,
+) -> State:
+    """Steps start..stop-1 from `state` (the state before step `start`). `weights`: one loss
+    weight per training row (None: all 1, a normal run). `after_step(t + 1, state)` sees the
+    state after each step (snapshots, progress). The model's buffers follow the run."""
+    set_buffers(stepper, state.buffers)
+    params, opt = state.params, state.opt
+    dtype = params[0].dtype
+    for t in range(start, stop):
+        rows = batches[t]
+        batch = source.batch(rows.tolist())
+        if weights is None:
+            w = torch.ones(len(rows), dtype=dtype, device=params[0].device)
+        else:
+            w = torch.as_tensor(weights[rows], dtype=dtype, device=params[0].device)
+        leaves = [p.detach().requires_grad_(True) for p in params]
+        grads = stepper.gradient(leaves, batch, w, t)
+        with torch.no_grad():
+            params, opt = optimizer.step([p.detach() for p in leaves], opt, grads, t)
+        if after_step is not None:
+            after_step(t + 1, State(params, opt, model_buffers(stepper)))
+    return State(params, opt, model_buffers(stepper))

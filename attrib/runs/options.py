@@ -1,0 +1,125 @@
+"""`attrib train`'s options, defined once (the CLI is built from this class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.errors import AttribError
+from attrib.hub import check_source, looks_like_path
+from attrib.memory import memory_option
+from attrib.options import Options, at_least, option
+from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
+from attrib.tasks import task_names
+from attrib.tasks.options import ModelRef, TaskOptions
+
+TRAIN_DTYPES = ("float32", "float64")
+
+
+class TrainOptions(Options):
+    """Train or fine-tune a checkpoint on a dataset and record the run so it can be replayed
+    exactly: every step's rows, parameter and optimizer-state snapshots, and the trained
+    checkpoint in Hugging Face format (RUN/model, which featurize reads). The loss is
+    sum_i w_i l_i / batch size with w = 1: the run is a function of per-example weights,
+    which `evaluate retrain --same-run` and `attrib magic` use. `--check RUN` replays a
+    recorded run and says whether it reproduces the checkpoint bitwise."""
+
+    model: str | None = option(None, help="Model hub id or local folder to start from.", short="-m")
+    data: str | None = option(
+        None, help="Training dataset: hub id, folder or data file.", short="-d"
+    )
+    out: Path | None = option(None, help="Run folder to write.", short="-o", output="folder")
+    check_run: Path | None = option(
+        None,
+        flag="--check",
+        help="Replay this recorded run instead, and compare with its checkpoint.",
+    )
+    split: str = option("train", help="Dataset split.")
+    adapter: str | None = option(
+        None, help="PEFT adapter id or folder: only its LoRA weights train."
+    )
+    task: str | None = option(
+        None, help="Model family (default: read from the model).", choices=task_names
+    )
+    init: str = option(
+        Recipe.init, choices=INITS, help="finetune (from the checkpoint) or scratch (config)."
+    )
+    epochs: int = option(Recipe.epochs, help="Passes over the data.")
+    lr: float = option(Recipe.lr, help="Peak learning rate.")
+    batch_size: int = option(Recipe.batch_size, help="Rows per step.")
+    optimizer: str = option(Recipe.optimizer, choices=OPTIMIZERS, help="Optimizer.")
+    weight_decay: float = option(Recipe.weight_decay, help="Weight decay (AdamW: decoupled).")
+    momentum: float = option(Recipe.momentum, help="SGD momentum.")
+    schedule: str = option(Recipe.schedule, choices=SCHEDULES, help="Learning-rate schedule.")
+    warmup: int = option(0, help="Steps of linear learning-rate warm-up.")
+    seed: int = option(Recipe.seed, help="Seed of the batches' order, the init and the noise.")
+    max_examples: int | None = option(None, help="Train on the first N rows only.")
+    snapshot_every: int | None = option(
+        None,
+        help="Steps between snapshots (default: about sqrt(steps), more apart if "
+        "--memory-gb would not hold the segment a metagradient recomputes).",
+    )
+    dtype: str = option(
+        "float32", choices=TRAIN_DTYPES, help="Parameter dtype (float64: exact checks)."
+    )
+    text_column: str | None = option(None, help="Text column (language models).")
+    image_column: str | None = option(None, help="Image column.")
+    label_column: str | None = option(None, help="Label column (image classifiers).")
+    caption_column: str | None = option(None, help="Caption column (text-to-image diffusion).")
+    max_length: int | None = option(None, help="Truncate texts to this many tokens.")
+    memory_gb: float = memory_option()
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
+    progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
+
+    def check(self) -> None:
+        if self.check_run is not None:
+            if not (Path(self.check_run) / "run.json").is_file():
+                raise AttribError(f"--check {self.check_run} is not a recorded run (no run.json)")
+            return
+        if self.model is None or self.data is None or self.out is None:
+            raise AttribError("pass --model, --data and --out (or --check RUN)")
+        check_source(self.model, "--model")
+        if self.adapter:
+            check_source(self.adapter, "--adapter")
+        if looks_like_path(self.data) and not Path(self.data).expanduser().exists():
+            raise AttribError(f"--data {self.data}: no such file or folder")
+        for name in ("epochs", "batch_size", "max_examples", "snapshot_every"):
+            at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
+        at_least(self.warmup, 0, "--warmup")
+        at_least(self.weight_decay, 0, "--weight-decay")
+        self.recipe  # noqa: B018  (a bad recipe fails here)
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(
+            init=self.init,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            schedule=self.schedule,
+            seed=self.seed,
+            warmup=self.warmup,
+        )
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return ModelRef(self.model, None, self.adapter, None, self.trust_remote_code)
+
+    @property
+    def data_ref(self):
+        from attrib.data import DataRef
+
+        return DataRef(self.data, self.split)
+
+    @property
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(
+            text_column=self.text_column,
+            image_column=self.image_column,
+            label_column=self.label_column,
+            max_length=self.max_length,
+            caption_column=self.caption_column,
+        )

@@ -1,0 +1,81 @@
+"""One training step of a recorded run, as a function of the trainable parameters and the
+per-example loss weights w: loss = sum_i w_i l_i / batch size (w = 1 in a normal run).
+
+The model is called with the parameters passed in (`torch.func.functional_call`), so the same
+code trains (under no_grad around the update), replays a run bitwise, and builds the step's
+graph for the metagradient (create_graph=True: d(grad)/d(theta, w) are exact). Everything
+random inside a step (dropout, diffusion's timesteps and noise) is drawn from a generator
+seeded by (run seed, step), so a step recomputed later draws the same values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch.func import functional_call
+
+from attrib.tasks.base import Task
+
+
+def step_seed(seed: int, step: int) -> int:
+    digest = hashlib.sha256(f"attrib-run:{seed}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def trainable_names(task: Task) -> list[str]:
+    """The parameters a run trains: an adapter's LoRA weights when one is loaded, else all."""
+    names = [n for n, _ in task.model.named_parameters()]
+    if task.info.get("adapter"):
+        return [n for n in names if "lora_" in n]
+    return names
+
+
+class _Losses(torch.nn.Module):
+    """The task's per-example training losses as a module whose only child is the model, so
+    functional_call can substitute its parameters."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.model = task.model
+        self.task = task
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.task.training_losses(batch)
+
+
+class Stepper:
+    def __init__(self, task: Task, seed: int):
+        self.task, self.seed = task, seed
+        self.names = trainable_names(task)
+        self.losses_module = _Losses(task)
+
+    def initial_params(self) -> list[torch.Tensor]:
+        named = dict(self.task.model.named_parameters())
+        return [named[n].detach().clone() for n in self.names]
+
+    def per_example_losses(self, params: list[torch.Tensor], batch: dict, step: int):
+        torch.manual_seed(step_seed(self.seed, step))
+        substituted = {f"model.{n}": p for n, p in zip(self.names, params)}
+        return functional_call(self.losses_module, substituted, (batch,), strict=False)
+
+    def gradient(
+        self,
+        params: list[torch.Tensor],
+        batch: dict,
+        weights: torch.Tensor,
+        step: int,
+        create_graph: bool = False,
+    ) -> list[torch.Tensor]:
+        """d/dtheta of sum_i w_i l_i / B at `params` (leaves that require grad)."""
+        self.task.model.train()
+        losses = self.per_example_losses(params, batch, step)
+        loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    def load_into_model(self, params: list[torch.Tensor]) -> None:
+        named = dict(self.task.model.named_parameters())
+        with torch.no_grad():
+            for n, p in zip(self.names, params):
+                named[n].copy_(p)
