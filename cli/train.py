@@ -21,8 +21,10 @@ def train(values: dict, quiet: bool) -> None:
         result = check_run(options.check_run, options.device)
         if stdout_is_terminal():
             if result["identical"]:
-                print(f"{options.check_run}: the replay reproduces the run bitwise "
-                      f"({result['steps']} steps)")  # fmt: skip
+                print(
+                    f"{options.check_run}: the replay reproduces the run bitwise "
+                    f"({result['steps']} steps)"
+                )
             else:
                 print(
                     f"{options.check_run}: the replay differs from the run from step "

@@ -48,12 +48,14 @@ def output_gradients(
     task.model.eval()
     module = _Outputs(task, output)
     leaves = [p.detach().requires_grad_(True) for p in state.params]
-    values = functional_call(module, {f"model.{n}": p for n, p in zip(names, leaves)}, (batch,),
-                             strict=False)  # fmt: skip
+    values = functional_call(
+        module, {f"model.{n}": p for n, p in zip(names, leaves)}, (batch,), strict=False
+    )
     grads = []
     for q in range(len(values)):
-        parts = torch.autograd.grad(values[q], leaves, retain_graph=q < len(values) - 1,
-                                    allow_unused=True)  # fmt: skip
+        parts = torch.autograd.grad(
+            values[q], leaves, retain_graph=q < len(values) - 1, allow_unused=True
+        )
         grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(leaves, parts)])
     return values.detach().double().cpu().numpy(), grads
 
@@ -71,8 +73,10 @@ def metagradients(
     final = state_from_snapshot(run, run.steps, stepper, optimizer)
     _, adjoint_params = output_gradients(loaded, final, query_batch, output)
     count = len(adjoint_params)
-    adjoint_state = [[[torch.zeros_like(p) for p in final.params] for _ in optimizer.state_names()]
-                     for _ in range(count)]  # fmt: skip
+    adjoint_state = [
+        [[torch.zeros_like(p) for p in final.params] for _ in optimizer.state_names()]
+        for _ in range(count)
+    ]
     result = np.zeros((count, run.meta["rows"]), dtype=np.float64)
     marks = run.snapshots
     for s0, s1 in reversed(list(zip(marks[:-1], marks[1:]))):
@@ -91,8 +95,16 @@ def _segment_states(run: Run, loaded: Loaded, s0: int, s1: int) -> list[State]:
     """The states before steps s0..s1-1, recomputed forward from the snapshot at s0."""
     first = state_from_snapshot(run, s0, loaded.stepper, loaded.optimizer)
     states = [first]
-    run_steps(loaded.stepper, loaded.optimizer, loaded.source, loaded.batches, first, s0, s1 - 1,
-              after_step=lambda _, state: states.append(state))  # fmt: skip
+    run_steps(
+        loaded.stepper,
+        loaded.optimizer,
+        loaded.source,
+        loaded.batches,
+        first,
+        s0,
+        s1 - 1,
+        after_step=lambda _, state: states.append(state),
+    )
     return states
 
 
@@ -103,8 +115,9 @@ def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoi
     set_buffers(stepper, state.buffers)
     params = [p.detach().requires_grad_(True) for p in state.params]
     opt = [[s.detach().requires_grad_(True) for s in group] for group in state.opt]
-    weights = torch.ones(len(rows), dtype=params[0].dtype, device=params[0].device,
-                         requires_grad=True)  # fmt: skip
+    weights = torch.ones(
+        len(rows), dtype=params[0].dtype, device=params[0].device, requires_grad=True
+    )
     batch = loaded.source.batch(rows.tolist())
     grads = stepper.gradient(params, batch, weights, t, create_graph=True)
     new_params, new_opt = optimizer.step(params, opt, grads, t)
@@ -114,8 +127,13 @@ def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoi
     moved = []
     for q in range(len(adjoint_params)):
         cotangents = [*adjoint_params[q], *(s for group in adjoint_state[q] for s in group)]
-        parts = torch.autograd.grad(outputs, inputs, grad_outputs=cotangents,
-                                    retain_graph=q < len(adjoint_params) - 1, allow_unused=True)  # fmt: skip
+        parts = torch.autograd.grad(
+            outputs,
+            inputs,
+            grad_outputs=cotangents,
+            retain_graph=q < len(adjoint_params) - 1,
+            allow_unused=True,
+        )
         parts = [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(inputs, parts)]
         adjoint_params[q] = parts[:n_params]
         flat = parts[n_params:-1]

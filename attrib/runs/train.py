@@ -119,8 +119,11 @@ def run_train(options: TrainOptions) -> Path:
     )
     snapshots = snapshot_steps(len(batches), options.snapshot_every, state_bytes, options.memory_gb)
     meta = {
-        "model": {"source": task.info["source"], "fingerprint": task.info["fingerprint"],
-                  "adapter": (task.info.get("adapter") or {}).get("source")},
+        "model": {
+            "source": task.info["source"],
+            "fingerprint": task.info["fingerprint"],
+            "adapter": (task.info.get("adapter") or {}).get("source"),
+        },
         "task": task.name,
         "task_options": task.options.record(),
         "columns": columns,
@@ -131,7 +134,7 @@ def run_train(options: TrainOptions) -> Path:
         "steps": len(batches),
         "snapshots": snapshots,
         "trainable": stepper.names,
-    }  # fmt: skip
+    }
     start, state = _resume(out, meta, stepper, optimizer, task, params)
     if start is None:
         log.info(f"{out} is already a complete run with these settings; nothing to do")
@@ -152,8 +155,9 @@ def run_train(options: TrainOptions) -> Path:
                 save_snapshot(out, step, *current.named(stepper, optimizer))
             bar.advance(bar_task)
 
-        final = run_steps(stepper, optimizer, source, batches, state, start, len(batches),
-                          after_step=after_step)  # fmt: skip
+        final = run_steps(
+            stepper, optimizer, source, batches, state, start, len(batches), after_step=after_step
+        )
     stepper.load_into_model(final.params)
     _save_checkpoint(task, out / "model")
     save_batches(out, batches)
@@ -221,8 +225,21 @@ def check_run(path: Path, device: str = "auto") -> dict:
                 first = step
             worst = max(worst, diff)
 
-    run_steps(loaded.stepper, loaded.optimizer, loaded.source, loaded.batches, state, 0, run.steps,
-              after_step=compare)  # fmt: skip
-    return {"steps": run.steps, "identical": worst == 0.0, "max_abs_diff": worst,
-            "first_difference": first, "threads": torch.get_num_threads(),
-            "recorded_threads": run.meta.get("environment", {}).get("threads")}  # fmt: skip
+    run_steps(
+        loaded.stepper,
+        loaded.optimizer,
+        loaded.source,
+        loaded.batches,
+        state,
+        0,
+        run.steps,
+        after_step=compare,
+    )
+    return {
+        "steps": run.steps,
+        "identical": worst == 0.0,
+        "max_abs_diff": worst,
+        "first_difference": first,
+        "threads": torch.get_num_threads(),
+        "recorded_threads": run.meta.get("environment", {}).get("threads"),
+    }
