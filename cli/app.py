@@ -15,6 +15,7 @@ from attrib_cli import (
     generate,
     inspect_store,
     learn_weights,
+    magic,
     perturb,
     score,
     train,
@@ -42,6 +43,7 @@ COMMANDS = (
     ("ensemble", ensemble, "One store of several checkpoints' stores (TracInCP, ensembles)."),
     ("inspect", inspect_store, "What a store, weights file or ground truth holds."),
     ("train", train, "Train a checkpoint and record the run (replayable, for magic)."),
+    ("magic", magic, "Exact attribution for a recorded run (metagradients)."),
 )
 for name, module, summary in COMMANDS:
     app.command(name, short_help=summary)(module.command)

@@ -1,0 +1,60 @@
+"""`attrib magic`'s options, defined once (the CLI is built from this class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrib.errors import AttribError
+from attrib.memory import memory_option
+from attrib.options import Options, at_least, existing_store, option
+
+OUTPUTS = ("margin", "loss")
+
+
+class MagicOptions(Options):
+    """Exact attribution for a run `attrib train` recorded: each training row's score is the
+    metagradient d f(query; theta_T(w)) / d w_i at w = 1, computed in reverse mode through
+    every recorded optimizer step (MAGIC). Higher = more helpful, as for every method. Its
+    own command, not a `score --method`: it reads a run, not a feature store, and its cost
+    grows with the number of queries (one backward pass over the run per block of queries);
+    use it for the handful of behaviours you want explained exactly. `--smoothness K` first
+    checks that the run is smooth enough for metagradients to predict anything."""
+
+    run: Path = option(help="A run folder from `attrib train`.")
+    queries: Path = option(
+        help="Query store: its rows are the queries (featurize them from RUN/model, "
+        "--no-gradients is enough)."
+    )
+    output: str | None = option(
+        None,
+        choices=OUTPUTS,
+        help="The query's output function (default: margin for classifiers, loss otherwise).",
+    )
+    top: int = option(10, help="Training rows listed per query.")
+    out: Path | None = option(
+        None,
+        help="Write all scores to a .npy: (queries x training rows) float32.",
+        output="file",
+        suffixes=(".npy",),
+    )
+    block: int = option(8, help="Queries whose adjoints are carried through the run together.")
+    smoothness: int = option(
+        0,
+        help="Before scoring, replay the run K times with a random --drop of the rows removed "
+        "and compare each query's output change with the metagradient's prediction.",
+    )
+    drop: float = option(0.01, help="Fraction of rows each smoothness check removes.")
+    preview: bool = option(True, help="Show text snippets, labels, image paths.")
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    memory_gb: float = memory_option()
+    progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
+
+    def check(self) -> None:
+        if not (Path(self.run) / "run.json").is_file():
+            raise AttribError(f"--run {self.run} is not a recorded run (no run.json); attrib train")
+        existing_store(self.queries, "--queries")
+        for name in ("top", "block"):
+            at_least(getattr(self, name), 1, "--" + name)
+        at_least(self.smoothness, 0, "--smoothness")
+        if not 0 < self.drop < 1:
+            raise AttribError("--drop must be between 0 and 1")
