@@ -37,7 +37,10 @@ class Recipe:
             raise AttribError("recipe epochs, batch_size and lr must be positive")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        if not record["warmup"]:  # recipes recorded before warm-up existed stay equal
+            record.pop("warmup")
+        return record
 
     @classmethod
     def from_file(cls, path: Path, **overrides) -> Recipe:

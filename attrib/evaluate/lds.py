@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,6 +61,31 @@ def predicted_outputs(
     for shard, _, scores in stream(train, method, queries, weights, runtime):
         predicted += (scores @ masks_t[:, shard.start : shard.end].T).double()
     return predicted.cpu().numpy()
+
+
+def lds_of_scores(path: Path, truth: GroundTruth) -> LdsResult:
+    """LDS of a dense score matrix from a file (queries x training rows, higher = more
+    helpful): methods attrib computes elsewhere (magic) or other tools' scores."""
+    from attrib.errors import AttribError
+
+    try:
+        scores = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise AttribError(f"--scores {path}: not a readable .npy ({exc})") from None
+    expected = (truth.outputs.shape[1], truth.masks.shape[1])
+    if scores.ndim != 2 or scores.shape != expected:
+        raise AttribError(
+            f"--scores {path} is {scores.shape}, the ground truth needs {expected} "
+            "(queries x training rows)"
+        )
+    if not np.isfinite(scores).all():
+        raise AttribError(f"--scores {path} holds NaN or infinite scores")
+    predicted = scores.astype(np.float64) @ truth.masks.T.astype(np.float64)
+    per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
+    mean, ci = mean_ci(per_query)
+    return LdsResult(
+        "scores", path.name, mean, ci, truth.subsets, len(per_query), per_query, predicted=predicted
+    )
 
 
 def evaluate_lds(

@@ -86,6 +86,13 @@ class LdsOptions(_Compared):
     methods: tuple[str, ...] = _methods()
     weights: tuple[str, ...] = _weights()
     damping: float | None = _damping()
+    scores: tuple[str, ...] = option(
+        (),
+        separator=",",
+        help="Score matrices (.npy, queries x training rows, higher = more helpful) to measure "
+        "beside the methods: `attrib magic --out`, `score --out`, or another tool's.",
+    )
+    only_scores: bool = option(False, help="Measure only the --scores files (no --method rows).")
 
 
 class RetrainOptions(_Evaluation):
@@ -101,6 +108,12 @@ class RetrainOptions(_Evaluation):
         1,
         help="Models trained per subset, each from its own seed, their outputs averaged: a "
         "less noisy ground truth; with 2 or more its split-half reliability is reported.",
+    )
+    same_run: Path | None = option(
+        None,
+        help="The same-run ground truth of a run `attrib train` recorded: each subset replays "
+        "that run (same init, batches and noise) with the removed rows' loss weights 0. "
+        "--train must be featurized from RUN/model on the run's data; no recipe flags.",
     )
     recipe: Path | None = option(None, help="JSON recipe file; the flags below override it.")
     init: str | None = option(
@@ -148,6 +161,24 @@ class RetrainOptions(_Evaluation):
         if count < 1 or not 0 <= index < count:
             raise AttribError("--shard must be i/n with 0 <= i < n")
         self.recipe_resolved  # noqa: B018  (a bad recipe fails here, before any work)
+        if self.same_run is not None:
+            if not (Path(self.same_run) / "run.json").is_file():
+                raise AttribError(f"--same-run {self.same_run} is not a run `attrib train` wrote")
+            fields = (
+                "recipe",
+                "init",
+                "epochs",
+                "lr",
+                "batch_size",
+                "optimizer",
+                "weight_decay",
+                "schedule",
+            )
+            given = [f"--{f.replace('_', '-')}" for f in fields if getattr(self, f) is not None]
+            if given:
+                raise AttribError(
+                    f"--same-run replays the run's own recipe: drop {', '.join(given)}"
+                )
 
     @property
     def shard_pair(self) -> tuple[int, int]:

@@ -66,6 +66,10 @@ def _output_task(settings: dict, config: RetrainOptions):
 
 
 def retrain(config: RetrainOptions) -> GroundTruth | None:
+    if config.same_run is not None:
+        from attrib.evaluate.same_run import retrain_same_run
+
+        return retrain_same_run(config)
     train_store, query_store = Store(config.train), Store(config.queries)
     settings = train_store.settings
     recipe = config.recipe_resolved

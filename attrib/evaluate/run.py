@@ -94,14 +94,21 @@ def run_lds(options: LdsOptions) -> list[dict]:
     truth = _truth(options.groundtruth, train, queries)
     features = query_features.from_store(train, queries).features
     runtime = _runtime(options)
-    results = [
-        evaluate_lds_prepared(
-            train, features, truth, method, vector, label, runtime, subsets_ci=False
-        )
-        for method, vector, label in _combinations(
-            train, options, queries.num_examples, truth=truth
-        )
-    ]
+    results = []
+    if not options.only_scores:
+        results = [
+            evaluate_lds_prepared(
+                train, features, truth, method, vector, label, runtime, subsets_ci=False
+            )
+            for method, vector, label in _combinations(
+                train, options, queries.num_examples, truth=truth
+            )
+        ]
+    from attrib.evaluate.lds import lds_of_scores
+
+    results += [lds_of_scores(Path(path), truth) for path in options.scores]
+    if not results:
+        raise AttribError("--only-scores needs --scores FILE.npy")
     return paired_to_first(results, truth)
 
 
