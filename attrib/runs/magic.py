@@ -24,6 +24,7 @@ from torch.func import functional_call
 
 from attrib.runs.engine import State, run_steps, set_buffers, state_from_snapshot
 from attrib.runs.record import Run
+from attrib.runs.stepper import exact_attention
 from attrib.runs.train import Loaded
 
 
@@ -48,9 +49,9 @@ def output_gradients(
     task.model.eval()
     module = _Outputs(task, output)
     leaves = [p.detach().requires_grad_(True) for p in state.params]
-    values = functional_call(
-        module, {f"model.{n}": p for n, p in zip(names, leaves)}, (batch,), strict=False
-    )
+    substituted = {f"model.{n}": p for n, p in zip(names, leaves)}
+    with exact_attention():
+        values = functional_call(module, substituted, (batch,), strict=False)
     grads = []
     for q in range(len(values)):
         parts = torch.autograd.grad(

@@ -31,6 +31,15 @@ def trainable_names(task: Task) -> list[str]:
     return names
 
 
+def exact_attention():
+    """Attention through PyTorch's math kernel in every step of a run: the fused kernels have
+    no double backward (the metagradient needs one), and training, replay and the reverse
+    pass must run the same kernel to stay bitwise equal."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 class _Losses(torch.nn.Module):
     """The task's per-example training losses as a module whose only child is the model, so
     functional_call can substitute its parameters."""
@@ -57,7 +66,8 @@ class Stepper:
     def per_example_losses(self, params: list[torch.Tensor], batch: dict, step: int):
         torch.manual_seed(step_seed(self.seed, step))
         substituted = {f"model.{n}": p for n, p in zip(self.names, params)}
-        return functional_call(self.losses_module, substituted, (batch,), strict=False)
+        with exact_attention():
+            return functional_call(self.losses_module, substituted, (batch,), strict=False)
 
     def gradient(
         self,
