@@ -1,0 +1,223 @@
+"""Exact attribution for the run you trained: same-run LDS of magic against tracin, trak-block
+and ekfac (each with and without learned weights), the smoothness check, and the cost.
+
+    python benchmarks/magic.py [--tasks digits,pydoc] [--queries 64] [--subsets 64]
+                               [--keeps 0.5,0.95] [--seed-random]
+
+Per task: `attrib train` records the run (the bundled example's data, init and recipe, from
+scratch); the training, weight-learning and evaluation stores are featurized from RUN/model;
+weights are learned on the weight-learning queries with the defaults; the same-run ground
+truth replays the run without each subset's removed rows (`evaluate retrain --same-run`);
+magic scores the evaluation queries (`attrib magic`). With --seed-random, also against the
+ground truth of models retrained from other seeds with the same recipe (how much of magic's
+lead survives across seeds). Every figure goes through the options objects the CLI is built
+from, with their defaults. Tables: stdout and benchmarks/results/magic.md (+ .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from quality_tasks import CACHE  # noqa: E402
+
+from attrib.evaluate.options import LdsOptions, RetrainOptions  # noqa: E402
+from attrib.evaluate.retrain import retrain  # noqa: E402
+from attrib.evaluate.run import run_lds  # noqa: E402
+from attrib.featurize.options import FeaturizeOptions  # noqa: E402
+from attrib.featurize.run import run_featurize  # noqa: E402
+from attrib.runs.magic_options import MagicOptions  # noqa: E402
+from attrib.runs.magic_run import run_magic  # noqa: E402
+from attrib.runs.options import TrainOptions  # noqa: E402
+from attrib.runs.train import run_train  # noqa: E402
+from attrib.weights.options import LearnOptions  # noqa: E402
+from attrib.weights.run import run_learn  # noqa: E402
+
+METHODS = {"tracin": "ekfac", "ekfac": "ekfac", "trak-block": "trak"}  # method -> its store
+RESULTS = Path(__file__).parent / "results"
+
+
+def build(name: str) -> tuple[Path, dict]:
+    """The example's data and untrained init under the cache (no checkpoint: the run is it)."""
+    import datasets
+
+    from attrib.examples import digits, pydoc_text
+
+    root = CACHE / f"magic-{name}"
+    data = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
+    example = {"digits": digits, "pydoc": pydoc_text}[name]
+    if not (root / "init" / "config.json").exists():
+        example.write_data(root / "data", 0)
+        if name == "digits":
+            digits.init_model(root / "init", 0)
+        else:
+            texts = datasets.load_dataset("parquet", data_files=str(data["train"]), split="train")
+            pydoc_text.init_model(root / "init", list(texts["text"]), 0)
+    return root, {"data": data, "recipe": example.RECIPE}
+
+
+def record_run(root: Path, task: dict) -> tuple[Path, float]:
+    recipe = task["recipe"]
+    out = root / "run"
+    start = time.perf_counter()
+    run_train(
+        TrainOptions(
+            model=str(root / "init"),
+            data=str(task["data"]["train"]),
+            out=out,
+            init="scratch",
+            epochs=recipe.epochs,
+            lr=recipe.lr,
+            batch_size=recipe.batch_size,
+            weight_decay=recipe.weight_decay,
+            schedule=recipe.schedule,
+            seed=recipe.seed,
+            device="cpu",
+            progress=False,
+        )
+    )
+    return out, time.perf_counter() - start
+
+
+def store(root: Path, run: Path, data: Path, method: str, name: str, rows: int | None = None):
+    out = root / "stores" / f"{name}-{method}"
+    if not (out / "manifest.json").exists():
+        run_featurize(
+            FeaturizeOptions(
+                model=str(run / "model"), data=str(data), out=out, method=method,
+                max_examples=rows, device="cpu", progress=False, store_dtype="float32",
+            )
+        )  # fmt: skip
+    return out
+
+
+def lds_rows(train, queries, truth, method, weights, scores=()) -> list[dict]:
+    return run_lds(
+        LdsOptions(
+            train=train, queries=queries, groundtruth=truth, methods=(method,),
+            weights=("none", str(weights)), scores=tuple(str(s) for s in scores), device="cpu",
+        )
+    )  # fmt: skip
+
+
+def run_task(name: str, args) -> dict:
+    root, task = build(name)
+    run, train_seconds = record_run(root, task)
+    stores = {}
+    for kind in set(METHODS.values()):
+        stores[kind] = {
+            "train": store(root, run, task["data"]["train"], kind, "train"),
+            "learn": store(root, run, task["data"]["learn"], kind, "learn"),
+            "eval": store(root, run, task["data"]["eval"], kind, "eval", args.queries),
+        }
+    weights = {}
+    for method, kind in METHODS.items():
+        weights[method] = root / f"weights-{method}.safetensors"
+        if not weights[method].exists():
+            run_learn(
+                LearnOptions(train=stores[kind]["train"], queries=stores[kind]["learn"],
+                             out=weights[method], method=method)
+            )  # fmt: skip
+    scores = root / "magic.npy"
+    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _, smooth = run_magic(
+        MagicOptions(run=run, queries=stores["trak"]["eval"], out=scores, device="cpu",
+                     smoothness=args.smoothness, progress=False)
+    )  # fmt: skip
+    magic_seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    truths = {}
+    for keep in args.keeps:
+        truths[f"same-run keep {keep:g}"] = root / f"same-run-{args.subsets}-{keep:g}.npz"
+        retrain(
+            RetrainOptions(train=stores["trak"]["train"], queries=stores["trak"]["eval"],
+                           out=truths[f"same-run keep {keep:g}"], subsets=args.subsets,
+                           alpha=keep, same_run=run, device="cpu", progress=False)
+        )  # fmt: skip
+    if args.seed_random:
+        recipe = {k: v for k, v in task["recipe"].to_dict().items() if k != "momentum"}
+        truths["other seeds keep 0.5"] = root / f"seed-random-{args.subsets}.npz"
+        retrain(
+            RetrainOptions(train=stores["trak"]["train"], queries=stores["trak"]["eval"],
+                           out=truths["other seeds keep 0.5"], subsets=args.subsets,
+                           device="cpu", progress=False, **recipe)
+        )  # fmt: skip
+    table = {}
+    for truth_name, truth in truths.items():
+        rows = []
+        for method, kind in METHODS.items():
+            extra = [scores] if method == "ekfac" else []  # magic beside EK-FAC: paired CI
+            rows += lds_rows(stores[kind]["train"], stores[kind]["eval"], truth, method,
+                             weights[method], extra)  # fmt: skip
+        table[truth_name] = rows
+    return {
+        "task": name,
+        "steps": json.loads((run / "run.json").read_text())["steps"],
+        "train_seconds": train_seconds,
+        "magic_seconds": magic_seconds,
+        "magic_seconds_per_query": magic_seconds / args.queries,
+        "peak_rss_mib": max(before, peak) / 1024,
+        "smoothness": {k: v for k, v in (smooth or {}).items() if k not in ("predicted", "actual")},
+        "lds": table,
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = []
+    for result in results:
+        lines.append(
+            f"### {result['task']}: {result['steps']} steps; "
+            f"training {result['train_seconds']:.1f} s; "
+            f"magic {result['magic_seconds_per_query']:.1f} s per query; peak RSS "
+            f"{result['peak_rss_mib']:.0f} MiB"
+        )
+        smooth = result["smoothness"]
+        if smooth:
+            lines.append(
+                f"smoothness: correlation {smooth['correlation']:.3f}, slope {smooth['slope']:.2f} "
+                f"({smooth['checks']} replays without {smooth['drop']:.0%} of the rows)"
+            )
+        lines += [
+            "",
+            "| ground truth | method | weights | LDS % | ± CI+subsets | minus row 1 ± paired |",
+            "|---|---|---|---|---|---|",
+        ]
+        for truth, rows in result["lds"].items():
+            for row in rows:
+                diff = row.get("vs_first")
+                paired = f"{100 * diff:+.2f} ± {100 * row['vs_first_ci']:.2f}" if diff else ""
+                lines.append(
+                    f"| {truth} | {row['method']} | {row['weights']} | {100 * row['lds']:.2f} | "
+                    f"{100 * row['ci_subsets']:.2f} | {paired} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="digits,pydoc")
+    parser.add_argument("--queries", type=int, default=64)
+    parser.add_argument("--subsets", type=int, default=64)
+    parser.add_argument("--keeps", default="0.5,0.95")
+    parser.add_argument("--smoothness", type=int, default=8)
+    parser.add_argument("--seed-random", action="store_true")
+    args = parser.parse_args()
+    args.keeps = [float(k) for k in args.keeps.split(",")]
+    results = [run_task(name, args) for name in args.tasks.split(",")]
+    text = markdown(results)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "magic.md").write_text(text + "\n")
+    (RESULTS / "magic.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
