@@ -323,3 +323,37 @@ def test_a_diffusion_run_replays_with_its_noise(tmp_path, ddpm):
     assert (run / "model" / "model_index.json").is_file()
     code, out, err = run_cli("train", "--check", run, "--device", "cpu")
     assert code == 0 and json.loads(out)["identical"], err
+
+
+def test_prompt_completion_and_chat_runs_train_on_the_completion_only(tmp_path, gpt2_dir):
+    """Runs on TRL-format data train on the completion tokens only (the rule featurize uses),
+    and metagradients go through them."""
+    import datasets
+    from builders import sentences
+    from test_completions import _chat_model
+
+    model, _ = _chat_model(tmp_path, gpt2_dir)
+    words = [s.split() for s in sentences(8, seed=5)]
+    pairs = tmp_path / "pairs.parquet"
+    datasets.Dataset.from_dict(
+        {"prompt": [" ".join(w[:2]) for w in words], "completion": [" " + w[-1] for w in words]}
+    ).to_parquet(str(pairs))
+    chats = tmp_path / "chats.parquet"
+    datasets.Dataset.from_dict(
+        {
+            "messages": [
+                [
+                    {"role": "user", "content": " ".join(w[:2])},
+                    {"role": "assistant", "content": w[-1]},
+                ]
+                for w in words
+            ]
+        }
+    ).to_parquet(str(chats))
+    for name, data in (("pairs", pairs), ("chats", chats)):
+        run = _train(model, data, tmp_path / name, "--epochs", "1", "--batch-size", "4")
+        loaded = load_run(Run.open(run), "cpu")
+        batch = loaded.source.batch([0, 1])
+        assert "completion_mask" in batch  # only completion tokens are targets
+        grads = metagradients(Run.open(run), loaded, batch, "loss")
+        assert np.isfinite(grads).all() and np.abs(grads).max() > 0
