@@ -113,9 +113,11 @@ def _tables(records: list[dict], title_key: str) -> None:
             title += f"  ({echoed})"
         table = Table(title=title, title_justify="left")
         value_key = "score" if "score" in rows[0] else "self_influence"
-        for column in ("rank", "index", value_key, "preview"):
-            table.add_column(column, justify="right" if column != "preview" else "left")
+        lists = "list" in rows[0]  # --opponents: proponents, then opponents
+        for column in ("list",) * lists + ("rank", "index", value_key, "preview"):
+            table.add_column(column, justify="left" if column in ("list", "preview") else "right")
         for row in rows:
             preview = "  ".join(f"{k}: {row[k]}" for k in PREVIEW_KEYS if k in row)
-            table.add_row(str(row["rank"]), str(row["index"]), f"{row[value_key]:.6g}", preview)
+            cells = [str(row["rank"]), str(row["index"]), f"{row[value_key]:.6g}", preview]
+            table.add_row(*([row["list"]] if lists else []), *cells)
         console.print(table)

@@ -57,6 +57,12 @@ class ScoreOptions(Options):
         output="file",
         suffixes=(".npy",),
     )
+    opponents: bool = option(
+        False,
+        help="Also list the most harmful training rows (the lowest scores), --top of them per "
+        "query, from the same pass; records say which list they are in (list: proponents or "
+        "opponents).",
+    )
     self_influence: bool = option(
         False, flag="--self", help="Self-influence tau(n, n) of every training example."
     )
@@ -91,6 +97,8 @@ class ScoreOptions(Options):
         positive(self.memory_gb, "--memory-gb")
         if self.per_token and not (self.query or self.text):
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
+        if self.opponents and (self.index is not None or self.self_influence):
+            raise AttribError("--opponents ranks scores of queries: drop --index and --self")
         if self.index is not None and (self.out is not None or self.self_influence):
             raise AttribError(
                 "--index answers the top-k only: drop --index for --out or --self (every score)"

@@ -102,10 +102,13 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
             request.out,
             request.progress,
             runtime,
+            request.opponents,
         )
     if top is None:  # another rank than the first: rank 0 merges and reports
         return []
-    previews = Previewer(store)(top.indices.reshape(-1)) if request.preview else {}
+    lists = [("proponents", top)] + ([("opponents", top.bottom)] if top.bottom is not None else [])
+    shown_rows = np.concatenate([found.indices.reshape(-1) for _, found in lists])
+    previews = Previewer(store)(shown_rows) if request.preview else {}
     shown = [_shown(i) for i in chosen.ids]
     echoed = _query_previews(query_store, chosen.ids) if request.preview else {}
     rows = [(q, {}) for q in range(len(shown))]
@@ -113,18 +116,20 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
         rows = [(q, {"token": p, "token_text": t}) for q, p, t in chosen.tokens]
     records = []
     for row, (q, token) in enumerate(rows):
-        for rank in range(top.scores.shape[1]):
-            index = int(top.indices[row, rank])
-            record = {
-                "query": q,
-                "query_id": shown[q],
-                **({"query_preview": echoed[q]} if q in echoed else {}),
-                **token,
-                "rank": rank + 1,
-                "index": index,
-                "score": float(top.scores[row, rank]),
-            }
-            records.append({**record, **previews.get(index, {})})
+        for name, found in lists:
+            for rank in range(found.scores.shape[1]):
+                index = int(found.indices[row, rank])
+                record = {
+                    "query": q,
+                    "query_id": shown[q],
+                    **({"query_preview": echoed[q]} if q in echoed else {}),
+                    **token,
+                    **({"list": name} if len(lists) > 1 else {}),
+                    "rank": rank + 1,
+                    "index": index,
+                    "score": float(found.scores[row, rank]),
+                }
+                records.append({**record, **previews.get(index, {})})
     return records
 
 

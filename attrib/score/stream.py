@@ -27,6 +27,11 @@ class TopK:
     scores: torch.Tensor  # (Q x k) descending
     positions: torch.Tensor  # (Q x k) row positions in the training store
     indices: np.ndarray  # (Q x k) the store's `index` column (row in the source split)
+    # With opponents: the k lowest scores (the most harmful rows), ascending.
+    bottom: TopK | None = None
+
+    def negated(self) -> TopK:
+        return TopK(-self.scores, self.positions, self.indices)
 
 
 def stream(
@@ -95,16 +100,18 @@ def score(
     dense_out: Path | None = None,
     show_progress: bool = False,
     runtime: Runtime | None = None,
+    opponents: bool = False,
 ) -> TopK | None:
     """Rank the training store for each row of `queries` (Q x D query features). Under a
     launcher every rank scores its own shards (shard r, r + world, ...) and keeps its top-k;
     rank 0 merges them and gets the result, the others None. `dense_out` is written by
-    columns from every rank."""
+    columns from every rank. `opponents`: also the k lowest scores, in the same pass."""
     runtime = runtime or Runtime(torch.device("cpu"))
     count, device = len(queries), runtime.device
     k = min(top, store.num_examples)
     best = torch.empty(count, 0, device=device)
     best_pos = torch.empty(count, 0, dtype=torch.long, device=device)
+    worst, worst_pos = best.clone(), best_pos.clone()  # the negated scores' top-k
     index_column = np.empty(store.num_examples, dtype=np.int64)
     with shared_output(dense_out, (count, store.num_examples), runtime) as dense:
         with progress_bar(show_progress and runtime.is_main, unit="train examples") as bar:
@@ -114,15 +121,26 @@ def score(
                     dense.write_columns(shard.start, scores.cpu())
                 index_column[shard.start : shard.end] = scalars["index"]
                 best, best_pos = _merge(best, best_pos, scores, shard.start, k)
+                if opponents:
+                    worst, worst_pos = _merge(worst, worst_pos, -scores, shard.start, k)
                 bar.advance(task, shard.rows * runtime.world_size)
     best, best_pos = best.cpu(), best_pos.cpu()
     mine = TopK(best, best_pos, index_column[best_pos.numpy()])
-    return merge_ranks(runtime.gather(mine), k) if runtime.world_size > 1 else mine
+    low = None
+    if opponents:  # kept negated until merged: the same top-k code serves both lists
+        worst, worst_pos = worst.cpu(), worst_pos.cpu()
+        low = TopK(worst, worst_pos, index_column[worst_pos.numpy()])
+    if runtime.world_size > 1:
+        mine = merge_ranks(runtime.gather(mine), k)
+        low = merge_ranks(runtime.gather(low), k) if opponents else None
+    if mine is not None and low is not None:
+        mine.bottom = low.negated()
+    return mine
 
 
 def merge_ranks(tops: list[TopK] | None, k: int) -> TopK | None:
     """Rank 0: one top-k from every rank's (None elsewhere)."""
-    if tops is None:
+    if tops is None or tops[0] is None:
         return None
     values = torch.cat([t.scores for t in tops], dim=1)
     order = values.topk(min(k, values.shape[1]), dim=1).indices
