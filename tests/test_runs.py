@@ -357,3 +357,14 @@ def test_prompt_completion_and_chat_runs_train_on_the_completion_only(tmp_path, 
         assert "completion_mask" in batch  # only completion tokens are targets
         grads = metagradients(Run.open(run), loaded, batch, "loss")
         assert np.isfinite(grads).all() and np.abs(grads).max() > 0
+
+
+def test_per_token_rows_sum_to_the_sequence_row(lm_run, magic_inputs, tmp_path):
+    sequence, _ = _magic(lm_run, magic_inputs / "q", tmp_path / "seq.npy")
+    tokens, records = _magic(lm_run, magic_inputs / "q", tmp_path / "tok.npy", "--per-token")
+    owners = sorted({(r["query"], r["token"]) for r in records})
+    assert len(owners) == len(tokens) > len(sequence) and "token_text" in records[0]
+    queries = np.array([q for q, _ in owners])
+    for q in range(len(sequence)):
+        # --out is float32: equal to its rounding (the float64 sums agree to ~1e-15).
+        np.testing.assert_allclose(tokens[queries == q].sum(0), sequence[q], rtol=1e-6, atol=1e-9)

@@ -31,6 +31,11 @@ class MagicOptions(Options):
         help="The query's output function (default: margin for classifiers, loss otherwise).",
     )
     top: int = option(10, help="Training rows listed per query.")
+    per_token: bool = option(
+        False,
+        help="Language models: one row per completion token of each query (each token's share "
+        "of the loss); a query's token rows sum to its sequence scores.",
+    )
     out: Path | None = option(
         None,
         help="Write all scores to a .npy: (queries x training rows) float32.",
