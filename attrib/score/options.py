@@ -63,6 +63,14 @@ class ScoreOptions(Options):
         "query, from the same pass; records say which list they are in (list: proponents or "
         "opponents).",
     )
+    html: Path | None = option(
+        None,
+        help="Also write a self-contained HTML report: each query beside its ranked training "
+        "rows (images inlined, texts, labels, scores; with --opponents both lists; with "
+        "--per-token the answer coloured token by token; with --weights their bar chart).",
+        output="file",
+        suffixes=(".html", ".htm"),
+    )
     self_influence: bool = option(
         False, flag="--self", help="Self-influence tau(n, n) of every training example."
     )
@@ -97,6 +105,8 @@ class ScoreOptions(Options):
         positive(self.memory_gb, "--memory-gb")
         if self.per_token and not (self.query or self.text):
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
+        if self.html is not None and self.self_influence:
+            raise AttribError("--html reports queries' rankings: drop --self")
         if self.opponents and (self.index is not None or self.self_influence):
             raise AttribError("--opponents ranks scores of queries: drop --index and --self")
         if self.index is not None and (self.out is not None or self.self_influence):

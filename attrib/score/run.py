@@ -11,6 +11,7 @@ from attrib import distributed, log
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.score import queries
+from attrib.score import queries as queries_module
 from attrib.score import stream as scoring
 from attrib.score.options import DEFAULT_TOP, ScoreOptions
 from attrib.score.preview import Previewer
@@ -48,6 +49,8 @@ def run_score(request: ScoreOptions) -> list[dict]:
     query, or per query token in order)."""
     runtime = distributed.init(request.device)
     records = _scored(request, runtime)
+    if request.html is not None and runtime.is_main:
+        _report(request, records)
     runtime.finish()  # under a launcher: no rank leaves while another still talks to it
     return records
 
@@ -131,6 +134,21 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
                 }
                 records.append({**record, **previews.get(index, {})})
     return records
+
+
+def _report(request: ScoreOptions, records: list[dict]) -> None:
+    from attrib.report.html import write_report
+    from attrib.weights.artifact import load_weights
+
+    train = Store(request.train)
+    queries = Store(request.queries) if request.queries is not None else None
+    values = None
+    if queries is None:
+        values = queries_module.resolve_text_values(train, list(request.query), list(request.text))
+    weights = load_weights(request.weights) if request.weights is not None else None
+    title = f"attrib score: {request.method}" + (" with learned weights" if weights else "")
+    write_report(request.html, records, train, queries, values, weights, title)
+    log.info(f"wrote {request.html}")
 
 
 def _self_records(store, method, weights, request) -> list[dict]:
