@@ -216,7 +216,9 @@ def test_magic_scores_resume_and_do_not_depend_on_snapshot_spacing(
     np.testing.assert_allclose(other, scores, rtol=1e-10, atol=1e-14)
 
 
-def test_the_same_run_ground_truth_is_the_replay_without_the_rows(lm_run, magic_inputs, tmp_path):
+def test_the_same_run_ground_truth_is_the_replay_without_the_rows(
+    lm_run, magic_inputs, tmp_path, text_data
+):
     out = tmp_path / "gt.npz"
     code, _, err = run_cli(
         "evaluate",
@@ -262,6 +264,36 @@ def test_the_same_run_ground_truth_is_the_replay_without_the_rows(lm_run, magic_
         "jsonl",
     )
     _assert_one_line_error(code, err, "missing.npy")
+    # The same rows featurized for another method: the ground truth serves that store too.
+    code, _, err = run_cli(
+        "featurize",
+        "--model",
+        lm_run / "model",
+        "--data",
+        text_data,
+        "--out",
+        tmp_path / "ekfac",
+        "--method",
+        "ekfac",
+        "--proj-dim",
+        "4",
+        "-q",
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        "evaluate",
+        "lds",
+        "-t",
+        tmp_path / "ekfac",
+        "--queries",
+        magic_inputs / "q",
+        "--groundtruth",
+        out,
+        "--method",
+        "ekfac",
+        "-q",
+    )
+    assert code == 0, err
     code, _, err = run_cli(
         "evaluate",
         "retrain",

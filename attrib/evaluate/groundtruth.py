@@ -40,6 +40,14 @@ class GroundTruth:
             return {}
         return {k: recipe[k] for k in ("train", "queries") if isinstance(recipe.get(k), str)}
 
+    def made_for_rows(self) -> dict:
+        """The rows keys (`Store.rows_key`) of the stores it was made for, where recorded."""
+        return {
+            role: str(self.extra[f"{role}_rows"])
+            for role in ("train", "queries")
+            if f"{role}_rows" in self.extra
+        }
+
     def check(self, num_train: int, num_queries: int, where: str) -> None:
         m, n = self.masks.shape
         if n != num_train:

@@ -137,7 +137,12 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     by_seed = np.stack(
         [np.stack([np.load(_part(parts, m, r)) for m in range(config.subsets)]) for r in seeds]
     )
-    extra = {"recipe": json.dumps(meta), "output_function": output}
+    extra = {
+        "recipe": json.dumps(meta),
+        "output_function": output,
+        "train_rows": train_store.rows_key(),
+        "queries_rows": query_store.rows_key(),
+    }
     if config.seeds > 1:
         extra["outputs_by_seed"] = by_seed
     truth = GroundTruth(masks, by_seed.mean(0), output == "margin", extra)

@@ -102,7 +102,13 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
         log.info(f"{config.subsets - len(missing)} of {config.subsets} replays done in {parts}")
         return None
     values = np.stack([np.load(_part(parts, m)) for m in range(config.subsets)])
-    extra = {"recipe": json.dumps(meta), "output_function": output, "same_run": str(run.path)}
+    extra = {
+        "recipe": json.dumps(meta),
+        "output_function": output,
+        "same_run": str(run.path),
+        "train_rows": train_store.rows_key(),
+        "queries_rows": query_store.rows_key(),
+    }
     truth = GroundTruth(masks, values, output == "margin", extra)
     save_groundtruth(config.out, truth)
     queries = query_store.num_examples

@@ -206,6 +206,16 @@ class Store:
             digest.update(f"{shard.file}:{shard.sha256};".encode())
         return digest.hexdigest()[:20]
 
+    def rows_key(self) -> str:
+        """Which rows the store holds, whatever their features: its dataset's fingerprint and
+        its `index` column. Two featurizations of the same rows (trak and ekfac stores, other
+        --proj-dim) share it, so a ground truth serves them all."""
+        import hashlib
+
+        digest = hashlib.sha256(str(self.settings["dataset"].get("fingerprint")).encode())
+        digest.update(np.ascontiguousarray(self.column("index"), dtype=np.int64).tobytes())
+        return digest.hexdigest()[:20]
+
     def content_key(self) -> str:
         """The fingerprint plus each shard file's size and modification time: changes when a
         shard's bytes change on disk even if the manifest does not (keys the caches)."""
