@@ -105,17 +105,7 @@ def from_values(
     projection = ProjectionSpec(**settings["projection"])
     featurizer = Featurizer(task, columns, selected, projection, settings["output_function"])
     if task.query_role == "image":
-        for value in values:
-            if not Path(value).is_file():
-                if not Path(value).suffix or " " in value:  # text, not a path
-                    raise AttribError(
-                        f"--query {value[:60]!r}: {train.path} was made from an image model, "
-                        "so queries are image files (or --queries STORE), not text"
-                    )
-                raise AttribError(f"--query {value}: no such image file")
-            problem = image_problem(value)
-            if problem is not None:
-                raise AttribError(f"--query {value}: the image cannot be decoded ({problem})")
+        check_image_values(train, values)
     captions = _captions(task, prompts, len(values))
     if per_token:
         return _per_token(task, featurizer, columns, query_rows, values, names)
@@ -202,6 +192,21 @@ def read_query_lines(data: bytes, name: str) -> list[str]:
     return out
 
 
+def check_image_values(store: Store, values: list[str]) -> None:
+    """--query values of an image store: files that decode as images."""
+    for value in values:
+        if not _is_file(value):
+            if not Path(value).suffix or " " in value:  # text, not a path
+                raise AttribError(
+                    f"--query {value[:60]!r}: {store.path} was made from an image model, "
+                    "so queries are image files (or --queries STORE), not text"
+                )
+            raise AttribError(f"--query {value}: no such image file")
+        problem = image_problem(value)
+        if problem is not None:
+            raise AttribError(f"--query {value}: the image cannot be decoded ({problem})")
+
+
 def _is_file(value: str) -> bool:
     try:
         return Path(value).is_file()
@@ -227,17 +232,7 @@ def resolve_text_values(store: Store, values: list[str], texts: list[str]) -> li
     if task in task_names() and task_class(task).query_role == "image":
         if texts:
             raise AttribError(f"--text: {store.path} was made from an image model; pass images")
-        for value in values:  # before the model loads: a typo fails in a fraction of a second
-            if not _is_file(value):
-                if not Path(value).suffix or " " in value:  # text, not a path
-                    raise AttribError(
-                        f"--query {value[:60]!r}: {store.path} was made from an image model, "
-                        "so queries are image files (or --queries STORE), not text"
-                    )
-                raise AttribError(f"--query {value}: no such image file")
-            problem = image_problem(value)
-            if problem is not None:
-                raise AttribError(f"--query {value}: the image cannot be decoded ({problem})")
+        check_image_values(store, values)  # before the model loads: a typo fails at once
         return list(values)
     out = []
     for value in values:
