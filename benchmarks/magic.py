@@ -11,7 +11,7 @@ truth replays the run without each subset's removed rows (`evaluate retrain --sa
 magic scores the evaluation queries (`attrib magic`). With --seed-random, also against the
 ground truth of models retrained from other seeds with the same recipe (how much of magic's
 lead survives across seeds). Every figure goes through the options objects the CLI is built
-from, with their defaults. Tables: stdout and benchmarks/results/magic.md (+ .json).
+from, with their defaults. Tables: stdout and benchmarks/results/magic-TASKS.md (+ .json).
 """
 
 from __future__ import annotations
@@ -215,8 +215,9 @@ def main() -> None:
     text = markdown(results)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "magic.md").write_text(text + "\n")
-    (RESULTS / "magic.json").write_text(json.dumps(results, indent=1) + "\n")
+    stem = "magic-" + args.tasks.replace(",", "-")
+    (RESULTS / f"{stem}.md").write_text(text + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
