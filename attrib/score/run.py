@@ -11,7 +11,6 @@ from attrib import distributed, log
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.score import queries
-from attrib.score import queries as queries_module
 from attrib.score import stream as scoring
 from attrib.score.options import DEFAULT_TOP, ScoreOptions
 from attrib.score.preview import Previewer
@@ -141,13 +140,13 @@ def _report(request: ScoreOptions, records: list[dict]) -> None:
     from attrib.weights.artifact import load_weights
 
     train = Store(request.train)
-    queries = Store(request.queries) if request.queries is not None else None
+    query_store = Store(request.queries) if request.queries is not None else None
     values = None
-    if queries is None:
-        values = queries_module.resolve_text_values(train, list(request.query), list(request.text))
+    if query_store is None:
+        values = queries.resolve_text_values(train, list(request.query), list(request.text))
     weights = load_weights(request.weights) if request.weights is not None else None
     title = f"attrib score: {request.method}" + (" with learned weights" if weights else "")
-    write_report(request.html, records, train, queries, values, weights, title)
+    write_report(request.html, records, train, query_store, values, weights, title)
     log.info(f"wrote {request.html}")
 
 
