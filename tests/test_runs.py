@@ -103,6 +103,15 @@ def test_metagradients_equal_finite_differences_sgd_momentum(tmp_path, vit_dir, 
     _finite_differences(run, "margin", rows=(2, 9))
 
 
+def test_metagradients_follow_batchnorm_running_statistics(tmp_path, resnet_dir, image_data):
+    """The evaluated ResNet reads BatchNorm's running averages, which every step moves: the
+    metagradient must carry them (held constant, it was off by 2x on digits)."""
+    flags = ["--epochs", "2", "--lr", "0.05", "--optimizer", "sgd", "--dtype", "float64"]
+    flags += ["--batch-size", "8", "--weight-decay", "0.01", "--schedule", "cosine"]
+    run = _train(resnet_dir, image_data, tmp_path / "resnet", *flags)
+    _finite_differences(run, "margin", rows=(2, 9))
+
+
 def test_a_recorded_run_replays_bitwise_and_its_checkpoint_loads(
     lm_run, tmp_path, gpt2_dir, text_data
 ):

@@ -8,6 +8,8 @@ computed in reverse mode through every recorded optimizer step (the REPLAY schem
 (double backward through the step's gradient) also gives the adjoints of the weights of the
 rows in that step's batch. The states a step needs are recomputed forward from the nearest
 snapshot, one segment at a time (about sqrt(T) states in memory, one extra forward pass).
+BatchNorm's running statistics are part of the state the adjoint carries (`running_stats`):
+the evaluated model reads them, and each step's batch moves them.
 
 Scores follow attrib's convention, higher = more helpful: +df/dw for a margin (higher is
 better), -df/dw for a loss. The prediction the metagradient makes for removing the rows R is
@@ -24,6 +26,7 @@ from torch.func import functional_call
 
 from attrib.runs.engine import State, run_steps, set_buffers, state_from_snapshot
 from attrib.runs.record import Run
+from attrib.runs.running_stats import differentiable_eval, stat_names, updated_stats
 from attrib.runs.stepper import exact_attention
 from attrib.runs.train import Loaded
 
@@ -43,22 +46,31 @@ def output_gradients(
     loaded: Loaded, state: State, batch: dict, output: str
 ) -> tuple[np.ndarray, list[list[torch.Tensor]]]:
     """The queries' outputs at `state` (eval mode) and each one's gradient w.r.t. the trainable
-    parameters."""
+    parameters, then w.r.t. the running statistics (`stat_names` order)."""
     task, names = loaded.task, loaded.stepper.names
     set_buffers(loaded.stepper, state.buffers)
     task.model.eval()
     module = _Outputs(task, output)
     leaves = [p.detach().requires_grad_(True) for p in state.params]
+    stats = _stat_leaves(loaded, state)
     substituted = {f"model.{n}": p for n, p in zip(names, leaves)}
-    with exact_attention():
+    with exact_attention(), differentiable_eval(task.model, stats):
         values = functional_call(module, substituted, (batch,), strict=False)
+    inputs = [*leaves, *stats.values()]
     grads = []
     for q in range(len(values)):
         parts = torch.autograd.grad(
-            values[q], leaves, retain_graph=q < len(values) - 1, allow_unused=True
+            values[q], inputs, retain_graph=q < len(values) - 1, allow_unused=True
         )
-        grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(leaves, parts)])
+        grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(inputs, parts)])
     return values.detach().double().cpu().numpy(), grads
+
+
+def _stat_leaves(loaded: Loaded, state: State) -> dict[str, torch.Tensor]:
+    return {
+        name: state.buffers[name].detach().requires_grad_(True)
+        for name in stat_names(loaded.task.model)
+    }
 
 
 def metagradients(
@@ -73,6 +85,7 @@ def metagradients(
     stepper, optimizer = loaded.stepper, loaded.optimizer
     final = state_from_snapshot(run, run.steps, stepper, optimizer)
     _, adjoint_params = output_gradients(loaded, final, query_batch, output)
+    # adjoint_params[q]: parameters then running statistics; optimizer state apart.
     count = len(adjoint_params)
     adjoint_state = [
         [[torch.zeros_like(p) for p in final.params] for _ in optimizer.state_names()]
@@ -115,16 +128,20 @@ def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoi
     stepper, optimizer = loaded.stepper, loaded.optimizer
     set_buffers(stepper, state.buffers)
     params = [p.detach().requires_grad_(True) for p in state.params]
+    stats = _stat_leaves(loaded, state)
     opt = [[s.detach().requires_grad_(True) for s in group] for group in state.opt]
     weights = torch.ones(
         len(rows), dtype=params[0].dtype, device=params[0].device, requires_grad=True
     )
     batch = loaded.source.batch(rows.tolist())
-    grads = stepper.gradient(params, batch, weights, t, create_graph=True)
+    new_stats: dict[str, torch.Tensor] = {}
+    with updated_stats(stepper.task.model, stats, new_stats):
+        grads = stepper.gradient(params, batch, weights, t, create_graph=True)
     new_params, new_opt = optimizer.step(params, opt, grads, t)
-    outputs = [*new_params, *(s for group in new_opt for s in group)]
-    inputs = [*params, *(s for group in opt for s in group), weights]
-    n_params = len(params)
+    outputs = [*new_params, *(new_stats.get(n, stats[n]) for n in stats)]
+    outputs += [s for group in new_opt for s in group]
+    inputs = [*params, *stats.values(), *(s for group in opt for s in group), weights]
+    carried = len(params) + len(stats)
     moved = []
     for q in range(len(adjoint_params)):
         cotangents = [*adjoint_params[q], *(s for group in adjoint_state[q] for s in group)]
@@ -136,8 +153,8 @@ def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoi
             allow_unused=True,
         )
         parts = [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(inputs, parts)]
-        adjoint_params[q] = parts[:n_params]
-        flat = parts[n_params:-1]
+        adjoint_params[q] = parts[:carried]
+        flat = parts[carried:-1]
         size = len(params)
         adjoint_state[q] = [flat[k * size : (k + 1) * size] for k in range(len(opt))]
         moved.append(parts[-1].double().cpu().numpy())
