@@ -20,6 +20,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     _state: object = None
+    owns_group: bool = True  # False inside a Trainer's process group: left open at the end
 
     @property
     def is_main(self) -> bool:
@@ -45,7 +46,8 @@ class Runtime:
         import torch.distributed as dist
 
         self.barrier()
-        dist.destroy_process_group()
+        if self.owns_group:
+            dist.destroy_process_group()
 
     def broadcast(self, value):
         """Rank 0's `value` on every rank (a small picklable object between our own ranks)."""
@@ -92,5 +94,8 @@ def init(device_name: str = "auto") -> Runtime:
             f"process {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
             "start at most one process per GPU, or pass --device cpu"
         )
+    import torch.distributed as dist
+
+    joined = dist.is_available() and dist.is_initialized()  # a Trainer's group, say
     state = PartialState(cpu=device.type == "cpu")
-    return Runtime(state.device, state.process_index, state.num_processes, state)
+    return Runtime(state.device, state.process_index, state.num_processes, state, not joined)

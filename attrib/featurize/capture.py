@@ -59,15 +59,17 @@ class ModuleCapture:
     def on_forward(self, module, args, kwargs, output):
         x = args[0] if args else next(iter(kwargs.values()))
         record = self._input_record(x.detach())
-        added_anchor = not output.requires_grad
-        if added_anchor:
-            anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
-            self.anchors.append(anchor)
-            output = output + anchor
+        # Every output gets an anchor, a zero leaf added to it, and the backward pass asks
+        # for the anchors' gradients: it reaches every captured output even when the output
+        # already requires grad through something else (a Trainer's enable_input_require_grads
+        # hook, used with gradient checkpointing, makes every activation require grad).
+        anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
+        self.anchors.append(anchor)
+        output = output + anchor
         slot = len(self._records)
         self._records.append(record)
         output.register_hook(lambda grad, slot=slot: self._on_grad(slot, grad))
-        return output if added_anchor else None
+        return output
 
     def _on_grad(self, slot: int, grad: torch.Tensor) -> None:
         record, self._records[slot] = self._records[slot], None

@@ -24,15 +24,17 @@ from attrib.tasks.loading import DTYPES, load_task
 NUMPY_STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
-def run_featurize(config: FeaturizeOptions) -> Path:
-    """Featurize a dataset with a model into the store at `config.out`."""
+def run_featurize(config: FeaturizeOptions, model=None) -> Path:
+    """Featurize a dataset with a model into the store at `config.out`. `model`: the model
+    `config.model` names, already in memory (`attrib.integrations`: a Trainer's at the
+    checkpoint it just saved); the caller restores its training mode and requires_grad."""
     log.quiet_libraries()
     runtime = distributed.init(config.device)
     dtype = DTYPES[config.dtype]
     if runtime.device.type == "cpu" and dtype != torch.float32:
         log.warn(f"--dtype {config.dtype} on a CPU is slow and inexact; float32 is the default")
     log.status(f"loading {config.model_ref.source} ...")  # seconds of silence otherwise
-    task = load_task(config.model_ref, config.task, dtype, config.task_options)
+    task = load_task(config.model_ref, config.task, dtype, config.task_options, model)
     task.to(runtime.device)
     log.status(f"reading {config.data_ref.source} ...")
     dataset = open_dataset(config.data_ref)

@@ -24,6 +24,10 @@ from attrib.runs.smoothness import smoothness_check
 from attrib.runs.train import Loaded, load_run
 from attrib.store import Store
 
+# Part of the block cache's key: bumped whenever the scores a run gets change, so blocks a
+# previous version computed are recomputed (2: BatchNorm's running statistics differentiated).
+ALGORITHM = 2
+
 
 def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
     """(ranked records, smoothness summary or None)."""
@@ -89,7 +93,7 @@ def _query_blocks(loaded: Loaded, source, count: int, output: str, options) -> l
 def _all_blocks(
     run, loaded: Loaded, blocks: list[Block], queries: Store, output: str, options
 ) -> np.ndarray:
-    key = [queries.fingerprint(), output] + (["per-token"] if options.per_token else [])
+    key = [queries.fingerprint(), output, ALGORITHM] + (["per-token"] if options.per_token else [])
     parts = Path(run.path) / "magic" / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     todo = [b for b in blocks if not (parts / f"{b[0]}.npy").is_file()]
     if len(todo) < len(blocks):

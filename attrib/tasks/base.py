@@ -147,10 +147,11 @@ def attach_adapter(model: nn.Module, ref: ModelRef) -> tuple[nn.Module, dict | N
     from peft import PeftModel
 
     source, commit = adapter_source(ref)
-    try:
-        model = PeftModel.from_pretrained(model, source, is_trainable=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise hub.load_error("adapter", ref.adapter, ref.adapter_revision, exc) from None
+    if not isinstance(model, PeftModel):  # an in-memory PeftModel carries its adapter
+        try:
+            model = PeftModel.from_pretrained(model, source, is_trainable=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise hub.load_error("adapter", ref.adapter, ref.adapter_revision, exc) from None
     record = {
         "source": hub.absolute_if_local(ref.adapter),
         "revision": ref.adapter_revision,

@@ -38,8 +38,11 @@ class CausalLMTask(Task):
     output_functions = ("loss",)
 
     @classmethod
-    def load(cls, ref: ModelRef, dtype: torch.dtype, options: TaskOptions) -> CausalLMTask:
-        model = load_pretrained(AutoModelForCausalLM, ref, dtype)
+    def load(
+        cls, ref: ModelRef, dtype: torch.dtype, options: TaskOptions, model=None
+    ) -> CausalLMTask:
+        if model is None:
+            model = load_pretrained(AutoModelForCausalLM, ref, dtype)
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 ref.source, revision=ref.revision, trust_remote_code=ref.trust_remote_code

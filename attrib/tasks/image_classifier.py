@@ -36,8 +36,11 @@ class ImageClassifierTask(Task):
     cache_batches = True
 
     @classmethod
-    def load(cls, ref: ModelRef, dtype: torch.dtype, options: TaskOptions) -> ImageClassifierTask:
-        model = load_pretrained(AutoModelForImageClassification, ref, dtype)
+    def load(
+        cls, ref: ModelRef, dtype: torch.dtype, options: TaskOptions, model=None
+    ) -> ImageClassifierTask:
+        if model is None:
+            model = load_pretrained(AutoModelForImageClassification, ref, dtype)
         try:
             processor = AutoImageProcessor.from_pretrained(
                 ref.source, revision=ref.revision, trust_remote_code=ref.trust_remote_code

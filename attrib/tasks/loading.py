@@ -54,7 +54,11 @@ def detect_task(ref: ModelRef) -> str:
     )
 
 
-def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions) -> Task:
+def load_task(
+    ref: ModelRef, task: str | None, dtype: torch.dtype, options: TaskOptions, model=None
+) -> Task:
+    """`model`: a model already in memory with the weights `ref` names (a Trainer's, at the
+    checkpoint it just saved): used as it is, only the processor and the record are read."""
     from attrib import log
 
     log.quiet_libraries()
@@ -62,7 +66,8 @@ def load_task(ref: ModelRef, task: str | None, dtype: torch.dtype, options: Task
     if name not in task_names():
         raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(task_names())}")
     try:
-        loaded = task_class(name).load(ref, dtype, options)
+        in_memory = {} if model is None else {"model": model}
+        loaded = task_class(name).load(ref, dtype, options, **in_memory)
     except pickle.UnpicklingError:
         # Pickle checkpoints (pytorch_model.bin) are only ever opened through torch's
         # weights_only loader, which allows plain tensors and nothing that runs code.

@@ -1,0 +1,165 @@
+"""`AttribCallback`: featurize every checkpoint a Hugging Face `Trainer` (or TRL's
+`SFTTrainer`, a Trainer) saves, with the model as it is in memory, and end with the TracInCP
+ensemble over them.
+
+    trainer = Trainer(..., callbacks=[AttribCallback("stores/run", data="train.parquet",
+                                                     queries={"eval": "eval.parquet"})])
+
+At each save, for checkpoint-N: OUT/checkpoint-N/train (the training data) and
+OUT/checkpoint-N/NAME per query set, each the store `attrib featurize --model
+OUTPUT_DIR/checkpoint-N --data ... --dtype (the model's)` writes, through the same code:
+the same manifest, fingerprints (of the saved folder) and shards, resumable the same way.
+A PEFT model's checkpoint holds its adapter only: the stores read `--model BASE --adapter
+OUTPUT_DIR/checkpoint-N`, and only the adapter's layers are featurized. At the end of
+training, OUT/tracincp/train and OUT/tracincp/NAME combine the checkpoints, each weighted by
+the learning rate the Trainer logs at that step (TracInCP), so `attrib score --train
+OUT/tracincp/train --queries OUT/tracincp/eval` works at once.
+
+The data is read the way featurize reads it (a hub id, a folder or a data file, the raw
+columns, not the Trainer's tokenized dataset): the store's rows are the dataset's rows.
+Under the Trainer's own DDP/accelerate setup every rank featurizes its share of the shards,
+as featurize does under a launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from attrib import log
+from attrib.featurize.options import FeaturizeOptions
+from attrib.featurize.run import run_featurize
+from attrib.store.ensemble import merge
+
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+class AttribCallback(TrainerCallback):
+    def __init__(
+        self,
+        out: str | Path,
+        data: str,
+        queries: dict[str, str | dict] | None = None,
+        method: str = "trak",
+        base_model: str | None = None,
+        ensemble: bool = True,
+        **options,
+    ):
+        """`out`: the folder of the stores. `data`: the training data as featurize reads it.
+        `queries`: name -> data source, or name -> dict of featurize options for that set
+        (`{"data": ..., "split": "test"}`). `method`: the method the stores are made for.
+        `base_model`: for a PEFT model, the base model's id or folder (default: the one the
+        adapter's config names). `options`: any other `attrib featurize` option, by its
+        Python name (`max_examples=1000`, `proj_dim=2048`, `text_column="text"`)."""
+        self.out, self.base_model, self.ensemble = Path(out), base_model, ensemble
+        self.sets = {"train": {"data": data}}
+        for name, value in (queries or {}).items():
+            if name == "train":
+                raise ValueError("the query set name 'train' is taken by the training data")
+            self.sets[name] = {"data": value} if isinstance(value, str) else dict(value)
+        self.options = {"method": method, **options}
+        self.checkpoints: list[tuple[Path, float]] = []  # (stores folder, learning rate)
+        self._step_lr: float | None = None
+        FeaturizeOptions(
+            model="check", out=self.out / "check", **self.sets["train"], **self.options
+        )  # fmt: skip  (bad options fail before training)
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        # The learning rate this step uses (the one the Trainer logs for it); by on_save the
+        # scheduler has moved on to the next step's (0 after a linear schedule's last step).
+        if optimizer is not None:
+            self._step_lr = float(optimizer.param_groups[0]["lr"])
+        return control
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        _wait_for_every_rank()  # the main process wrote the checkpoint folder
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        stores = self.out / folder.name
+        reference = self._model_reference(model, folder)
+        was_training = model.training
+        flags = {name: p.requires_grad for name, p in model.named_parameters()}
+        try:
+            with _full_precision(model):
+                self._featurize(model, reference, stores)
+        finally:
+            model.train(was_training)
+            for name, p in model.named_parameters():
+                p.requires_grad_(flags[name])
+        self.checkpoints.append((stores, self._learning_rate(state)))
+        log.info(f"attrib: featurized {folder.name} into {stores}")
+        return control
+
+    def _featurize(self, model, reference: dict, stores: Path) -> None:
+        for name, data_options in self.sets.items():
+            options = FeaturizeOptions(
+                **reference,
+                out=stores / name,
+                dtype=DTYPE_NAMES.get(next(model.parameters()).dtype, "float32"),
+                device=str(next(model.parameters()).device),
+                progress=False,
+                command=("attrib.integrations.AttribCallback",),
+                **{**self.options, **data_options},
+            )
+            run_featurize(options, model=model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not self.ensemble or len(self.checkpoints) < 2:
+            if self.ensemble:
+                log.info("attrib: fewer than two checkpoints saved; no TracInCP ensemble")
+            return control
+        rates = [rate for _, rate in self.checkpoints]
+        if _rank() == 0:
+            for name in self.sets:
+                members = [stores / name for stores, _ in self.checkpoints]
+                merge(self.out / "tracincp" / name, members, rates)
+            log.info(f"attrib: TracInCP ensemble of {len(rates)} checkpoints in "
+                     f"{self.out / 'tracincp'}")  # fmt: skip
+        _wait_for_every_rank()
+        return control
+
+    def _learning_rate(self, state) -> float:
+        if self._step_lr is not None:
+            return self._step_lr
+        logged = [e["learning_rate"] for e in state.log_history if "learning_rate" in e]
+        if not logged:
+            raise ValueError("attrib: no learning rate known at this checkpoint")
+        return float(logged[-1])
+
+    def _model_reference(self, model, folder: Path) -> dict:
+        """The featurize options that name this checkpoint (model, and adapter for PEFT)."""
+        peft_config = getattr(model, "peft_config", None)
+        if not peft_config:
+            return {"model": str(folder)}
+        base = self.base_model or next(iter(peft_config.values())).base_model_name_or_path
+        return {"model": base, "adapter": str(folder)}
+
+
+@contextlib.contextmanager
+def _full_precision(model):
+    """Without the Trainer's mixed precision: accelerate wraps a prepared model's forward in
+    autocast (bf16/fp16) and keeps the original as `_original_forward`; featurize must run the
+    model as `attrib featurize` runs the saved checkpoint, in its own dtype."""
+    wrapped = model.__dict__.get("forward")
+    original = model.__dict__.get("_original_forward")
+    if wrapped is None or original is None:
+        yield
+        return
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _wait_for_every_rank() -> None:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,146 @@
+"""AttribCallback: the stores a Trainer's callback writes are the stores `attrib featurize`
+writes for the saved checkpoints, and the TracInCP ensemble is their lr-weighted sum."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from attrib.integrations.trainer import AttribCallback
+from attrib.store import Store
+from tests.helpers import run_cli
+from tests.trainer_runs import train_image_classifier, train_lm
+
+
+def assert_same_store(ours: Path, theirs: Path) -> None:
+    """Equal settings (what identifies a store) and the same shard (and factor) files, byte
+    for byte; the manifests differ only in the command line and the time."""
+    a, b = Store(ours), Store(theirs)
+    assert a.settings == b.settings
+    files = sorted(p.relative_to(ours) for p in (ours / "shards").rglob("*") if p.is_file())
+    assert files and files == sorted(
+        p.relative_to(theirs) for p in (theirs / "shards").rglob("*") if p.is_file()
+    )
+    for name in files:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+
+
+def _featurize_saved(checkpoint: Path, data: Path, out: Path, *extra) -> Path:
+    code, _, err = run_cli(
+        *["featurize", "--model", str(checkpoint), "--data", str(data), "--out", str(out),
+         "--device", "cpu", *extra]
+    )  # fmt: skip
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture(scope="module")
+def lm_callback_run(tmp_path_factory, gpt2_dir, text_data):
+    root = tmp_path_factory.mktemp("trainer-lm")
+    queries = root / "queries.parquet"
+    datasets.Dataset.from_dict({"text": ["def add(a, b):", "import os"]}).to_parquet(str(queries))
+    callback = AttribCallback(
+        root / "stores", data=str(text_data), queries={"eval": str(queries)}, method="tracin",
+        proj_dim=32, max_length=32,
+    )  # fmt: skip
+    train_lm(gpt2_dir, text_data, root / "out", callback)
+    return root, queries, callback
+
+
+def test_the_callbacks_stores_are_featurizes_stores_of_the_saved_checkpoints(
+    lm_callback_run, text_data
+):
+    root, queries, _ = lm_callback_run
+    saved = sorted((root / "out").glob("checkpoint-*"))
+    assert [p.name for p in saved] == ["checkpoint-2", "checkpoint-4"]
+    for checkpoint in saved:
+        for name, data in (("train", text_data), ("eval", queries)):
+            flags = ["--method", "tracin", "--proj-dim", "32", "--max-length", "32"]
+            cli = _featurize_saved(checkpoint, data, root / "cli" / checkpoint.name / name, *flags)
+            assert_same_store(root / "stores" / checkpoint.name / name, cli)
+
+
+def test_the_tracincp_store_is_the_lr_weighted_sum_of_the_checkpoints(lm_callback_run):
+    root, _, callback = lm_callback_run
+    rates = [rate for _, rate in callback.checkpoints]
+    state = json.loads((root / "out" / "checkpoint-4" / "trainer_state.json").read_text())
+    logged = {e["step"]: e["learning_rate"] for e in state["log_history"] if "learning_rate" in e}
+    assert rates == pytest.approx([logged[2], logged[4]], rel=1e-12)  # what the Trainer logged
+
+    def scores(train: Path, queries: Path) -> np.ndarray:
+        code, out, err = run_cli(
+            *["score", "--train", str(train), "--queries", str(queries), "--method", "tracin",
+             "--top", "100", "--format", "jsonl", "--device", "cpu"]
+        )  # fmt: skip
+        assert code == 0, err
+        records = [json.loads(line) for line in out.splitlines()]
+        matrix = np.zeros((2, Store(train).num_examples))
+        for r in records:
+            matrix[r["query"], r["index"]] = r["score"]
+        return matrix
+
+    stores = root / "stores"
+    combined = scores(stores / "tracincp" / "train", stores / "tracincp" / "eval")
+    parts = sum(
+        rate * scores(stores / c / "train", stores / c / "eval")
+        for c, rate in zip(["checkpoint-2", "checkpoint-4"], rates)
+    )
+    # float16 features summed in float32: agreement to float32 rounding of the sums.
+    np.testing.assert_allclose(combined, parts, rtol=1e-4, atol=1e-6 * np.abs(parts).max())
+    assert np.abs(parts).max() > 0
+
+
+def test_an_image_classifier_under_the_trainer(tmp_path, vit_dir, image_data):
+    callback = AttribCallback(tmp_path / "stores", data=str(image_data), method="trak", proj_dim=16)
+    train_image_classifier(vit_dir, image_data, tmp_path / "out", callback)
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    cli = _featurize_saved(checkpoint, image_data, tmp_path / "cli", "--proj-dim", "16")
+    assert_same_store(tmp_path / "stores" / "checkpoint-4" / "train", cli)
+    assert Store(tmp_path / "stores" / "tracincp" / "train").num_examples == 24
+
+
+def test_two_processes_write_the_stores_one_process_writes(tmp_path, gpt2_dir, text_data):
+    """The Trainer's own DDP (torchrun, gloo): each rank featurizes its shards of the
+    checkpoint the ranks trained together; the stores equal one process's featurize of it."""
+    script = Path(__file__).parent / "trainer_runs.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += [str(script), str(gpt2_dir), str(text_data)]
+    command += [str(tmp_path / "out"), str(tmp_path / "stores")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):
+        ours = tmp_path / "stores" / checkpoint / "train"
+        assert len(list((ours / "shards").glob("*.arrow"))) == 3  # split across the ranks
+        cli = _featurize_saved(tmp_path / "out" / checkpoint, text_data, tmp_path / checkpoint,
+                               "--proj-dim", "16", "--shard-size", "16")  # fmt: skip
+        assert_same_store(ours, cli)
+    assert Store(tmp_path / "stores" / "tracincp" / "train").num_examples == 40
+
+
+def test_sft_trainer_with_lora_on_prompt_completion_data(tmp_path, gpt2_dir):
+    pytest.importorskip("trl", reason="TRL is an optional extra: pip install 'attrib[trl]'")
+    from tests.trainer_runs import train_sft_lora
+
+    words = [f"alpha beta {w}" for w in "one two three four five six seven eight".split()] * 2
+    data = tmp_path / "pc.parquet"
+    datasets.Dataset.from_dict(
+        {"prompt": [" ".join(w.split()[:2]) for w in words],
+         "completion": [" " + w.split()[-1] for w in words]}
+    ).to_parquet(str(data))  # fmt: skip
+    callback = AttribCallback(tmp_path / "stores", data=str(data), method="tracin", proj_dim=8)
+    train_sft_lora(gpt2_dir, data, tmp_path / "out", callback)
+    ours = tmp_path / "stores" / "checkpoint-4" / "train"
+    modules = [m["spec"]["name"] for m in Store(ours).settings["modules"]]
+    assert modules and all("lora_" in m for m in modules)  # the adapter's layers only
+    cli = _featurize_saved(gpt2_dir, data, tmp_path / "cli", "--adapter",
+                           str(tmp_path / "out" / "checkpoint-4"), "--method", "tracin",
+                           "--proj-dim", "8")  # fmt: skip
+    assert_same_store(ours, cli)
