@@ -94,15 +94,15 @@ class AttribCallback(TrainerCallback):
 
     def _featurize(self, model, reference: dict, stores: Path) -> None:
         for name, data_options in self.sets.items():
-            options = FeaturizeOptions(
-                **reference,
-                out=stores / name,
-                dtype=DTYPE_NAMES.get(next(model.parameters()).dtype, "float32"),
-                device=str(next(model.parameters()).device),
-                progress=False,
-                command=("attrib.integrations.AttribCallback",),
-                **{**self.options, **data_options},
-            )
+            first = next(model.parameters())
+            defaults = {  # the model's own dtype and device; the user's options win
+                "dtype": DTYPE_NAMES.get(first.dtype, "float32"),
+                "device": str(first.device),
+                "progress": False,
+                "command": ("attrib.integrations.AttribCallback",),
+            }
+            values = {**defaults, **self.options, **data_options}
+            options = FeaturizeOptions(**reference, out=stores / name, **values)
             run_featurize(options, model=model)
 
     def on_train_end(self, args, state, control, **kwargs):
