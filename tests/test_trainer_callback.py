@@ -144,3 +144,43 @@ def test_sft_trainer_with_lora_on_prompt_completion_data(tmp_path, gpt2_dir):
                            str(tmp_path / "out" / "checkpoint-4"), "--method", "tracin",
                            "--proj-dim", "8")  # fmt: skip
     assert_same_store(ours, cli)
+
+
+def test_the_readme_example_runs_as_it_is(tmp_path):
+    """A newcomer copies the README's Trainer example into a script: it runs, and so do the
+    score commands under it."""
+    import shlex
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    after = readme.split("<!-- tested: tests/test_trainer_callback.py runs this block -->")[1]
+    script = after.split("```python\n")[1].split("```")[0]
+    commands = after.split("```bash\n")[1].split("```")[0].strip().splitlines()
+    (tmp_path / "train.py").write_text(script)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    attrib = Path(sys.executable).parent / "attrib"
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "attrib"
+        argv = [str(attrib), *argv[1:], "--format", "jsonl", "--device", "cpu"]
+        done = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert len(done.stdout.splitlines()) >= 3
+
+
+def test_a_trainer_without_a_processor_is_refused_before_training(tmp_path, gpt2_dir, text_data):
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(gpt2_dir)
+    rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3]] * 4, "labels": [[1, 2, 3]] * 4})
+    args = transformers.TrainingArguments(str(tmp_path / "out"), max_steps=2, report_to=[],
+                                          use_cpu=True)  # fmt: skip
+    callback = AttribCallback(tmp_path / "stores", data=str(text_data))
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows, callbacks=[callback])
+    with pytest.raises(ValueError, match="pass processing_class"):
+        trainer.train()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("checkpoint-*"))

@@ -67,6 +67,18 @@ class AttribCallback(TrainerCallback):
             model="check", out=self.out / "check", **self.sets["train"], **self.options
         )  # fmt: skip  (bad options fail before training)
 
+    def on_train_begin(self, args, state, control, processing_class=None, model=None, **kwargs):
+        # featurize (and the callback, which must match it) loads the tokenizer or image
+        # processor from the checkpoint folder; the Trainer saves one there only if given one.
+        peft = bool(getattr(model, "peft_config", None))  # PEFT: read from the base model
+        if processing_class is None and not peft:
+            raise ValueError(
+                "AttribCallback: the Trainer saves no tokenizer or image processor with its "
+                "checkpoints, so they cannot be featurized; pass processing_class=... to the "
+                "Trainer"
+            )
+        return control
+
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         # The learning rate this step uses (the one the Trainer logs for it); by on_save the
         # scheduler has moved on to the next step's (0 after a linear schedule's last step).
