@@ -15,6 +15,7 @@ import pytest
 
 from attrib.integrations.trainer import AttribCallback
 from attrib.store import Store
+from attrib.store.factors import FACTOR_DIR
 from tests.helpers import run_cli
 from tests.trainer_runs import train_image_classifier, train_lm
 
@@ -24,11 +25,16 @@ def assert_same_store(ours: Path, theirs: Path) -> None:
     for byte; the manifests differ only in the command line and the time."""
     a, b = Store(ours), Store(theirs)
     assert a.settings == b.settings
-    files = sorted(p.relative_to(ours) for p in (ours / "shards").rglob("*") if p.is_file())
-    assert files and files == sorted(
-        p.relative_to(theirs) for p in (theirs / "shards").rglob("*") if p.is_file()
-    )
-    for name in files:
+
+    def files(root: Path) -> list[Path]:
+        found = [p for d in ("shards", FACTOR_DIR) for p in (root / d).rglob("*") if p.is_file()]
+        return sorted(p.relative_to(root) for p in found)
+
+    files_ours = files(ours)
+    assert files_ours and files_ours == files(theirs)
+    if a.settings["factors"]:
+        assert any(p.parts[0] == FACTOR_DIR for p in files_ours)
+    for name in files_ours:
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
 
 
@@ -98,10 +104,13 @@ def test_the_tracincp_store_is_the_lr_weighted_sum_of_the_checkpoints(lm_callbac
 
 
 def test_an_image_classifier_under_the_trainer(tmp_path, vit_dir, image_data):
-    callback = AttribCallback(tmp_path / "stores", data=str(image_data), method="trak", proj_dim=16)
+    callback = AttribCallback(
+        tmp_path / "stores", data=str(image_data), method="ekfac", proj_dim=16
+    )
     train_image_classifier(vit_dir, image_data, tmp_path / "out", callback)
     checkpoint = tmp_path / "out" / "checkpoint-4"
-    cli = _featurize_saved(checkpoint, image_data, tmp_path / "cli", "--proj-dim", "16")
+    flags = ["--method", "ekfac", "--proj-dim", "16"]  # ekfac: the factors are compared too
+    cli = _featurize_saved(checkpoint, image_data, tmp_path / "cli", *flags)
     assert_same_store(tmp_path / "stores" / "checkpoint-4" / "train", cli)
     assert Store(tmp_path / "stores" / "tracincp" / "train").num_examples == 24
 
