@@ -33,9 +33,9 @@ def batch_norms(model: torch.nn.Module) -> dict[str, _BatchNorm]:
     }
 
 
-def stat_names(model: torch.nn.Module, prefix: str = "") -> list[str]:
+def stat_names(model: torch.nn.Module) -> list[str]:
     """Buffer names (as `named_buffers` spells them) of every running statistic."""
-    return [f"{prefix}{layer}.{stat}" for layer in batch_norms(model) for stat in STATS]
+    return [f"{layer}.{stat}" for layer in batch_norms(model) for stat in STATS]
 
 
 def _channel_shape(x: torch.Tensor) -> list[int]:
