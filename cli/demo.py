@@ -32,12 +32,17 @@ def demo(values: dict, quiet: bool) -> None:
         result = run_demo(options)
         record = {
             "query": result.query,
-            "proponents": result.records,
+            "method": result.method,
             # In percent, labelled, like `evaluate lds` output.
+            "validation": {m: 100 * value for m, value in result.validation.items()},
+            "proponents": result.records,
+            "opponents": result.opponents,
             "lds": {
                 name: {"lds": 100 * value, "ci": 100 * ci}
                 for name, (value, ci) in result.lds.items()
             },
+            "weights_effect": {"lds": 100 * result.change[0], "ci": 100 * result.change[1]},
+            "report": str(result.report),
             "grid": str(result.grid) if result.grid else None,
             "weights": str(result.weights),
         }
@@ -70,6 +75,11 @@ def _where(console, result, options) -> None:
 def _answer(console, result, shipped: bool) -> None:
     from rich.table import Table
 
+    if result.validation:
+        shown = ", ".join(f"{m} {100 * v:.2f}" for m, v in result.validation.items())
+        console.print(
+            f"the method, chosen on the validation queries (LDS %: {shown}): {result.method}"
+        )
     query = result.query
     shown = query.get("text") or _image(query)
     console.print(f"\nthe query (index {query['index']} of the evaluation set): {shown}")
@@ -83,11 +93,8 @@ def _answer(console, result, shipped: bool) -> None:
     console.print(table)
     if result.grid:
         console.print(f"the query and these images, side by side: {result.grid}")
-    if result.retraining:
-        how = "retraining; cached after this run"
-    else:
-        how = "against the shipped ground truth" if shipped else "against the cached ground truth"
-    console.print(f"now measuring how good such rankings are ({how})")
+    what = "its tokens as a heat map" if result.grid is None else "its most harmful rows too"
+    console.print(f"the report, with {what}: {result.report}", markup=False, highlight=False)
 
 
 def _image(record: dict) -> str:
@@ -99,22 +106,22 @@ def _quality(console, result) -> None:
     from rich.table import Table
 
     table = Table(title=f"LDS on the evaluation queries ({result.groundtruth})")
-    for column in ("weights", "LDS %", "± 95% CI"):
+    for column in ("weights", "LDS %", "± 95% CI (queries, subsets)"):
         table.add_column(column, justify="right")
     for name, (value, ci) in result.lds.items():
         table.add_row(name, f"{100 * value:.2f}", f"{100 * ci:.2f}")
     console.print(table)
-    (plain, plain_ci), (weighted, weighted_ci) = result.lds["unweighted"], result.lds["weighted"]
-    change = 100 * (weighted - plain)
-    noise = 100 * max(plain_ci, weighted_ci)
+    change, paired = (100 * v for v in result.change)
     verdict = (
-        "within the noise of this small ground truth"
-        if abs(change) < noise
+        "within the noise of this ground truth"
+        if abs(change) < paired
         else ("the learned weights helped" if change > 0 else "the learned weights hurt")
     )
     console.print(
         "LDS: how well the summed scores of each random half of the training set predict the "
-        f"model retrained on it. Learned weights changed it by {change:+.2f} points: {verdict}."
+        f"model retrained on it (CIs resample queries and subsets). Learned weights changed "
+        f"{result.method}'s LDS by {change:+.2f} ± {paired:.2f} points (paired 95% CI): "
+        f"{verdict}."
     )
     console.print(f"weights: {result.weights}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from browser import browser, images_decode
 from helpers import run_cli
 
 from attrib.examples import digits
@@ -20,12 +21,24 @@ def test_demo_runs_offline_and_reuses_its_cache(tmp_path, monkeypatch):
     code, stdout, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "3")
     assert code == 0, err
     result = json.loads(stdout)
-    assert len(result["proponents"]) == 8
-    assert set(result["lds"]) == {"unweighted", "weighted"}
+    assert len(result["proponents"]) == 8 and len(result["opponents"]) == 8
+    assert [r["score"] for r in result["proponents"]] > [r["score"] for r in result["opponents"]]
+    # The method is the better candidate on the validation queries, whatever eval says.
+    assert set(result["validation"]) == {"ekfac", "trak-block"}
+    assert result["method"] == max(result["validation"], key=result["validation"].get)
+    lds = result["lds"]
+    assert set(lds) == {"unweighted", "weighted"}
+    change = result["weights_effect"]
+    assert abs(change["lds"] - (lds["weighted"]["lds"] - lds["unweighted"]["lds"])) < 1e-9
+    assert 0 < change["ci"] < 100
     assert (out / "query-and-proponents.png").stat().st_size > 500
+    assert result["report"] == str(out / "report.html")
+    page = (out / "report.html").read_text()
+    assert page.count('class="row"') == 16 and 'class="list opp"' in page
     cached = tmp_path / "cache" / "attrib" / "demo" / "image"
     assert (cached / "model" / "config.json").exists()
-    assert (cached / "groundtruth-3.npz").exists()
+    assert (cached / "groundtruth-3-val+eval.npz").exists()
+    assert (cached / f"weights-{result['method']}.safetensors").exists()
     before = {p: p.stat().st_mtime_ns for p in cached.rglob("*") if p.is_file()}
     code, stdout2, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "3")
     assert code == 0, err
@@ -50,7 +63,12 @@ def test_diffusion_demo_explains_a_digit_and_measures_lds(tmp_path, monkeypatch)
     assert (out / "query-and-proponents.png").stat().st_size > 500
     cached = tmp_path / "cache" / "attrib" / "demo" / "diffusion"
     assert (cached / "model" / "model_index.json").exists()
-    assert (cached / "groundtruth-3.npz").exists()
+    assert (cached / "groundtruth-3-val+eval.npz").exists()
+    # The report of a diffusion query, opened in a real browser.
+    report = out / "report.html"
+    assert images_decode(report.read_text()) == 1 + 8 + 8  # the query, 8 + 8 training images
+    dom, console = browser(report, tmp_path / "diffusion.png")
+    assert dom.count('class="row"') == 16 and "<svg" in dom and console == []
 
 
 def test_the_shipped_diffusion_ground_truth_fits_the_demo_task():
@@ -64,3 +82,22 @@ def test_the_shipped_diffusion_ground_truth_fits_the_demo_task():
     assert truth.outputs.shape == (64, digits.SIZES["eval"])
     assert truth.extra["outputs_by_seed"].shape == (2, 64, digits.SIZES["eval"])
     assert not truth.higher_is_better
+
+
+def test_text_demo_draws_its_answer_as_a_token_heat_map(tmp_path, monkeypatch):
+    from attrib.examples import pydoc_text
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(pydoc_text, "SIZES", {"train": 60, "learn": 12, "val": 8, "eval": 8})
+    monkeypatch.setattr(
+        pydoc_text, "RECIPE", Recipe(init="scratch", epochs=1, lr=3e-3, batch_size=16, seed=0)
+    )
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli("demo", "--task", "text", "--out", out, "--subsets", "3")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["method"] in result["validation"] and result["grid"] is None
+    page = (out / "report.html").read_text()
+    # Every token of the query's text is drawn, each with its top rows behind a click.
+    assert page.count('class="tok"') == page.count('class="tokrows"') > 10
+    assert result["query"]["text"][:20] in page

@@ -4,50 +4,12 @@ proponents and k opponents with decoded images, the per-token answer, no console
 
 from __future__ import annotations
 
-import base64
-import io
-import re
-import shutil
-import subprocess
-
-import pytest
+from browser import browser, images_decode
 from helpers import run_cli
-from PIL import Image
 
 from attrib.weights.artifact import WeightsArtifact, save_weights
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--proj-dim", "4", "--batch-size", "8", "--device", "cpu", "-q"]
-
-
-def _browser(page, screenshot):
-    """(the DOM after load, the console's messages) from headless Chromium, and a PNG."""
-    if CHROMIUM is None:
-        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
-    common = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--window-size=1200,1400",
-    ]
-    dom = subprocess.run(
-        [*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
-    )
-    subprocess.run(
-        [*common, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120
-    )
-    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
-    return dom.stdout, console
-
-
-def _images_decode(page_text):
-    sources = re.findall(r'src="data:image/png;base64,([^"]+)"', page_text)
-    for data in sources:
-        Image.open(io.BytesIO(base64.b64decode(data))).verify()
-    return len(sources)
 
 
 def test_an_image_report_shows_the_query_and_both_lists(tmp_path, resnet_dir, image_data):
@@ -90,8 +52,8 @@ def test_an_image_report_shows_the_query_and_both_lists(tmp_path, resnet_dir, im
     assert code == 0, err
     text = report.read_text()
     assert "http" not in text.replace("http-equiv", "")  # nothing fetched from anywhere
-    assert _images_decode(text) == 2 + 2 * 2 * 3  # 2 queries, 3 proponents + 3 opponents each
-    dom, console = _browser(report, tmp_path / "image.png")
+    assert images_decode(text) == 2 + 2 * 2 * 3  # 2 queries, 3 proponents + 3 opponents each
+    dom, console = browser(report, tmp_path / "image.png")
     assert dom.count('class="list pro"') == 2 and dom.count('class="list opp"') == 2
     assert dom.count('class="row"') == 12 and "<svg" in dom and console == []
     assert (tmp_path / "image.png").stat().st_size > 10_000
@@ -110,6 +72,7 @@ def test_a_per_token_report_colours_the_answer(tmp_path, gpt2_dir, text_data):
         "--text",
         "the cat sat on the mat",
         "--per-token",
+        "--opponents",
         "--top",
         "2",
         "--html",
@@ -121,5 +84,7 @@ def test_a_per_token_report_colours_the_answer(tmp_path, gpt2_dir, text_data):
     tokens = {line.split('"token": ')[1].split(",")[0] for line in out.splitlines()}
     text = report.read_text()
     assert text.count('class="tok"') == len(tokens) and "the cat sat on the mat" in text
-    dom, console = _browser(report, tmp_path / "tokens.png")
+    dom, console = browser(report, tmp_path / "tokens.png")
     assert dom.count('class="tokrows"') == len(tokens) and console == []
+    # Each token's box lists its 2 proponents beside its 2 opponents.
+    assert dom.count('class="list opp"') == dom.count('class="list pro"') == len(tokens)

@@ -11,27 +11,31 @@ re-reads it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from attrib import log
 from attrib.atomic import atomic_path
+from attrib.demo import explain, quality
 from attrib.demo.options import DemoOptions
 from attrib.evaluate.groundtruth import load_groundtruth
-from attrib.evaluate.lds import evaluate_lds
-from attrib.evaluate.options import RetrainOptions
-from attrib.evaluate.retrain import retrain
 from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.run import run_featurize
-from attrib.score.options import ScoreOptions
-from attrib.score.run import run_score, weight_vector
 from attrib.store import Store
 from attrib.weights.options import LearnOptions
 from attrib.weights.run import run_learn
 
-# Diffusion: DAS ranks best (README); its global kernel over the DDPM's 13k projected features
-# comes from the 1,000 x 1,000 dual, seconds.
-METHODS = {"image": "trak-block", "text": "trak-block", "diffusion": "das"}
+# The candidates the demo chooses from on its validation queries. Image and text: exact
+# gradients are cheap on the demo's models, so EK-FAC competes with trak-block (attrib's
+# default). Diffusion: DAS, chosen on the same task's validation queries by
+# benchmarks/quality_diffusion.py (val LDS: das 53.6, trak-block 50.3, ekfac 49.3): its
+# shipped ground truth covers the evaluation queries only, and retraining one for validation
+# takes longer than a demo may.
+CANDIDATES = {
+    "image": ("ekfac", "trak-block"),
+    "text": ("ekfac", "trak-block"),
+    "diffusion": ("das",),
+}
 # The diffusion task's ground truth for its evaluation queries, built once by
 # benchmarks/quality_diffusion.py (models retrained from scratch: it depends on the data, the
 # recipe and the seeds, not on the checkpoint the demo trains).
@@ -42,7 +46,7 @@ SHIPPED_GROUNDTRUTH = {"diffusion": "digits-ddpm-eval-64x2.npz"}
 class DemoResult:
     query: dict  # the explained evaluation query: `index` (its row) and its text or label
     records: list[dict]  # its top proponents (score, preview)
-    lds: dict[str, tuple[float, float]]  # "unweighted" / "weighted" -> (LDS, CI)
+    lds: dict[str, tuple[float, float]]  # "unweighted" / "weighted" -> (LDS, CI with subsets)
     grid: Path | None
     weights: Path
     stores: dict[str, Path]
@@ -51,6 +55,10 @@ class DemoResult:
     retraining: bool = False  # the ground truth is built in this run (not cached or shipped)
     model: Path | None = None  # the task's checkpoint and data, for `attrib featurize`
     data: dict[str, Path] | None = None
+    validation: dict[str, float] = field(default_factory=dict)  # candidate -> LDS on val
+    change: tuple[float, float] | None = None  # weighted minus unweighted LDS, paired CI
+    report: Path | None = None  # the HTML report of the explained query
+    opponents: list[dict] = field(default_factory=list)  # its most harmful training rows
 
 
 def cache_root() -> Path:
@@ -90,58 +98,58 @@ def _store(model: Path, data: Path, out: Path, method: str) -> Store:
 
 
 def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
-    """The demo; `on_answer(result)` is called as soon as the query is explained (before the
-    minutes of retraining that measure LDS), with `lds` still empty."""
+    """The demo; `on_answer(result)` is called as soon as the query is explained, with `lds`
+    still empty (its paired comparison follows)."""
     log.quiet_libraries()  # attrib reports progress; the libraries' own bars are noise here
     task, out, subsets = options.task, options.out, options.retrained_subsets
-    method = METHODS[task]
     root = options.root or cache_root() / task
     data, model, recipe = _build(task, root)
+    candidates = CANDIDATES[task]
+    roles = ("train", "val", "eval") if len(candidates) > 1 else ("train", "eval")
     stores = {
-        role: _store(model, data[role], root / "stores" / method / role, method)
-        for role in ("train", "learn", "eval")
+        m: {role: _store(model, data[role], root / "stores" / m / role, m) for role in roles}
+        for m in candidates
     }
+    first = stores[candidates[0]]["train"]
+    if subsets is None:
+        retraining, truths = False, {"eval": load_groundtruth(_shipped(task))}
+    else:
+        retraining = not (root / f"groundtruth-{subsets}-val+eval.npz").exists()
+        truths = quality.groundtruths(model, first, data, root, subsets, recipe)
+    validation = quality.choose(stores, truths["val"]) if len(candidates) > 1 else {}
+    method = max(validation, key=validation.get) if validation else candidates[0]
+    chosen = stores[method]
+    chosen["learn"] = _store(model, data["learn"], root / "stores" / method / "learn", method)
     out.mkdir(parents=True, exist_ok=True)
     weights = root / f"weights-{method}.safetensors"
     if not weights.exists():
-        log.info("learning group weights on the weight-learning queries")
+        log.info(f"learning group weights for {method} on the weight-learning queries")
         run_learn(
             LearnOptions(
-                train=stores["train"].path, queries=stores["learn"].path, out=weights, method=method
+                train=chosen["train"].path, queries=chosen["learn"].path, out=weights, method=method
             )
         )
-    records = _explain(stores, weights, out, task, method)
+    explained = explain.explain(chosen, weights, out, task, method, data["eval"])
     grid = out / "query-and-proponents.png" if task in ("image", "diffusion") else None
-    paths = {role: store.path for role, store in stores.items()}
-    truth_path = _shipped(task) if subsets is None else root / f"groundtruth-{subsets}.npz"
+    if grid is not None:
+        _grid(chosen["train"], chosen["eval"], explained.proponents, grid)
     result = DemoResult(
-        _query(stores["eval"]), records, {}, grid, weights, paths, method,
-        retraining=not truth_path.exists(), model=model, data=data,
+        _query(chosen["eval"]), explained.proponents, {}, grid, weights,
+        {role: store.path for role, store in chosen.items()}, method, retraining=retraining,
+        model=model, data=data, validation=validation, report=explained.report,
+        opponents=explained.opponents,
     )  # fmt: skip
     if on_answer is not None:
         on_answer(result)
-    if not truth_path.exists():
-        log.info(f"retraining {subsets} models on random halves of the training set for LDS")
-        recipe_flags = {k: v for k, v in recipe.to_dict().items() if k != "momentum"}
-        retrain(
-            RetrainOptions(
-                train=stores["train"].path,
-                queries=stores["eval"].path,
-                out=truth_path,
-                subsets=subsets,
-                progress=not log.is_quiet(),
-                **recipe_flags,
-            )
-        )
-    truth = load_groundtruth(truth_path)
+    truth = truths["eval"]
     seeds = truth.extra.get("outputs_by_seed")
     per_subset = f" x {len(seeds)} seeds" if seeds is not None else ""
     shipped = " (shipped with attrib)" if subsets is None else ""
     result.groundtruth = f"{truth.subsets} retrained models{per_subset}{shipped}"
-    for name, path in (("unweighted", None), ("weighted", weights)):
-        vector = weight_vector(stores["train"], path)
-        measured = evaluate_lds(stores["train"], stores["eval"], truth, method, None, vector)
-        result.lds[name] = (measured.lds, measured.ci)
+    records = quality.weights_effect(chosen["train"], chosen["eval"], truth, method, weights)
+    for record in records:
+        result.lds[record["weights"]] = (record["lds"], record["ci_subsets"])
+    result.change = (records[1]["vs_first"], records[1]["vs_first_ci"])
     return result
 
 
@@ -157,23 +165,6 @@ def _query(store: Store) -> dict:
 
     row = int(store.column("index")[0])
     return {"index": row, **Previewer(store)([row]).get(row, {})}
-
-
-def _explain(stores, weights: Path, out: Path, task: str, method: str) -> list[dict]:
-    eval_store = stores["eval"]
-    records = run_score(
-        ScoreOptions(
-            train=stores["train"].path,
-            method=method,
-            weights=weights,
-            top=8,
-            queries=eval_store.path,
-        )
-    )
-    first = [r for r in records if r["query"] == 0]
-    if task in ("image", "diffusion"):
-        _grid(stores["train"], eval_store, first, out / "query-and-proponents.png")
-    return first
 
 
 def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None:

@@ -76,8 +76,8 @@ def write_report(
     index = "".join(f'<a href="#q{q}">query {q}</a>' for q in sorted(by_query))
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        f'<div class="meta">{len(by_query)} queries; higher scores = more helpful; training '
-        f"store {html.escape(str(train.path))}</div>",
+        f'<div class="meta">{_plural(len(by_query), "query", "queries")}; higher scores = '
+        f"more helpful; training store {html.escape(str(train.path))}</div>",
         _weights_chart(weights) if weights is not None else "",
         f"<nav>{index}</nav>" if len(by_query) > 1 else "",
         *sections,
@@ -164,7 +164,12 @@ def _tokens(q, records, images, texts) -> str:
     by_token = defaultdict(list)
     for record in records:
         by_token[(record["token"], record["token_text"])].append(record)
-    masses = {key: sum(r["score"] for r in rows) for key, rows in by_token.items()}
+    # A token's mass is its proponents' (with --opponents the harmful rows are listed beside
+    # them, not summed in: the colour says how strongly the top rows helped).
+    masses = {
+        key: sum(r["score"] for r in rows if r.get("list") != "opponents")
+        for key, rows in by_token.items()
+    }
     scale = max((abs(m) for m in masses.values()), default=1.0) or 1.0
     spans, boxes = [], []
     for n, (key, rows) in enumerate(sorted(by_token.items())):
@@ -177,7 +182,7 @@ def _tokens(q, records, images, texts) -> str:
             f'<span class="tok" style="background:{colour}" data-target="{target}" '
             f'title="mass {masses[key]:.3g}">{html.escape(key[1])}</span>'
         )
-        listed = "".join(_row(r, images, texts) for r in rows)
+        listed = _lists(rows, images, texts)
         boxes.append(
             f'<div class="tokrows" id="{target}"><h3>token {html.escape(key[1])!s}</h3>'
             f"{listed}</div>"
@@ -211,3 +216,7 @@ def _weights_chart(artifact) -> str:
         f'<svg width="{width}" height="{height}" role="img">{"".join(bars)}{"".join(labels)}'
         "</svg>"
     )
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
