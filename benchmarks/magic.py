@@ -1,12 +1,14 @@
 """Exact attribution for the run you trained: same-run LDS of magic against tracin, trak-block
 and ekfac (each with and without learned weights), the smoothness check, and the cost.
 
-    python benchmarks/magic.py [--tasks digits,pydoc] [--queries 64] [--subsets 64]
-                               [--keeps 0.5,0.95] [--seed-random]
+    python benchmarks/magic.py [--tasks digits,pydoc,digits-finetune,pydoc-finetune]
+                               [--queries 64] [--subsets 64] [--keeps 0.5,0.95] [--seed-random]
 
 Per task: `attrib train` records the run (the bundled example's data, init and recipe, from
-scratch); the training, weight-learning and evaluation stores are featurized from RUN/model;
-weights are learned on the weight-learning queries with the defaults; the same-run ground
+scratch; a `-finetune` task instead fine-tunes that run's model on the same training rows
+with FINETUNE: the run a fine-tuning user attributes); the training, weight-learning and
+evaluation stores are featurized from RUN/model; weights are learned on the weight-learning
+queries with the defaults; the same-run ground
 truth replays the run without each subset's removed rows (`evaluate retrain --same-run`);
 magic scores the evaluation queries (`attrib magic`). With --seed-random, also against the
 ground truth of models retrained from other seeds with the same recipe (how much of magic's
@@ -21,6 +23,7 @@ import json
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,12 +43,24 @@ from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
 
 METHODS = {"tracin": "ekfac", "ekfac": "ekfac", "trak-block": "trak"}  # method -> its store
+# The fine-tuning phase: AdamW at a common fine-tuning rate, constant, 2 epochs. Training from
+# scratch is chaotic (README); a fine-tuning phase of a trained model is smooth: the
+# smoothness check's correlation on validation queries is in benchmarks/results/magic-*.md.
+FINETUNE = {"init": "finetune", "epochs": 2, "lr": 1e-4, "schedule": "constant"}
 RESULTS = Path(__file__).parent / "results"
 
 
 def build(name: str) -> tuple[Path, dict]:
-    """The example's data and untrained init under the cache (no checkpoint: the run is it)."""
+    """The example's data and untrained init under the cache (no checkpoint: the run is it);
+    for a `-finetune` task, the base task's trained model as the init, its data, FINETUNE."""
     import datasets
+
+    if name.endswith("-finetune"):
+        base_root, base = build(name.removesuffix("-finetune"))
+        if not (base_root / "run" / "model" / "config.json").exists():
+            record_run(base_root, base)
+        recipe = replace(base["recipe"], **FINETUNE)
+        return CACHE / f"magic-{name}", {**base, "recipe": recipe, "init": base_root / "run/model"}
 
     from attrib.examples import digits, pydoc_text
 
@@ -59,7 +74,7 @@ def build(name: str) -> tuple[Path, dict]:
         else:
             texts = datasets.load_dataset("parquet", data_files=str(data["train"]), split="train")
             pydoc_text.init_model(root / "init", list(texts["text"]), 0)
-    return root, {"data": data, "recipe": example.RECIPE}
+    return root, {"data": data, "recipe": example.RECIPE, "init": root / "init"}
 
 
 def record_run(root: Path, task: dict) -> tuple[Path, float]:
@@ -68,10 +83,10 @@ def record_run(root: Path, task: dict) -> tuple[Path, float]:
     start = time.perf_counter()
     run_train(
         TrainOptions(
-            model=str(root / "init"),
+            model=str(task["init"]),
             data=str(task["data"]["train"]),
             out=out,
-            init="scratch",
+            init=recipe.init,
             epochs=recipe.epochs,
             lr=recipe.lr,
             batch_size=recipe.batch_size,
@@ -141,7 +156,10 @@ def run_task(name: str, args) -> dict:
                            out=truths[f"same-run keep {keep:g}"], subsets=args.subsets,
                            alpha=keep, same_run=run, device="cpu", progress=False)
         )  # fmt: skip
-    if args.seed_random:
+    # `evaluate retrain --init finetune` starts from the store's checkpoint, which for a
+    # fine-tuning run is the fine-tuned model, not the one it started from: no seed-random
+    # ground truth for those.
+    if args.seed_random and not name.endswith("-finetune"):
         recipe = {k: v for k, v in task["recipe"].to_dict().items() if k != "momentum"}
         truths["other seeds keep 0.5"] = root / f"seed-random-{args.subsets}.npz"
         retrain(

@@ -95,6 +95,11 @@ def _answer(console, result, shipped: bool) -> None:
         console.print(f"the query and these images, side by side: {result.grid}")
     what = "its tokens as a heat map" if result.grid is None else "its most harmful rows too"
     console.print(f"the report, with {what}: {result.report}", markup=False, highlight=False)
+    if result.retraining:
+        how = "against the models retrained in this run, cached for later runs"
+    else:
+        how = "against the shipped ground truth" if shipped else "against the cached ground truth"
+    console.print(f"now measuring how good such rankings are ({how})")
 
 
 def _image(record: dict) -> str:

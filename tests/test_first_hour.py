@@ -172,7 +172,7 @@ def test_the_demo_does_not_promise_retraining_on_a_warm_cache():
     assert "cached ground truth" in console.export_text()
     result.retraining = True
     _answer(console, result, shipped=False)
-    assert "retraining; cached after this run" in console.export_text()
+    assert "retrained in this run" in console.export_text()
 
 
 def test_the_demo_folder_is_ignored_by_git():
