@@ -156,11 +156,11 @@ def test_sft_trainer_with_lora_on_prompt_completion_data(tmp_path, gpt2_dir):
 
 
 def test_the_readme_example_runs_as_it_is(tmp_path):
-    """A newcomer copies the README's Trainer example into a script: it runs, and so do the
+    """A newcomer copies the docs' Trainer example into a script: it runs, and so do the
     score commands under it."""
     import shlex
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "trainer.md").read_text()
     after = readme.split("<!-- tested: tests/test_trainer_callback.py runs this block -->")[1]
     script = after.split("```python\n")[1].split("```")[0]
     commands = after.split("```bash\n")[1].split("```")[0].strip().splitlines()
