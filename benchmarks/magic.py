@@ -44,7 +44,7 @@ from attrib.weights.run import run_learn  # noqa: E402
 
 METHODS = {"tracin": "ekfac", "ekfac": "ekfac", "trak-block": "trak"}  # method -> its store
 # The fine-tuning phase: AdamW at a common fine-tuning rate, constant, 2 epochs. Training from
-# scratch is chaotic (README); a fine-tuning phase of a trained model is smooth: the
+# scratch is chaotic (docs/magic.md); a fine-tuning phase of a trained model is smooth: the
 # smoothness check's correlation on validation queries is in benchmarks/results/magic-*.md.
 FINETUNE = {"init": "finetune", "epochs": 2, "lr": 1e-4, "schedule": "constant"}
 RESULTS = Path(__file__).parent / "results"

@@ -49,7 +49,7 @@ FEATURES = {
     "jtrak": ("trak", "jtrak"),
 }
 # Projection per method: p = 16 factored, or exact per-example gradients (None) for the
-# K-FAC family, whose per-module eigenbases lose most when projected (see README).
+# K-FAC family, whose per-module eigenbases lose most when projected (see docs/quality.md).
 PROJ = {"kfac": None, "ekfac": None}
 DEFAULT_K = LearnOptions.default("k")
 RESULTS = Path(__file__).parent / "results"

@@ -99,5 +99,5 @@ def test_text_demo_draws_its_answer_as_a_token_heat_map(tmp_path, monkeypatch):
     assert result["method"] in result["validation"] and result["grid"] is None
     page = (out / "report.html").read_text()
     # Every token of the query's text is drawn, each with its top rows behind a click.
-    assert page.count('class="tok"') == page.count('class="tokrows"') > 10
+    assert page.count('class="tok"') == page.count('class="tokrows') > 10
     assert result["query"]["text"][:20] in page

@@ -85,6 +85,7 @@ def test_a_per_token_report_colours_the_answer(tmp_path, gpt2_dir, text_data):
     text = report.read_text()
     assert text.count('class="tok"') == len(tokens) and "the cat sat on the mat" in text
     dom, console = browser(report, tmp_path / "tokens.png")
-    assert dom.count('class="tokrows"') == len(tokens) and console == []
+    assert dom.count('class="tokrows') == len(tokens) and console == []
+    assert dom.count('class="tokrows open"') == 1  # the strongest token's rows, at first view
     # Each token's box lists its 2 proponents beside its 2 opponents.
     assert dom.count('class="list opp"') == dom.count('class="list pro"') == len(tokens)

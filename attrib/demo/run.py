@@ -36,7 +36,7 @@ CANDIDATES = {
     "text": ("ekfac", "trak-block"),
     "diffusion": ("das",),
 }
-# EK-FAC is much better on exact gradients (README quality tables: digits 24.9 against 17.9 at
+# EK-FAC is much better on exact gradients (docs/quality.md: digits 24.9 against 17.9 at
 # p = 16), and the demo's models are small enough for them; the others project to 16.
 PROJECTION = {"ekfac": "full"}
 # The diffusion task's ground truth for its evaluation queries, built once by

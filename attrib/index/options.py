@@ -8,7 +8,7 @@ from attrib.errors import AttribError
 from attrib.methods import DEFAULT_METHOD, method_names
 from attrib.options import Options, at_least, existing_store, option
 
-# What each kind stores and how it searches (README: "Millions of rows: an index").
+# What each kind stores and how it searches (docs/score.md: "Millions of rows: an index").
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 
 

@@ -31,7 +31,7 @@ METHODS: dict[str, type[Method]] = {
         DaunceCorr,
     )
 }
-DEFAULT_METHOD = TrakBlock.name  # best LDS among the methods any store supports (README)
+DEFAULT_METHOD = TrakBlock.name  # best LDS among the methods any store supports (docs/quality.md)
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "Method", "get_method", "method_class", "method_names"]
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from attrib.store import Store
 
 # Relative damping: lambda = c * mean diag of the kernel's Gram matrix. Defaults per method
-# were chosen on the validation queries of the digits and pydoc benchmark tasks (README).
+# were chosen on the validation queries of the digits and pydoc benchmark tasks (docs/quality.md).
 DEFAULT_DAMPING = 0.1
 
 

@@ -37,7 +37,7 @@ border:1px solid #dde2ea;background:#fff}
 .text{font-size:13px;max-width:520px;overflow-wrap:anywhere}
 .label{display:inline-block;background:#eef1f5;border-radius:10px;padding:1px 8px;
 font-size:12px;margin-right:6px}
-.tok{padding:2px 1px;border-radius:3px;cursor:pointer;white-space:pre}
+.tok{padding:2px 1px;border-radius:3px;cursor:pointer;white-space:pre-wrap}
 .tokens{font-family:ui-monospace,Menlo,monospace;font-size:14px;line-height:2;
 margin:8px 0}.tokrows{display:none}.tokrows.open{display:block}
 nav a{margin-right:10px;font-size:13px}svg text{font-size:10px;fill:#1d2330}
@@ -171,6 +171,7 @@ def _tokens(q, records, images, texts) -> str:
         for key, rows in by_token.items()
     }
     scale = max((abs(m) for m in masses.values()), default=1.0) or 1.0
+    strongest = max(masses, key=masses.get, default=None)
     spans, boxes = [], []
     for n, (key, rows) in enumerate(sorted(by_token.items())):
         mass = masses[key] / scale
@@ -183,13 +184,16 @@ def _tokens(q, records, images, texts) -> str:
             f'title="mass {masses[key]:.3g}">{html.escape(key[1])}</span>'
         )
         listed = _lists(rows, images, texts)
+        shown = " open" if key == strongest else ""  # a first view shows what a click gives
         boxes.append(
-            f'<div class="tokrows" id="{target}"><h3>token {html.escape(key[1])!s}</h3>'
+            f'<div class="tokrows{shown}" id="{target}"><h3>token '
+            f"&ldquo;{html.escape(key[1].strip() or key[1])}&rdquo; (position {key[0]})</h3>"
             f"{listed}</div>"
         )
     hint = (
-        '<div class="meta">each predicted token, coloured by the summed scores of its top '
-        "rows (green: helped, red: harmed); click one for its rows</div>"
+        '<div class="meta">each predicted token, coloured by the summed scores of its most '
+        "helpful training rows (darker: more; red where even those are negative); click a "
+        "token for its rows (the strongest is open)</div>"
     )
     return f'{hint}<div class="tokens">{"".join(spans)}</div>{"".join(boxes)}'
 

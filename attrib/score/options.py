@@ -42,7 +42,7 @@ class ScoreOptions(Options):
         None,
         flag="--lambda",
         help="Kernel damping, relative: lambda = c * mean diagonal of the kernel's Gram matrix "
-        "(default: the method's own, see the README's method table).",
+        "(default: the method's own, see the method table in docs/score.md).",
     )
     weights: Path | None = option(
         None, help="Per-group weights (from learn-weights), applied on the query side."

@@ -29,7 +29,7 @@ def prior_kind(method: str, requested: str) -> str:
     uncorrected eigenvalues likewise), and equal-sized contributions are the better start.
     With a global kernel, moreover, group j's contribution g_j(q) . [K g(n)]_j mixes in every
     other group through K's off-diagonal blocks: it is not a separate measurement, so
-    rescaling it has no meaning. Measurements behind this are in the README.
+    rescaling it has no meaning. Measurements behind this are in docs/quality.md.
     """
     if requested != "auto":
         return requested
