@@ -156,16 +156,16 @@ def run_task(name: str, args) -> dict:
                            out=truths[f"same-run keep {keep:g}"], subsets=args.subsets,
                            alpha=keep, same_run=run, device="cpu", progress=False)
         )  # fmt: skip
-    # `evaluate retrain --init finetune` starts from the store's checkpoint, which for a
-    # fine-tuning run is the fine-tuned model, not the one it started from: no seed-random
-    # ground truth for those.
-    if args.seed_random and not name.endswith("-finetune"):
+    if args.seed_random:
+        # Other seeds: the recipe again from the same start (a fine-tuning task's start is
+        # the base model, not the store's fine-tuned one: --start-from).
         recipe = {k: v for k, v in task["recipe"].to_dict().items() if k != "momentum"}
+        start = {"start_from": str(task["init"])} if recipe["init"] == "finetune" else {}
         truths["other seeds keep 0.5"] = root / f"seed-random-{args.subsets}.npz"
         retrain(
             RetrainOptions(train=stores["trak"]["train"], queries=stores["trak"]["eval"],
                            out=truths["other seeds keep 0.5"], subsets=args.subsets,
-                           device="cpu", progress=False, **recipe)
+                           device="cpu", progress=False, **recipe, **start)
         )  # fmt: skip
     table = {}
     for truth_name, truth in truths.items():

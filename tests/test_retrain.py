@@ -102,3 +102,39 @@ def test_retrain_refuses_other_settings_in_the_same_folder(tmp_path, stores):
         "-q",
     )
     assert code == 2 and "other settings (recipe)" in err
+
+
+def test_start_from_fine_tunes_from_the_model_the_run_started_from(
+    tmp_path, stores, resnet_dir, image_data
+):
+    """A store of a fine-tuned model, retrained with --start-from BASE, gives the outputs of
+    retraining from BASE itself; without it, retraining starts from the fine-tuned weights."""
+    import torch
+    import transformers
+
+    finetuned = tmp_path / "finetuned"
+    model = transformers.AutoModelForImageClassification.from_pretrained(resnet_dir)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(finetuned)
+    transformers.AutoImageProcessor.from_pretrained(resnet_dir).save_pretrained(finetuned)
+    ft_stores = (
+        _store(finetuned, image_data, tmp_path / "ft-train", max_examples=16),
+        _store(finetuned, image_data, tmp_path / "ft-queries", max_examples=4),
+    )
+    base = retrain(_config(stores, tmp_path / "base.npz", init="finetune"))
+    started = retrain(
+        _config(ft_stores, tmp_path / "s.npz", init="finetune", start_from=str(resnet_dir))
+    )
+    plain = retrain(_config(ft_stores, tmp_path / "p.npz", init="finetune"))
+    np.testing.assert_array_equal(started.outputs, base.outputs)
+    assert not np.allclose(plain.outputs, base.outputs)
+
+
+def test_start_from_needs_finetune(tmp_path, stores, resnet_dir):
+    code, _, err = run_cli(
+        "evaluate", "retrain", "-t", stores[0].path, "--queries", stores[1].path,
+        "--out", tmp_path / "gt.npz", "--init", "scratch", "--start-from", resnet_dir,
+    )  # fmt: skip
+    assert code == 2 and "needs --init finetune" in err and len(err.strip().splitlines()) == 1

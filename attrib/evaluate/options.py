@@ -115,6 +115,12 @@ class RetrainOptions(_Evaluation):
         "that run (same init, batches and noise) with the removed rows' loss weights 0. "
         "--train must be featurized from RUN/model on the run's data; no recipe flags.",
     )
+    start_from: str | None = option(
+        None,
+        help="With --init finetune: the checkpoint (path or hub id) each subset's fine-tuning "
+        "starts from. Default: the training store's own model, which is wrong when that model "
+        "is itself the result of fine-tuning on these rows: give the model it started from.",
+    )
     recipe: Path | None = option(None, help="JSON recipe file; the flags below override it.")
     init: str | None = option(
         None,
@@ -161,6 +167,8 @@ class RetrainOptions(_Evaluation):
         if count < 1 or not 0 <= index < count:
             raise AttribError("--shard must be i/n with 0 <= i < n")
         self.recipe_resolved  # noqa: B018  (a bad recipe fails here, before any work)
+        if self.start_from is not None and self.recipe_resolved.init != "finetune":
+            raise AttribError("--start-from is where fine-tuning starts: it needs --init finetune")
         if self.same_run is not None:
             if not (Path(self.same_run) / "run.json").is_file():
                 raise AttribError(f"--same-run {self.same_run} is not a run `attrib train` wrote")
@@ -174,6 +182,7 @@ class RetrainOptions(_Evaluation):
                 "weight_decay",
                 "schedule",
             )
+            fields += ("start_from",)
             given = [f"--{f.replace('_', '-')}" for f in fields if getattr(self, f) is not None]
             if given:
                 raise AttribError(

@@ -27,6 +27,7 @@ from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
 from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.sources import fixed_query_labels, store_source
+from attrib.evaluate.start_from import start_from
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
@@ -80,6 +81,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     if output not in task.output_functions:
         raise AttribError(f"--output {output} is not available for {task.name}")
     parts = Path(f"{config.out}.parts")
+    start = start_from(task, settings, config.start_from) if config.start_from else None
     meta = {
         "train": train_store.fingerprint(),
         "queries": query_store.fingerprint(),
@@ -92,6 +94,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         **({"seeds": config.seeds} if config.seeds > 1 else {}),
         **({"timesteps": task.options.timesteps} if config.timesteps else {}),
         **({"noise_seed": task.options.noise_seed} if config.noise_seed is not None else {}),
+        **({"start_from": start[1]} if start is not None else {}),
     }
     # Subset m's mask and seed r's model do not depend on the totals: a run with more
     # subsets or seeds extends an earlier one (a single-seed ground truth gains a second seed
@@ -102,6 +105,8 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     labels = fixed_query_labels(task, query_store, device)  # before any retraining
     query_source = store_source(task, query_store, device, labels)
     query_count = query_store.num_examples
+    if start is not None:
+        task.model.load_state_dict(start[0])
     initial = InitialState(task)
     index, count = config.shard_pair
     seeds = range(config.seeds)
