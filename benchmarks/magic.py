@@ -1,7 +1,7 @@
 """Exact attribution for the run you trained: same-run LDS of magic against tracin, trak-block
 and ekfac (each with and without learned weights), the smoothness check, and the cost.
 
-    python benchmarks/magic.py [--tasks digits,pydoc,digits-finetune,pydoc-finetune]
+    python benchmarks/magic.py [--tasks digits,pydoc,ddpm,digits-finetune,pydoc-finetune,...]
                                [--queries 64] [--subsets 64] [--keeps 0.5,0.95] [--seed-random]
 
 Per task: `attrib train` records the run (the bundled example's data, init and recipe, from
@@ -57,24 +57,33 @@ def build(name: str) -> tuple[Path, dict]:
 
     if name.endswith("-finetune"):
         base_root, base = build(name.removesuffix("-finetune"))
-        if not (base_root / "run" / "model" / "config.json").exists():
+        if not _is_model(base_root / "run" / "model"):
             record_run(base_root, base)
         recipe = replace(base["recipe"], **FINETUNE)
         return CACHE / f"magic-{name}", {**base, "recipe": recipe, "init": base_root / "run/model"}
 
-    from attrib.examples import digits, pydoc_text
+    from attrib.examples import digits, digits_ddpm, pydoc_text
 
     root = CACHE / f"magic-{name}"
     data = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
-    example = {"digits": digits, "pydoc": pydoc_text}[name]
-    if not (root / "init" / "config.json").exists():
-        example.write_data(root / "data", 0)
-        if name == "digits":
-            digits.init_model(root / "init", 0)
+    example = {"digits": digits, "pydoc": pydoc_text, "ddpm": digits_ddpm}[name]
+    if not _is_model(root / "init"):
+        (pydoc_text if name == "pydoc" else digits).write_data(root / "data", 0)
+        if name in ("digits", "ddpm"):
+            example.init_model(root / "init", 0)
         else:
             texts = datasets.load_dataset("parquet", data_files=str(data["train"]), split="train")
             pydoc_text.init_model(root / "init", list(texts["text"]), 0)
     return root, {"data": data, "recipe": example.RECIPE, "init": root / "init"}
+
+
+def _is_model(folder: Path) -> bool:
+    return (folder / "config.json").exists() or (folder / "model_index.json").exists()
+
+
+def methods(name: str) -> dict[str, str]:
+    """Method -> the kind of store it reads; diffusion adds DAS (its best method)."""
+    return {**METHODS, "das": "das"} if name.startswith("ddpm") else METHODS
 
 
 def record_run(root: Path, task: dict) -> tuple[Path, float]:
@@ -125,14 +134,14 @@ def run_task(name: str, args) -> dict:
     root, task = build(name)
     run, train_seconds = record_run(root, task)
     stores = {}
-    for kind in set(METHODS.values()):
+    for kind in set(methods(name).values()):
         stores[kind] = {
             "train": store(root, run, task["data"]["train"], kind, "train"),
             "learn": store(root, run, task["data"]["learn"], kind, "learn"),
             "eval": store(root, run, task["data"]["eval"], kind, "eval", args.queries),
         }
     weights = {}
-    for method, kind in METHODS.items():
+    for method, kind in methods(name).items():
         weights[method] = root / f"weights-{method}.safetensors"
         if not weights[method].exists():
             run_learn(
@@ -170,7 +179,7 @@ def run_task(name: str, args) -> dict:
     table = {}
     for truth_name, truth in truths.items():
         rows = []
-        for method, kind in METHODS.items():
+        for method, kind in methods(name).items():
             extra = [scores] if method == "ekfac" else []  # magic beside EK-FAC: paired CI
             rows += lds_rows(stores[kind]["train"], stores[kind]["eval"], truth, method,
                              weights[method], extra)  # fmt: skip

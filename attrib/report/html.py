@@ -99,7 +99,8 @@ def _query_section(q, records, images, texts, query_rows, query_values) -> str:
         content = _tokens(q, records, images, texts)
     else:
         content = _lists(records, images, texts)
-    preview = html.escape(str(records[0].get("query_preview", records[0].get("query_id"))))
+    first = records[0]
+    preview = html.escape(str(first.get("query_preview") or f"row {first.get('query_id')}"))
     return (
         f'<details class="query" id="q{q}"{" open" if q < 20 else ""}><summary>query {q}: '
         f"{preview[:120]}</summary>{head}{content}</details>"
@@ -129,6 +130,10 @@ def _lists(records, images, texts) -> str:
     for name in ("proponents", "opponents"):
         if name in groups:
             css, heading = names[name]
+            if name == "opponents" and min(r["score"] for r in groups[name]) >= 0:
+                # Methods whose scores are never negative (DAS squares them) have no
+                # harmful rows to show: the bottom of the ranking is the least helpful.
+                heading = "least helpful (no score is negative)"
             rows = "".join(_row(r, images, texts) for r in groups[name])
             columns.append(f'<div class="list {css}"><h3>{heading}</h3>{rows}</div>')
     return f'<div class="lists">{"".join(columns)}</div>'
