@@ -10,11 +10,14 @@ be there): a 2-layer GPT-2 trained on 1,000 passages of Python's docs, fine-tune
 for 2 epochs, AdamW lr 1e-4 (betas 0.9/0.999, eps 1e-8, no weight decay), constant, batch
 32. bergson (`bergson magic`, its console script in its own environment) trains that same
 recipe from the same base model and data (its own batch order: bergson shuffles with its
-seed) and scores the first --queries evaluation passages one backward per query
-(`--aggregation none`). attrib's `attrib magic` scores the same queries on the run `attrib
-train` recorded. Both run as console scripts in a fresh process under /usr/bin/time (wall
-seconds including start-up, peak RSS; bergson's includes its training run, which attrib's
-run record already holds: attrib's training time is listed beside it).
+seed; `--loss_reduction sum_of_means`, each passage's mean token loss summed over the
+batch: attrib's per-passage mean up to the 1/32 that AdamW's normalization removes, where
+bergson's default averages over all the batch's tokens) and scores the first --queries
+evaluation passages one backward per query (`--aggregation none`). attrib's `attrib magic`
+scores the same queries on the run `attrib train` recorded. Both run as console scripts in
+a fresh process under /usr/bin/time (wall seconds including start-up, peak RSS; bergson's
+includes its training run, which attrib's run record already holds: attrib's training time
+is in benchmarks/results/magic-pydoc-finetune.md).
 
 LDS: each tool's scores against the other-seeds ground truth (the recipe again from the base
 model with other batch orders: both tools' runs are draws from it) and against the
@@ -92,7 +95,8 @@ def main() -> None:
         "--query.dataset", evals, "--query.truncation", "true", "--aggregation", "none",
         "--batch_size", recipe["batch_size"], "--num_epochs", recipe["epochs"],
         "--lr", recipe["lr"], "--lr_scheduler_type", "constant", "--adam_beta1", "0.9",
-        "--adam_beta2", "0.999", "--adam_eps", "1e-8", "--weight_decay",
+        "--adam_beta2", "0.999", "--adam_eps", "1e-8", "--loss_reduction", "sum_of_means",
+        "--weight_decay",
         recipe["weight_decay"], "--precision", "fp32", "--wandb_project", "",
         "--nproc_per_node", "1",
     ]  # fmt: skip
