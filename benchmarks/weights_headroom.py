@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from magic import METHODS  # noqa: E402  (method -> the store magic.py featurized for it)
 from quality_tasks import CACHE  # noqa: E402
 
 from attrib.evaluate.groundtruth import load_groundtruth  # noqa: E402
@@ -40,7 +41,8 @@ RESULTS = Path(__file__).parent / "results" / "weights-headroom.md"
 
 def per_group_predictions(root: Path, method_name: str, truth) -> np.ndarray:
     """Q x S x M: each group's contribution to each query's predicted subset output."""
-    train, queries = Store(root / "stores/train-ekfac"), Store(root / "stores/eval-ekfac")
+    kind = METHODS[method_name]
+    train, queries = Store(root / f"stores/train-{kind}"), Store(root / f"stores/eval-{kind}")
     method = get_method(method_name, train, None)
     features = query_features.from_store(train, queries).features
     method.prepare()
