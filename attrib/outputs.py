@@ -45,6 +45,11 @@ def check_output(path: Path, flag: str, kind: str, suffixes: tuple[str, ...] = (
     _declared.append(path)
 
 
+def declare(path: Path) -> None:
+    """Name a path this command writes that no option names (a cache), for I/O errors."""
+    _declared.append(Path(path))
+
+
 def nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     while not path.exists() and path != path.parent:
@@ -67,14 +72,19 @@ def enclosing_attrib_folder(path: Path) -> Path | None:
 
 
 def is_attrib_folder(folder: Path) -> bool:
-    """A store (an attrib manifest) or a resumable run's folder (perturb's copies, a ground
-    truth's parts: a meta.json with their keys). Other folders that merely hold a file of
-    that name (a web app's manifest.json) are not attrib's."""
+    """A store (an attrib manifest), a recorded run (`attrib train`'s run.json) or a resumable
+    run's folder (perturb's copies, a ground truth's parts: a meta.json with their keys).
+    Other folders that merely hold a file of that name (a web app's manifest.json) are not
+    attrib's."""
     from attrib.jsonio import load_json_or_none
     from attrib.store.replace import is_attrib_store
 
     if (folder / "manifest.json").is_file() and is_attrib_store(folder):
         return True
+    if (folder / "run.json").is_file():
+        run = load_json_or_none(folder / "run.json")
+        if isinstance(run, dict) and str(run.get("format", "")).startswith("attrib-run/"):
+            return True
     meta = load_json_or_none(folder / "meta.json") if (folder / "meta.json").is_file() else None
     return isinstance(meta, dict) and ("subsets" in meta or "train" in meta)
 

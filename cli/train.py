@@ -16,7 +16,7 @@ def train(values: dict, quiet: bool) -> None:
     from attrib import log
 
     if options.check_run is not None:
-        from attrib.runs.train import check_run
+        from attrib.runs.check import check_run
 
         result = check_run(options.check_run, options.device)
         if stdout_is_terminal():

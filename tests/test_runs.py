@@ -13,9 +13,9 @@ from helpers import run_cli
 from test_cli_errors import _assert_one_line_error
 
 from attrib.runs.engine import run_steps, state_from_snapshot
+from attrib.runs.load import load_run
 from attrib.runs.magic import metagradients, output_gradients
 from attrib.runs.record import Run, snapshot_path
-from attrib.runs.train import load_run
 
 TRAIN = ["--batch-size", "8", "--device", "cpu", "-q"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.hub import check_source
 from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
 from attrib.options import (
@@ -167,8 +168,12 @@ class RetrainOptions(_Evaluation):
         if count < 1 or not 0 <= index < count:
             raise AttribError("--shard must be i/n with 0 <= i < n")
         self.recipe_resolved  # noqa: B018  (a bad recipe fails here, before any work)
-        if self.start_from is not None and self.recipe_resolved.init != "finetune":
-            raise AttribError("--start-from is where fine-tuning starts: it needs --init finetune")
+        if self.start_from is not None:
+            if self.recipe_resolved.init != "finetune":
+                raise AttribError(
+                    "--start-from is where fine-tuning starts: it needs --init finetune"
+                )
+            check_source(self.start_from, "--start-from")
         if self.same_run is not None:
             if not (Path(self.same_run) / "run.json").is_file():
                 raise AttribError(f"--same-run {self.same_run} is not a run `attrib train` wrote")

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from attrib import log
-from attrib.atomic import atomic_path, check_or_write_meta
+from attrib.atomic import check_or_write_meta
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
+from attrib.evaluate.parts import load_part, make_masks, part_done, save_part, say_cost
 from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.evaluate.start_from import start_from
@@ -32,15 +33,6 @@ from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
 from attrib.train import InitialState, outputs, train
-
-
-def make_masks(num_examples: int, subsets: int, alpha: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    keep = max(1, round(alpha * num_examples))
-    masks = np.zeros((subsets, num_examples), dtype=bool)
-    for m in range(subsets):
-        masks[m, rng.permutation(num_examples)[:keep]] = True
-    return masks
 
 
 def subset_seed(seed: int, subset: int, replicate: int = 0) -> int:
@@ -114,23 +106,26 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         (m, r)
         for m in range(index, config.subsets, count)
         for r in seeds
-        if not _part(parts, m, r).exists()
+        if not part_done(parts, m, r, query_count)
     ]
     with progress_bar(config.progress, unit="models") as bar:
         bar_task = bar.add_task("retrain", total=len(todo))
         started = time.perf_counter()
         for done, (m, r) in enumerate(todo):
             if done == 1:  # the first model's time prices the run
-                _say_cost(len(todo), time.perf_counter() - started)
+                say_cost(len(todo), time.perf_counter() - started)
             seed = subset_seed(config.seed, m, r)
             initial.restore(recipe, seed)
             torch.manual_seed(seed)
             train(task, train_source, np.flatnonzero(masks[m]), recipe, seed)
             values = outputs(task, query_source, query_count, output)
-            _save_part(parts, m, r, values)
+            save_part(parts, m, r, values)
             bar.advance(bar_task)
     missing = [
-        (m, r) for m in range(config.subsets) for r in seeds if not _part(parts, m, r).exists()
+        (m, r)
+        for m in range(config.subsets)
+        for r in seeds
+        if not part_done(parts, m, r, query_count)
     ]
     if missing:
         done = config.subsets * config.seeds - len(missing)
@@ -140,7 +135,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         )
         return None
     by_seed = np.stack(
-        [np.stack([np.load(_part(parts, m, r)) for m in range(config.subsets)]) for r in seeds]
+        [np.stack([load_part(parts, m, r) for m in range(config.subsets)]) for r in seeds]
     )
     extra = {
         "recipe": json.dumps(meta),
@@ -161,23 +156,3 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
             f"(an LDS ceiling of about {reliability.ceiling:.3f})"
         )
     return truth
-
-
-def _say_cost(count: int, seconds: float) -> None:
-    total = count * seconds
-    hours, minutes = divmod(round(total / 60), 60)
-    span = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
-    log.info(
-        f"{count} models, ~{seconds:.0f} s each here: ~{span} in all; --subsets trades "
-        "accuracy for time, and a killed run resumes where it stopped"
-    )
-
-
-def _part(parts: Path, subset: int, replicate: int = 0) -> Path:
-    suffix = f"-seed{replicate}" if replicate else ""
-    return parts / f"subset-{subset:05d}{suffix}.npy"
-
-
-def _save_part(parts: Path, subset: int, replicate: int, values: np.ndarray) -> None:
-    with atomic_path(_part(parts, subset, replicate)) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, values.astype(np.float64))

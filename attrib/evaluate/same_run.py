@@ -19,27 +19,15 @@ from attrib.atomic import check_or_write_meta
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
-from attrib.evaluate.retrain import _part, _save_part, _say_cost, make_masks
+from attrib.evaluate.parts import load_part, make_masks, part_done, save_part, say_cost
 from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.progress import progress_bar
 from attrib.runs.engine import run_steps, set_buffers, state_from_snapshot
+from attrib.runs.inputs import check_query_task, check_store_is_the_runs
+from attrib.runs.load import load_run
 from attrib.runs.record import Run
-from attrib.runs.train import load_run
 from attrib.store import Store
 from attrib.train import outputs
-
-
-def check_store_is_the_runs(run: Run, store: Store) -> None:
-    data = run.meta["data"]
-    same_data = store.settings["dataset"].get("fingerprint") == data.get("fingerprint")
-    if not same_data or store.num_examples != run.meta["rows"]:
-        raise AttribError(
-            f"--train {store.path} does not hold the rows run {run.path} trained on "
-            f"({run.meta['rows']} rows of {data['source']}); featurize RUN/model on the run's "
-            "data with --max-examples equal to its rows"
-        )
-    if not np.array_equal(store.column("index"), np.arange(run.meta["rows"])):
-        raise AttribError(f"--train {store.path} holds its rows in another order than the run")
 
 
 def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
@@ -48,6 +36,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     run = Run.open(config.same_run)
     train_store, query_store = Store(config.train), Store(config.queries)
     check_store_is_the_runs(run, train_store)
+    check_query_task(run, query_store)
     loaded = load_run(run, config.device)
     task = loaded.task
     output = config.output or task.evaluation_output
@@ -65,24 +54,28 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
         "subsets": config.subsets,
         "alpha": config.alpha,
         "seed": config.seed,
+        # Parts are bound to the run (its settings and every file's checksum): parts of
+        # another run, or of this one before it changed, are never merged with these.
         "same_run": {
             "fingerprint": run.meta["model"]["fingerprint"],
             "steps": run.steps,
             "recipe": run.meta["recipe"],
+            "run": run.identity(),
         },
         "output": output,
     }
     check_or_write_meta(parts, meta, "subsets", counts=("subsets",))
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
     index, count = config.shard_pair
-    todo = [m for m in range(index, config.subsets, count) if not _part(parts, m).exists()]
+    queries = query_store.num_examples
+    todo = [m for m in range(index, config.subsets, count) if not part_done(parts, m, 0, queries)]
     start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)
     with progress_bar(config.progress, unit="models") as bar:
         bar_task = bar.add_task("replay", total=len(todo))
         started = time.perf_counter()
         for done, m in enumerate(todo):
             if done == 1:
-                _say_cost(len(todo), time.perf_counter() - started)
+                say_cost(len(todo), time.perf_counter() - started)
             state = run_steps(
                 loaded.stepper,
                 loaded.optimizer,
@@ -95,13 +88,13 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
             )
             loaded.stepper.load_into_model(state.params)
             set_buffers(loaded.stepper, state.buffers)
-            _save_part(parts, m, 0, outputs(task, query_source, query_store.num_examples, output))
+            save_part(parts, m, 0, outputs(task, query_source, queries, output))
             bar.advance(bar_task)
-    missing = [m for m in range(config.subsets) if not _part(parts, m).exists()]
+    missing = [m for m in range(config.subsets) if not part_done(parts, m, 0, queries)]
     if missing:
         log.info(f"{config.subsets - len(missing)} of {config.subsets} replays done in {parts}")
         return None
-    values = np.stack([np.load(_part(parts, m)) for m in range(config.subsets)])
+    values = np.stack([load_part(parts, m) for m in range(config.subsets)])
     extra = {
         "recipe": json.dumps(meta),
         "output_function": output,
@@ -111,6 +104,5 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     }
     truth = GroundTruth(masks, values, output == "margin", extra)
     save_groundtruth(config.out, truth)
-    queries = query_store.num_examples
     log.info(f"wrote {config.out}: {config.subsets} same-run replays x {queries} queries")
     return truth

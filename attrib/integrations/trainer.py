@@ -15,6 +15,12 @@ training, OUT/tracincp/train and OUT/tracincp/NAME combine the checkpoints, each
 the learning rate the Trainer logs at that step (TracInCP), so `attrib score --train
 OUT/tracincp/train --queries OUT/tracincp/eval` works at once.
 
+The list of featurized checkpoints lives on disk, not only in memory: each finished
+checkpoint's stores get OUT/checkpoint-N/attrib-checkpoint.json (its step, learning rate and
+the training's id, from OUT/attrib-training.json), so a killed training resumed with
+`trainer.train(resume_from_checkpoint=True)` ends with every checkpoint's stores in its
+ensemble, and a new training into the same folder never mixes in an earlier one's.
+
 The data is read the way featurize reads it (a hub id, a folder or a data file, the raw
 columns, not the Trainer's tokenized dataset): the store's rows are the dataset's rows.
 Under the Trainer's own DDP/accelerate setup every rank featurizes its share of the shards,
@@ -24,16 +30,21 @@ as featurize does under a launcher.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
 from attrib import log
+from attrib.atomic import write_text
+from attrib.jsonio import load_json_or_none
 from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.run import run_featurize
 from attrib.store.ensemble import merge
 
+TRAINING_FILE = "attrib-training.json"
+CHECKPOINT_FILE = "attrib-checkpoint.json"
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -62,6 +73,7 @@ class AttribCallback(TrainerCallback):
             self.sets[name] = {"data": value} if isinstance(value, str) else dict(value)
         self.options = {"method": method, **options}
         self.checkpoints: list[tuple[Path, float]] = []  # (stores folder, learning rate)
+        self._training: str | None = None
         self._step_lr: float | None = None
         FeaturizeOptions(
             model="check", out=self.out / "check", **self.sets["train"], **self.options
@@ -77,7 +89,31 @@ class AttribCallback(TrainerCallback):
                 "checkpoints, so they cannot be featurized; pass processing_class=... to the "
                 "Trainer"
             )
+        self._training = self._training_id(fresh=state.global_step == 0)
+        self.checkpoints = self._saved_checkpoints(state.global_step)
         return control
+
+    def _training_id(self, fresh: bool) -> str:
+        """The id of this training (kept when it resumes), shared by every rank."""
+        path = self.out / TRAINING_FILE
+        if _rank() == 0 and (fresh or load_json_or_none(path) is None):
+            import uuid
+
+            write_text(path, json.dumps({"training": uuid.uuid4().hex}) + "\n")
+        _wait_for_every_rank()
+        return load_json_or_none(path)["training"]
+
+    def _saved_checkpoints(self, up_to: int) -> list[tuple[Path, float]]:
+        """(stores folder, learning rate) of this training's featurized checkpoints on disk."""
+        found = []
+        for record_path in self.out.glob(f"checkpoint-*/{CHECKPOINT_FILE}"):
+            record = load_json_or_none(record_path)
+            if not record or record.get("training") != self._training:
+                continue
+            step = record.get("step")
+            if isinstance(step, int) and step <= up_to:
+                found.append((step, record_path.parent, float(record["learning_rate"])))
+        return [(folder, rate) for _, folder, rate in sorted(found)]
 
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         # The learning rate this step uses (the one the Trainer logs for it); by on_save the
@@ -100,7 +136,11 @@ class AttribCallback(TrainerCallback):
             model.train(was_training)
             for name, p in model.named_parameters():
                 p.requires_grad_(flags[name])
-        self.checkpoints.append((stores, self._learning_rate(state)))
+        rate = self._learning_rate(state)
+        if _rank() == 0:
+            record = {"training": self._training, "step": state.global_step, "learning_rate": rate}
+            write_text(stores / CHECKPOINT_FILE, json.dumps(record) + "\n")
+        self.checkpoints = [c for c in self.checkpoints if c[0] != stores] + [(stores, rate)]
         log.info(f"attrib: featurized {folder.name} into {stores}")
         return control
 
@@ -118,6 +158,8 @@ class AttribCallback(TrainerCallback):
             run_featurize(options, model=model)
 
     def on_train_end(self, args, state, control, **kwargs):
+        _wait_for_every_rank()  # rank 0 wrote the last checkpoint's record
+        self.checkpoints = self._saved_checkpoints(state.global_step)
         if not self.ensemble or len(self.checkpoints) < 2:
             if self.ensemble:
                 log.info("attrib: fewer than two checkpoints saved; no TracInCP ensemble")

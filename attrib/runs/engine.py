@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attrib.runs.meta_check import damaged
 from attrib.runs.optim import Optimizer
-from attrib.runs.record import Run, load_snapshot
+from attrib.runs.record import Run, snapshot_name
 from attrib.runs.stepper import Stepper
 
 
@@ -45,8 +46,13 @@ def set_buffers(stepper: Stepper, buffers: dict[str, torch.Tensor]) -> None:
 
 
 def state_from_snapshot(run: Run, step: int, stepper: Stepper, optimizer: Optimizer) -> State:
-    tensors = load_snapshot(run.path, step)
+    tensors = run.load_snapshot(step)
     device = next(stepper.task.model.parameters()).device
+    wanted = [f"param.{n}" for n in stepper.names]
+    wanted += [f"{kind}.{n}" for kind in optimizer.state_names() for n in stepper.names]
+    missing = [k for k in wanted if k not in tensors]
+    if missing:
+        raise damaged(run.path, f"{snapshot_name(step)} lacks {missing[0]}")
     params = [tensors[f"param.{n}"].to(device) for n in stepper.names]
     opt = [
         [tensors[f"{kind}.{n}"].to(device) for n in stepper.names]

@@ -25,10 +25,10 @@ import torch
 from torch.func import functional_call
 
 from attrib.runs.engine import State, run_steps, set_buffers, state_from_snapshot
+from attrib.runs.load import Loaded
 from attrib.runs.record import Run
 from attrib.runs.running_stats import differentiable_eval, stat_names, updated_stats
 from attrib.runs.stepper import exact_attention
-from attrib.runs.train import Loaded
 
 
 class _Outputs(torch.nn.Module):

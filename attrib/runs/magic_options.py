@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.memory import memory_option
-from attrib.options import Options, at_least, existing_store, option
+from attrib.options import Options, at_least, existing_store, option, positive
 
 OUTPUTS = ("margin", "loss")
 
@@ -43,10 +43,19 @@ class MagicOptions(Options):
         suffixes=(".npy",),
     )
     block: int = option(8, help="Queries whose adjoints are carried through the run together.")
+    cache: Path | None = option(
+        None,
+        help="Folder of the per-block results a killed run resumes from (default: RUN/magic; "
+        "give one for a run folder you cannot write).",
+        output="folder",
+    )
     smoothness: int = option(
         0,
         help="Before scoring, replay the run K times with a random --drop of the rows removed "
         "and compare each query's output change with the metagradient's prediction.",
+    )
+    smoothness_queries: int = option(
+        8, help="Queries (the first ones) whose output changes the smoothness check compares."
     )
     drop: float = option(0.01, help="Fraction of rows each smoothness check removes.")
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
@@ -58,8 +67,9 @@ class MagicOptions(Options):
         if not (Path(self.run) / "run.json").is_file():
             raise AttribError(f"--run {self.run} is not a recorded run (no run.json); attrib train")
         existing_store(self.queries, "--queries")
-        for name in ("top", "block"):
-            at_least(getattr(self, name), 1, "--" + name)
+        for name in ("top", "block", "smoothness_queries"):
+            at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
+        positive(self.memory_gb, "--memory-gb")
         at_least(self.smoothness, 0, "--smoothness")
         if not 0 < self.drop < 1:
             raise AttribError("--drop must be between 0 and 1")

@@ -15,25 +15,45 @@ from attrib import log
 from attrib.atomic import atomic_path
 from attrib.errors import AttribError
 from attrib.evaluate.sources import fixed_query_labels, store_source
+from attrib.memory import Budget
+from attrib.outputs import declare
 from attrib.progress import progress_bar
 from attrib.runs.engine import set_buffers, state_from_snapshot
+from attrib.runs.inputs import check_queries_are_the_runs
+from attrib.runs.load import Loaded, load_run
 from attrib.runs.magic import metagradients
 from attrib.runs.magic_options import MagicOptions
 from attrib.runs.record import Run
 from attrib.runs.smoothness import smoothness_check
-from attrib.runs.train import Loaded, load_run
 from attrib.store import Store
+from attrib.store.lock import lock_store, unlock_store
 
 # Part of the block cache's key: bumped whenever the scores a run gets change, so blocks a
 # previous version computed are recomputed (2: BatchNorm's running statistics differentiated).
 ALGORITHM = 2
 
 
+def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> None:
+    """The states of one segment and every query's adjoints of a block fit --memory-gb."""
+    state = sum(p.numel() * p.element_size() for p in loaded.stepper.initial_params())
+    per_state = state * (1 + len(loaded.optimizer.state_names()))
+    segment = max(b - a for a, b in zip(run.snapshots, run.snapshots[1:]))
+    block = min(options.block, 10**9)
+    needed = per_state * (segment + 2 * block)
+    Budget(options.memory_gb).reserve(
+        needed,
+        f"a segment of {segment} states and the adjoints of {block} queries",
+        "lower --block",
+    )
+
+
 def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
     """(ranked records, smoothness summary or None)."""
     run = Run.open(options.run)
     queries = Store(options.queries)
+    check_queries_are_the_runs(run, queries)
     loaded = load_run(run, options.device)
+    check_budget(run, loaded, options)
     output = options.output or loaded.task.evaluation_output
     if output not in loaded.task.output_functions:
         raise AttribError(f"--output {output} is not available for {loaded.task.name} models")
@@ -47,7 +67,7 @@ def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
     labels = [label for _, _, rows in blocks for label in rows]
     smooth = None
     if options.smoothness:
-        checked = min(queries.num_examples, options.block)
+        checked = min(queries.num_examples, options.smoothness_queries)
         batch = source.batch(list(range(checked)))
         owner = np.array([q for q, _, _ in labels])
         per_query = np.stack([matrix[owner == q].sum(0) for q in range(checked)])
@@ -93,9 +113,15 @@ def _query_blocks(loaded: Loaded, source, count: int, output: str, options) -> l
 def _all_blocks(
     run, loaded: Loaded, blocks: list[Block], queries: Store, output: str, options
 ) -> np.ndarray:
-    key = [queries.fingerprint(), output, ALGORITHM] + (["per-token"] if options.per_token else [])
-    parts = Path(run.path) / "magic" / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-    todo = [b for b in blocks if not (parts / f"{b[0]}.npy").is_file()]
+    # Blocks are bound to the run and the queries: a resume after either changed starts over.
+    key = [run.identity(), queries.fingerprint(), output, ALGORITHM]
+    key += ["per-token"] if options.per_token else []
+    cache = Path(options.cache) if options.cache is not None else Path(run.path) / "magic"
+    parts = cache / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    parts.mkdir(parents=True, exist_ok=True)
+    declare(parts)  # a full disk is said of the cache, not of --out
+    lock_store(parts, exclusive=True)  # one magic per run and query store at a time
+    todo = [b for b in blocks if not _block_done(parts, b[0], len(b[2]), run.rows)]
     if len(todo) < len(blocks):
         log.info(f"resuming: {len(blocks) - len(todo)} of {len(blocks)} query blocks kept")
     with progress_bar(options.progress, unit="steps") as bar:
@@ -105,7 +131,21 @@ def _all_blocks(
             parts.mkdir(parents=True, exist_ok=True)
             with atomic_path(parts / f"{name}.npy", ".npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, block)
-    return np.concatenate([np.load(parts / f"{b[0]}.npy") for b in blocks])
+    matrix = np.concatenate([np.load(parts / f"{b[0]}.npy") for b in blocks])
+    unlock_store(parts)
+    return matrix
+
+
+def _block_done(parts: Path, name: str, queries: int, rows: int) -> bool:
+    """A kept block is used only when it reads back whole, with its shape and finite values."""
+    path = parts / f"{name}.npy"
+    if not path.is_file():
+        return False
+    try:
+        block = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return False
+    return block.shape == (queries, rows) and bool(np.isfinite(block).all())
 
 
 class _RunRows:

@@ -7,7 +7,7 @@ from pathlib import Path
 from attrib.errors import AttribError
 from attrib.hub import check_source, looks_like_path
 from attrib.memory import memory_option
-from attrib.options import Options, at_least, option
+from attrib.options import Options, at_least, option, positive
 from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 from attrib.tasks import task_names
 from attrib.tasks.options import ModelRef, TaskOptions
@@ -72,9 +72,14 @@ class TrainOptions(Options):
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
+        positive(self.memory_gb, "--memory-gb")
         if self.check_run is not None:
             if not (Path(self.check_run) / "run.json").is_file():
                 raise AttribError(f"--check {self.check_run} is not a recorded run (no run.json)")
+            given = [f for f in ("model", "data", "out") if getattr(self, f) is not None]
+            if given:
+                flags = ", ".join("--" + f for f in given)
+                raise AttribError(f"--check replays the recorded run as it is: drop {flags}")
             return
         if self.model is None or self.data is None or self.out is None:
             raise AttribError("pass --model, --data and --out (or --check RUN)")
@@ -83,9 +88,11 @@ class TrainOptions(Options):
             check_source(self.adapter, "--adapter")
         if looks_like_path(self.data) and not Path(self.data).expanduser().exists():
             raise AttribError(f"--data {self.data}: no such file or folder")
-        for name in ("epochs", "batch_size", "max_examples", "snapshot_every"):
+        for name in ("epochs", "batch_size", "max_examples", "snapshot_every", "max_length"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
-        at_least(self.warmup, 0, "--warmup")
+        for name in ("warmup", "seed", "momentum"):
+            at_least(getattr(self, name), 0, "--" + name)
+        positive(self.lr, "--lr")
         at_least(self.weight_decay, 0, "--weight-decay")
         self.recipe  # noqa: B018  (a bad recipe fails here)
 

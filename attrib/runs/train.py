@@ -1,7 +1,9 @@
-"""`attrib train`: a recorded, replayable training run, and `--check`, its bitwise replay.
+"""`attrib train`: a recorded, replayable training run.
 
-A killed run resumes from its latest snapshot: the batches are a function of the seed and
-every step is deterministic, so the resumed run is the uninterrupted one.
+A killed run resumes from its latest intact snapshot: the batches are a function of the seed
+and every step is deterministic, so the resumed run is the uninterrupted one. A complete run
+whose files were damaged since is repaired the same way, from the last snapshot that is
+still intact. One writer per run folder: the folder's lock is held for the whole run.
 """
 
 from __future__ import annotations
@@ -9,47 +11,41 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from attrib import log
 from attrib.atomic import atomic_dir
-from attrib.data import dataset_info, open_dataset, ref_from_settings, undecoded
+from attrib.data import dataset_info, open_dataset, rows_fingerprint, undecoded
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.jsonio import load_json_or_none
 from attrib.memory import GIB
 from attrib.progress import progress_bar
-from attrib.recipe import Recipe
+from attrib.runs.batches import check_batches_fit, make_batches
 from attrib.runs.engine import State, model_buffers, run_steps, state_from_snapshot
+from attrib.runs.load import model_record
 from attrib.runs.optim import Optimizer
 from attrib.runs.options import TrainOptions
 from attrib.runs.record import (
     RUN_FILE,
     Run,
     environment,
+    file_entry,
     save_batches,
     save_snapshot,
-    snapshot_path,
+    snapshot_name,
     write_meta,
 )
 from attrib.runs.stepper import Stepper
-from attrib.tasks import ModelRef, TaskOptions, load_task
+from attrib.store.lock import lock_store, unlock_store
+from attrib.tasks import load_task
 from attrib.tasks.loading import DTYPES
 from attrib.train import BatchSource, InitialState
 
-
-def make_batches(count: int, recipe: Recipe) -> list[np.ndarray]:
-    """Every step's rows: a seeded permutation per epoch, cut into batches."""
-    rng = np.random.default_rng(recipe.seed)
-    batches = []
-    for _ in range(recipe.epochs):
-        order = rng.permutation(count)
-        batches += [order[s : s + recipe.batch_size] for s in range(0, count, recipe.batch_size)]
-    return batches
+# Keys of run.json that do not say which run it is (compared when resuming or repairing).
+_UNCOMPARED = ("environment", "seconds", "complete", "files", "format")
 
 
 def snapshot_steps(total: int, every: int | None, state_bytes: int, budget_gb: float) -> list[int]:
@@ -63,96 +59,123 @@ def snapshot_steps(total: int, every: int | None, state_bytes: int, budget_gb: f
     return sorted({*range(0, total, every), total})
 
 
-@dataclass
-class Loaded:
-    """A run's task, its training rows as batches, its stepper and optimizer."""
-
-    task: object
-    source: BatchSource
-    stepper: Stepper
-    optimizer: Optimizer
-    batches: list[np.ndarray]
-    device: torch.device
-
-
-def load_run(run: Run, device: str = "auto") -> Loaded:
-    """Reopen a recorded run's model and data, ready to replay."""
-    meta = run.meta
-    model = meta["model"]
-    ref = ModelRef(model["source"], None, model.get("adapter"), None, False)
-    options = TaskOptions.from_record(meta["task_options"])
-    task = load_task(ref, meta["task"], DTYPES[meta["dtype"]], options)
-    resolved = resolve_device(device)
-    task.to(resolved)
-    dataset = open_dataset(ref_from_settings(meta["data"]))
-    columns = dict(meta["columns"])
-    dataset = undecoded(dataset, columns.get("image"))
-    dataset = dataset.select(range(meta["rows"]))
-    source = BatchSource(task, dataset, columns, resolved)
-    recipe = Recipe(**meta["recipe"])
-    batches = run.batches()
-    optimizer = Optimizer.from_recipe(recipe, len(batches))
-    return Loaded(task, source, Stepper(task, recipe.seed), optimizer, batches, resolved)
+def _comparable(meta: dict) -> dict:
+    """A record without what varies between identical runs: datasets' own fingerprint of a
+    local file follows its modification time; the rows' content fingerprint decides."""
+    out = {k: v for k, v in meta.items() if k not in _UNCOMPARED}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "fingerprint"}
+    return out
 
 
 def run_train(options: TrainOptions) -> Path:
     log.quiet_libraries()
-    out, recipe = Path(options.out), options.recipe
-    device = resolve_device(options.device)
-    log.status(f"loading {options.model} ...")
-    task = load_task(options.model_ref, options.task, DTYPES[options.dtype], options.task_options)
-    task.to(device)
-    dataset = open_dataset(options.data_ref)
-    data_record = dataset_info(dataset, options.data_ref)
-    columns = task.bind_columns(dataset)
-    dataset = undecoded(dataset, columns.get("image"))
-    rows = min(len(dataset), options.max_examples or len(dataset))
-    dataset = dataset.select(range(rows))
-    if recipe.init == "scratch":
-        InitialState(task).restore(recipe, recipe.seed)
-    stepper = Stepper(task, recipe.seed)
-    batches = make_batches(rows, recipe)
-    optimizer = Optimizer.from_recipe(recipe, len(batches))
-    params = stepper.initial_params()
-    state_bytes = (1 + len(optimizer.state_names())) * sum(
-        p.numel() * p.element_size() for p in params
-    )
-    snapshots = snapshot_steps(len(batches), options.snapshot_every, state_bytes, options.memory_gb)
-    meta = {
-        "model": {
-            "source": task.info["source"],
-            "fingerprint": task.info["fingerprint"],
-            "adapter": (task.info.get("adapter") or {}).get("source"),
-        },
-        "task": task.name,
-        "task_options": task.options.record(),
-        "columns": columns,
-        "data": data_record,
-        "rows": rows,
-        "recipe": recipe.to_dict(),
-        "dtype": options.dtype,
-        "steps": len(batches),
-        "snapshots": snapshots,
-        "trainable": stepper.names,
-    }
-    start, state = _resume(out, meta, stepper, optimizer, task, params)
+    out = Path(options.out)
+    if (
+        out.is_dir()
+        and not (out / RUN_FILE).exists()
+        and any(p.name != ".lock" for p in out.iterdir())
+    ):
+        raise AttribError(f"--out {out} exists and is not a run; choose another --out")
+    prepared = _Prepared(options)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock_store(out, exclusive=True)  # one writer per run folder
+    try:
+        return _train(prepared, out)
+    except BaseException as exc:
+        if created and (isinstance(exc, _Diverged) or not (out / RUN_FILE).exists()):
+            unlock_store(out)  # nothing of a run that cannot finish is left behind
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, _Diverged):
+            raise AttribError(str(exc)) from None
+        raise
+    finally:
+        unlock_store(out)
+
+
+class _Diverged(Exception):
+    pass
+
+
+class _Prepared:
+    """The model, data, batches and record of a run, before its folder is touched."""
+
+    def __init__(self, options: TrainOptions):
+        recipe = options.recipe
+        self.options, self.device = options, resolve_device(options.device)
+        log.status(f"loading {options.model} ...")
+        model_ref, dtype = options.model_ref, DTYPES[options.dtype]
+        task = load_task(model_ref, options.task, dtype, options.task_options)
+        task.to(self.device)
+        dataset = open_dataset(options.data_ref)
+        data_record = dataset_info(dataset, options.data_ref)
+        self.columns = task.bind_columns(dataset)
+        rows = min(len(dataset), options.max_examples or len(dataset))
+        check_batches_fit(rows, recipe, options.memory_gb)
+        data_record["content"] = rows_fingerprint(dataset, rows, self.columns)
+        self.dataset = undecoded(dataset, self.columns.get("image")).select(range(rows))
+        if recipe.init == "scratch":
+            InitialState(task).restore(recipe, recipe.seed)
+        self.task, self.stepper = task, Stepper(task, recipe.seed)
+        self.batches = make_batches(rows, recipe)
+        self.optimizer = Optimizer.from_recipe(recipe, len(self.batches))
+        self.params = self.stepper.initial_params()
+        state_bytes = (1 + len(self.optimizer.state_names())) * sum(
+            p.numel() * p.element_size() for p in self.params
+        )
+        every, budget = options.snapshot_every, options.memory_gb
+        snapshots = snapshot_steps(len(self.batches), every, state_bytes, budget)
+        self.meta = {
+            "model": model_record(task),
+            "task": task.name,
+            "task_options": task.options.record(),
+            "columns": self.columns,
+            "data": data_record,
+            "rows": rows,
+            "recipe": recipe.to_dict(),
+            "dtype": options.dtype,
+            "steps": len(self.batches),
+            "snapshots": snapshots,
+            "trainable": self.stepper.names,
+        }
+
+
+def _train(prepared: _Prepared, out: Path) -> Path:
+    task, stepper, optimizer = prepared.task, prepared.stepper, prepared.optimizer
+    meta, batches = prepared.meta, prepared.batches
+    start, state, files = _resume(out, meta, stepper, optimizer, prepared.params)
     if start is None:
         log.info(f"{out} is already a complete run with these settings; nothing to do")
         return out
-    write_meta(out, {**meta, "environment": environment(device), "complete": False})
+    env = environment(prepared.device)
+
+    def record(complete: bool, **extra) -> None:
+        write_meta(out, {**meta, "environment": env, **extra, "files": files, "complete": complete})
+
+    def keep_snapshot(step: int, current: State) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in current.params):
+            raise _Diverged(
+                f"training diverged before step {step} (parameters are not finite); lower "
+                "--lr (or use --dtype float64) and train again"
+            )
+        files[snapshot_name(step)] = save_snapshot(out, step, *current.named(stepper, optimizer))
+        record(False)
+
     if start == 0:
-        save_snapshot(out, 0, *state.named(stepper, optimizer))
+        keep_snapshot(0, state)
     else:
-        log.info(f"resuming {out} from step {start} (its latest snapshot)")
-    source = BatchSource(task, dataset, columns, device)
-    wanted = set(snapshots)
+        record(False)
+        log.info(f"resuming {out} from step {start} (its latest intact snapshot)")
+    source = BatchSource(task, prepared.dataset, prepared.columns, prepared.device)
+    wanted = set(meta["snapshots"])
     started = time.perf_counter()
-    with progress_bar(options.progress, unit="steps") as bar:
+    with progress_bar(prepared.options.progress, unit="steps") as bar:
         bar_task = bar.add_task("train", total=len(batches), completed=start)
 
         def after_step(step: int, current: State) -> None:
             if step in wanted:
-                save_snapshot(out, step, *current.named(stepper, optimizer))
+                keep_snapshot(step, current)
             bar.advance(bar_task)
 
         final = run_steps(
@@ -160,35 +183,51 @@ def run_train(options: TrainOptions) -> Path:
         )
     stepper.load_into_model(final.params)
     _save_checkpoint(task, out / "model")
-    save_batches(out, batches)
-    seconds = time.perf_counter() - started
-    write_meta(
-        out, {**meta, "environment": environment(device), "seconds": seconds, "complete": True}
-    )
-    log.info(
-        f"wrote {out}: {len(batches)} steps, {len(snapshots)} snapshots, model in {out / 'model'}"
-    )
+    for file in sorted((out / "model").rglob("*")):
+        if file.is_file():
+            files[str(file.relative_to(out))] = file_entry(file)
+    files["batches.npz"] = save_batches(out, batches)
+    record(True, seconds=time.perf_counter() - started)
+    snapshots = len(meta["snapshots"])
+    log.info(f"wrote {out}: {len(batches)} steps, {snapshots} snapshots, model in {out / 'model'}")
     return out
 
 
-def _resume(out: Path, meta: dict, stepper, optimizer, task, params) -> tuple[int | None, State]:
-    """(first step to run, state before it); None when the run is already complete."""
+def _resume(out: Path, meta: dict, stepper, optimizer, params) -> tuple[int | None, State, dict]:
+    """(first step to run, state before it, files already recorded); None when the run is
+    already complete and intact."""
     fresh = State(params, optimizer.init_state(params), model_buffers(stepper))
     old = load_json_or_none(out / RUN_FILE)
     if old is None:
-        if out.exists() and any(out.iterdir()):
-            raise AttribError(f"--out {out} exists and is not a run; choose another --out")
-        return 0, fresh
-    same = {k: old.get(k) for k in meta} == meta
-    if not same:
+        return 0, fresh, {}
+    if _comparable(old) != _comparable(meta):
         raise AttribError(f"--out {out} holds a run made with other settings; choose another --out")
-    if old.get("complete"):
-        return None, fresh
-    done = [s for s in meta["snapshots"] if snapshot_path(out, s).is_file()]
-    if not done or done[-1] == 0:
-        return 0, fresh
-    run = Run(out, {**old, "complete": True})
-    return done[-1], state_from_snapshot(run, done[-1], stepper, optimizer)
+    files = old.get("files") if isinstance(old.get("files"), dict) else {}
+    run = Run(out, {**old, "files": files})
+    if old.get("complete") is True and _intact(run, list(files)):
+        return None, fresh, files
+    # Snapshots count only while every one before them is intact (a resume replays from it).
+    done = 0
+    for step in meta["snapshots"]:
+        if snapshot_name(step) not in files or not _intact(run, [snapshot_name(step)]):
+            break
+        done = step
+    if old.get("complete") is True:
+        log.warn(f"{out} is damaged; repairing it: training again from step {done}")
+    kept = {k: v for k, v in files.items() if k.startswith("snapshots/")
+            and int(k[len("snapshots/step-"):-len(".safetensors")]) <= done}  # fmt: skip
+    if done == 0:
+        return 0, fresh, {}
+    return done, state_from_snapshot(run, done, stepper, optimizer), kept
+
+
+def _intact(run: Run, names: list[str]) -> bool:
+    try:
+        for name in names:
+            run.verified(name)
+    except AttribError:
+        return False
+    return True
 
 
 def _save_checkpoint(task, folder: Path) -> None:
@@ -203,43 +242,3 @@ def _save_checkpoint(task, folder: Path) -> None:
         else:
             task.model.save_pretrained(tmp)
             task.processor.save_pretrained(tmp)
-
-
-def check_run(path: Path, device: str = "auto") -> dict:
-    """Replay a recorded run with w = 1 and compare every snapshot it passes; returns
-    {"steps", "identical", "max_abs_diff", "first_difference"}."""
-    run = Run.open(path)
-    loaded = load_run(run, device)
-    state = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)
-    worst, first = 0.0, None
-    checked = set(run.snapshots[1:])
-
-    def compare(step: int, current: State) -> None:
-        nonlocal worst, first
-        if step not in checked:
-            return
-        recorded = state_from_snapshot(run, step, loaded.stepper, loaded.optimizer)
-        for a, b in zip(current.params, recorded.params):
-            diff = float((a - b).abs().max()) if a.numel() else 0.0
-            if diff > 0 and first is None:
-                first = step
-            worst = max(worst, diff)
-
-    run_steps(
-        loaded.stepper,
-        loaded.optimizer,
-        loaded.source,
-        loaded.batches,
-        state,
-        0,
-        run.steps,
-        after_step=compare,
-    )
-    return {
-        "steps": run.steps,
-        "identical": worst == 0.0,
-        "max_abs_diff": worst,
-        "first_difference": first,
-        "threads": torch.get_num_threads(),
-        "recorded_threads": run.meta.get("environment", {}).get("threads"),
-    }

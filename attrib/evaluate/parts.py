@@ -1,0 +1,57 @@
+"""A ground truth's part files: one per subset (and seed), written atomically into OUT.parts/,
+so a killed run resumes and `--shard i/n` runs share one folder. Shared by `evaluate retrain`
+and its same-run form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from attrib import log
+from attrib.atomic import atomic_path
+
+
+def make_masks(num_examples: int, subsets: int, alpha: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    keep = max(1, round(alpha * num_examples))
+    masks = np.zeros((subsets, num_examples), dtype=bool)
+    for m in range(subsets):
+        masks[m, rng.permutation(num_examples)[:keep]] = True
+    return masks
+
+
+def part_path(parts: Path, subset: int, replicate: int = 0) -> Path:
+    suffix = f"-seed{replicate}" if replicate else ""
+    return parts / f"subset-{subset:05d}{suffix}.npy"
+
+
+def part_done(parts: Path, subset: int, replicate: int = 0, queries: int | None = None) -> bool:
+    """A part counts when it reads back whole: a damaged one is made again."""
+    path = part_path(parts, subset, replicate)
+    if not path.is_file():
+        return False
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return False
+    return values.ndim == 1 and (queries is None or len(values) == queries)
+
+
+def save_part(parts: Path, subset: int, replicate: int, values: np.ndarray) -> None:
+    with atomic_path(part_path(parts, subset, replicate)) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, values.astype(np.float64))
+
+
+def load_part(parts: Path, subset: int, replicate: int = 0) -> np.ndarray:
+    return np.load(part_path(parts, subset, replicate), allow_pickle=False)
+
+
+def say_cost(count: int, seconds: float) -> None:
+    total = count * seconds
+    hours, minutes = divmod(round(total / 60), 60)
+    span = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
+    log.info(
+        f"{count} models, ~{seconds:.0f} s each here: ~{span} in all; --subsets trades "
+        "accuracy for time, and a killed run resumes where it stopped"
+    )
