@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from attrib.errors import AttribError
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt")
 _FULL_HASH_LIMIT = 2 * 2**30
+# What a Trainer saves beside a checkpoint's model: its own state, not the model's (and
+# training_args.bin holds the output folder's path, so a copied checkpoint would differ).
+_TRAINER_STATE = re.compile(
+    r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|training_args\.bin|"
+    r"trainer_state\.json)$"
+)
 
 
 def looks_like_path(source: str) -> bool:
@@ -124,7 +131,11 @@ def fingerprint(source: str, commit: str | None) -> str:
     if path.is_file():  # e.g. one LoRA .safetensors file
         path, files = path.parent, [path]
     else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and not _TRAINER_STATE.match(p.name)
+        )
     total = sum(p.stat().st_size for p in files)
     digest = hashlib.sha256()
     for file in files:

@@ -29,14 +29,37 @@ LITTER = re.compile(r"\.part($|\.)|^\..*\.(new|old)$|\.rank-")
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, resnet_dir, image_data, ddpm):
+def inputs(tmp_path_factory, resnet_dir, image_data, ddpm, gpt2_dir, text_data):
     root = tmp_path_factory.mktemp("kills")
     common = ["--model", resnet_dir, "--data", image_data, *STORE_ARGS, "-q"]
     for name, extra in (("train", []), ("q", ["--max-examples", "4"])):
         code, _, err = run_cli("featurize", *common, "--out", root / name, *extra)
         assert code == 0, err
     shutil.copytree(root / "train", root / "train2")  # a second member (same model: allowed)
-    return {"root": root, "model": resnet_dir, "data": image_data, "pipe": ddpm[0]}
+    code, _, err = run_cli("train", *_train_args(resnet_dir, image_data, root / "run"))
+    assert code == 0, err
+    for name, extra in (("run-train", ["--proj-dim", "4"]), ("run-q", ["--max-examples", "4"])):
+        model = root / "run" / "model"
+        code, _, err = run_cli("featurize", "--model", model, "--data", image_data, "--out",
+                               root / name, "--device", "cpu", "-q", *extra)  # fmt: skip
+        assert code == 0, err
+    return {"root": root, "model": resnet_dir, "data": image_data, "pipe": ddpm[0],
+            "gpt2": gpt2_dir, "text": text_data}  # fmt: skip
+
+
+def _train_args(model, data, out) -> list:
+    return ["--model", model, "--data", data, "--out", out, "--epochs", "3", "--batch-size", "4",
+            "--device", "cpu", "-q"]  # fmt: skip
+
+
+def _run_products(run: Path) -> dict:
+    """A recorded run's files, and its record without the wall time and environment."""
+    meta = json.loads((run / "run.json").read_text())
+    out = {"meta": json.dumps({k: v for k, v in meta.items() if k not in ("seconds",)})}
+    for path in sorted(run.rglob("*")):
+        if path.is_file() and path.name not in (".lock", "run.json"):
+            out[str(path.relative_to(run))] = path.read_bytes()
+    return out
 
 
 def _store_products(store: Path) -> dict:
@@ -66,7 +89,76 @@ def _copy_store(i, w, name="train", to="s"):
     shutil.copytree(i["root"] / name, w / to, ignore=shutil.ignore_patterns(".lock", "cache"))
 
 
+TRAINER_RUNS = Path(__file__).parent / "trainer_runs.py"
+
+
+def _ensemble_products(store: Path, work: Path) -> dict:
+    """An ensemble store's shards and settings, its members' paths relative to `work`."""
+    products = _store_products(store)
+    products["settings"] = products["settings"].replace(str(work), "WORK")
+    return products
+
+
+def _copy_run(i, w):
+    shutil.copytree(i["root"] / "run", w / "run", ignore=shutil.ignore_patterns(".lock", "magic"))
+
+
 CASES = {
+    "train": (
+        lambda i, w: ["train", *_train_args(i["model"], i["data"], w / "r")],
+        None,
+        lambda w: _run_products(w / "r"),
+    ),
+    "magic": (
+        lambda i, w: [
+            "magic",
+            "--run",
+            w / "run",
+            "--queries",
+            i["root"] / "run-q",
+            "--out",
+            w / "m.npy",
+            "--block",
+            "1",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        _copy_run,
+        lambda w: _files(w, "*.npy"),
+    ),
+    "Trainer callback, resumed": (
+        lambda i, w: [
+            "python",
+            TRAINER_RUNS,
+            i["gpt2"],
+            i["text"],
+            w / "out",
+            w / "stores",
+            "--resume",
+        ],  # fmt: skip
+        None,
+        lambda w: _ensemble_products(w / "stores" / "tracincp" / "train", w),
+    ),
+    "evaluate retrain --same-run": (
+        lambda i, w: [
+            "evaluate",
+            "retrain",
+            "--same-run",
+            i["root"] / "run",
+            "--train",
+            i["root"] / "run-train",
+            "--queries",
+            i["root"] / "run-q",
+            "--out",
+            w / "gt.npz",
+            "--subsets",
+            "3",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        None,
+        lambda w: _npz(w / "gt.npz"),
+    ),
     "featurize": (lambda i, w: _featurize(i, w), None, lambda w: _store_products(w / "s")),
     "featurize --overwrite": (
         lambda i, w: _featurize(i, w, "--seed", "2", "--overwrite"),
@@ -197,16 +289,23 @@ def _npz(path: Path) -> dict:
         return {k: data[k].tobytes() for k in data.files}
 
 
+def _command(argv) -> list[str]:
+    """`attrib ARGV -q`, or a Python script when ARGV starts with "python"."""
+    if argv[0] == "python":
+        return [sys.executable, *map(str, argv[1:])]
+    return [ATTRIB, *map(str, argv), "-q"]
+
+
 def _run(argv) -> float:
     start = time.perf_counter()
-    done = subprocess.run([ATTRIB, *map(str, argv), "-q"], capture_output=True, text=True)
+    done = subprocess.run(_command(argv), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return time.perf_counter() - start
 
 
 def _killed(argv, after: float) -> None:
     process = subprocess.Popen(
-        [ATTRIB, *map(str, argv), "-q"],
+        _command(argv),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: workers die with it

@@ -14,9 +14,9 @@ STEPS, SAVE_EVERY = 4, 2
 
 
 def _arguments(out: Path, **extra):
+    extra.setdefault("max_steps", STEPS)
     return transformers.TrainingArguments(
         output_dir=str(out),
-        max_steps=STEPS,
         save_steps=SAVE_EVERY,
         per_device_train_batch_size=4,
         learning_rate=1e-3,
@@ -30,25 +30,27 @@ def _arguments(out: Path, **extra):
     )
 
 
-def train_lm(gpt2_dir, text_data, out: Path, callback) -> None:
-    """A tiny GPT-2 fine-tuned by the Trainer, with the callback."""
+def train_lm(gpt2_dir, text_data, out: Path, callback, steps=STEPS, resume=False) -> None:
+    """A tiny GPT-2 fine-tuned by the Trainer, with the callback; `resume`: from the latest
+    checkpoint in `out` when there is one (`trainer.train(resume_from_checkpoint=True)`)."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2_dir)
     tokenizer.pad_token = tokenizer.eos_token
     model = transformers.AutoModelForCausalLM.from_pretrained(gpt2_dir)
     raw = datasets.load_dataset("parquet", data_files=str(text_data), split="train")
-    tokenized = raw.map(
+    tokenized = raw.map(  # not from datasets' cache: the tokenizer's state is then saved alike
         lambda row: tokenizer(row["text"], truncation=True, max_length=32),
         remove_columns=raw.column_names,
+        load_from_cache_file=False,
     )
     trainer = transformers.Trainer(
         model=model,
-        args=_arguments(out),
+        args=_arguments(out, max_steps=steps),
         train_dataset=tokenized,
         data_collator=transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
         callbacks=[callback],
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume and any(Path(out).glob("checkpoint-*")))
 
 
 def train_image_classifier(vit_dir, image_data, out: Path, callback) -> None:
@@ -71,12 +73,16 @@ def train_image_classifier(vit_dir, image_data, out: Path, callback) -> None:
 
 
 if __name__ == "__main__":  # one LM run with the callback, in every process of a launcher
+    # (`--resume`: 8 steps, resumed from the latest checkpoint: the kill harness's case)
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from attrib.integrations.trainer import AttribCallback
 
     gpt2_dir, text_data, out, stores = sys.argv[1:5]
     callback = AttribCallback(stores, data=text_data, method="trak", proj_dim=16, shard_size=16)
-    train_lm(gpt2_dir, text_data, Path(out), callback)
+    if "--resume" in sys.argv:
+        train_lm(gpt2_dir, text_data, Path(out), callback, steps=8, resume=True)
+    else:
+        train_lm(gpt2_dir, text_data, Path(out), callback)
 
 
 def train_sft_lora(gpt2_dir, data, out: Path, callback) -> None:

@@ -38,9 +38,9 @@ from transformers import TrainerCallback
 
 from attrib import log
 from attrib.atomic import write_text
-from attrib.jsonio import load_json_or_none
 from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.run import run_featurize
+from attrib.jsonio import load_json_or_none
 from attrib.store.ensemble import merge
 
 TRAINING_FILE = "attrib-training.json"
@@ -90,8 +90,23 @@ class AttribCallback(TrainerCallback):
                 "Trainer"
             )
         self._training = self._training_id(fresh=state.global_step == 0)
+        if state.global_step > 0:
+            self._catch_up(args, state.global_step, model)
         self.checkpoints = self._saved_checkpoints(state.global_step)
         return control
+
+    def _catch_up(self, args, resumed_at: int, model) -> None:
+        """Featurize the checkpoints a killed training saved but did not featurize (the kill
+        came between the Trainer's save and the callback's): the one it resumes from is the
+        model in memory; earlier ones are read from their folders."""
+        done = {folder.name for folder, _ in self._saved_checkpoints(resumed_at)}
+        for folder in sorted(Path(args.output_dir).glob("checkpoint-*")):
+            step = folder.name.removeprefix("checkpoint-")
+            if not step.isdigit() or int(step) > resumed_at or folder.name in done:
+                continue
+            rate = _logged_rate(folder, int(step))
+            in_memory = model if int(step) == resumed_at else None
+            self._featurize_checkpoint(folder, int(step), rate, model, in_memory)
 
     def _training_id(self, fresh: bool) -> str:
         """The id of this training (kept when it resumes), shared by every rank."""
@@ -125,26 +140,32 @@ class AttribCallback(TrainerCallback):
     def on_save(self, args, state, control, model=None, **kwargs):
         _wait_for_every_rank()  # the main process wrote the checkpoint folder
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        rate = self._learning_rate(state)
+        self._featurize_checkpoint(folder, state.global_step, rate, model, model)
+        return control
+
+    def _featurize_checkpoint(self, folder: Path, step: int, rate: float, model, in_memory):
+        """Every set's store of one checkpoint, then its record (what makes it count)."""
         stores = self.out / folder.name
         reference = self._model_reference(model, folder)
         was_training = model.training
         flags = {name: p.requires_grad for name, p in model.named_parameters()}
         try:
             with _full_precision(model):
-                self._featurize(model, reference, stores)
+                self._featurize(model, reference, stores, in_memory)
         finally:
             model.train(was_training)
             for name, p in model.named_parameters():
                 p.requires_grad_(flags[name])
-        rate = self._learning_rate(state)
         if _rank() == 0:
-            record = {"training": self._training, "step": state.global_step, "learning_rate": rate}
+            record = {"training": self._training, "step": step, "learning_rate": rate}
             write_text(stores / CHECKPOINT_FILE, json.dumps(record) + "\n")
         self.checkpoints = [c for c in self.checkpoints if c[0] != stores] + [(stores, rate)]
         log.info(f"attrib: featurized {folder.name} into {stores}")
-        return control
 
-    def _featurize(self, model, reference: dict, stores: Path) -> None:
+    def _featurize(self, model, reference: dict, stores: Path, in_memory) -> None:
+        """`model` gives the dtype and device; `in_memory`: the model to featurize as it is,
+        or None to read the checkpoint folder."""
         for name, data_options in self.sets.items():
             first = next(model.parameters())
             defaults = {  # the model's own dtype and device; the user's options win
@@ -155,20 +176,24 @@ class AttribCallback(TrainerCallback):
             }
             values = {**defaults, **self.options, **data_options}
             options = FeaturizeOptions(**reference, out=stores / name, **values)
-            run_featurize(options, model=model)
+            run_featurize(options, model=in_memory)
 
     def on_train_end(self, args, state, control, **kwargs):
         _wait_for_every_rank()  # rank 0 wrote the last checkpoint's record
         self.checkpoints = self._saved_checkpoints(state.global_step)
-        if not self.ensemble or len(self.checkpoints) < 2:
+        # A checkpoint saved at a learning rate of 0 (a schedule's end) adds nothing to
+        # TracInCP's lr-weighted sum.
+        members = [(stores, rate) for stores, rate in self.checkpoints if rate > 0]
+        if not self.ensemble or len(members) < 2:
             if self.ensemble:
-                log.info("attrib: fewer than two checkpoints saved; no TracInCP ensemble")
+                log.info("attrib: fewer than two checkpoints trained at a learning rate above 0; "
+                         "no TracInCP ensemble")  # fmt: skip
             return control
-        rates = [rate for _, rate in self.checkpoints]
+        rates = [rate for _, rate in members]
         if _rank() == 0:
             for name in self.sets:
-                members = [stores / name for stores, _ in self.checkpoints]
-                merge(self.out / "tracincp" / name, members, rates)
+                stores = [folder / name for folder, _ in members]
+                merge(self.out / "tracincp" / name, stores, rates)
             log.info(f"attrib: TracInCP ensemble of {len(rates)} checkpoints in "
                      f"{self.out / 'tracincp'}")  # fmt: skip
         _wait_for_every_rank()
@@ -206,6 +231,17 @@ def _full_precision(model):
         yield
     finally:
         model.forward = wrapped
+
+
+def _logged_rate(folder: Path, step: int) -> float:
+    """The learning rate the Trainer logged at `step` (the last one logged before it), from
+    the checkpoint's trainer_state.json."""
+    state = load_json_or_none(folder / "trainer_state.json") or {}
+    logged = [(e["step"], e["learning_rate"]) for e in state.get("log_history", [])
+              if "learning_rate" in e and e.get("step", step + 1) <= step]  # fmt: skip
+    if not logged:
+        raise ValueError(f"attrib: no learning rate logged up to {folder.name}")
+    return float(max(logged)[1])
 
 
 def _rank() -> int:

@@ -241,4 +241,19 @@ def _save_checkpoint(task, folder: Path) -> None:
             task.model.save_pretrained(tmp / "unet")
         else:
             task.model.save_pretrained(tmp)
-            task.processor.save_pretrained(tmp)
+            plain_processor(task.processor).save_pretrained(tmp)
+
+
+def plain_processor(processor):
+    """A copy of the processor without the truncation and padding state a fast tokenizer
+    keeps from its last call (saved into tokenizer.json, it would make the checkpoint's
+    files depend on whether a batch was tokenized before the save: a resumed run differed)."""
+    backend = getattr(processor, "backend_tokenizer", None)
+    if backend is None or (backend.truncation is None and backend.padding is None):
+        return processor
+    import copy
+
+    plain = copy.deepcopy(processor)
+    plain.backend_tokenizer.no_truncation()
+    plain.backend_tokenizer.no_padding()
+    return plain
