@@ -119,6 +119,8 @@ def _load_file(builder: str, path: Path, ref: DataRef):
     if path.stat().st_size == 0:
         raise AttribError(f"--data {ref.source}: the file is empty (no rows)")
     try:
+        # datasets logs its reader's failure at ERROR level before raising; attrib says it.
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
         return datasets.load_dataset(builder, data_files=str(path), split=ref.split)
     except ValueError as exc:
         if "corresponds to no data" in str(exc):  # a CSV header without rows
@@ -238,10 +240,23 @@ def _open(value) -> Image.Image:
     return image
 
 
+def read_rows(dataset: datasets.Dataset, key):
+    """`dataset[key]`, with text that is not UTF-8 said in one line naming the rows (pyarrow
+    accepts such a file and fails only when the rows are read)."""
+    try:
+        return dataset[key]
+    except UnicodeDecodeError as exc:
+        where = f"rows {key.start}..{key.stop - 1}" if isinstance(key, slice) else f"row(s) {key}"
+        raise AttribError(
+            f"the data's {where} hold text that is not valid UTF-8 ({exc.reason} at byte "
+            f"{exc.start}); fix or drop those rows"
+        ) from None
+
+
 def batches(
     dataset: datasets.Dataset, start: int, end: int, batch_size: int
 ) -> Iterator[tuple[range, dict[str, list]]]:
     """(row positions, columns as lists) for consecutive batches of rows [start, end)."""
     for lo in range(start, end, batch_size):
         hi = min(lo + batch_size, end)
-        yield range(lo, hi), dataset[lo:hi]
+        yield range(lo, hi), read_rows(dataset, slice(lo, hi))

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from attrib.data import read_rows
 from attrib.errors import AttribError
 from attrib.recipe import Recipe
 from attrib.tasks.base import Task
@@ -62,7 +63,8 @@ class BatchSource:
             self.cache = self._build_cache()
 
     def _prepare(self, positions: list[int]) -> dict:
-        batch = self.task.prepare(self.dataset[positions], positions, self.device, self.columns)
+        rows = read_rows(self.dataset, positions)
+        batch = self.task.prepare(rows, positions, self.device, self.columns)
         if self.labels is not None:
             batch["labels"] = torch.as_tensor(self.labels[positions], device=self.device)
         return batch

@@ -9,6 +9,8 @@ import pytest
 from builders import png_bytes, save_image_data
 from helpers import run_cli
 
+from attrib.errors import AttribError
+
 
 def _featurize(model, data, out, *extra):
     return run_cli("featurize", "--model", model, "--data", data, "--out", out, "-q", *extra)
@@ -104,3 +106,26 @@ def test_bad_projection_dimension(tmp_path, gpt2_dir, text_data, value):
 def test_inspect_of_a_folder_that_is_not_a_store(tmp_path):
     code, _, err = run_cli("inspect", tmp_path)
     _assert_one_line_error(code, err, "not an attrib store")
+
+
+def test_data_that_is_not_utf8_or_not_json_is_one_line(tmp_path, gpt2_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "ok"}\n{"text": "\xff\xfe bad"}\n')
+    code, _, err = _featurize(gpt2_dir, bad, tmp_path / "a")
+    _assert_one_line_error(code, err, "not valid UTF-8")
+    assert not (tmp_path / "a").exists()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "ok"}\n{"text": "broken\n')
+    code, _, err = _featurize(gpt2_dir, broken, tmp_path / "b")  # no datasets log line first
+    _assert_one_line_error(code, err, "cannot read it as json")
+
+
+def test_an_empty_data_file_is_refused_before_anything_loads(tmp_path):
+    from attrib.featurize.options import FeaturizeOptions
+    from attrib.runs.options import TrainOptions
+
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    for options in (FeaturizeOptions, TrainOptions):
+        with pytest.raises(AttribError, match="the file is empty"):
+            options(model=str(tmp_path), data=str(empty), out=tmp_path / "out")

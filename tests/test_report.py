@@ -4,6 +4,8 @@ proponents and k opponents with decoded images, the per-token answer, no console
 
 from __future__ import annotations
 
+import json
+
 from browser import browser, images_decode
 from helpers import run_cli
 
@@ -89,3 +91,20 @@ def test_a_per_token_report_colours_the_answer(tmp_path, gpt2_dir, text_data):
     assert dom.count('class="tokrows open"') == 1  # the strongest token's rows, at first view
     # Each token's box lists its 2 proponents beside its 2 opponents.
     assert dom.count('class="list opp"') == dom.count('class="list pro"') == len(tokens)
+
+
+def test_control_characters_in_the_data_are_drawn_not_written_raw(tmp_path, gpt2_dir):
+    data = tmp_path / "hostile.jsonl"
+    rows = ["the cat\x00 sat", "a dog \x1b[31mran\x1b[0m", "the bird\x07 flew", "on the mat"]
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    code, _, err = run_cli(
+        "featurize", "--model", gpt2_dir, "--data", data, "--out", tmp_path / "train", *ARGS
+    )
+    assert code == 0, err
+    report = tmp_path / "r.html"
+    code, _, err = run_cli("score", "-t", tmp_path / "train", "--text", "the cat\x1b sat",
+                           "--top", "4", "--html", report, "-q")  # fmt: skip
+    assert code == 0, err
+    text = report.read_text()
+    assert not any(c in text for c in "\x00\x1b\x07")
+    assert "\u2400" in text and "\u241b" in text  # NUL and ESC, drawn

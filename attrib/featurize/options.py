@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.hub import check_source, looks_like_path
+from attrib.hub import check_data_source, check_source
 from attrib.methods import method_class, method_names
 from attrib.options import Options, at_least, option
 from attrib.tasks import task_names
@@ -108,8 +108,7 @@ class FeaturizeOptions(Options):
         check_source(self.model, "--model")
         if self.adapter:
             check_source(self.adapter, "--adapter")
-        if looks_like_path(self.data) and not Path(self.data).expanduser().exists():
-            raise AttribError(f"--data {self.data}: no such file or folder")
+        check_data_source(self.data)
         for name in ("batch_size", "shard_size", "max_examples", "timesteps"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
         if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):

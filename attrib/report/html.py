@@ -20,6 +20,14 @@ from attrib.atomic import atomic_path
 from attrib.report.rows import RowReader
 
 THUMB = 96
+# C0 controls (but tab, newline, return) and DEL as their visible Unicode pictures: a raw
+# NUL or ESC from the data would otherwise be written into the page as it is.
+_CONTROLS = {c: chr(0x2400 + c) for c in range(32) if c not in (9, 10, 13)} | {0x7F: "\u2421"}
+
+
+def _escape(text: str) -> str:
+    return html.escape(str(text).translate(_CONTROLS))
+
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1d2330;
 background:#fafbfc}
@@ -75,16 +83,16 @@ def write_report(
     ]
     index = "".join(f'<a href="#q{q}">query {q}</a>' for q in sorted(by_query))
     body = [
-        f"<h1>{html.escape(title)}</h1>",
+        f"<h1>{_escape(title)}</h1>",
         f'<div class="meta">{_plural(len(by_query), "query", "queries")}; higher scores = '
-        f"more helpful; training store {html.escape(str(train.path))}</div>",
+        f"more helpful; training store {_escape(str(train.path))}</div>",
         _weights_chart(weights) if weights is not None else "",
         f"<nav>{index}</nav>" if len(by_query) > 1 else "",
         *sections,
     ]
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<title>{_escape(title)}</title><style>{STYLE}</style></head><body>"
         + "".join(body)
         + f"<script>{SCRIPT}</script></body></html>"
     )
@@ -100,7 +108,7 @@ def _query_section(q, records, images, texts, query_rows, query_values) -> str:
     else:
         content = _lists(records, images, texts)
     first = records[0]
-    preview = html.escape(str(first.get("query_preview") or f"row {first.get('query_id')}"))
+    preview = _escape(str(first.get("query_preview") or f"row {first.get('query_id')}"))
     return (
         f'<details class="query" id="q{q}"{" open" if q < 20 else ""}><summary>query {q}: '
         f"{preview[:120]}</summary>{head}{content}</details>"
@@ -117,7 +125,7 @@ def _query_box(q, record, query_rows, query_values) -> str:
     elif query_values is not None:
         value = query_values[q]
         image = RowReader.file_thumbnail(value, THUMB)
-        parts.append(_img(image) if image else f'<div class="text">{html.escape(value)}</div>')
+        parts.append(_img(image) if image else f'<div class="text">{_escape(value)}</div>')
     return f'<div class="querybox"><b>the query</b>{"".join(parts)}</div>'
 
 
@@ -151,10 +159,10 @@ def _row(record, images, texts) -> str:
 def _text_block(fields: dict) -> str:
     label = fields.get("label")
     text = fields.get("text")
-    chip = f'<span class="label">label {html.escape(str(label))}</span>'
+    chip = f'<span class="label">label {_escape(str(label))}</span>'
     parts = [chip] if label is not None else []
     if text:
-        parts.append(f'<div class="text">{html.escape(text)}</div>')
+        parts.append(f'<div class="text">{_escape(text)}</div>')
     return "".join(parts)
 
 
@@ -186,13 +194,13 @@ def _tokens(q, records, images, texts) -> str:
         target = f"q{q}t{n}"
         spans.append(
             f'<span class="tok" style="background:{colour}" data-target="{target}" '
-            f'title="mass {masses[key]:.3g}">{html.escape(key[1])}</span>'
+            f'title="mass {masses[key]:.3g}">{_escape(key[1])}</span>'
         )
         listed = _lists(rows, images, texts)
         shown = " open" if key == strongest else ""  # a first view shows what a click gives
         boxes.append(
             f'<div class="tokrows{shown}" id="{target}"><h3>token '
-            f"&ldquo;{html.escape(key[1].strip() or key[1])}&rdquo; (position {key[0]})</h3>"
+            f"&ldquo;{_escape(key[1].strip() or key[1])}&rdquo; (position {key[0]})</h3>"
             f"{listed}</div>"
         )
     hint = (
@@ -213,7 +221,7 @@ def _weights_chart(artifact) -> str:
         h = 100 * w / top
         bars.append(
             f'<rect x="{i * 14}" y="{105 - h:.1f}" width="{bar}" height="{h:.1f}" '
-            f'fill="#3b6fb6"><title>{html.escape(group)}: {w:.3f}</title></rect>'
+            f'fill="#3b6fb6"><title>{_escape(group)}: {w:.3f}</title></rect>'
         )
     line = 105 - 100 / top
     labels.append(

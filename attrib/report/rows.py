@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 
 from attrib import log
-from attrib.data import decode_image, open_dataset, ref_from_settings, undecoded
+from attrib.data import decode_image, open_dataset, read_rows, ref_from_settings, undecoded
 from attrib.errors import AttribError
 
 TEXT_LIMIT = 600
@@ -34,14 +34,14 @@ class RowReader:
         column = self.columns["image"]
         out = {}
         for index in indices:
-            image = decode_image(self.dataset[int(index)][column], int(index), column)
+            image = decode_image(read_rows(self.dataset, int(index))[column], int(index), column)
             out[int(index)] = _png(image, size)
         return out
 
     def texts(self, indices) -> dict[int, dict]:
         if self.dataset is None:
             return {}
-        return {int(i): self._fields(self.dataset[int(i)]) for i in indices}
+        return {int(i): self._fields(read_rows(self.dataset, int(i))) for i in indices}
 
     def _fields(self, row: dict) -> dict:
         fields = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.hub import check_source, looks_like_path
+from attrib.hub import check_data_source, check_source
 from attrib.memory import memory_option
 from attrib.options import Options, at_least, option, positive
 from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
@@ -86,8 +86,7 @@ class TrainOptions(Options):
         check_source(self.model, "--model")
         if self.adapter:
             check_source(self.adapter, "--adapter")
-        if looks_like_path(self.data) and not Path(self.data).expanduser().exists():
-            raise AttribError(f"--data {self.data}: no such file or folder")
+        check_data_source(self.data)
         for name in ("epochs", "batch_size", "max_examples", "snapshot_every", "max_length"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
         for name in ("warmup", "seed", "momentum"):
