@@ -129,3 +129,24 @@ def test_an_empty_data_file_is_refused_before_anything_loads(tmp_path):
     for options in (FeaturizeOptions, TrainOptions):
         with pytest.raises(AttribError, match="the file is empty"):
             options(model=str(tmp_path), data=str(empty), out=tmp_path / "out")
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, gpt2_dir, text_data):
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(gpt2_dir / name, bare / name)
+    code, _, err = _featurize(bare, text_data, tmp_path / "out")
+    _assert_one_line_error(code, err, "encodes every text to nothing")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_query_on_a_text_store_says_what_the_store_is(tmp_path, gpt2_dir, text_data):
+    code, _, err = _featurize(gpt2_dir, text_data, tmp_path / "s", "--proj-dim", "4")
+    assert code == 0, err
+    image = tmp_path / "cat.png"
+    image.write_bytes(png_bytes(np.zeros((8, 8, 3), dtype=np.uint8)))
+    code, _, err = run_cli("score", "-t", tmp_path / "s", "--query", image)
+    _assert_one_line_error(code, err, "is an image", "causal-lm model")

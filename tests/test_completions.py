@@ -218,3 +218,34 @@ def test_chat_answer_explained_end_to_end(tmp_path, gpt2_dir, monkeypatch):
     prompt = tok.apply_chat_template(chats[4][:1], add_generation_prompt=True)["input_ids"]
     assert len(tokens) == 2 * (len(answer) - len(prompt))  # each answer token, top 2 each
     assert {r["token_text"] for r in tokens} <= {tok.decode([t]) for t in answer}
+
+
+def test_a_plain_text_store_takes_text_and_prompt_completion_objects(tmp_path, gpt2_dir, text_data):
+    """`{"text": t}` is the text t (it was scored as the literal JSON); a prompt/completion
+    object attributes the completion given the prompt, with no EOS added: with an empty
+    prompt it is the text itself, with a prompt it differs; an empty text is refused."""
+    train = tmp_path / "train"
+    code, _, err = run_cli("featurize", "--model", gpt2_dir, "--data", text_data, "--out", train,
+                           "--proj-dim", "4", "--device", "cpu", "-q")  # fmt: skip
+    assert code == 0, err
+
+    def scores(*values) -> np.ndarray:
+        out = tmp_path / "s.npy"
+        args = [a for v in values for a in ("--query", v)]
+        code, _, err = run_cli("score", "-t", train, "--method", "tracin", *args, "--out", out,
+                               "-q")  # fmt: skip
+        assert code == 0, err
+        return np.load(out)
+
+    text = "the cat sat on the mat"
+    plain = scores(text)
+    np.testing.assert_array_equal(scores(json.dumps({"text": text})), plain)
+    whole = scores(json.dumps({"prompt": "", "completion": text}))
+    np.testing.assert_allclose(whole, plain, rtol=1e-5, atol=1e-6 * np.abs(plain).max())
+    answer = scores(json.dumps({"prompt": "the cat", "completion": " sat on the mat"}))
+    assert not np.allclose(answer, plain, rtol=0.05)
+    for bad, phrase in (("", "empty query"), ('{"messages": []}', "plain-text store")):
+        _assert_one_line_error(*run_cli("score", "-t", train, "--query", bad)[::2], phrase)
+    mixed = run_cli("score", "-t", train, "--query", text, "--query",
+                    json.dumps({"prompt": "a", "completion": " b"}))  # fmt: skip
+    _assert_one_line_error(mixed[0], mixed[2], "two calls")

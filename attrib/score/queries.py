@@ -238,6 +238,11 @@ def resolve_text_values(store: Store, values: list[str], texts: list[str]) -> li
     for value in values:
         path = Path(value)
         if _is_file(value):
+            if image_problem(value) is None:
+                raise AttribError(
+                    f"--query {value} is an image, but {store.path} was made from a {task} "
+                    "model: its queries are texts (or --queries STORE)"
+                )
             lines = read_query_lines(path.read_bytes(), f"--query {value}")
             if not lines:
                 raise AttribError(f"--query {value} holds no queries (every line is blank)")

@@ -49,6 +49,14 @@ class CausalLMTask(Task):
             )
         except (OSError, ValueError) as exc:
             raise hub.load_error("tokenizer of", ref.source, ref.revision, exc) from None
+        if not tokenizer(text="a b c")["input_ids"]:
+            # transformers 5 builds an empty tokenizer for a folder without tokenizer files:
+            # every text would encode to nothing, and featurize would store zeros.
+            raise AttribError(
+                f"--model {ref.source}: its tokenizer encodes every text to nothing (no "
+                "tokenizer files in the folder?); save the tokenizer beside the weights "
+                "(tokenizer.save_pretrained) or copy its files in"
+            )
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         tokenizer.padding_side = options.padding_side
@@ -91,7 +99,7 @@ class CausalLMTask(Task):
 
     def query_rows(self, values: list[str], stored: dict) -> tuple[dict, dict[str, list]]:
         if completions.data_format(stored) == "text":
-            return super().query_rows(values, stored)
+            return completions.text_store_query_rows(values)
         return dict(stored), completions.query_rows(values, stored)
 
     def prepare(self, rows: dict[str, list], positions: range, device, columns: dict) -> dict:

@@ -11,7 +11,9 @@ Formats (TRL's dataset formats), detected from the column names:
 - `messages`: a conversation whose last message (the assistant's) is the completion and the
   messages before it the prompt.
 Only completion tokens are targets, on the training and the query side. Plain `text` keeps
-every token.
+every token. A query of a model trained on plain text may be a prompt/completion object too
+(`TEXT_COMPLETION` columns): its completion's tokens, given the prompt, are attributed, and
+no EOS is appended (the training texts had none).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import json
 import torch
 
 from attrib.errors import AttribError
+
+
+# Columns of prompt/completion queries of a store trained on plain text.
+TEXT_COMPLETION = {"prompt": "prompt", "completion": "completion", "continues": "text"}
 
 
 def data_format(columns: dict) -> str:
@@ -50,7 +56,9 @@ def split_messages(messages, row: int) -> tuple[list, list]:
     return messages[:-1], messages[-1:]
 
 
-def encode(tokenizer, prompt, completion, row: int) -> tuple[list[int], list[int]]:
+def encode(
+    tokenizer, prompt, completion, row: int, add_eos: bool = True
+) -> tuple[list[int], list[int]]:
     """(token ids, completion mask) of one example."""
     if isinstance(prompt, list) != isinstance(completion, list):
         raise AttribError(f"row {row}: prompt and completion must both be text or both messages")
@@ -66,11 +74,13 @@ def encode(tokenizer, prompt, completion, row: int) -> tuple[list[int], list[int
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise AttribError(f"row {row}: prompt and completion must be text")
         eos = tokenizer.eos_token
-        if eos and not completion.endswith(eos):
+        if add_eos and eos and not completion.endswith(eos):
             completion = completion + eos
         prompt_ids = tokenizer(text=prompt)["input_ids"]
         ids = tokenizer(text=prompt + completion)["input_ids"]
     start = common_prefix(prompt_ids, ids)
+    if start >= len(ids) and not add_eos:  # a query's completion (training rows get an EOS)
+        raise AttribError("a query's completion has no tokens to attribute; pass some text")
     return list(ids), [0] * start + [1] * (len(ids) - start)
 
 
@@ -90,7 +100,7 @@ def batch(tokenizer, rows: dict, positions, columns: dict, max_length: int, devi
         else:
             prompt = rows[columns["prompt"]][offset]
             completion = rows[columns["completion"]][offset]
-        ids, mask = encode(tokenizer, prompt, completion, row)
+        ids, mask = encode(tokenizer, prompt, completion, row, "continues" not in columns)
         encoded.append((ids[:max_length], mask[:max_length]))
     width = max(len(ids) for ids, _ in encoded)
     left = tokenizer.padding_side == "left"
@@ -109,6 +119,51 @@ def batch(tokenizer, rows: dict, positions, columns: dict, max_length: int, devi
         "position_ids": (attention.cumsum(-1) - 1).clamp(min=0).to(device),
         "completion_mask": completion.to(device),
     }
+
+
+def text_store_query_rows(values: list[str]) -> tuple[dict, dict[str, list]]:
+    """(columns, rows) of `--query` values for a store of plain text: texts, `{"text": ...}`
+    objects, or `{"prompt": ..., "completion": ...}` objects (the completion attributed given
+    the prompt); not a mix of texts and completions (they are featurized differently)."""
+    texts, pairs = [], []
+    for value in values:
+        record = _json_object(value)
+        if record is None:
+            texts.append(value)
+        elif set(record) == {"text"} and isinstance(record["text"], str):
+            texts.append(record["text"])
+        elif {"prompt", "completion"} <= set(record) and all(
+            isinstance(record[k], str) for k in ("prompt", "completion")
+        ):
+            pairs.append(record)
+        else:
+            raise AttribError(
+                f"--query {value[:60]!r}: a JSON query of a plain-text store is "
+                '{"text": ...} or {"prompt": ..., "completion": ...} (text; messages need a '
+                "store of chat data)"
+            )
+    if texts and pairs:
+        raise AttribError(
+            "--query: texts and prompt/completion objects are featurized differently; "
+            "score them in two calls"
+        )
+    if not pairs:
+        for text in texts:
+            if not text.strip():
+                raise AttribError("an empty query has no tokens to attribute; pass some text")
+        return {"text": "text"}, {"text": texts}
+    rows = {"prompt": [p["prompt"] for p in pairs], "completion": [p["completion"] for p in pairs]}
+    return dict(TEXT_COMPLETION), rows
+
+
+def _json_object(value: str) -> dict | None:
+    if not value.lstrip().startswith("{"):
+        return None
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def query_rows(values: list[str], columns: dict) -> dict[str, list]:
