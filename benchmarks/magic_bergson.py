@@ -126,7 +126,7 @@ def main() -> None:
     ]
     for row in rows:
         name = {"attrib.npy": "attrib magic", "bergson.npy": "bergson magic"}.get(
-            row["weights"], f"{row['method']} ({row['weights']})"
+            row["method"], f"{row['method']} ({row['weights']})"
         )
         lines.append(
             f"| {row['truth']} | {name} | {100 * row['lds']:.2f} | {100 * row['ci_subsets']:.2f} |"

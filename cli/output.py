@@ -38,9 +38,14 @@ PERCENT_KEYS = ("lds", "ci", "ci_subsets", "vs_first", "vs_first_ci", "tail_patc
 
 
 def in_percent(row: dict) -> dict:
-    return {
+    """The row with its quality figures in percent, and a `unit` saying so (a pipeline must not
+    have to guess: they were fractions before the first release that printed percent)."""
+    converted = {
         k: (100 * v if k in PERCENT_KEYS and isinstance(v, float) else v) for k, v in row.items()
     }
+    if any(k in PERCENT_KEYS for k in row):
+        converted["unit"] = "percent"
+    return converted
 
 
 def print_rows(
@@ -98,6 +103,20 @@ def _cell(value, key: str) -> str:
     return str(value)
 
 
+def _query_title(row: dict, title_key: str) -> str | None:
+    """`query 0 (row 12): text: ...` for a store's row, `query 0: the text` for a value."""
+    if title_key not in row:
+        return None
+    ident, echoed = row[title_key], row.get("query_preview")
+    if isinstance(ident, int):
+        return f"query {row['query']} (row {ident})" + (f": {echoed}" if echoed else "")
+    title = f"query {row['query']}: {ident}"
+    title += f"  ({echoed})" if echoed and echoed != ident else ""
+    if "explains" in row:  # an unlabelled image: the model's prediction is what is explained
+        title += f"  explains class {row['explains']} (the model's prediction)"
+    return title
+
+
 def _tables(records: list[dict], title_key: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -107,10 +126,7 @@ def _tables(records: list[dict], title_key: str) -> None:
     for record in records:
         groups.setdefault(record.get("query", 0), []).append(record)
     for rows in groups.values():
-        title = f"query {rows[0]['query']}: {rows[0][title_key]}" if title_key in rows[0] else None
-        echoed = rows[0].get("query_preview")
-        if title and echoed and echoed != rows[0][title_key]:
-            title += f"  ({echoed})"
+        title = _query_title(rows[0], title_key)
         table = Table(title=title, title_justify="left")
         value_key = "score" if "score" in rows[0] else "self_influence"
         lists = "list" in rows[0]  # --opponents: proponents, then opponents

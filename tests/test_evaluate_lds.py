@@ -98,7 +98,8 @@ def test_lds_from_the_cli_as_json_and_mismatched_ground_truth(tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["method"] for r in rows] == ["tracin", "cosine"]
     keys = {"method", "weights", "lds", "ci", "ci_subsets", "subsets", "queries"}
-    assert set(rows[0]) == keys | {"vs_first", "vs_first_ci"}
+    assert set(rows[0]) == keys | {"vs_first", "vs_first_ci", "unit"}
+    assert all(r["unit"] == "percent" for r in rows)  # a pipeline need not guess the unit
     assert rows[0]["ci_subsets"] >= rows[0]["ci"] / 2
     # In percent, as the table shows them.
     difference = rows[1]["lds"] - rows[0]["lds"]

@@ -19,7 +19,7 @@ from attrib.store import Store
 @dataclass
 class LdsResult:
     method: str
-    weights: str
+    weights: str | None  # None: a --scores file (no weights apply)
     lds: float  # fraction
     ci: float  # over queries
     subsets: int
@@ -83,8 +83,10 @@ def lds_of_scores(path: Path, truth: GroundTruth) -> LdsResult:
     predicted = scores.astype(np.float64) @ truth.masks.T.astype(np.float64)
     per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
     mean, ci = mean_ci(per_query)
+    # The file is the row's "method" (a method attrib ran elsewhere, or another tool's): no
+    # weights file applies to it.
     return LdsResult(
-        "scores", path.name, mean, ci, truth.subsets, len(per_query), per_query, predicted=predicted
+        path.name, None, mean, ci, truth.subsets, len(per_query), per_query, predicted=predicted
     )
 
 

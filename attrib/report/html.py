@@ -28,6 +28,7 @@ _CONTROLS = {c: chr(0x2400 + c) for c in range(32) if c not in (9, 10, 13)} | {0
 def _escape(text: str) -> str:
     return html.escape(str(text).translate(_CONTROLS))
 
+
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1d2330;
 background:#fafbfc}
@@ -46,12 +47,13 @@ border:1px solid #dde2ea;background:#fff}
 .label{display:inline-block;background:#eef1f5;border-radius:10px;padding:1px 8px;
 font-size:12px;margin-right:6px}
 .tok{padding:2px 1px;border-radius:3px;cursor:pointer;white-space:pre-wrap}
+.tok.ctx{cursor:default;color:#8a93a3}
 .tokens{font-family:ui-monospace,Menlo,monospace;font-size:14px;line-height:2;
 margin:8px 0}.tokrows{display:none}.tokrows.open{display:block}
 nav a{margin-right:10px;font-size:13px}svg text{font-size:10px;fill:#1d2330}
 """
 SCRIPT = """
-document.querySelectorAll('.tok').forEach(function(t){t.addEventListener('click',function(){
+document.querySelectorAll('.tok[data-target]').forEach(function(t){t.addEventListener('click',function(){
 var box=document.getElementById(t.dataset.target);document.querySelectorAll('.tokrows.open')
 .forEach(function(o){if(o!==box){o.classList.remove('open')}});box.classList.toggle('open');
 });});
@@ -66,9 +68,11 @@ def write_report(
     query_values,
     weights=None,
     title: str = "attrib",
+    contexts: dict[int, list[str]] | None = None,
 ) -> Path:
     """Write the report of `records` (score's) for the training store `train`; the queries
-    are rows of the query store `queries`, or the `query_values` (paths or texts)."""
+    are rows of the query store `queries`, or the `query_values` (paths or texts). Per-token
+    records: `contexts` gives each query's whole token sequence, drawn around its targets."""
     rows = RowReader(train)
     shown = {r["index"] for r in records}
     images = rows.thumbnails(sorted(shown), THUMB) if rows.has_images else {}
@@ -77,8 +81,9 @@ def write_report(
     for record in records:
         by_query[record["query"]].append(record)
     query_rows = RowReader(queries) if queries is not None else None
+    contexts = contexts or {}
     sections = [
-        _query_section(q, found, images, texts, query_rows, query_values)
+        _query_section(q, found, images, texts, query_rows, query_values, contexts.get(q))
         for q, found in sorted(by_query.items())
     ]
     index = "".join(f'<a href="#q{q}">query {q}</a>' for q in sorted(by_query))
@@ -101,10 +106,10 @@ def write_report(
     return Path(path)
 
 
-def _query_section(q, records, images, texts, query_rows, query_values) -> str:
+def _query_section(q, records, images, texts, query_rows, query_values, context) -> str:
     head = _query_box(q, records[0], query_rows, query_values)
     if "token" in records[0]:
-        content = _tokens(q, records, images, texts)
+        content = _tokens(q, records, images, texts, context)
     else:
         content = _lists(records, images, texts)
     first = records[0]
@@ -126,6 +131,11 @@ def _query_box(q, record, query_rows, query_values) -> str:
         value = query_values[q]
         image = RowReader.file_thumbnail(value, THUMB)
         parts.append(_img(image) if image else f'<div class="text">{_escape(value)}</div>')
+    if "explains" in record:  # a file has no label: the model's prediction is explained
+        parts.append(
+            f'<span class="label">explains class {_escape(record["explains"])}</span>'
+            '<span class="meta">the model\'s prediction</span>'
+        )
     return f'<div class="querybox"><b>the query</b>{"".join(parts)}</div>'
 
 
@@ -172,8 +182,9 @@ def _img(data: bytes | None) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _tokens(q, records, images, texts) -> str:
-    """The answer token by token, coloured by the summed scores of each token's top rows."""
+def _tokens(q, records, images, texts, context: list[str] | None = None) -> str:
+    """The answer token by token, coloured by the summed scores of each token's top rows;
+    the tokens of `context` that are no target (the first, a prompt's) drawn plain."""
     by_token = defaultdict(list)
     for record in records:
         by_token[(record["token"], record["token_text"])].append(record)
@@ -185,14 +196,18 @@ def _tokens(q, records, images, texts) -> str:
     }
     scale = max((abs(m) for m in masses.values()), default=1.0) or 1.0
     strongest = max(masses, key=masses.get, default=None)
-    spans, boxes = [], []
+    spans, boxes = {}, []
+    for position, text in enumerate(context or []):
+        spans[position] = (
+            f'<span class="tok ctx" title="context: not attributed">{_escape(text)}</span>'
+        )
     for n, (key, rows) in enumerate(sorted(by_token.items())):
         mass = masses[key] / scale
         colour = (
             f"rgba(17,112,58,{abs(mass):.2f})" if mass >= 0 else f"rgba(163,38,27,{abs(mass):.2f})"
         )
         target = f"q{q}t{n}"
-        spans.append(
+        spans[key[0]] = (
             f'<span class="tok" style="background:{colour}" data-target="{target}" '
             f'title="mass {masses[key]:.3g}">{_escape(key[1])}</span>'
         )
@@ -208,7 +223,8 @@ def _tokens(q, records, images, texts) -> str:
         "helpful training rows (darker: more; red where even those are negative); click a "
         "token for its rows (the strongest is open)</div>"
     )
-    return f'{hint}<div class="tokens">{"".join(spans)}</div>{"".join(boxes)}'
+    strip = "".join(spans[p] for p in sorted(spans))
+    return f'{hint}<div class="tokens">{strip}</div>{"".join(boxes)}'
 
 
 def _weights_chart(artifact) -> str:

@@ -37,6 +37,14 @@ class Previewer:
             out[i] = self._one(row)
         return out
 
+    def label_name(self, index: int):
+        """A class index as the training data names it (its ClassLabel names), else itself."""
+        label = self.columns.get("label")
+        feature = self.dataset.features.get(label) if self.dataset is not None and label else None
+        if isinstance(feature, datasets.ClassLabel) and 0 <= index < feature.num_classes:
+            return feature.int2str(index)
+        return index
+
     def _one(self, row: dict) -> dict:
         preview = {}
         for key in ("text", "prompt", "completion", "messages"):  # language-model data

@@ -38,6 +38,12 @@ class Queries:
     ids: list  # what identifies each query in output: a row index, a path or a text
     # Per-token rows (--per-token): for each row, (query number, token position, token text).
     tokens: list[tuple[int, int, str]] | None = None
+    # Per-token: each query's whole token sequence (texts by position), targets or not (the
+    # first token and a prompt's are context: a report draws them uncoloured).
+    contexts: dict[int, list[str]] | None = None
+    # Classifier queries given as image files: the class index each one's features explain
+    # (the model's prediction: a file has no label).
+    explained: list[int] | None = None
 
 
 def check_compatible(train: Store, settings: dict, what: str) -> None:
@@ -109,7 +115,7 @@ def from_values(
     captions = _captions(task, prompts, len(values))
     if per_token:
         return _per_token(task, featurizer, columns, query_rows, values, names)
-    parts = []
+    parts, explained = [], []
     for start in range(0, len(values), batch_size):
         chunk = values[start : start + batch_size]
         rows = {name: column[start : start + batch_size] for name, column in query_rows.items()}
@@ -117,14 +123,16 @@ def from_values(
             rows["caption"] = captions[start : start + batch_size]
         batch = featurizer(rows, range(start, start + len(chunk)))
         parts.append(torch.cat([batch.features[name] for name in names], dim=1).cpu())
-    return Queries(torch.cat(parts), list(values))
+        if "explained" in batch.scalars:
+            explained += [int(i) for i in batch.scalars["explained"].tolist()]
+    return Queries(torch.cat(parts), list(values), explained=explained or None)
 
 
 def _ensemble_values(train: Store, values: list[str], args: tuple) -> Queries:
     """An ensemble's query features: each member's, under its own model (featurized with its
     own store's settings), scaled by sqrt(member weight) as `attrib ensemble` scales the
     training features, side by side in member order."""
-    parts, tokens = [], None
+    parts, tokens, contexts = [], None, None
     for member in train.settings["ensemble"]["members"]:
         path = Path(member["store"])
         if not (path / "manifest.json").is_file():
@@ -140,8 +148,8 @@ def _ensemble_values(train: Store, values: list[str], args: tuple) -> Queries:
             )
         queries = from_values(store, values, *args)
         parts.append(queries.features * float(member["weight"]) ** 0.5)
-        tokens = queries.tokens
-    return Queries(torch.cat(parts, dim=1), list(values), tokens)
+        tokens, contexts = queries.tokens, queries.contexts
+    return Queries(torch.cat(parts, dim=1), list(values), tokens, contexts)
 
 
 def _per_token(task, featurizer, columns, query_rows, values, names) -> Queries:
@@ -149,7 +157,7 @@ def _per_token(task, featurizer, columns, query_rows, values, names) -> Queries:
     sequence features (each token carries 1/T of the mean NLL)."""
     if not hasattr(task, "token_rows"):
         raise AttribError(f"--per-token is for language models, not {task.name} models")
-    parts, tokens = [], []
+    parts, tokens, contexts = [], [], {}
     for q in range(len(values)):
         rows = {name: column[q : q + 1] for name, column in query_rows.items()}
         batch = task.prepare(rows, range(q, q + 1), task.device, columns)
@@ -158,9 +166,14 @@ def _per_token(task, featurizer, columns, query_rows, values, names) -> Queries:
             raise AttribError(f"--query {str(values[q])[:60]!r} has no target tokens")
         features = featurizer.from_batch(expanded, range(len(positions))).features
         parts.append(torch.cat([features[name] for name in names], dim=1).cpu())
-        ids = batch["input_ids"][0].tolist()
-        tokens += [(q, p, task.processor.decode([ids[p]])) for p in positions]
-    return Queries(torch.cat(parts), list(values), tokens)
+        real = batch["attention_mask"][0].bool().tolist()
+        texts = [
+            task.processor.decode([i]) if r else ""
+            for i, r in zip(batch["input_ids"][0].tolist(), real)
+        ]
+        tokens += [(q, p, texts[p]) for p in positions]
+        contexts[q] = texts
+    return Queries(torch.cat(parts), list(values), tokens, contexts)
 
 
 def _captions(task, prompts: list[str] | None, count: int) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,33 @@ from attrib.score.options import DEFAULT_TOP, ScoreOptions
 from attrib.score.preview import Previewer
 from attrib.store import Store
 from attrib.tasks import task_class, task_names
-from attrib.weights.artifact import load_weights
+from attrib.weights.artifact import WeightsArtifact, load_weights
 
 
 def weight_vector(store: Store, path: Path | None) -> torch.Tensor | None:
     """The (D,) per-feature weights from a weights file, checked against the store's groups."""
     if path is None:
         return None
-    per_module = load_weights(path).module_weights(store.module_names)
+    return _expanded(store, load_weights(path))
+
+
+def _expanded(store: Store, artifact: WeightsArtifact | None) -> torch.Tensor | None:
+    if artifact is None:
+        return None
+    per_module = artifact.module_weights(store.module_names)
     return torch.from_numpy(store.layout.expand(per_module)).float()
+
+
+@dataclass
+class _Scored:
+    """What scoring had at hand, for the report (nothing is opened or loaded twice)."""
+
+    records: list[dict]
+    store: Store | None = None
+    query_store: Store | None = None
+    values: list[str] | None = None
+    weights: WeightsArtifact | None = None
+    contexts: dict[int, list[str]] | None = None
 
 
 def _warn_output_mismatch(store: Store, method: str) -> None:
@@ -47,27 +66,31 @@ def run_score(request: ScoreOptions) -> list[dict]:
     token and rank, with `token` and `token_text`); `--out` writes all scores (one row per
     query, or per query token in order)."""
     runtime = distributed.init(request.device)
-    records = _scored(request, runtime)
+    scored = _scored(request, runtime)
     if request.html is not None and runtime.is_main:
-        _report(request, records)
+        _report(request, scored)
     runtime.finish()  # under a launcher: no rank leaves while another still talks to it
-    return records
+    return scored.records
 
 
-def _scored(request: ScoreOptions, runtime) -> list[dict]:
+def _scored(request: ScoreOptions, runtime) -> _Scored:
     store = Store(request.train)
     method = get_method(request.method, store, request.damping)
     _warn_output_mismatch(store, request.method)
-    weights = weight_vector(store, request.weights)
+    artifact = load_weights(request.weights) if request.weights is not None else None
+    weights = _expanded(store, artifact)
     query_store = Store(request.queries) if request.queries is not None else None
     values = queries.resolve_text_values(store, list(request.query), list(request.text))
+    scored = _Scored([], store, query_store, None if query_store else values, artifact)
     count = 0 if request.self_influence else len(values)
     if query_store is not None:
         count = query_store.num_examples
     if not request.per_token and request.index is None:  # per-token: once tokenized
         plan_streaming(Budget(request.memory_gb), store, method, count)
     if request.self_influence:  # one pass over the store: rank 0 does it alone
-        return _self_records(store, method.prepare(), weights, request) if runtime.is_main else []
+        if runtime.is_main:
+            scored.records = _self_records(store, method.prepare(), weights, request)
+        return scored
     if query_store is not None:
         chosen = queries.from_store(store, query_store)
     else:
@@ -86,7 +109,7 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
     )
     if request.index is not None:
         if not runtime.is_main:
-            return []  # an index answers in one process
+            return scored  # an index answers in one process
         from attrib.index.search import search
 
         top = search(
@@ -107,10 +130,12 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
             request.opponents,
         )
     if top is None:  # another rank than the first: rank 0 merges and reports
-        return []
+        return scored
     lists = [("proponents", top)] + ([("opponents", top.bottom)] if top.bottom is not None else [])
     shown_rows = np.concatenate([found.indices.reshape(-1) for _, found in lists])
-    previews = Previewer(store)(shown_rows) if request.preview else {}
+    previewer = Previewer(store) if request.preview or chosen.explained else None
+    previews = previewer(shown_rows) if request.preview else {}
+    explained = [previewer.label_name(i) for i in chosen.explained] if chosen.explained else None
     shown = [_shown(i) for i in chosen.ids]
     echoed = _query_previews(query_store, chosen.ids) if request.preview else {}
     rows = [(q, {}) for q in range(len(shown))]
@@ -125,6 +150,7 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
                     "query": q,
                     "query_id": shown[q],
                     **({"query_preview": echoed[q]} if q in echoed else {}),
+                    **({"explains": explained[q]} if explained else {}),
                     **token,
                     **({"list": name} if len(lists) > 1 else {}),
                     "rank": rank + 1,
@@ -132,21 +158,19 @@ def _scored(request: ScoreOptions, runtime) -> list[dict]:
                     "score": float(found.scores[row, rank]),
                 }
                 records.append({**record, **previews.get(index, {})})
-    return records
+    scored.records, scored.contexts = records, chosen.contexts
+    return scored
 
 
-def _report(request: ScoreOptions, records: list[dict]) -> None:
+def _report(request: ScoreOptions, scored: _Scored) -> None:
     from attrib.report.html import write_report
-    from attrib.weights.artifact import load_weights
 
-    train = Store(request.train)
-    query_store = Store(request.queries) if request.queries is not None else None
-    values = None
-    if query_store is None:
-        values = queries.resolve_text_values(train, list(request.query), list(request.text))
-    weights = load_weights(request.weights) if request.weights is not None else None
+    weights = scored.weights
     title = f"attrib score: {request.method}" + (" with learned weights" if weights else "")
-    write_report(request.html, records, train, query_store, values, weights, title)
+    write_report(
+        request.html, scored.records, scored.store, scored.query_store, scored.values, weights,
+        title, scored.contexts,
+    )  # fmt: skip
     log.info(f"wrote {request.html}")
 
 

@@ -24,7 +24,6 @@ import torch
 
 from attrib.errors import AttribError
 
-
 # Columns of prompt/completion queries of a store trained on plain text.
 TEXT_COMPLETION = {"prompt": "prompt", "completion": "completion", "continues": "text"}
 

@@ -97,6 +97,7 @@ class ImageClassifierTask(Task):
         margin = picked - others
         loss = -log_p
         scalars = {"loss": loss.detach(), "out_to_loss": 1 - log_p.detach().exp()}
+        scalars["explained"] = labels.detach()  # the class explained (not a store column)
         values = margin if output_function == "margin" else loss
         return TaskOutput(values, scalars)
 

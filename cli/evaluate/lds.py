@@ -33,10 +33,10 @@ def verdicts(rows: list[dict]) -> list[str]:
             verdict = "within the noise"
         else:
             verdict = "better beyond the noise" if change > 0 else "worse beyond the noise"
+        weights = row["weights"]
+        named = row["method"] + (f", weights {weights.rsplit('/', 1)[-1]}" if weights else "")
         lines.append(
-            f"row {number} ({row['method']}, weights {str(row['weights']).rsplit('/', 1)[-1]}): "
-            f"{change:+.2f} points "
-            f"vs row 1 (±{noise:.2f}): {verdict}"
+            f"row {number} ({named}): {change:+.2f} points vs row 1 (±{noise:.2f}): {verdict}"
         )
     return lines
 
