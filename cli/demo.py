@@ -12,15 +12,21 @@ from attrib_cli.common import setup
 
 from attrib.demo.options import DemoOptions
 
-NEXT = """next, on your own model and data (learn weights on one query set, evaluate on another):
+# Every line within 80 columns (a wrapped command cannot be pasted): long ones continue
+# with a backslash. Printed with soft_wrap, so a narrower terminal folds, rich never splits.
+NEXT = """next, on your own model and data (learn weights on one query set, evaluate on
+another):
   attrib featurize --model MODEL --data TRAIN.parquet --out stores/train
   attrib featurize --model MODEL --data LEARN.parquet --out stores/learn
   attrib featurize --model MODEL --data EVAL.parquet --out stores/eval
-  attrib learn-weights --train stores/train --queries stores/learn --out weights.safetensors
-  attrib score --train stores/train --query QUERY_FILE --weights weights.safetensors
-  attrib evaluate retrain --train stores/train --queries stores/eval --out gt.npz
-  attrib evaluate lds --train stores/train --queries stores/eval --groundtruth gt.npz \\
-      --weights none,weights.safetensors"""
+  attrib learn-weights --train stores/train --queries stores/learn \\
+      --out weights.safetensors
+  attrib score --train stores/train --query QUERY_FILE \\
+      --weights weights.safetensors
+  attrib evaluate retrain --train stores/train --queries stores/eval \\
+      --out gt.npz
+  attrib evaluate lds --train stores/train --queries stores/eval \\
+      --groundtruth gt.npz --weights none,weights.safetensors"""
 
 
 def demo(values: dict, quiet: bool) -> None:
@@ -55,7 +61,7 @@ def demo(values: dict, quiet: bool) -> None:
     result = run_demo(options, on_answer=lambda answer: _answer(console, answer, shipped))
     _quality(console, result)
     _where(console, result, options)
-    console.print(NEXT)
+    console.print(NEXT, markup=False, highlight=False, soft_wrap=True)
 
 
 def _where(console, result, options) -> None:

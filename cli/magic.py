@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from attrib_cli.build import format_extra, options_command, quiet_extra
 from attrib_cli.common import setup
 from attrib_cli.output import FORMATS, choose_format, print_records
@@ -14,7 +12,7 @@ from attrib.runs.magic_options import MagicOptions
 def magic(values: dict, quiet: bool, fmt: str | None) -> None:
     setup(quiet)
     fmt = choose_format(fmt)
-    options = MagicOptions(**values, progress=not quiet and sys.stderr.isatty())
+    options = MagicOptions(**values, progress=not quiet)
     from attrib import log
     from attrib.runs.magic_run import run_magic
 

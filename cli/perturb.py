@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from attrib_cli.build import options_command, quiet_extra
 from attrib_cli.common import setup
 
@@ -12,7 +10,7 @@ from attrib.perturb.options import PerturbOptions
 
 def perturb(values: dict, quiet: bool) -> None:
     setup(quiet)
-    options = PerturbOptions(**values, progress=not quiet and sys.stderr.isatty())
+    options = PerturbOptions(**values, progress=not quiet)
     from attrib import log
     from attrib.perturb.run import run_perturb
 

@@ -31,7 +31,7 @@ def score(values: dict, quiet: bool, fmt: str | None) -> None:
     setup(quiet)
     fmt = choose_format(fmt)
     values["query"] = stdin_expanded(values["query"])
-    options = ScoreOptions(**values, progress=not quiet and sys.stderr.isatty())
+    options = ScoreOptions(**values, progress=not quiet)
     from attrib import log
     from attrib.score.run import run_score
 

@@ -70,3 +70,37 @@ def test_a_scores_file_is_a_row_of_its_own_not_a_weights_file(tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows[1]["method"] == "magic.npy" and rows[1]["weights"] is None
     assert rows[0]["weights"] == "none" and all(r["unit"] == "percent" for r in rows)
+
+
+def test_the_demos_next_commands_fit_80_columns_and_exist():
+    from attrib_cli.demo import NEXT
+    from test_docs import _commands, test_every_command_shown_exists_with_those_flags
+
+    assert max(len(line) for line in NEXT.splitlines()) <= 80
+    commands = _commands(NEXT)
+    assert len(commands) == 7
+    for argv in commands:
+        test_every_command_shown_exists_with_those_flags("attrib demo", argv)
+
+
+def test_on_a_pipe_a_long_phase_says_where_it_is_while_it_runs(capsys, monkeypatch):
+    """A bar draws nothing on a pipe until it ends: plain lines come from a timer instead, so
+    even one step longer than the interval is not silent; a short phase prints nothing."""
+    import time
+
+    from attrib.progress import progress_bar
+
+    monkeypatch.setenv("ATTRIB_PROGRESS_SECONDS", "0.05")
+    with progress_bar(True, unit="models") as bar:
+        task = bar.add_task("retrain", total=3)
+        for _ in range(3):
+            time.sleep(0.12)  # each "model" longer than the interval
+            bar.advance(task)
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("retrain: 0/3 models") for line in lines)  # before the first
+    assert any("models/s" in line and "left" in line for line in lines)
+    assert lines[-1].startswith("retrain: 3/3 models in")
+    monkeypatch.setenv("ATTRIB_PROGRESS_SECONDS", "30")
+    with progress_bar(True, unit="models") as bar:
+        bar.advance(bar.add_task("quick", total=1))
+    assert capsys.readouterr().err == ""
