@@ -101,3 +101,29 @@ def test_text_demo_draws_its_answer_as_a_token_heat_map(tmp_path, monkeypatch):
     # Every token of the query's text is drawn, each with its top rows behind a click.
     assert page.count('class="tok"') == page.count('class="tokrows') > 10
     assert result["query"]["text"][:20] in page
+
+
+def test_a_shipped_ground_truth_is_used_only_for_the_data_it_was_made_for(tmp_path):
+    """The text demo ships its ground truth for one Python's pydoc topics; other data (another
+    Python's topics) gets None, and the demo retrains its own."""
+    import datasets as hf
+    import numpy as np
+
+    from attrib.demo import quality
+    from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
+
+    data = {}
+    for role, count in (("train", 6), ("val", 2), ("eval", 3)):
+        data[role] = tmp_path / f"{role}.parquet"
+        hf.Dataset.from_dict({"text": [f"{role} {i}" for i in range(count)]}).to_parquet(
+            str(data[role])
+        )
+    outputs = np.arange(4 * 5, dtype=float).reshape(4, 5)
+    truth = GroundTruth(np.ones((4, 6), bool), outputs, False, {"val_rows": 2})
+    truth.extra.update(quality.data_fingerprints(data))
+    save_groundtruth(tmp_path / "gt.npz", truth)
+    split = quality.shipped(tmp_path / "gt.npz", data)
+    np.testing.assert_array_equal(split["val"].outputs, outputs[:, :2])
+    np.testing.assert_array_equal(split["eval"].outputs, outputs[:, 2:])
+    hf.Dataset.from_dict({"text": ["other"] * 6}).to_parquet(str(data["train"]))
+    assert quality.shipped(tmp_path / "gt.npz", data) is None

@@ -39,6 +39,36 @@ def checks_data(data: dict[str, Path]) -> tuple[Path, int]:
     return path, val.num_rows
 
 
+def data_fingerprints(data: dict[str, Path]) -> dict[str, str]:
+    """What a shipped ground truth was made for: the content of the training rows and of the
+    query rows (val+eval, in that order), as `rows_fingerprint` hashes them."""
+    from attrib.data import DataRef, open_dataset, rows_fingerprint
+
+    path, _ = checks_data(data)
+    out = {}
+    for role, source in (("train", data["train"]), ("queries", path)):
+        dataset = open_dataset(DataRef(str(source)))
+        columns = {c: c for c in dataset.column_names}
+        out[f"{role}_content"] = rows_fingerprint(dataset, len(dataset), columns)
+    return out
+
+
+def shipped(path: Path, data: dict[str, Path]) -> dict[str, GroundTruth] | None:
+    """A shipped ground truth as {"eval"} (or {"val", "eval"} when it covers both), or None
+    when it was made for other data than the task's here."""
+    truth = load_groundtruth(path)
+    made_for = {k: truth.extra.get(k) for k in ("train_content", "queries_content")}
+    if made_for["train_content"] is None:  # made for the evaluation queries only (diffusion)
+        return {"eval": truth}
+    if made_for != data_fingerprints(data):
+        return None
+    val_rows = int(truth.extra["val_rows"])
+    return {
+        "val": _columns(truth, slice(0, val_rows)),
+        "eval": _columns(truth, slice(val_rows, None)),
+    }
+
+
 def groundtruths(
     model: Path, train: Store, data: dict[str, Path], root: Path, subsets: int, recipe
 ) -> dict[str, GroundTruth]:

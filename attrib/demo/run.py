@@ -17,8 +17,7 @@ from pathlib import Path
 from attrib import log
 from attrib.atomic import atomic_path
 from attrib.demo import explain, quality
-from attrib.demo.options import DemoOptions
-from attrib.evaluate.groundtruth import load_groundtruth
+from attrib.demo.options import DEFAULT_SUBSETS, DemoOptions
 from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.run import run_featurize
 from attrib.store import Store
@@ -39,10 +38,15 @@ CANDIDATES = {
 # EK-FAC is much better on exact gradients (docs/quality.md: digits 24.9 against 17.9 at
 # p = 16), and the demo's models are small enough for them; the others project to 16.
 PROJECTION = {"ekfac": "full"}
-# The diffusion task's ground truth for its evaluation queries, built once by
-# benchmarks/quality_diffusion.py (models retrained from scratch: it depends on the data, the
-# recipe and the seeds, not on the checkpoint the demo trains).
-SHIPPED_GROUNDTRUTH = {"diffusion": "digits-ddpm-eval-64x2.npz"}
+# Ground truths shipped with attrib (models retrained from scratch: they depend on the data,
+# the recipe and the seeds, not on the checkpoint the demo trains). Diffusion: its evaluation
+# queries, built once by benchmarks/quality_diffusion.py. Text: its validation and evaluation
+# queries (val+eval), built by benchmarks/demo_groundtruth.py for the pydoc topics of the
+# Python it records: with another Python's topics the demo retrains its own.
+SHIPPED_GROUNDTRUTH = {
+    "diffusion": "digits-ddpm-eval-64x2.npz",
+    "text": "pydoc-text-val+eval-20.npz",
+}
 
 
 @dataclass
@@ -118,9 +122,13 @@ def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
         for m in candidates
     }
     first = stores[candidates[0]]["train"]
-    if subsets is None:
-        retraining, truths = False, {"eval": load_groundtruth(_shipped(task))}
-    else:
+    truths = quality.shipped(_shipped(task), data) if subsets is None else None
+    if subsets is None and truths is None:
+        log.info("the shipped ground truth was made for other data (another Python's pydoc "
+                 "topics): retraining one here")  # fmt: skip
+        subsets = DEFAULT_SUBSETS
+    retraining = False
+    if truths is None:
         retraining = not (root / f"groundtruth-{subsets}-val+eval.npz").exists()
         truths = quality.groundtruths(model, first, data, root, subsets, recipe)
     validation = quality.choose(stores, truths["val"]) if len(candidates) > 1 else {}

@@ -44,9 +44,10 @@ class _Outputs(torch.nn.Module):
 
 def output_gradients(
     loaded: Loaded, state: State, batch: dict, output: str
-) -> tuple[np.ndarray, list[list[torch.Tensor]]]:
-    """The queries' outputs at `state` (eval mode) and each one's gradient w.r.t. the trainable
-    parameters, then w.r.t. the running statistics (`stat_names` order)."""
+) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """The queries' outputs at `state` (eval mode) and their gradients w.r.t. the trainable
+    parameters, then w.r.t. the running statistics (`stat_names` order): one tensor per
+    input, with a leading dimension over the queries."""
     task, names = loaded.task, loaded.stepper.names
     set_buffers(loaded.stepper, state.buffers)
     task.model.eval()
@@ -57,13 +58,23 @@ def output_gradients(
     with exact_attention(), differentiable_eval(task.model, stats):
         values = functional_call(module, substituted, (batch,), strict=False)
     inputs = [*leaves, *stats.values()]
-    grads = []
-    for q in range(len(values)):
-        parts = torch.autograd.grad(
-            values[q], inputs, retain_graph=q < len(values) - 1, allow_unused=True
-        )
-        grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(inputs, parts)])
-    return values.detach().double().cpu().numpy(), grads
+    # One backward for all queries: the identity's rows as batched cotangents.
+    eye = torch.eye(len(values), dtype=values.dtype, device=values.device)
+    parts = _batched_grad([values], inputs, [eye])
+    return values.detach().double().cpu().numpy(), parts
+
+
+def _batched_grad(outputs, inputs, cotangents) -> list[torch.Tensor]:
+    """Vector-Jacobian products for a batch of cotangents (leading dimension Q) in one
+    vectorized backward pass; an input the outputs do not reach gets zeros."""
+    count = cotangents[0].shape[0]
+    parts = torch.autograd.grad(
+        outputs, inputs, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True
+    )
+    return [
+        torch.zeros((count, *x.shape), dtype=x.dtype, device=x.device) if g is None else g.detach()
+        for x, g in zip(inputs, parts)
+    ]
 
 
 def _stat_leaves(loaded: Loaded, state: State) -> dict[str, torch.Tensor]:
@@ -85,11 +96,11 @@ def metagradients(
     stepper, optimizer = loaded.stepper, loaded.optimizer
     final = state_from_snapshot(run, run.steps, stepper, optimizer)
     _, adjoint_params = output_gradients(loaded, final, query_batch, output)
-    # adjoint_params[q]: parameters then running statistics; optimizer state apart.
-    count = len(adjoint_params)
+    # The block's adjoints, each with a leading dimension over its queries: parameters then
+    # running statistics; the optimizer state's apart.
+    count = adjoint_params[0].shape[0]
     adjoint_state = [
-        [[torch.zeros_like(p) for p in final.params] for _ in optimizer.state_names()]
-        for _ in range(count)
+        [p.new_zeros((count, *p.shape)) for p in final.params] for _ in optimizer.state_names()
     ]
     result = np.zeros((count, run.meta["rows"]), dtype=np.float64)
     marks = run.snapshots
@@ -97,7 +108,9 @@ def metagradients(
         states = _segment_states(run, loaded, s0, s1)
         for t in reversed(range(s0, s1)):
             rows = loaded.batches[t]
-            moved = _step_vjps(loaded, states[t - s0], rows, t, adjoint_params, adjoint_state)
+            adjoint_params, adjoint_state, moved = _step_vjps(
+                loaded, states[t - s0], rows, t, adjoint_params, adjoint_state
+            )
             for q, weights_bar in enumerate(moved):
                 np.add.at(result[q], rows, weights_bar)
             if on_step is not None:
@@ -123,8 +136,9 @@ def _segment_states(run: Run, loaded: Loaded, s0: int, s1: int) -> list[State]:
 
 
 def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoint_state):
-    """Move every query's adjoint back through step t (in place); return each query's
-    d f / d w for the step's rows."""
+    """Every query's adjoint moved back through step t, in one vectorized double backward
+    (the queries' cotangents batched); returns (parameter and statistics adjoints, optimizer
+    state adjoints, each query's d f / d w for the step's rows)."""
     stepper, optimizer = loaded.stepper, loaded.optimizer
     set_buffers(stepper, state.buffers)
     params = [p.detach().requires_grad_(True) for p in state.params]
@@ -142,20 +156,8 @@ def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoi
     outputs += [s for group in new_opt for s in group]
     inputs = [*params, *stats.values(), *(s for group in opt for s in group), weights]
     carried = len(params) + len(stats)
-    moved = []
-    for q in range(len(adjoint_params)):
-        cotangents = [*adjoint_params[q], *(s for group in adjoint_state[q] for s in group)]
-        parts = torch.autograd.grad(
-            outputs,
-            inputs,
-            grad_outputs=cotangents,
-            retain_graph=q < len(adjoint_params) - 1,
-            allow_unused=True,
-        )
-        parts = [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(inputs, parts)]
-        adjoint_params[q] = parts[:carried]
-        flat = parts[carried:-1]
-        size = len(params)
-        adjoint_state[q] = [flat[k * size : (k + 1) * size] for k in range(len(opt))]
-        moved.append(parts[-1].double().cpu().numpy())
-    return moved
+    cotangents = [*adjoint_params, *(s for group in adjoint_state for s in group)]
+    parts = _batched_grad(outputs, inputs, cotangents)
+    flat, size = parts[carried:-1], len(params)
+    state_adjoints = [flat[k * size : (k + 1) * size] for k in range(len(opt))]
+    return parts[:carried], state_adjoints, parts[-1].double().cpu().numpy()
