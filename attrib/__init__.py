@@ -42,8 +42,8 @@ _EXPORTS = {
     "run_generate": "attrib.generate.run",
     "DemoOptions": "attrib.demo.options",
     "run_demo": "attrib.demo.run",
-    "InspectOptions": "attrib.store.summary",
-    "store_summary": "attrib.store.summary",
+    "InspectOptions": "attrib.summary",
+    "store_summary": "attrib.summary",
     "Store": "attrib.store",
 }
 __all__ = ["__version__", *_EXPORTS]

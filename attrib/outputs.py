@@ -77,7 +77,10 @@ def is_attrib_folder(folder: Path) -> bool:
     Other folders that merely hold a file of that name (a web app's manifest.json) are not
     attrib's."""
     from attrib.jsonio import load_json_or_none
-    from attrib.store.replace import is_attrib_store
+
+    # upward: what makes a folder a store is the store's own manifest check; outputs sits
+    # below store because every stage (store's writers too) checks its --out through it.
+    from attrib.store.replace import is_attrib_store  # upward
 
     if (folder / "manifest.json").is_file() and is_attrib_store(folder):
         return True

@@ -51,6 +51,14 @@ def build_models(root: Path, sizes: list[str], image_size: int):
     builders.save_plain_images(root / "pixels8.parquet", 512, size=8)
     builders.save_plain_images(root / "pixels32.parquet", 256, size=32)
     models = []
+    if "digits" in sizes:  # the bundled example's ResNet (16 px digits), untrained weights
+        from attrib.examples import digits
+
+        digits.write_data(root / "digits")
+        (root / "digits.parquet").symlink_to(root / "digits" / "train.parquet")
+        models.append(
+            ("digits resnet (16 px)", digits.init_model(root / "resnet-digits"), "digits", 64)
+        )
     if "tiny" in sizes:
         models.append(("gpt2 tiny", builders.save_tiny_gpt2(root / "gpt2-tiny", texts), "text", 16))
         models.append(
@@ -170,7 +178,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--sizes", default="digits,tiny,small")
     parser.add_argument("--proj-dim", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--dtype", default="float32")

@@ -35,10 +35,10 @@ from attrib.evaluate.retrain import retrain  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
 from attrib.featurize.options import FeaturizeOptions  # noqa: E402
 from attrib.featurize.run import run_featurize  # noqa: E402
-from attrib.runs.magic_options import MagicOptions  # noqa: E402
-from attrib.runs.magic_run import run_magic  # noqa: E402
-from attrib.runs.options import TrainOptions  # noqa: E402
-from attrib.runs.train import run_train  # noqa: E402
+from attrib.training.magic_options import MagicOptions  # noqa: E402
+from attrib.training.magic_run import run_magic  # noqa: E402
+from attrib.training.options import TrainOptions  # noqa: E402
+from attrib.training.train import run_train  # noqa: E402
 from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
 

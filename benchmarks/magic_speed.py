@@ -26,8 +26,8 @@ from magic import build, record_run  # noqa: E402
 
 from attrib.featurize.options import FeaturizeOptions  # noqa: E402
 from attrib.featurize.run import run_featurize  # noqa: E402
-from attrib.runs.magic_options import MagicOptions  # noqa: E402
-from attrib.runs.magic_run import run_magic  # noqa: E402
+from attrib.training.magic_options import MagicOptions  # noqa: E402
+from attrib.training.magic_run import run_magic  # noqa: E402
 
 
 def cpu_seconds() -> float:

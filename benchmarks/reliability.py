@@ -32,10 +32,10 @@ from quality_tasks import TASKS  # noqa: E402
 
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth  # noqa: E402
 from attrib.evaluate.options import LdsOptions, RetrainOptions  # noqa: E402
-from attrib.evaluate.parts import part_path as _part  # noqa: E402
 from attrib.evaluate.reliability import split_half_reliability  # noqa: E402
 from attrib.evaluate.retrain import retrain  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
+from attrib.training.parts import part_path as _part  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 BOOTSTRAP = 200

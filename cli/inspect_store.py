@@ -9,7 +9,7 @@ from attrib_cli.common import stdout_is_terminal
 from rich.console import Console
 from rich.table import Table
 
-from attrib.store.summary import InspectOptions, summary
+from attrib.summary import InspectOptions, summary
 
 FORMATS = ("table", "json")  # a store's summary is one nested record
 

@@ -6,7 +6,7 @@ from attrib_cli.build import format_extra, options_command, quiet_extra
 from attrib_cli.common import setup
 from attrib_cli.output import FORMATS, choose_format, print_records
 
-from attrib.runs.magic_options import MagicOptions
+from attrib.training.magic_options import MagicOptions
 
 
 def magic(values: dict, quiet: bool, fmt: str | None) -> None:
@@ -14,7 +14,7 @@ def magic(values: dict, quiet: bool, fmt: str | None) -> None:
     fmt = choose_format(fmt)
     options = MagicOptions(**values, progress=not quiet)
     from attrib import log
-    from attrib.runs.magic_run import run_magic
+    from attrib.training.magic_run import run_magic
 
     records, smooth = run_magic(options)
     if smooth is not None:

@@ -7,7 +7,7 @@ import json
 from attrib_cli.build import options_command, quiet_extra
 from attrib_cli.common import setup, stdout_is_terminal
 
-from attrib.runs.options import TrainOptions
+from attrib.training.options import TrainOptions
 
 
 def train(values: dict, quiet: bool) -> None:
@@ -16,7 +16,7 @@ def train(values: dict, quiet: bool) -> None:
     from attrib import log
 
     if options.check_run is not None:
-        from attrib.runs.check import check_run
+        from attrib.training.check import check_run
 
         result = check_run(options.check_run, options.device)
         if stdout_is_terminal():
@@ -37,7 +37,7 @@ def train(values: dict, quiet: bool) -> None:
         if not result["identical"]:
             log.warn("not bitwise: other threads, device or nondeterministic kernels")
         return
-    from attrib.runs.train import run_train
+    from attrib.training.train import run_train
 
     print(run_train(options))
 

@@ -122,7 +122,7 @@ def test_data_that_is_not_utf8_or_not_json_is_one_line(tmp_path, gpt2_dir):
 
 def test_an_empty_data_file_is_refused_before_anything_loads(tmp_path):
     from attrib.featurize.options import FeaturizeOptions
-    from attrib.runs.options import TrainOptions
+    from attrib.training.options import TrainOptions
 
     empty = tmp_path / "empty.jsonl"
     empty.touch()

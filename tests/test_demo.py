@@ -8,7 +8,7 @@ from browser import browser, images_decode
 from helpers import run_cli
 
 from attrib.examples import digits
-from attrib.train import Recipe
+from attrib.training.loop import Recipe
 
 
 def test_demo_runs_offline_and_reuses_its_cache(tmp_path, monkeypatch):

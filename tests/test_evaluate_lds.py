@@ -11,9 +11,9 @@ from test_cli_errors import _assert_one_line_error
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.lds import evaluate_lds
 from attrib.evaluate.metrics import lds, mean_ci, rankdata, recall_at_k, roc_auc, spearman
-from attrib.evaluate.parts import make_masks
 from attrib.store import Store
 from attrib.store.arrays import write_arrays
+from attrib.training.parts import make_masks
 
 
 def test_metrics_equal_hand_computed_values():

@@ -16,13 +16,13 @@ from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.groups import group_strength
 from attrib.evaluate.lds import evaluate_lds
 from attrib.evaluate.mislabel import normalized_self_influence
-from attrib.evaluate.sources import store_source
 from attrib.evaluate.tailpatch import PatchStep, relative_increases
 from attrib.methods import get_method
 from attrib.score import queries as query_features
 from attrib.store import Store
 from attrib.store.arrays import write_arrays
 from attrib.tasks import load_task_from_settings
+from attrib.training.sources import store_source
 from attrib.weights.contributions import group_columns
 from attrib.weights.groups import group_modules
 

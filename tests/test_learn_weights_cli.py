@@ -14,7 +14,7 @@ from test_score import _store
 
 from attrib.data import DataRef, open_dataset, undecoded
 from attrib.tasks import ModelRef, TaskOptions, load_task
-from attrib.train import BatchSource, Recipe, train
+from attrib.training.loop import BatchSource, Recipe, train
 from attrib.weights.artifact import load_weights
 
 

@@ -10,7 +10,7 @@ import pytest
 from helpers import run_cli
 
 from attrib.store import Store
-from attrib.store.summary import serving_methods
+from attrib.summary import serving_methods
 
 ARGS = ["--proj-dim", "4", "--shard-size", "7", "--batch-size", "8", "--device", "cpu", "-q"]
 

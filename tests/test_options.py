@@ -14,6 +14,7 @@ from attrib_cli.build import cli_default, cli_fields
 from attrib_cli.evaluate import SUBCOMMANDS
 from attrib_cli.index import SUBCOMMANDS as INDEX_SUBCOMMANDS
 from attrib_cli.output import FORMATS
+from helpers import run_cli
 
 from attrib.methods import method_names
 from attrib.options import choices_of, flag_of
@@ -142,3 +143,21 @@ def test_list_flags_take_commas_and_repetition_alike():
         field = fields[name]
         assert from_cli(field, values) == from_cli(field, [",".join(values)]) == tuple(values)
         assert from_cli(field, ["a, b", "c"]) == ("a", "b", "c")
+
+
+def test_inspect_reads_a_store_without_heavy_imports(tmp_path, resnet_dir, image_data):
+    """`attrib inspect` is a metadata read: no torch, transformers or datasets (it took 4 s
+    of CPU when it loaded a task class to list the methods a store serves)."""
+    args = ["--out", tmp_path / "s", "--max-examples", "4", "--device", "cpu", "-q"]
+    code, _, err = run_cli("featurize", "--model", resnet_dir, "--data", image_data, *args)
+    assert code == 0, err
+    script = (
+        "import sys, attrib_cli; sys.argv = ['attrib', 'inspect', sys.argv[1]]\n"
+        "try: attrib_cli.main()\nexcept SystemExit: pass\n"
+        "names = ('torch', 'transformers', 'diffusers', 'datasets')\n"
+        "print('HEAVY', ','.join(m for m in names if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "s")], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert '"serves": ["trak", "trak-block"]' in out.stdout
+    assert out.stdout.strip().endswith("HEAVY")

@@ -80,11 +80,10 @@ def test_daunce_scores_equal_covariance_and_correlation(tmp_path, stores, object
 def test_objective_gradient_at_the_checkpoint_is_its_formula(resnet_dir, image_data, objective):
     """At theta = theta0 the squared terms have no gradient and the hessian objective's is
     mean_i grad L_i: the step is -mean_i c_i grad out_i (+ mean grad L for hessian)."""
-    from attrib.evaluate.sources import store_source  # noqa: F401  (import order)
     from attrib.perturb.objective import PerturbedObjective
     from attrib.tasks import load_task
     from attrib.tasks.options import ModelRef, TaskOptions
-    from attrib.train import BatchSource
+    from attrib.training.loop import BatchSource, trainable_parameters
 
     def fresh():
         task = load_task(ModelRef(str(resnet_dir)), None, torch.float32, TaskOptions())
@@ -100,10 +99,10 @@ def test_objective_gradient_at_the_checkpoint_is_its_formula(resnet_dir, image_d
     batch = source.batch(rows.tolist())
     xi = np.random.default_rng(0).random(len(data))
     objective = PerturbedObjective(task, frozen, objective, xi, black_box=False)
-    params = objective.params
+    params = trainable_parameters(task)
     for p in params:
         p.requires_grad_(True)
-    got = torch.autograd.grad(objective(batch, rows), params)
+    got = torch.autograd.grad(objective(batch, rows, params), params)
     output = "margin" if objective.kind == "trak" else "loss"
     want = [torch.zeros_like(p) for p in params]
     for i in rows:

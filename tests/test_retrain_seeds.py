@@ -16,7 +16,7 @@ from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.retrain import retrain
 from attrib.store import Store
 from attrib.tasks import ModelRef, TaskOptions, load_task
-from attrib.train import BatchSource, outputs
+from attrib.training.loop import BatchSource, outputs
 
 
 def test_seeds_average_models_and_seed_zero_is_the_single_seed_run(tmp_path, stores):  # noqa: F811

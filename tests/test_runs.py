@@ -12,10 +12,10 @@ from builders import save_lora_adapter
 from helpers import run_cli
 from test_cli_errors import _assert_one_line_error
 
-from attrib.runs.engine import run_steps, state_from_snapshot
-from attrib.runs.load import load_run
-from attrib.runs.magic import metagradients, output_gradients
-from attrib.runs.record import Run, snapshot_path
+from attrib.training.engine import run_steps, state_from_snapshot
+from attrib.training.load import load_run
+from attrib.training.magic import metagradients, output_gradients
+from attrib.training.record import Run, snapshot_path
 
 TRAIN = ["--batch-size", "8", "--device", "cpu", "-q"]
 

@@ -41,6 +41,12 @@ def test_every_task_has_an_example():
     assert set(EXAMPLES) == set(task_names())
 
 
+def test_the_registrys_output_functions_are_the_tasks():
+    from attrib.tasks.registry import TASK_OUTPUTS, task_class
+
+    assert {n: task_class(n).output_functions for n in task_names()} == TASK_OUTPUTS
+
+
 def _outputs(task, columns):
     """Output functions a plain dataset supports, except those normalized per pass (DAS),
     whose reference is the diffusion tests' own."""

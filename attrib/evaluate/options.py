@@ -16,7 +16,7 @@ from attrib.options import (
     option,
     positive,
 )
-from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
+from attrib.training.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 from attrib.weights.groups import groups_help
 
 OUTPUTS = ("margin", "loss")

@@ -25,14 +25,14 @@ from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
-from attrib.evaluate.parts import load_part, make_masks, part_done, save_part, say_cost
 from attrib.evaluate.reliability import split_half_reliability
-from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.evaluate.start_from import start_from
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
-from attrib.train import InitialState, outputs, train
+from attrib.training.loop import InitialState, outputs, train
+from attrib.training.parts import load_part, make_masks, part_done, save_part, say_cost
+from attrib.training.sources import fixed_query_labels, store_source
 
 
 def subset_seed(seed: int, subset: int, replicate: int = 0) -> int:

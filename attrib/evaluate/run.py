@@ -182,10 +182,10 @@ def run_groups(options: GroupsOptions) -> list[dict]:
 def run_tail_patch(options: TailPatchOptions) -> list[dict]:
     """Each method's top-k proponents, and k random training examples as the baseline."""
     from attrib.distributed import Runtime, resolve_device
-    from attrib.evaluate.sources import fixed_query_labels, store_source
     from attrib.evaluate.tailpatch import PatchStep, relative_increases, summarize
     from attrib.score.stream import score
     from attrib.tasks import load_task_from_settings
+    from attrib.training.sources import fixed_query_labels, store_source
 
     step = PatchStep(options.k, options.lr, options.optimizer)
     store, queries = Store(options.train), Store(options.queries)

@@ -19,15 +19,15 @@ from attrib.atomic import check_or_write_meta
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
-from attrib.evaluate.parts import load_part, make_masks, part_done, save_part, say_cost
-from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.progress import progress_bar
-from attrib.runs.engine import run_steps, set_buffers, state_from_snapshot
-from attrib.runs.inputs import check_query_task, check_store_is_the_runs
-from attrib.runs.load import load_run
-from attrib.runs.record import Run
 from attrib.store import Store
-from attrib.train import outputs
+from attrib.training.engine import run_steps, set_buffers, state_from_snapshot
+from attrib.training.inputs import check_query_task, check_store_is_the_runs
+from attrib.training.load import load_run
+from attrib.training.loop import outputs
+from attrib.training.parts import load_part, make_masks, part_done, save_part, say_cost
+from attrib.training.record import Run
+from attrib.training.sources import fixed_query_labels, store_source
 
 
 def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:

@@ -16,7 +16,7 @@ import torch
 
 from attrib.errors import AttribError
 from attrib.evaluate.metrics import mean_ci
-from attrib.train import InitialState, trainable_parameters
+from attrib.training.loop import InitialState, one_step
 
 
 @dataclass
@@ -53,7 +53,6 @@ def log_probability(task, batch) -> torch.Tensor:
 def relative_increases(task, train_source, query_source, proponents: np.ndarray, step: PatchStep):
     """(Q,) relative probability increase of each query after one step on its proponents."""
     initial = InitialState(task)
-    params = trainable_parameters(task)
     increases = []
     for q, rows in enumerate(proponents):
         initial.restore_checkpoint()
@@ -61,21 +60,7 @@ def relative_increases(task, train_source, query_source, proponents: np.ndarray,
         task.model.eval()
         with torch.no_grad():
             before = log_probability(task, query).double()
-        for p in params:
-            p.requires_grad_(True)
-        if step.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=step.lr)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=step.lr)
-        task.model.train()
-        loss = task.training_loss(train_source.batch([int(r) for r in rows]))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        task.model.eval()
-        for p in params:
-            p.requires_grad_(False)
-            p.grad = None
+        one_step(task, train_source, [int(r) for r in rows], step.optimizer, step.lr)
         with torch.no_grad():
             after = log_probability(task, query).double()
         increases.append(float(torch.expm1(after - before)))

@@ -13,7 +13,7 @@ from attrib.atomic import atomic_dir
 from attrib.data import DataRef, open_dataset, undecoded
 from attrib.distributed import resolve_device
 from attrib.tasks import ModelRef, TaskOptions, load_task
-from attrib.train import BatchSource, Recipe, train
+from attrib.training.loop import BatchSource, Recipe, train
 
 ROLES = ("train", "learn", "val", "eval")
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from attrib.examples.common import split_rows, train_checkpoint
-from attrib.train import Recipe
+from attrib.training.loop import Recipe
 
 SIZES = {"train": 1000, "learn": 250, "val": 150, "eval": 250}
 RECIPE = Recipe(

@@ -15,7 +15,7 @@ import torch
 
 from attrib.examples import digits
 from attrib.examples.common import train_pipeline
-from attrib.recipe import Recipe
+from attrib.training.recipe import Recipe
 
 TIMESTEPS = 100  # the scheduler's T
 RECIPE = Recipe(

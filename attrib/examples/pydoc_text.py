@@ -9,7 +9,7 @@ import datasets
 import torch
 
 from attrib.examples.common import split_rows, train_checkpoint
-from attrib.train import Recipe
+from attrib.training.loop import Recipe
 
 SIZES = {"train": 1000, "learn": 200, "val": 150, "eval": 250}
 RECIPE = Recipe(

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from attrib.examples.common import train_pipeline
-from attrib.recipe import Recipe
+from attrib.training.recipe import Recipe
 
 COLOURS = {
     "red": (220, 40, 40),

@@ -13,7 +13,7 @@ from attrib.index.options import require_faiss
 from attrib.jsonio import load_json
 from attrib.methods import Method
 from attrib.methods.base import weighted
-from attrib.score.stream import TopK
+from attrib.methods.topk import TopK
 from attrib.store import Store
 
 

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 # Relative damping: lambda = c * mean diag of the kernel's Gram matrix. Defaults per method
 # were chosen on the validation queries of the digits and pydoc benchmark tasks (docs/quality.md).
 DEFAULT_DAMPING = 0.1
+# Every concrete method class, in definition order: base.py names them in its messages
+# without importing the package that registers them (which imports base.py).
+_DEFINED: list[type[Method]] = []
 
 
 class Method(ABC):
@@ -58,6 +61,11 @@ class Method(ABC):
     # columns: scoring then builds each block's (rows x D) matrix instead of streaming modules.
     scale_reads_features: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            _DEFINED.append(cls)
+
     def __init__(self, store: Store, damping: float | None = None):
         damping = self.default_damping if damping is None else damping
         if damping < 0:
@@ -73,8 +81,8 @@ class Method(ABC):
             )
 
     def _check_store_kind(self, store: Store) -> None:
-        from attrib.perturb.stores import is_perturbed
         from attrib.store.ensemble import is_ensemble
+        from attrib.store.kinds import is_perturbed
 
         if self.perturbed and not is_perturbed(store):
             raise AttribError(
@@ -92,9 +100,7 @@ class Method(ABC):
                 "use --method daunce or daunce-corr"
             )
         if is_ensemble(store) and not self.ensembles:
-            from attrib.methods import METHODS
-
-            usable = [m.name for m in METHODS.values() if m.ensembles and not m.perturbed]
+            usable = [m.name for m in _DEFINED if m.ensembles and not m.perturbed]
             raise AttribError(
                 f"{store.path} is an ensemble store and {self.name} does not add up over its "
                 f"members (normalized or squared per model): use --method "

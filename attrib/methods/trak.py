@@ -26,19 +26,19 @@ class Trak(Method):
         return "member" if self.kernel_kind == "global" and self._members else self.kernel_kind
 
     def prepare(self):
-        from attrib.methods import kernels
+        import attrib.methods.kernels as kernels
 
         self.eigens = kernels.eigen(self.store, self._kind)
         self._slices = kernels.kernel_slices(self.store, self._kind)
         return self
 
     def kernel_bytes(self):
-        from attrib.methods import kernels
+        import attrib.methods.kernels as kernels
 
         return kernels.kernel_bytes(self.store, self._kind)
 
     def _apply(self, x):
-        from attrib.methods import kernels
+        import attrib.methods.kernels as kernels
 
         if self._kind == "global":
             return self.eigens[0].apply_inverse(x, self.damping)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attrib.train import trainable_parameters
+from attrib.training.loop import trainable_parameters
 
 
 def copy_seed(seed: int, copy: int) -> int:
@@ -51,10 +51,11 @@ class PerturbedObjective:
         self.task, self.frozen, self.kind, self.black_box = task, frozen, objective, black_box
         self.xi = torch.from_numpy(xi)
         self.output = "margin" if objective == "trak" else "loss"
-        self.params = trainable_parameters(task)
         self.frozen_params = None if frozen is None else trainable_parameters(frozen)
 
-    def __call__(self, batch: dict, rows: np.ndarray) -> torch.Tensor:
+    def __call__(self, batch: dict, rows: np.ndarray, params: list) -> torch.Tensor:
+        """The objective at `params` (the trainable parameters being trained, in
+        `trainable_parameters` order; the model's forward uses them)."""
         values = self.task.outputs(batch, self.output).values.float()
         if self.black_box:
             return values.mean() if self.kind == "hessian" else 0.5 * values.pow(2).mean()
@@ -65,7 +66,7 @@ class PerturbedObjective:
             base = values.mean()
         else:
             base = 0.5 * (values - start).pow(2).mean()
-        linear = sum((g * p).sum() for g, p in zip(gradient, self.params))
+        linear = sum((g * p).sum() for g, p in zip(gradient, params))
         return base - linear
 
     def _at_checkpoint(self, batch: dict, weights: torch.Tensor):

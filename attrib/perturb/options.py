@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.options import Options, at_least, existing_store, option, positive
-from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
+from attrib.training.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 
 # Daunce's Table 1 (white-box) objectives, named by the second-order matrix they estimate.
 OBJECTIVES = ("hessian", "fisher", "trak")

@@ -22,7 +22,6 @@ from attrib import log
 from attrib.atomic import atomic_dir, atomic_path, check_or_write_meta
 from attrib.distributed import init
 from attrib.errors import AttribError
-from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.perturb.objective import Perturbation, PerturbedObjective, copy_seed
 from attrib.perturb.options import PerturbOptions
 from attrib.perturb.stores import write_output_store
@@ -30,7 +29,8 @@ from attrib.progress import progress_bar
 from attrib.score.queries import check_compatible
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
-from attrib.train import InitialState, outputs, train
+from attrib.training.loop import InitialState, outputs, train
+from attrib.training.sources import fixed_query_labels, store_source
 
 
 def copy_dir(out: Path, copy: int) -> Path:

@@ -17,17 +17,13 @@ import numpy as np
 
 from attrib.store import Store
 from attrib.store.arrays import write_arrays
+from attrib.store.kinds import PERTURBED
 
 MODULE = "copies"
-KIND = "perturbed"
 
 
 def copies_fingerprint(meta: dict) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def is_perturbed(store: Store) -> bool:
-    return (store.settings.get("projection") or {}).get("kind") == KIND
 
 
 def write_output_store(path: Path, source: Store, values: np.ndarray, options, meta: dict):
@@ -41,7 +37,7 @@ def write_output_store(path: Path, source: Store, values: np.ndarray, options, m
         {
             "output_function": f"perturbed-{options.recorded}",
             "projection": {
-                "kind": KIND,
+                "kind": PERTURBED,
                 "dim": int(values.shape[1]),
                 "seed": options.seed,
                 "copies": copies_fingerprint(meta),

@@ -83,8 +83,8 @@ def from_values(
     """Featurize image paths or texts with the training store's settings (diffusion queries
     of a text-to-image model also take one prompt per image, or one for all)."""
     from attrib.distributed import resolve_device
-    from attrib.perturb.stores import is_perturbed
     from attrib.store.ensemble import is_ensemble
+    from attrib.store.kinds import is_perturbed
 
     if not values:
         raise AttribError("no queries given: pass --query FILE_OR_TEXT, --query - or --queries")

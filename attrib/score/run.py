@@ -17,7 +17,10 @@ from attrib.score.options import DEFAULT_TOP, ScoreOptions
 from attrib.score.preview import Previewer
 from attrib.store import Store
 from attrib.tasks import task_class, task_names
-from attrib.weights.artifact import WeightsArtifact, load_weights
+
+# upward: scoring applies learned weights; their file format lives with learn-weights,
+# which itself scores through score/ (its base method's top-k).
+from attrib.weights.artifact import WeightsArtifact, load_weights  # upward
 
 
 def weight_vector(store: Store, path: Path | None) -> torch.Tensor | None:

@@ -7,7 +7,6 @@ number of training examples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,10 @@ from attrib.atomic import atomic_path
 from attrib.distributed import Runtime
 from attrib.errors import AttribError
 from attrib.methods import Method
+from attrib.methods.topk import TopK
 from attrib.progress import progress_bar
 from attrib.score.dense import shared_output
 from attrib.store import Store
-
-
-@dataclass
-class TopK:
-    scores: torch.Tensor  # (Q x k) descending
-    positions: torch.Tensor  # (Q x k) row positions in the training store
-    indices: np.ndarray  # (Q x k) the store's `index` column (row in the source split)
-    # With opponents: the k lowest scores (the most harmful rows), ascending.
-    bottom: TopK | None = None
-
-    def negated(self) -> TopK:
-        return TopK(-self.scores, self.positions, self.indices)
 
 
 def stream(

@@ -1,6 +1,6 @@
 """The feature store: Arrow shards plus a manifest (see DESIGN.md, "Store format").
 
-`Store` and friends are imported on first use: the CLI reads `attrib.store.summary`'s options
+`Store` and friends are imported on first use: the CLI reads `attrib.summary`'s options
 at start-up without loading pyarrow."""
 
 from __future__ import annotations

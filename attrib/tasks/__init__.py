@@ -7,21 +7,8 @@ Each task module exposes its class as `TASK`. Detection asks every task's `match
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING
-
-from attrib.errors import AttribError
 from attrib.tasks.options import ModelRef, TaskOptions
-
-if TYPE_CHECKING:
-    from attrib.tasks.base import Task
-
-# Detection order: a diffusers pipeline first (it has no transformers config of its own).
-TASK_MODULES = {
-    "diffusion": "attrib.tasks.diffusion",
-    "causal-lm": "attrib.tasks.causal_lm",
-    "image-classification": "attrib.tasks.image_classifier",
-}
+from attrib.tasks.registry import TASK_MODULES, task_class, task_names
 
 __all__ = [
     "TASK_MODULES",
@@ -33,16 +20,6 @@ __all__ = [
     "task_class",
     "task_names",
 ]
-
-
-def task_names() -> tuple[str, ...]:
-    return tuple(TASK_MODULES)
-
-
-def task_class(name: str) -> type[Task]:
-    if name not in TASK_MODULES:
-        raise AttribError(f"unknown --task {name!r}; choose one of {', '.join(TASK_MODULES)}")
-    return import_module(TASK_MODULES[name]).TASK
 
 
 def detect_task(ref):

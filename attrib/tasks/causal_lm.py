@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import attrib.tasks.completions as completions
 from attrib import hub
 from attrib.data import choose_column
 from attrib.errors import AttribError
-from attrib.tasks import completions
 from attrib.tasks.base import (
     ModelRef,
     Task,

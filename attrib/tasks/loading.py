@@ -9,9 +9,9 @@ import torch
 
 from attrib import hub
 from attrib.errors import AttribError
-from attrib.tasks import task_class, task_names
 from attrib.tasks.base import Task
 from attrib.tasks.options import ModelRef, TaskOptions
+from attrib.tasks.registry import task_class, task_names
 
 DTYPES = {
     "float32": torch.float32,

@@ -82,7 +82,7 @@ def _number(value) -> bool:
 
 
 def _check_recipe(path: Path, recipe: dict) -> None:
-    from attrib.recipe import Recipe
+    from attrib.training.recipe import Recipe
 
     known = {f.name: f for f in fields(Recipe)}
     unknown = sorted(set(recipe) - set(known))

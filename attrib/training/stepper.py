@@ -11,6 +11,7 @@ seeded by (run seed, step), so a step recomputed later draws the same values.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from torch.func import functional_call
@@ -40,34 +41,40 @@ def exact_attention():
     return sdpa_kernel([SDPBackend.MATH])
 
 
-class _Losses(torch.nn.Module):
-    """The task's per-example training losses as a module whose only child is the model, so
-    functional_call can substitute its parameters."""
+class _Call(torch.nn.Module):
+    """A module whose only child is the model, calling any function of the task, so
+    functional_call can substitute the model's parameters while it runs."""
 
     def __init__(self, task: Task):
         super().__init__()
         self.model = task.model
-        self.task = task
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.task.training_losses(batch)
+    def forward(self, function, *args):
+        return function(*args)
 
 
 class Stepper:
-    def __init__(self, task: Task, seed: int):
-        self.task, self.seed = task, seed
+    """`objective(batch, rows, params)`, when given, is the scalar each step minimizes in
+    place of the weighted training loss (Daunce's perturbed objectives); `params` are the
+    trainable parameters the step differentiates, in `names` order."""
+
+    def __init__(self, task: Task, seed: int, objective: Callable | None = None):
+        self.task, self.seed, self.objective = task, seed, objective
         self.names = trainable_names(task)
-        self.losses_module = _Losses(task)
+        self.call_module = _Call(task)
+
+    def _call(self, params: list[torch.Tensor], step: int, function, *args):
+        torch.manual_seed(step_seed(self.seed, step))
+        substituted = {f"model.{n}": p for n, p in zip(self.names, params)}
+        with exact_attention():
+            return functional_call(self.call_module, substituted, (function, *args), strict=False)
 
     def initial_params(self) -> list[torch.Tensor]:
         named = dict(self.task.model.named_parameters())
         return [named[n].detach().clone() for n in self.names]
 
     def per_example_losses(self, params: list[torch.Tensor], batch: dict, step: int):
-        torch.manual_seed(step_seed(self.seed, step))
-        substituted = {f"model.{n}": p for n, p in zip(self.names, params)}
-        with exact_attention():
-            return functional_call(self.losses_module, substituted, (batch,), strict=False)
+        return self._call(params, step, self.task.training_losses, batch)
 
     def gradient(
         self,
@@ -76,11 +83,16 @@ class Stepper:
         weights: torch.Tensor,
         step: int,
         create_graph: bool = False,
+        rows=None,
     ) -> list[torch.Tensor]:
-        """d/dtheta of sum_i w_i l_i / B at `params` (leaves that require grad)."""
+        """d/dtheta of sum_i w_i l_i / B at `params` (leaves that require grad), or of the
+        objective's value; `rows` are the batch's positions in its source."""
         self.task.model.train()
-        losses = self.per_example_losses(params, batch, step)
-        loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
+        if self.objective is not None:
+            loss = self._call(params, step, self.objective, batch, rows, params)
+        else:
+            losses = self.per_example_losses(params, batch, step)
+            loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
         grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 

@@ -7,8 +7,8 @@ import numpy as np
 
 from attrib.errors import AttribError
 from attrib.hub import fingerprint
-from attrib.runs.record import Run
 from attrib.store import Store
+from attrib.training.record import Run
 
 
 def check_query_task(run: Run, queries: Store, flag: str = "--queries") -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attrib.recipe import Recipe
+from attrib.training.recipe import Recipe
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from attrib.runs.engine import State, run_steps, state_from_snapshot
-from attrib.runs.load import load_run
-from attrib.runs.record import Run
+from attrib.training.engine import State, run_steps, state_from_snapshot
+from attrib.training.load import load_run
+from attrib.training.record import Run
 
 
 def check_run(path: Path, device: str = "auto") -> dict:

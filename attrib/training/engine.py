@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attrib.runs.meta_check import damaged
-from attrib.runs.optim import Optimizer
-from attrib.runs.record import Run, snapshot_name
-from attrib.runs.stepper import Stepper
+from attrib.training.meta_check import damaged
+from attrib.training.optim import Optimizer
+from attrib.training.record import Run, snapshot_name
+from attrib.training.stepper import Stepper
 
 
 @dataclass
@@ -89,7 +89,7 @@ def run_steps(
         else:
             w = torch.as_tensor(weights[rows], dtype=dtype, device=params[0].device)
         leaves = [p.detach().requires_grad_(True) for p in params]
-        grads = stepper.gradient(leaves, batch, w, t)
+        grads = stepper.gradient(leaves, batch, w, t, rows=rows)
         with torch.no_grad():
             params, opt = optimizer.step([p.detach() for p in leaves], opt, grads, t)
         if after_step is not None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from attrib.errors import AttribError
 from attrib.memory import GIB, size
-from attrib.recipe import Recipe
+from attrib.training.recipe import Recipe
 
 ROW_BYTES = 8  # one int64 per row visit, in memory and in batches.npz
 
@@ -29,11 +29,19 @@ def check_batches_fit(count: int, recipe: Recipe, memory_gb: float) -> None:
 
 
 def make_batches(count: int, recipe: Recipe | dict) -> list[np.ndarray]:
-    """Every step's rows: a seeded permutation per epoch, cut into batches."""
+    """Every step's rows of a recorded run over rows 0..count-1."""
     recipe = _recipe(recipe)
-    rng = np.random.default_rng(recipe.seed)
+    return epoch_batches(np.arange(count), recipe, recipe.seed)
+
+
+def epoch_batches(positions: np.ndarray, recipe: Recipe, seed: int) -> list[np.ndarray]:
+    """The rows of every step: each epoch a permutation of `positions` drawn from `seed`,
+    cut into batches (retraining on a subset draws from its own seed)."""
+    rng = np.random.default_rng(seed)
     batches = []
     for _ in range(recipe.epochs):
-        order = rng.permutation(count)
-        batches += [order[s : s + recipe.batch_size] for s in range(0, count, recipe.batch_size)]
+        order = rng.permutation(positions)
+        batches += [
+            order[s : s + recipe.batch_size] for s in range(0, len(order), recipe.batch_size)
+        ]
     return batches

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from attrib.runs.engine import State, run_steps, set_buffers, state_from_snapshot
-from attrib.runs.load import Loaded
-from attrib.runs.record import Run
-from attrib.runs.running_stats import differentiable_eval, stat_names, updated_stats
-from attrib.runs.stepper import exact_attention
+from attrib.training.engine import State, run_steps, set_buffers, state_from_snapshot
+from attrib.training.load import Loaded
+from attrib.training.record import Run
+from attrib.training.running_stats import differentiable_eval, stat_names, updated_stats
+from attrib.training.stepper import exact_attention
 
 
 class _Outputs(torch.nn.Module):

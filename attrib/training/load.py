@@ -12,13 +12,13 @@ import torch
 from attrib.data import open_dataset, ref_from_settings, rows_fingerprint, undecoded
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
-from attrib.recipe import Recipe
-from attrib.runs.optim import Optimizer
-from attrib.runs.record import Run
-from attrib.runs.stepper import Stepper
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.tasks.loading import DTYPES
-from attrib.train import BatchSource
+from attrib.training.loop import BatchSource
+from attrib.training.optim import Optimizer
+from attrib.training.recipe import Recipe
+from attrib.training.record import Run
+from attrib.training.stepper import Stepper
 
 
 @dataclass

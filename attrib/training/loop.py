@@ -1,4 +1,5 @@
-"""Training a task's model on a subset of its training data: the recipe and the loop.
+"""Training a task's model on a subset of its training data, on the functional steps of
+`attrib train` (stepper.py, optim.py, engine.py): there is one optimizer loop in attrib.
 
 Used to retrain on random subsets (LDS ground truth), for tail-patch steps and by the demo.
 Initialization: `finetune` starts from the checkpoint (the adapter's LoRA weights when an
@@ -8,23 +9,24 @@ fresh random weights (seeded).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from attrib.data import read_rows
 from attrib.errors import AttribError
-from attrib.recipe import Recipe
 from attrib.tasks.base import Task
+from attrib.training.batches import epoch_batches
+from attrib.training.engine import State, model_buffers, run_steps, set_buffers
+from attrib.training.optim import Optimizer
+from attrib.training.recipe import Recipe
+from attrib.training.stepper import Stepper, trainable_names
 
 CACHE_LIMIT_BYTES = 2 * 2**30
 
 
 def trainable_parameters(task: Task) -> list[torch.nn.Parameter]:
-    if task.info.get("adapter"):
-        return [p for n, p in task.model.named_parameters() if "lora_" in n]
-    return list(task.model.parameters())
+    named = dict(task.model.named_parameters())
+    return [named[n] for n in trainable_names(task)]
 
 
 class InitialState:
@@ -98,43 +100,33 @@ def train(
     seed: int,
     objective=None,
 ):
-    """Train `task.model` in place on the rows at `positions`. `objective(batch, rows)` is
-    the scalar each step minimizes (default: the task's training loss); `rows` are the
-    batch's positions in the source."""
-    model = task.model
-    params = trainable_parameters(task)
-    for p in params:
-        p.requires_grad_(True)
-    if recipe.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-        )
-    steps_per_epoch = math.ceil(len(positions) / recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    scheduler = None
-    if recipe.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    rng = np.random.default_rng(seed)
-    model.train()
+    """Train `task.model` in place on the rows at `positions` with the recipe (its optimizer,
+    schedule and warm-up), through the same functional steps `attrib train` records and
+    magic differentiates. `objective(batch, rows, params)` is the scalar each step minimizes
+    (default: the task's training loss); `rows` are the batch's positions in the source."""
+    batches = epoch_batches(positions, recipe, seed)
+    optimizer = Optimizer.from_recipe(recipe, len(batches))
+    run_steps_from_model(task, Stepper(task, seed, objective), optimizer, source, batches)
+
+
+def run_steps_from_model(task, stepper: Stepper, optimizer: Optimizer, source, batches) -> None:
+    """Every step from the model's current weights; the model holds the result."""
+    params = stepper.initial_params()
+    state = State(params, optimizer.init_state(params), model_buffers(stepper))
     try:
-        for _ in range(recipe.epochs):
-            order = rng.permutation(positions)
-            for start in range(0, len(order), recipe.batch_size):
-                rows = order[start : start + recipe.batch_size]
-                batch = source.batch(rows.tolist())
-                loss = task.training_loss(batch) if objective is None else objective(batch, rows)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
+        state = run_steps(stepper, optimizer, source, batches, state, 0, len(batches))
+        stepper.load_into_model(state.params)
+        set_buffers(stepper, state.buffers)
     finally:
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-            p.grad = None
+        task.model.eval()
+
+
+def one_step(task: Task, source: BatchSource, rows: list[int], kind: str, lr: float) -> None:
+    """One optimizer step (sgd or adamw at `lr`, PyTorch's defaults otherwise: AdamW's weight
+    decay 0.01) on `rows`, from the model's weights: tail-patch's probe."""
+    weight_decay = 0.01 if kind == "adamw" else 0.0
+    optimizer = Optimizer(kind, lr, weight_decay, 0.0, "constant", 0, 1)
+    run_steps_from_model(task, Stepper(task, 0), optimizer, source, [np.asarray(rows)])
 
 
 @torch.no_grad()

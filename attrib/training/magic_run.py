@@ -14,19 +14,19 @@ import numpy as np
 from attrib import log
 from attrib.atomic import atomic_path
 from attrib.errors import AttribError
-from attrib.evaluate.sources import fixed_query_labels, store_source
 from attrib.memory import Budget
 from attrib.outputs import declare
 from attrib.progress import progress_bar
-from attrib.runs.engine import set_buffers, state_from_snapshot
-from attrib.runs.inputs import check_queries_are_the_runs
-from attrib.runs.load import Loaded, load_run
-from attrib.runs.magic import metagradients
-from attrib.runs.magic_options import MagicOptions
-from attrib.runs.record import Run
-from attrib.runs.smoothness import smoothness_check
 from attrib.store import Store
 from attrib.store.lock import lock_store, unlock_store
+from attrib.training.engine import set_buffers, state_from_snapshot
+from attrib.training.inputs import check_queries_are_the_runs
+from attrib.training.load import Loaded, load_run
+from attrib.training.magic import metagradients
+from attrib.training.magic_options import MagicOptions
+from attrib.training.record import Run
+from attrib.training.smoothness import smoothness_check
+from attrib.training.sources import fixed_query_labels, store_source
 
 # Part of the block cache's key: bumped whenever the scores a run gets change, so blocks a
 # previous version computed are recomputed (2: BatchNorm's running statistics differentiated).

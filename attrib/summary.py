@@ -139,13 +139,13 @@ def serving_methods(store) -> list[str]:
     """The score methods defined on what this store holds: its output function's gradients,
     and Kronecker factors for kfac/ekfac (others run too, with a warning)."""
     from attrib.methods import METHODS
-    from attrib.perturb.stores import is_perturbed
-    from attrib.tasks import task_class, task_names
+    from attrib.store.kinds import is_perturbed
+    from attrib.tasks.registry import TASK_OUTPUTS
 
     perturbed = is_perturbed(store)
     have = store.settings.get("output_function")
     task = store.settings.get("task")
-    outputs = task_class(task).output_functions if task in task_names() else (have,)
+    outputs = TASK_OUTPUTS.get(task, (have,))
     serving = []
     for name, method in METHODS.items():
         if method.perturbed != perturbed:

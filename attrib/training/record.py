@@ -32,7 +32,7 @@ from attrib import log
 from attrib.atomic import atomic_path, write_text
 from attrib.errors import AttribError
 from attrib.jsonio import load_json
-from attrib.runs.meta_check import check_meta, damaged
+from attrib.training.meta_check import check_meta, damaged
 
 RUN_FILE = "run.json"
 FORMAT = "attrib-run/2"
@@ -199,7 +199,7 @@ class Run:
     def batches(self) -> list[np.ndarray]:
         """Every step's rows, checked: in range, whole numbers, and the batches the recipe's
         seed makes (a batches.npz of another run or permutation is refused)."""
-        from attrib.runs.batches import make_batches
+        from attrib.training.batches import make_batches
 
         path = self.verified(BATCHES)
         try:

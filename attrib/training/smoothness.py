@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from attrib.runs.engine import run_steps, state_from_snapshot
-from attrib.runs.magic import output_gradients
+from attrib.training.engine import run_steps, state_from_snapshot
+from attrib.training.magic import output_gradients
 
 
 def smoothness_check(

@@ -23,12 +23,16 @@ from attrib.errors import AttribError
 from attrib.jsonio import load_json_or_none
 from attrib.memory import GIB
 from attrib.progress import progress_bar
-from attrib.runs.batches import check_batches_fit, make_batches
-from attrib.runs.engine import State, model_buffers, run_steps, state_from_snapshot
-from attrib.runs.load import model_record
-from attrib.runs.optim import Optimizer
-from attrib.runs.options import TrainOptions
-from attrib.runs.record import (
+from attrib.store.lock import lock_store, unlock_store
+from attrib.tasks import load_task
+from attrib.tasks.loading import DTYPES
+from attrib.training.batches import check_batches_fit, make_batches
+from attrib.training.engine import State, model_buffers, run_steps, state_from_snapshot
+from attrib.training.load import model_record
+from attrib.training.loop import BatchSource, InitialState
+from attrib.training.optim import Optimizer
+from attrib.training.options import TrainOptions
+from attrib.training.record import (
     RUN_FILE,
     Run,
     environment,
@@ -38,11 +42,7 @@ from attrib.runs.record import (
     snapshot_name,
     write_meta,
 )
-from attrib.runs.stepper import Stepper
-from attrib.store.lock import lock_store, unlock_store
-from attrib.tasks import load_task
-from attrib.tasks.loading import DTYPES
-from attrib.train import BatchSource, InitialState
+from attrib.training.stepper import Stepper
 
 # Keys of run.json that do not say which run it is (compared when resuming or repairing).
 _UNCOMPARED = ("environment", "seconds", "complete", "files", "format")

@@ -7,7 +7,7 @@ import torch
 
 from attrib.data import open_dataset, ref_from_settings, undecoded
 from attrib.store import Store
-from attrib.train import BatchSource
+from attrib.training.loop import BatchSource
 
 
 def store_source(task, store: Store, device, labels=None) -> BatchSource:

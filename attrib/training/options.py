@@ -8,9 +8,9 @@ from attrib.errors import AttribError
 from attrib.hub import check_data_source, check_source
 from attrib.memory import memory_option
 from attrib.options import Options, at_least, option, positive
-from attrib.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 from attrib.tasks import task_names
 from attrib.tasks.options import ModelRef, TaskOptions
+from attrib.training.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 
 TRAIN_DTYPES = ("float32", "float64")
 
