@@ -161,3 +161,15 @@ def test_inspect_reads_a_store_without_heavy_imports(tmp_path, resnet_dir, image
                          text=True, check=True)  # fmt: skip
     assert '"serves": ["trak", "trak-block"]' in out.stdout
     assert out.stdout.strip().endswith("HEAVY")
+
+
+def test_every_command_is_in_the_python_api():
+    """Each command's options class is exported from `attrib`, beside a function that runs
+    it (docs/python.md lists them)."""
+    import attrib
+
+    for name, options, _ in COMMAND_LIST:
+        assert getattr(attrib, options.__name__) is options, name
+    runners = [n for n in attrib.__all__ if n.startswith("run_") or n == "build_index"]
+    assert all(callable(getattr(attrib, n)) for n in runners)
+    assert len(runners) >= len(COMMAND_LIST) - 1  # inspect's is store_summary

@@ -44,7 +44,11 @@ def test_every_task_has_an_example():
 def test_the_registrys_output_functions_are_the_tasks():
     from attrib.tasks.registry import TASK_OUTPUTS, task_class
 
+    from attrib.tasks.output_functions import OUTPUT_FUNCTIONS
+
     assert {n: task_class(n).output_functions for n in task_names()} == TASK_OUTPUTS
+    assert {f for outputs in TASK_OUTPUTS.values() for f in outputs} == set(OUTPUT_FUNCTIONS)
+    assert [f.name for f in OUTPUT_FUNCTIONS.values() if f.higher_is_better] == ["margin"]
 
 
 def _outputs(task, columns):

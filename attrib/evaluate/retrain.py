@@ -30,6 +30,7 @@ from attrib.evaluate.start_from import start_from
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
+from attrib.tasks.output_functions import output_function
 from attrib.training.loop import InitialState, outputs, train
 from attrib.training.parts import load_part, make_masks, part_done, save_part, say_cost
 from attrib.training.sources import fixed_query_labels, store_source
@@ -145,7 +146,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     }
     if config.seeds > 1:
         extra["outputs_by_seed"] = by_seed
-    truth = GroundTruth(masks, by_seed.mean(0), output == "margin", extra)
+    truth = GroundTruth(masks, by_seed.mean(0), output_function(output).higher_is_better, extra)
     save_groundtruth(config.out, truth)
     log.info(f"wrote {config.out}: {config.subsets} subsets x {query_count} queries")
     if config.seeds > 1:

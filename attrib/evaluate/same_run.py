@@ -21,7 +21,8 @@ from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
 from attrib.progress import progress_bar
 from attrib.store import Store
-from attrib.training.engine import run_steps, set_buffers, state_from_snapshot
+from attrib.tasks.output_functions import output_function
+from attrib.training.engine import replay, set_buffers, state_from_snapshot
 from attrib.training.inputs import check_query_task, check_store_is_the_runs
 from attrib.training.load import load_run
 from attrib.training.loop import outputs
@@ -69,23 +70,13 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     index, count = config.shard_pair
     queries = query_store.num_examples
     todo = [m for m in range(index, config.subsets, count) if not part_done(parts, m, 0, queries)]
-    start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)
     with progress_bar(config.progress, unit="models") as bar:
         bar_task = bar.add_task("replay", total=len(todo))
         started = time.perf_counter()
         for done, m in enumerate(todo):
             if done == 1:
                 say_cost(len(todo), time.perf_counter() - started)
-            state = run_steps(
-                loaded.stepper,
-                loaded.optimizer,
-                loaded.source,
-                loaded.batches,
-                start,
-                0,
-                run.steps,
-                weights=masks[m].astype(np.float64),
-            )
+            state = replay(run, loaded, masks[m].astype(np.float64))
             loaded.stepper.load_into_model(state.params)
             set_buffers(loaded.stepper, state.buffers)
             save_part(parts, m, 0, outputs(task, query_source, queries, output))
@@ -102,7 +93,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
         "train_rows": train_store.rows_key(),
         "queries_rows": query_store.rows_key(),
     }
-    truth = GroundTruth(masks, values, output == "margin", extra)
+    truth = GroundTruth(masks, values, output_function(output).higher_is_better, extra)
     save_groundtruth(config.out, truth)
     log.info(f"wrote {config.out}: {config.subsets} same-run replays x {queries} queries")
     return truth

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from attrib.errors import AttribError
+from attrib.methods import base
 from attrib.methods.base import Method
 from attrib.methods.daunce import Daunce, DaunceCorr
 from attrib.methods.gradient import Cosine, TracIn
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Method]] = {
         DaunceCorr,
     )
 }
+base.DEFINED[:] = METHODS.values()  # messages in base.py list methods in the CLI's order
 DEFAULT_METHOD = TrakBlock.name  # best LDS among the methods any store supports (docs/quality.md)
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "Method", "get_method", "method_class", "method_names"]

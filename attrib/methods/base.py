@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 DEFAULT_DAMPING = 0.1
 # Every concrete method class, in definition order: base.py names them in its messages
 # without importing the package that registers them (which imports base.py).
-_DEFINED: list[type[Method]] = []
+DEFINED: list[type[Method]] = []
 
 
 class Method(ABC):
@@ -64,7 +64,7 @@ class Method(ABC):
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            _DEFINED.append(cls)
+            DEFINED.append(cls)
 
     def __init__(self, store: Store, damping: float | None = None):
         damping = self.default_damping if damping is None else damping
@@ -100,7 +100,7 @@ class Method(ABC):
                 "use --method daunce or daunce-corr"
             )
         if is_ensemble(store) and not self.ensembles:
-            usable = [m.name for m in _DEFINED if m.ensembles and not m.perturbed]
+            usable = [m.name for m in DEFINED if m.ensembles and not m.perturbed]
             raise AttribError(
                 f"{store.path} is an ensemble store and {self.name} does not add up over its "
                 f"members (normalized or squared per model): use --method "

@@ -56,3 +56,18 @@ class EnsembleOptions(Options):
                 f"--member-weights: one positive weight per member ({len(self.members)})"
             )
         return values
+
+
+def run_ensemble(options: EnsembleOptions) -> Path:
+    """`attrib ensemble`: merge the members (weighted by their learning rates with
+    `lr_weights`) into one store; returns its path."""
+    from attrib import log
+    from attrib.store.ensemble import merge, trainer_learning_rates
+
+    members = list(options.members)
+    weights = trainer_learning_rates(members) if options.lr_weights else options.weights
+    if options.lr_weights:
+        log.info(f"learning rates of the members: {', '.join(f'{w:g}' for w in weights)}")
+    path = merge(options.out, members, weights, options.overwrite)
+    log.info(f"wrote {path}: {len(members)} members")
+    return path

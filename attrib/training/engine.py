@@ -95,3 +95,14 @@ def run_steps(
         if after_step is not None:
             after_step(t + 1, State(params, opt, model_buffers(stepper)))
     return State(params, opt, model_buffers(stepper))
+
+
+def replay(run: Run, loaded, weights: np.ndarray | None = None) -> State:
+    """A recorded run's steps again from its start, each row's loss weighted by `weights`
+    (None: the run itself); `loaded` is the run's `load.Loaded`. The same-run ground truth
+    and the smoothness check are this with rows left out."""
+    start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)
+    return run_steps(
+        loaded.stepper, loaded.optimizer, loaded.source, loaded.batches, start, 0, run.steps,
+        weights=weights,
+    )  # fmt: skip

@@ -19,6 +19,7 @@ from attrib.outputs import declare
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.store.lock import lock_store, unlock_store
+from attrib.tasks.output_functions import output_function
 from attrib.training.engine import set_buffers, state_from_snapshot
 from attrib.training.inputs import check_queries_are_the_runs
 from attrib.training.load import Loaded, load_run
@@ -74,7 +75,7 @@ def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
         smooth = smoothness_check(
             run, loaded, batch, per_query, output, options.smoothness, options.drop
         )
-    scores = matrix if output == "margin" else -matrix  # higher = more helpful
+    scores = output_function(output).helpful(matrix)  # higher = more helpful
     if options.out is not None:
         with atomic_path(options.out, ".npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, scores.astype(np.float32))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attrib.training.engine import run_steps, state_from_snapshot
+from attrib.training.engine import replay, state_from_snapshot
 from attrib.training.magic import output_gradients
 
 
@@ -28,17 +28,7 @@ def smoothness_check(
         removed = rng.choice(rows, max(1, round(drop * rows)), replace=False)
         weights = np.ones(rows)
         weights[removed] = 0.0
-        start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)
-        state = run_steps(
-            loaded.stepper,
-            loaded.optimizer,
-            loaded.source,
-            loaded.batches,
-            start,
-            0,
-            run.steps,
-            weights=weights,
-        )
+        state = replay(run, loaded, weights)
         values, _ = output_gradients(loaded, state, batch, output)
         predicted.append(-metagrads[:, removed].sum(1))
         actual.append(values - base)
