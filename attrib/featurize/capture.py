@@ -48,7 +48,13 @@ class ModuleCapture:
         if projection.kind == "factored":
             p_out, p_in = factored_matrices(projection, spec.name, spec.d_out, spec.d_in)
             self.p_out, self.p_in = p_out.to(device), p_in.to(device)
-            if spec.kind == "conv2d":
+            # A side kept exactly (an identity matrix) is not multiplied at all: the same
+            # numbers without the matmul (ungrouped modules; a grouped conv's identity
+            # spans the groups, so it goes through the grouped product).
+            ungrouped = getattr(module, "groups", 1) == 1
+            self.out_identity = ungrouped and p_out.shape[0] == p_out.shape[1]
+            self.in_identity = ungrouped and p_in.shape[0] == p_in.shape[1]
+            if spec.kind == "conv2d" and not self.in_identity:
                 self._conv_weight = self._patch_projection_weight()
         elif projection.kind == "dense" and spec.d_out * spec.d_in > projection.dim**2:
             self._dense = DenseProjector(
@@ -88,12 +94,13 @@ class ModuleCapture:
     # -- inputs ----------------------------------------------------------------------------
     def _input_record(self, x: torch.Tensor):
         spec = self.spec
+        factored = self.projection.kind == "factored"
         if spec.kind == "conv2d":
-            if self.projection.kind == "factored":
+            if factored and not self.in_identity:
                 return self._project_patches(x.float())
             return self._unfold_patches(x.float())
         x = x.float().reshape(x.shape[0], -1, x.shape[-1])  # (B, L, d_in)
-        if self.projection.kind == "factored":
+        if factored and not self.in_identity:
             projected = x @ self.p_in[: x.shape[-1]]
             return projected + self.p_in[-1] if spec.bias else projected
         return _append_ones(x) if spec.bias else x
@@ -135,8 +142,11 @@ class ModuleCapture:
             groups = self.module.groups
             dy = dy.reshape(batch, groups, self.spec.d_out // groups, -1)  # (B, g, o, L)
             if self.projection.kind == "factored":
-                p_out = self.p_out.reshape(groups, self.spec.d_out // groups, -1)
-                dy_proj = torch.einsum("bgol,gop->bgpl", dy, p_out)
+                if self.out_identity:
+                    dy_proj = dy
+                else:
+                    p_out = self.p_out.reshape(groups, self.spec.d_out // groups, -1)
+                    dy_proj = torch.einsum("bgol,gop->bgpl", dy, p_out)
                 if self.factors is not None:  # groups pooled: exact for ungrouped convs
                     self._conv_stats(record, dy_proj.sum(1))
                 return torch.einsum("bgpl,bgql->bpq", dy_proj, record).reshape(batch, -1)
@@ -146,7 +156,7 @@ class ModuleCapture:
         else:
             dy = dy.reshape(batch, -1, dy.shape[-1])  # (B, L, d_out)
             if self.projection.kind == "factored":
-                dy_proj = dy @ self.p_out
+                dy_proj = dy if self.out_identity else dy @ self.p_out
                 if self.factors is not None:
                     self._token_stats(record, dy_proj, dy)
                 return torch.bmm(dy_proj.transpose(1, 2), record).reshape(batch, -1)
