@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ def option(
     output: str | None = None,
     suffixes: tuple[str, ...] = (),
     finite: bool = True,
+    device: bool = False,
 ) -> Any:
     """A dataclass field with what the CLI needs to show it.
 
@@ -58,6 +60,7 @@ def option(
         "separator": separator,
         "parse": parse,
         "output": output,
+        "device": device,
         "suffixes": suffixes,
         "finite": finite,
     }
@@ -95,6 +98,8 @@ class Options:
                 check_output(
                     value, flag_of(field), field.metadata["output"], field.metadata["suffixes"]
                 )
+            if field.metadata.get("device"):
+                check_device(value, flag_of(field))
             allowed = choices_of(field)
             value = getattr(self, field.name)
             if allowed is None or value is None:
@@ -169,3 +174,19 @@ def existing_store(path: Path | None, flag: str) -> None:
 def existing_file(path: Path | None, flag: str) -> None:
     if path is not None and not Path(path).is_file():
         raise AttribError(f"{flag} {path}: no such file")
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_option(does: str = "") -> str:
+    """The --device option of every stage, declared once: `does` says what runs there."""
+    where = "auto (a CUDA GPU when there is one; under accelerate/torchrun each process's own)"
+    lead = f"Device for {does}: " if does else "Device: "
+    return option("auto", help=f"{lead}{where}, cpu, cuda or cuda:N.", device=True)
+
+
+def check_device(value: str, flag: str = "--device") -> None:
+    """Checked with the options, before anything loads (torch reads it much later)."""
+    if not isinstance(value, str) or not DEVICE.match(value):
+        raise AttribError(f"unknown {flag} {value!r}; use auto, cpu, cuda or cuda:N")

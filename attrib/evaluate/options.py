@@ -11,6 +11,7 @@ from attrib.methods import DEFAULT_METHOD, method_names
 from attrib.options import (
     Options,
     at_least,
+    device_option,
     existing_file,
     existing_store,
     option,
@@ -64,11 +65,7 @@ class _Compared(_Evaluation):
     """Options of the commands that compare methods x weights files."""
 
     memory_gb: float = memory_option()
-    device: str = option(
-        "auto",
-        help="Where scores are computed (and tail-patch's steps run): auto (a CUDA GPU when "
-        "there is one), cpu, cuda or cuda:N.",
-    )
+    device: str = device_option("scoring (and tail-patch's steps)")
 
     def check(self) -> None:
         at_least(getattr(self, "damping", None), 0, "--lambda")
@@ -155,7 +152,7 @@ class RetrainOptions(_Evaluation):
         None, help="Diffusion: seed of the recorded loss's noise (default: the training store's)."
     )
     shard: str = option("0/1", help="Do subsets i, i+n, ... of i/n (resumable, mergeable).")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:

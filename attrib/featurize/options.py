@@ -7,7 +7,7 @@ from pathlib import Path
 from attrib.errors import AttribError
 from attrib.hub import check_data_source, check_source
 from attrib.methods import method_class, method_names
-from attrib.options import Options, at_least, option
+from attrib.options import Options, at_least, device_option, option
 from attrib.tasks import task_names
 from attrib.tasks.options import ModelRef, TaskOptions
 
@@ -79,7 +79,7 @@ class FeaturizeOptions(Options):
         "float32", help="Compute dtype (half precision on a GPU).", choices=COMPUTE_DTYPES
     )
     store_dtype: str = option("float16", help="Stored feature dtype.", choices=STORE_DTYPES)
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
     text_column: str | None = option(None, help="Text column (language models).")
     image_column: str | None = option(None, help="Image column (image classifiers, diffusion).")
     label_column: str | None = option(None, help="Label column (image classifiers).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.options import Options, at_least, option
+from attrib.options import Options, at_least, device_option, option
 
 
 class GenerateOptions(Options):
@@ -27,7 +27,7 @@ class GenerateOptions(Options):
     guidance: float = option(7.5, help="Classifier-free guidance scale (text-to-image).")
     revision: str | None = option(None, help="Model revision.")
     adapter: str | None = option(None, help="PEFT LoRA adapter id or folder for the UNet.")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
     overwrite: bool = option(False, help="Replace a non-empty --out.")
 
     def check(self) -> None:

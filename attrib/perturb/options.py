@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.options import Options, at_least, existing_store, option, positive
+from attrib.options import Options, at_least, device_option, existing_store, option, positive
 from attrib.training.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
 
 # Daunce's Table 1 (white-box) objectives, named by the second-order matrix they estimate.
@@ -60,7 +60,7 @@ class PerturbOptions(Options):
     keep_models: bool = option(
         True, help="Save each copy's weights (needed to record outputs for later --queries)."
     )
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:

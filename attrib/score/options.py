@@ -8,7 +8,7 @@ from attrib.errors import AttribError
 from attrib.index.options import KINDS
 from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, existing_store, option, positive
+from attrib.options import Options, at_least, device_option, existing_store, option, positive
 
 DEFAULT_TOP = 10
 
@@ -86,11 +86,7 @@ class ScoreOptions(Options):
         "instead of a pass over the store; exact scoring is the default and the reference.",
     )
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
-    device: str = option(
-        "auto",
-        help="Device for scoring and for featurizing --query values (auto: a CUDA GPU when "
-        "there is one; under accelerate/torchrun each process's own).",
-    )
+    device: str = device_option("scoring and for featurizing --query values")
     batch_size: int = option(16, help="Batch size for featurizing --query values.")
     trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
     memory_gb: float = memory_option()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.memory import memory_option
-from attrib.options import Options, at_least, existing_store, option, positive
+from attrib.options import Options, at_least, device_option, existing_store, option, positive
 
 OUTPUTS = ("margin", "loss")
 
@@ -59,7 +59,7 @@ class MagicOptions(Options):
     )
     drop: float = option(0.01, help="Fraction of rows each smoothness check removes.")
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
     memory_gb: float = memory_option()
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 

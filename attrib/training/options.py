@@ -7,7 +7,7 @@ from pathlib import Path
 from attrib.errors import AttribError
 from attrib.hub import check_data_source, check_source
 from attrib.memory import memory_option
-from attrib.options import Options, at_least, option, positive
+from attrib.options import Options, at_least, device_option, option, positive
 from attrib.tasks import task_names
 from attrib.tasks.options import ModelRef, TaskOptions
 from attrib.training.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
@@ -67,7 +67,7 @@ class TrainOptions(Options):
     caption_column: str | None = option(None, help="Caption column (text-to-image diffusion).")
     max_length: int | None = option(None, help="Truncate texts to this many tokens.")
     memory_gb: float = memory_option()
-    device: str = option("auto", help="auto, cpu, cuda or cuda:N.")
+    device: str = device_option()
     trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 

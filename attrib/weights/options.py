@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, existing_store, option, positive
+from attrib.options import Options, at_least, device_option, existing_store, option, positive
 from attrib.weights.groups import groups_help
 
 PRIORS = ("auto", "uniform", "balanced")
@@ -62,11 +62,7 @@ class LearnOptions(Options):
         None, flag="--lambda", help="Relative kernel damping (default: the method's own)."
     )
     memory_gb: float = memory_option()
-    device: str = option(
-        "auto",
-        help="Where the contributions (queries x training rows x groups products) are "
-        "computed: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.",
-    )
+    device: str = device_option("the contributions (queries x training rows x groups products)")
     plot: Path | None = option(
         None, help="Write a bar plot of the weights (PNG).", output="file", suffixes=(".png",)
     )
