@@ -129,6 +129,25 @@ class Options:
     def replace(self, **changes) -> Options:
         return dataclasses.replace(self, **changes)
 
+    def compose(self, target: type, **values) -> Any:
+        """A `target` dataclass (a Recipe, TaskOptions) from this stage's fields of the same
+        names, plus `values`: what a stage passes on is never rebuilt field by field."""
+        names = {f.name for f in dataclasses.fields(target)}
+        mine = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
+        return target(**{**mine, **values})
+
+    @classmethod
+    def ordered_fields(cls) -> list[dataclasses.Field]:
+        """Fields in the order a person reads them: the stage's own first (as declared), then
+        those of the option groups it takes in (dataclasses put a base's fields first)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        order: list[str] = []
+        for klass in cls.__mro__:
+            for name in vars(klass).get("__annotations__", {}):
+                if name in fields and name not in order:
+                    order.append(name)
+        return [fields[n] for n in order]
+
 
 def _finite(value: Any, flag: str) -> None:
     """nan and inf pass every `<` check silently and fail later as tracebacks: refuse them."""

@@ -27,7 +27,7 @@ class Extra:
 
 
 def cli_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    return [f for f in cls.ordered_fields() if f.metadata.get("cli", True)]
 
 
 def cli_default(field: dataclasses.Field) -> Any:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.hub import check_source
-from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.option_groups import OnDevice, WithMemory
 from attrib.options import (
     Options,
     at_least,
@@ -49,6 +49,11 @@ def _damping() -> float | None:
     return option(None, flag="--lambda", help="Relative kernel damping (default: each method's).")
 
 
+# RetrainOptions' flags that override a --recipe file's fields (None: the file's, else the
+# Recipe default).
+RECIPE_OVERRIDES = ("init", "epochs", "lr", "batch_size", "optimizer", "weight_decay", "schedule")
+
+
 class _Evaluation(Options):
     """Every evaluation reads a training store, most a query store, some an input file:
     checked first, before anything heavy is imported."""
@@ -61,15 +66,14 @@ class _Evaluation(Options):
         super().__post_init__()
 
 
-class _Compared(_Evaluation):
+class _Compared(WithMemory, OnDevice, _Evaluation):
     """Options of the commands that compare methods x weights files."""
 
-    memory_gb: float = memory_option()
     device: str = device_option("scoring (and tail-patch's steps)")
 
     def check(self) -> None:
+        super().check()
         at_least(getattr(self, "damping", None), 0, "--lambda")
-        positive(self.memory_gb, "--memory-gb")
 
     def weight_paths(self) -> list[Path | None]:
         return [None if w == "none" else Path(w) for w in self.weights]
@@ -174,17 +178,7 @@ class RetrainOptions(_Evaluation):
         if self.same_run is not None:
             if not (Path(self.same_run) / "run.json").is_file():
                 raise AttribError(f"--same-run {self.same_run} is not a run `attrib train` wrote")
-            fields = (
-                "recipe",
-                "init",
-                "epochs",
-                "lr",
-                "batch_size",
-                "optimizer",
-                "weight_decay",
-                "schedule",
-            )
-            fields += ("start_from",)
+            fields = ("recipe", *RECIPE_OVERRIDES, "start_from")
             given = [f"--{f.replace('_', '-')}" for f in fields if getattr(self, f) is not None]
             if given:
                 raise AttribError(
@@ -201,19 +195,7 @@ class RetrainOptions(_Evaluation):
 
     @property
     def recipe_resolved(self) -> Recipe:
-        overrides = {
-            name: getattr(self, name)
-            for name in (
-                "init",
-                "epochs",
-                "lr",
-                "batch_size",
-                "optimizer",
-                "weight_decay",
-                "schedule",
-                "seed",
-            )
-        }
+        overrides = {name: getattr(self, name) for name in (*RECIPE_OVERRIDES, "seed")}
         if self.recipe is not None:
             return Recipe.from_file(self.recipe, **overrides)
         return Recipe(**{k: v for k, v in overrides.items() if v is not None})
@@ -252,7 +234,7 @@ class RecallOptions(_Compared):
         at_least(self.k, 1, "--k")
 
 
-class GroupsOptions(_Evaluation):
+class GroupsOptions(WithMemory, _Evaluation):
     """Per-group attribution strength: LDS from each group's features alone."""
 
     train: Path = _train()
@@ -267,12 +249,11 @@ class GroupsOptions(_Evaluation):
     plot: Path | None = option(
         None, help="Write a bar plot (PNG).", output="file", suffixes=(".png",)
     )
-    memory_gb: float = memory_option()
 
     def check(self) -> None:
+        super().check()
         at_least(self.depth, 1, "--depth")
         at_least(self.damping, 0, "--lambda")
-        positive(self.memory_gb, "--memory-gb")
 
 
 class TailPatchOptions(_Compared):

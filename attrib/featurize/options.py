@@ -7,7 +7,8 @@ from pathlib import Path
 from attrib.errors import AttribError
 from attrib.hub import check_data_source, check_source
 from attrib.methods import method_class, method_names
-from attrib.options import Options, at_least, device_option, option
+from attrib.option_groups import OnDevice, TaskColumns
+from attrib.options import Options, at_least, option
 from attrib.tasks import task_names
 from attrib.tasks.options import ModelRef, TaskOptions
 
@@ -27,7 +28,7 @@ def parse_proj_dim(value: str) -> int | str:
         ) from None
 
 
-class FeaturizeOptions(Options):
+class FeaturizeOptions(TaskColumns, OnDevice, Options):
     """Compute per-example gradient features of a model on a dataset and write a store."""
 
     model: str = option(help="Model hub id or local folder.", short="-m")
@@ -79,12 +80,6 @@ class FeaturizeOptions(Options):
         "float32", help="Compute dtype (half precision on a GPU).", choices=COMPUTE_DTYPES
     )
     store_dtype: str = option("float16", help="Stored feature dtype.", choices=STORE_DTYPES)
-    device: str = device_option()
-    text_column: str | None = option(None, help="Text column (language models).")
-    image_column: str | None = option(None, help="Image column (image classifiers, diffusion).")
-    label_column: str | None = option(None, help="Label column (image classifiers).")
-    caption_column: str | None = option(None, help="Caption column (text-to-image diffusion).")
-    max_length: int | None = option(None, help="Truncate texts to this many tokens.")
     padding_side: str = option(
         "right",
         help="Tokenizer padding side (features do not depend on it).",
@@ -109,6 +104,7 @@ class FeaturizeOptions(Options):
         if self.adapter:
             check_source(self.adapter, "--adapter")
         check_data_source(self.data)
+        super().check()
         for name in ("batch_size", "shard_size", "max_examples", "timesteps"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
         if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
@@ -148,16 +144,7 @@ class FeaturizeOptions(Options):
 
     @property
     def task_options(self) -> TaskOptions:
-        return TaskOptions(
-            text_column=self.text_column,
-            image_column=self.image_column,
-            label_column=self.label_column,
-            max_length=self.max_length,
-            padding_side=self.padding_side,
-            caption_column=self.caption_column,
-            timesteps=self.timesteps,
-            noise_seed=self.noise_seed,
-        )
+        return self.compose(TaskOptions)
 
     @property
     def projection_spec(self):

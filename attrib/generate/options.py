@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.options import Options, at_least, device_option, option
+from attrib.option_groups import OnDevice
+from attrib.options import Options, at_least, option
 
 
-class GenerateOptions(Options):
+class GenerateOptions(OnDevice, Options):
     """Generate query images with their prompts, seeds and sampling trajectories, as a dataset
     folder `attrib featurize --data OUT` reads."""
 
@@ -27,10 +28,10 @@ class GenerateOptions(Options):
     guidance: float = option(7.5, help="Classifier-free guidance scale (text-to-image).")
     revision: str | None = option(None, help="Model revision.")
     adapter: str | None = option(None, help="PEFT LoRA adapter id or folder for the UNet.")
-    device: str = device_option()
     overwrite: bool = option(False, help="Replace a non-empty --out.")
 
     def check(self) -> None:
+        super().check()
         at_least(self.n, 1, "--n")
         at_least(self.steps, 1, "--steps")
         at_least(self.trajectory, 0, "--trajectory")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.options import Options, at_least, device_option, existing_store, option, positive
-from attrib.training.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
+from attrib.option_groups import OnDevice
+from attrib.options import Options, at_least, existing_store, option
+from attrib.training.recipe import INITS
+from attrib.training.recipe_flags import RecipeFlags
 
 # Daunce's Table 1 (white-box) objectives, named by the second-order matrix they estimate.
 OBJECTIVES = ("hessian", "fisher", "trak")
@@ -14,7 +16,7 @@ OBJECTIVES = ("hessian", "fisher", "trak")
 RECORDED = {"hessian": "loss", "fisher": "loss", "trak": "margin"}
 
 
-class PerturbOptions(Options):
+class PerturbOptions(RecipeFlags, OnDevice, Options):
     """Fine-tune K perturbed copies of the training store's model (Daunce, Algorithm 1): each
     on its own random subset of the training data with per-example random weights, for a
     short schedule. Every training and query example's output under every copy is written as
@@ -51,29 +53,20 @@ class PerturbOptions(Options):
         "ensembles them).",
     )
     epochs: int = option(1, help="Epochs over each copy's subset.")
-    lr: float = option(1e-3, help="Learning rate of the copies.")
-    batch_size: int = option(32, help="Batch size of the copies.")
-    optimizer: str = option("adamw", choices=OPTIMIZERS, help="Optimizer of the copies.")
-    weight_decay: float = option(0.0, help="Weight decay of the copies.")
-    schedule: str = option("constant", choices=SCHEDULES, help="Learning-rate schedule.")
     seed: int = option(0, help="Seed of the subsets, random weights and batch order.")
     keep_models: bool = option(
         True, help="Save each copy's weights (needed to record outputs for later --queries)."
     )
-    device: str = device_option()
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
         existing_store(self.train, "--train")
         for path in self.queries:
             existing_store(path, "--queries")
+        super().check()
         at_least(self.copies, 2, "--copies")
-        at_least(self.epochs, 1, "--epochs")
-        at_least(self.batch_size, 1, "--batch-size")
-        positive(self.lr, "--lr")
         if not 0 < self.ratio <= 1:
             raise AttribError("--ratio must be in (0, 1]")
-        at_least(self.weight_decay, 0, "--weight-decay")
         if self.init == "scratch" and not self.black_box:
             raise AttribError(
                 "--init scratch trains each copy from a fresh initialization, but the "
@@ -85,19 +78,6 @@ class PerturbOptions(Options):
                 "--queries stores need distinct folder names other than 'train' "
                 "(each is written to OUT/<name>)"
             )
-
-    @property
-    def recipe(self) -> Recipe:
-        return Recipe(
-            init=self.init,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            weight_decay=self.weight_decay,
-            schedule=self.schedule,
-            seed=self.seed,
-        )
 
     @property
     def recorded(self) -> str:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.index.options import KINDS
-from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.options import Options, at_least, device_option, existing_store, option, positive
+from attrib.option_groups import OnDevice, WithMemory
+from attrib.options import Options, at_least, device_option, existing_store, option
 
 DEFAULT_TOP = 10
 
 
-class ScoreOptions(Options):
+class ScoreOptions(WithMemory, OnDevice, Options):
     """Rank training examples by their attribution to each query (higher = more helpful)."""
 
     train: Path = option(help="Training store (from featurize).", short="-t")
@@ -89,16 +89,15 @@ class ScoreOptions(Options):
     device: str = device_option("scoring and for featurizing --query values")
     batch_size: int = option(16, help="Batch size for featurizing --query values.")
     trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
-    memory_gb: float = memory_option()
     progress: bool = option(False, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
         existing_store(self.train, "--train")
         existing_store(self.queries, "--queries")
+        super().check()
         at_least(self.top, 1, "--top")
         at_least(self.damping, 0, "--lambda")
         at_least(self.batch_size, 1, "--batch-size")
-        positive(self.memory_gb, "--memory-gb")
         if self.per_token and not (self.query or self.text):
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
         if self.html is not None and self.self_influence:

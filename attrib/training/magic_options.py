@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.memory import memory_option
-from attrib.options import Options, at_least, device_option, existing_store, option, positive
+from attrib.option_groups import OnDevice, WithMemory
+from attrib.options import Options, at_least, existing_store, option
 
 OUTPUTS = ("margin", "loss")
 
 
-class MagicOptions(Options):
+class MagicOptions(WithMemory, OnDevice, Options):
     """Exact attribution for a run `attrib train` recorded: each training row's score is the
     metagradient d f(query; theta_T(w)) / d w_i at w = 1, computed in reverse mode through
     every recorded optimizer step (MAGIC). Higher = more helpful, as for every method. Its
@@ -59,17 +59,15 @@ class MagicOptions(Options):
     )
     drop: float = option(0.01, help="Fraction of rows each smoothness check removes.")
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
-    device: str = device_option()
-    memory_gb: float = memory_option()
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
         if not (Path(self.run) / "run.json").is_file():
             raise AttribError(f"--run {self.run} is not a recorded run (no run.json); attrib train")
         existing_store(self.queries, "--queries")
+        super().check()
         for name in ("top", "block", "smoothness_queries"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
-        positive(self.memory_gb, "--memory-gb")
         at_least(self.smoothness, 0, "--smoothness")
         if not 0 < self.drop < 1:
             raise AttribError("--drop must be between 0 and 1")

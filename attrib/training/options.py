@@ -6,16 +6,16 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.hub import check_data_source, check_source
-from attrib.memory import memory_option
-from attrib.options import Options, at_least, device_option, option, positive
+from attrib.option_groups import OnDevice, TaskColumns, WithMemory
+from attrib.options import Options, at_least, option
 from attrib.tasks import task_names
 from attrib.tasks.options import ModelRef, TaskOptions
-from attrib.training.recipe import INITS, OPTIMIZERS, SCHEDULES, Recipe
+from attrib.training.recipe_flags import RecipeFlags
 
 TRAIN_DTYPES = ("float32", "float64")
 
 
-class TrainOptions(Options):
+class TrainOptions(RecipeFlags, TaskColumns, WithMemory, OnDevice, Options):
     """Train or fine-tune a checkpoint on a dataset and record the run so it can be replayed
     exactly: every step's rows, parameter and optimizer-state snapshots, and the trained
     checkpoint in Hugging Face format (RUN/model, which featurize reads). The loss is
@@ -40,18 +40,6 @@ class TrainOptions(Options):
     task: str | None = option(
         None, help="Model family (default: read from the model).", choices=task_names
     )
-    init: str = option(
-        Recipe.init, choices=INITS, help="finetune (from the checkpoint) or scratch (config)."
-    )
-    epochs: int = option(Recipe.epochs, help="Passes over the data.")
-    lr: float = option(Recipe.lr, help="Peak learning rate.")
-    batch_size: int = option(Recipe.batch_size, help="Rows per step.")
-    optimizer: str = option(Recipe.optimizer, choices=OPTIMIZERS, help="Optimizer.")
-    weight_decay: float = option(Recipe.weight_decay, help="Weight decay (AdamW: decoupled).")
-    momentum: float = option(Recipe.momentum, help="SGD momentum.")
-    schedule: str = option(Recipe.schedule, choices=SCHEDULES, help="Learning-rate schedule.")
-    warmup: int = option(0, help="Steps of linear learning-rate warm-up.")
-    seed: int = option(Recipe.seed, help="Seed of the batches' order, the init and the noise.")
     max_examples: int | None = option(None, help="Train on the first N rows only.")
     snapshot_every: int | None = option(
         None,
@@ -61,18 +49,11 @@ class TrainOptions(Options):
     dtype: str = option(
         "float32", choices=TRAIN_DTYPES, help="Parameter dtype (float64: exact checks)."
     )
-    text_column: str | None = option(None, help="Text column (language models).")
-    image_column: str | None = option(None, help="Image column.")
-    label_column: str | None = option(None, help="Label column (image classifiers).")
-    caption_column: str | None = option(None, help="Caption column (text-to-image diffusion).")
-    max_length: int | None = option(None, help="Truncate texts to this many tokens.")
-    memory_gb: float = memory_option()
-    device: str = device_option()
     trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
-        positive(self.memory_gb, "--memory-gb")
+        super().check()
         if self.check_run is not None:
             if not (Path(self.check_run) / "run.json").is_file():
                 raise AttribError(f"--check {self.check_run} is not a recorded run (no run.json)")
@@ -87,28 +68,8 @@ class TrainOptions(Options):
         if self.adapter:
             check_source(self.adapter, "--adapter")
         check_data_source(self.data)
-        for name in ("epochs", "batch_size", "max_examples", "snapshot_every", "max_length"):
+        for name in ("max_examples", "snapshot_every"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
-        for name in ("warmup", "seed", "momentum"):
-            at_least(getattr(self, name), 0, "--" + name)
-        positive(self.lr, "--lr")
-        at_least(self.weight_decay, 0, "--weight-decay")
-        self.recipe  # noqa: B018  (a bad recipe fails here)
-
-    @property
-    def recipe(self) -> Recipe:
-        return Recipe(
-            init=self.init,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
-            schedule=self.schedule,
-            seed=self.seed,
-            warmup=self.warmup,
-        )
 
     @property
     def model_ref(self) -> ModelRef:
@@ -122,10 +83,4 @@ class TrainOptions(Options):
 
     @property
     def task_options(self) -> TaskOptions:
-        return TaskOptions(
-            text_column=self.text_column,
-            image_column=self.image_column,
-            label_column=self.label_column,
-            max_length=self.max_length,
-            caption_column=self.caption_column,
-        )
+        return self.compose(TaskOptions)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attrib.memory import memory_option
 from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.option_groups import OnDevice, WithMemory
 from attrib.options import Options, at_least, device_option, existing_store, option, positive
 from attrib.weights.groups import groups_help
 
@@ -13,7 +13,7 @@ PRIORS = ("auto", "uniform", "balanced")
 INITS = ("random", "uniform")
 
 
-class LearnOptions(Options):
+class LearnOptions(WithMemory, OnDevice, Options):
     """Learn one non-negative weight per parameter group, self-supervised from the top-k of a
     base method (the paper's Algorithm 1). The weights apply to any method on the same model:
     `attrib score --weights W.safetensors`."""
@@ -61,7 +61,6 @@ class LearnOptions(Options):
     damping: float | None = option(
         None, flag="--lambda", help="Relative kernel damping (default: the method's own)."
     )
-    memory_gb: float = memory_option()
     device: str = device_option("the contributions (queries x training rows x groups products)")
     plot: Path | None = option(
         None, help="Write a bar plot of the weights (PNG).", output="file", suffixes=(".png",)
@@ -70,10 +69,10 @@ class LearnOptions(Options):
     def check(self) -> None:
         existing_store(self.train, "--train")
         existing_store(self.queries, "--queries")
+        super().check()
         at_least(self.k, 1, "--k")
         at_least(self.epochs, 1, "--epochs")
         at_least(self.depth, 1, "--depth")
         at_least(self.weight_decay, 0, "--weight-decay")
         at_least(self.damping, 0, "--lambda")
         positive(self.lr, "--lr")
-        positive(self.memory_gb, "--memory-gb")
