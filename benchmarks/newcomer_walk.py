@@ -2,11 +2,12 @@
 commands the docs give, each run in a terminal (a pseudo-terminal, so progress bars draw as
 they would for a person) and on a pipe (as under nohup or CI).
 
-    python benchmarks/newcomer_walk.py [--rows 400] [--clone]
+    python benchmarks/newcomer_walk.py [--rows 400] [--clone] [--demo]
 
 With --clone the walk starts from a fresh clone of this checkout: its first step is the
 README's environment (`bash .ci/env`: a virtual environment, torch, attrib), and every later
-command is that clone's `attrib`.
+command is that clone's `attrib`. With --demo the README's first command comes next: `attrib
+demo --task text` (and the image demo), first runs on an empty cache.
 
 For each step: wall time, the longest silence in the terminal (no byte written for that
 long, the start and the end included) and on a pipe (stderr lines), and the cumulative time
@@ -101,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--clone", action="store_true", help="start from a fresh clone")
+    parser.add_argument("--demo", action="store_true", help="time the demos' first runs")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +116,13 @@ def main() -> None:
             installed = wall
             rows.append(("terminal", "bash .ci/env (fresh clone)", wall, silence, code, None, wall))
             attrib = str(clone / ".venv" / "bin" / "attrib")
+        if args.demo:
+            os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # a first run
+            for task in ("text", "image"):
+                argv = [attrib, "demo", "--task", task, "--out", str(Path(tmp) / f"demo-{task}")]
+                wall, silence, code = in_terminal(argv)  # not counted in the milestones
+                rows.append(("terminal", f"attrib demo --task {task} (first run)", wall,
+                             silence, code, None, installed + wall))  # fmt: skip
         for mode, runner in (("terminal", in_terminal), ("pipe", on_a_pipe)):
             root = Path(tmp) / mode
             root.mkdir()

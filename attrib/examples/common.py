@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attrib import log
 from attrib.atomic import atomic_dir
 from attrib.data import DataRef, open_dataset, undecoded
 from attrib.distributed import resolve_device
@@ -39,7 +40,7 @@ def trained_task(init_dir: Path, data: Path, recipe: Recipe, device="cpu"):
     columns = task.bind_columns(dataset)
     source = BatchSource(task, undecoded(dataset, columns.get("image")), columns, device)
     torch.manual_seed(recipe.seed)
-    train(task, source, np.arange(len(dataset)), recipe, recipe.seed)
+    train(task, source, np.arange(len(dataset)), recipe, recipe.seed, progress=not log.is_quiet())
     return task
 
 

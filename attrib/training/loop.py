@@ -14,6 +14,7 @@ import torch
 
 from attrib.data import read_rows
 from attrib.errors import AttribError
+from attrib.progress import progress_bar
 from attrib.tasks.base import Task
 from attrib.training.batches import epoch_batches
 from attrib.training.engine import State, model_buffers, run_steps, set_buffers
@@ -99,22 +100,32 @@ def train(
     recipe: Recipe,
     seed: int,
     objective=None,
+    progress: bool = False,
 ):
     """Train `task.model` in place on the rows at `positions` with the recipe (its optimizer,
     schedule and warm-up), through the same functional steps `attrib train` records and
     magic differentiates. `objective(batch, rows, params)` is the scalar each step minimizes
-    (default: the task's training loss); `rows` are the batch's positions in the source."""
+    (default: the task's training loss); `rows` are the batch's positions in the source.
+    `progress`: a bar over the steps (the demo's checkpoint takes a minute to train)."""
     batches = epoch_batches(positions, recipe, seed)
     optimizer = Optimizer.from_recipe(recipe, len(batches))
-    run_steps_from_model(task, Stepper(task, seed, objective), optimizer, source, batches)
+    stepper = Stepper(task, seed, objective)
+    with progress_bar(progress, unit="steps") as bar:
+        phase = bar.add_task("training", total=len(batches))
+        advance = (lambda step, state: bar.advance(phase)) if progress else None
+        run_steps_from_model(task, stepper, optimizer, source, batches, advance)
 
 
-def run_steps_from_model(task, stepper: Stepper, optimizer: Optimizer, source, batches) -> None:
+def run_steps_from_model(
+    task, stepper: Stepper, optimizer: Optimizer, source, batches, after_step=None
+) -> None:
     """Every step from the model's current weights; the model holds the result."""
     params = stepper.initial_params()
     state = State(params, optimizer.init_state(params), model_buffers(stepper))
     try:
-        state = run_steps(stepper, optimizer, source, batches, state, 0, len(batches))
+        state = run_steps(
+            stepper, optimizer, source, batches, state, 0, len(batches), after_step=after_step
+        )
         stepper.load_into_model(state.params)
         set_buffers(stepper, state.buffers)
     finally:
