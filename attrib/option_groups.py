@@ -22,6 +22,15 @@ class WithMemory(Options):
         positive(self.memory_gb, "--memory-gb")
 
 
+class Rescaled(Options):
+    rif: bool = option(
+        False,
+        help="RIF: divide each training row's score by one minus its leverage under the "
+        "method's kernel (exact leave-one-out for ridge regression; trak, trak-block, kfac, "
+        "ekfac, dtrak, jtrak).",
+    )
+
+
 class TaskColumns(Options):
     """Which dataset columns a model reads (each read from the model when not given)."""
 

@@ -36,6 +36,9 @@ ATTRIB = str(Path(sys.executable).parent / "attrib")
 QUESTION = " ".join(builders.sentences(1, seed=11))  # words the tiny tokenizer knows
 
 
+TRANSCRIPT: list[bytes] = []  # what the terminal showed, for --transcript
+
+
 def in_terminal(argv: list[str]) -> tuple[float, float, int]:
     """(wall seconds, longest silence, exit code) of argv on a pseudo-terminal."""
     start = time.perf_counter()
@@ -55,6 +58,7 @@ def in_terminal(argv: list[str]) -> tuple[float, float, int]:
                 break
             now = time.perf_counter()
             longest, last = max(longest, now - last), now
+            TRANSCRIPT.append(f"\n[{now - start:7.1f} s] ".encode() + chunk)
     _, status = os.waitpid(pid, 0)
     end = time.perf_counter()
     return end - start, max(longest, end - last), os.waitstatus_to_exitcode(status)
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--clone", action="store_true", help="start from a fresh clone")
     parser.add_argument("--demo", action="store_true", help="time the demos' first runs")
+    parser.add_argument("--transcript", type=Path, help="write what the terminal showed here")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +138,8 @@ def main() -> None:
                 wall, silence, code = runner(argv)
                 total += wall
                 rows.append((mode, name, wall, silence, code, milestone, total))
+    if args.transcript:
+        args.transcript.write_bytes(b"".join(TRANSCRIPT))
     print("| mode | step | wall (s) | longest silence (s) | exit | milestone (cumulative s) |")
     print("|---|---|---|---|---|---|")
     for mode, name, wall, silence, code, milestone, total in rows:

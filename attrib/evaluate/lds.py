@@ -126,6 +126,6 @@ def evaluate_lds_prepared(
         else float("nan")
     )
     return LdsResult(
-        prepared.name, weights_name, mean, ci, truth.subsets, len(per_query), per_query, both,
+        prepared.label, weights_name, mean, ci, truth.subsets, len(per_query), per_query, both,
         predicted,
     )  # fmt: skip

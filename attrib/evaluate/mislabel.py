@@ -86,5 +86,5 @@ def evaluate_mislabel(
     scores = normalized_self_influence(store, method, weights, norm_k, runtime)
     auc = roc_auc(scores, mislabeled)
     return MislabelResult(
-        method.name, weights_name, auc, norm_k, len(scores), int(mislabeled.sum())
+        method.label, weights_name, auc, norm_k, len(scores), int(mislabeled.sum())
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from attrib.errors import AttribError
 from attrib.hub import check_source
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.option_groups import OnDevice, WithMemory
+from attrib.option_groups import OnDevice, Rescaled, WithMemory
 from attrib.options import (
     Options,
     at_least,
@@ -66,7 +66,7 @@ class _Evaluation(Options):
         super().__post_init__()
 
 
-class _Compared(WithMemory, OnDevice, _Evaluation):
+class _Compared(Rescaled, WithMemory, OnDevice, _Evaluation):
     """Options of the commands that compare methods x weights files."""
 
     device: str = device_option("scoring (and tail-patch's steps)")

@@ -61,4 +61,4 @@ def evaluate_recall(
     top = score(train, method, features, k, weights, runtime=runtime)
     values = recall_at_k(top.indices, contributors, min(k, train.num_examples))
     mean, ci = mean_ci(np.asarray(values))
-    return RecallResult(method.name, weights_name, k, mean, ci, len(values))
+    return RecallResult(method.label, weights_name, k, mean, ci, len(values))

@@ -49,7 +49,7 @@ def _planned(store: Store, options, name: str, queries: int, share: float, truth
     """The method, prepared after its kernel, `queries` query vectors, the ground truth's
     masks (when given) and the streamed blocks were fitted into --memory-gb (per query and
     training row: its score and its product with the subsets or the running top-k)."""
-    method = get_method(name, store, options.damping)
+    method = get_method(name, store, options.damping, options.rif)
     budget = Budget(options.memory_gb)
     if truth is not None:
         _reserve_masks(budget, truth)
@@ -206,5 +206,5 @@ def run_tail_patch(options: TailPatchOptions) -> list[dict]:
     for prepared, vector, label in _combinations(store, options, queries.num_examples):
         top = score(store, prepared, features, count, vector, runtime=Runtime(target))
         values = relative_increases(task, train_source, query_source, top.positions.numpy(), step)
-        results.append(summarize(prepared.name, label, values, count))
+        results.append(summarize(prepared.label, label, values, count))
     return [r.record() for r in results]

@@ -48,9 +48,15 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-def get_method(name: str, store: Store, damping: float | None = None) -> Method:
-    """The method, not yet prepared: call `prepare()` once the cheap checks have passed."""
-    return method_class(name)(store, damping)
+def get_method(name: str, store: Store, damping: float | None = None, rif: bool = False) -> Method:
+    """The method, not yet prepared: call `prepare()` once the cheap checks have passed.
+    `rif`: each row's score over one minus its leverage (methods/rif.py)."""
+    cls = method_class(name)
+    if rif:
+        from attrib.methods.rif import with_rif
+
+        cls = with_rif(cls)
+    return cls(store, damping)
 
 
 def output_pairs() -> set[tuple[str, str]]:

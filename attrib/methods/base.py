@@ -60,6 +60,8 @@ class Method(ABC):
     # train_scale reads the features themselves (a norm, a leverage), not only scalar
     # columns: scoring then builds each block's (rows x D) matrix instead of streaming modules.
     scale_reads_features: ClassVar[bool] = False
+    # Scores divided by 1 - leverage (`--rif`, methods/rif.py).
+    rif: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -106,6 +108,11 @@ class Method(ABC):
                 f"members (normalized or squared per model): use --method "
                 f"{', '.join(usable[:-1])} or {usable[-1]} on it"
             )
+
+    @property
+    def label(self) -> str:
+        """The method as result rows name it (`ekfac+rif` under --rif)."""
+        return f"{self.name}+rif" if self.rif else self.name
 
     @classmethod
     def query_side_output(cls) -> str:

@@ -78,7 +78,7 @@ def run_score(request: ScoreOptions) -> list[dict]:
 
 def _scored(request: ScoreOptions, runtime) -> _Scored:
     store = Store(request.train)
-    method = get_method(request.method, store, request.damping)
+    method = get_method(request.method, store, request.damping, request.rif)
     _warn_output_mismatch(store, request.method)
     artifact = load_weights(request.weights) if request.weights is not None else None
     weights = _expanded(store, artifact)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.option_groups import OnDevice, WithMemory
+from attrib.option_groups import OnDevice, Rescaled, WithMemory
 from attrib.options import Options, at_least, device_option, existing_store, option, positive
 from attrib.weights.groups import groups_help
 
@@ -13,7 +13,7 @@ PRIORS = ("auto", "uniform", "balanced")
 INITS = ("random", "uniform")
 
 
-class LearnOptions(WithMemory, OnDevice, Options):
+class LearnOptions(Rescaled, WithMemory, OnDevice, Options):
     """Learn one non-negative weight per parameter group, self-supervised from the top-k of a
     base method (the paper's Algorithm 1). The weights apply to any method on the same model:
     `attrib score --weights W.safetensors`."""

@@ -65,7 +65,7 @@ def run_learn(options: LearnOptions) -> tuple[WeightsArtifact, dict]:
             "examples): the top-k would be every example"
         )
     _warn_overlap(train, queries)
-    method = get_method(options.method, train, options.damping)
+    method = get_method(options.method, train, options.damping, options.rif)
     groups, mapping = group_modules(train.module_names, options.groups, options.depth)
     budget = Budget(options.memory_gb)
     per_query_row = 2 * len(groups) * 4  # a block's contributions and their batched product
