@@ -12,8 +12,10 @@ kernel on the exact gradients, which is the exact damped Gauss-Newton solve
 - projection: trak-block (and EK-FAC) at `full` minus at p = 16;
 - inverse-Hessian approximation: the exact solve minus the best structured kernel at `full`;
 - linearization: magic minus the exact solve.
-Every method with its default damping, no learned weights, through the options objects the
-CLI is built from. Tables: stdout and benchmarks/results/error-split-TASKS.md (+ .json).
+Every method with its default damping, and with the damping chosen on validation queries
+(the example's val rows, their own same-run ground truth at keep 0.5; never the evaluation
+queries) from DAMPINGS; no learned weights; through the options objects the CLI is built
+from. Tables: stdout and benchmarks/results/error-split-TASKS.md (+ .json).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from attrib.training.magic_options import MagicOptions  # noqa: E402
 from attrib.training.magic_run import run_magic  # noqa: E402
 
 KINDS = {"trak-block": "trak", "ekfac": "ekfac", "trak": "trak"}  # method -> store's method
+DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+EXACT = "trak (exact damped GN solve)"
 
 
 def store(root: Path, run: Path, data: Path, kind: str, dim, name: str, rows=None) -> Path:
@@ -50,14 +54,24 @@ def store(root: Path, run: Path, data: Path, kind: str, dim, name: str, rows=Non
     return out
 
 
-def lds(train: Path, queries: Path, truth: Path, method: str, scores=()) -> dict:
+def lds(train, queries, truth, method: str, scores=(), damping=None, rif=False) -> dict:
     rows = run_lds(
         LdsOptions(
             train=train, queries=queries, groundtruth=truth, methods=(method,),
             weights=("none",), scores=tuple(str(s) for s in scores), device="cpu",
+            damping=damping, rif=rif,
         )
     )  # fmt: skip
-    return {row["method"]: row for row in rows}
+    return {row["method"].removesuffix("+rif"): row for row in rows}
+
+
+def chosen_damping(train: Path, val: Path, truth: Path, method: str, rif: bool) -> float:
+    """The damping of DAMPINGS with the best LDS on the validation queries."""
+
+    def score(c):
+        return lds(train, val, truth, method, damping=c, rif=rif)[method]["lds"]
+
+    return max(DAMPINGS, key=score)
 
 
 def run_task(name: str, args) -> dict:
@@ -65,75 +79,107 @@ def run_task(name: str, args) -> dict:
     run, _ = record_run(root, task)
     data = task["data"]
     stores = {
-        (kind, dim): (
-            store(root, run, data["train"], kind, dim, "train"),
-            store(root, run, data["eval"], kind, dim, "eval", args.queries),
-        )
+        (kind, dim): {
+            role: store(root, run, data[role], kind, dim, role, None if role == "train" else rows)
+            for role, rows in (("train", None), ("val", args.queries), ("eval", args.queries))
+        }
         for kind in ("trak", "ekfac")
         for dim in args.dims
     }
+    first = stores[("trak", args.dims[0])]
     magic = root / f"magic-{args.queries}.npy"
     if not magic.exists():
         run_magic(
-            MagicOptions(run=run, queries=stores[("trak", args.dims[0])][1], out=magic,
-                         device="cpu", progress=False)
+            MagicOptions(run=run, queries=first["eval"], out=magic, device="cpu", progress=False)
         )  # fmt: skip
+    truths = {"val": root / f"same-run-val-{args.subsets}-0.5.npz"}
+    for keep in args.keeps:
+        truths[keep] = root / f"same-run-{args.subsets}-{keep:g}.npz"
+    for key, path in truths.items():
+        retrain(
+            RetrainOptions(train=first["train"], queries=first["val" if key == "val" else "eval"],
+                           out=path, subsets=args.subsets, alpha=0.5 if key == "val" else key,
+                           same_run=run, device="cpu", progress=False)
+        )  # fmt: skip
+    configs = [(m, d) for m in ("trak-block", "ekfac") for d in args.dims]
+    configs += [(EXACT, "full")] if "full" in args.dims else []
+    configs = [(m, d, rif) for m, d in configs for rif in (False, True)]
+    damping = {}
+    for method, dim, rif in configs:
+        kind = "trak" if method == EXACT else method
+        at = stores[(KINDS[kind], dim)]
+        damping[(method, dim, rif)] = chosen_damping(
+            at["train"], at["val"], truths["val"], kind, rif
+        )
     table = {}
     for keep in args.keeps:
-        truth = root / f"same-run-{args.subsets}-{keep:g}.npz"
-        train16, eval16 = stores[("trak", args.dims[0])]
-        retrain(
-            RetrainOptions(train=train16, queries=eval16, out=truth, subsets=args.subsets,
-                           alpha=keep, same_run=run, device="cpu", progress=False)
-        )  # fmt: skip
         rows = []
-        for method in ("trak-block", "ekfac"):
-            for dim in args.dims:
-                train, queries = stores[(KINDS[method], dim)]
-                row = lds(train, queries, truth, method)[method]
-                rows.append({"method": method, "dim": dim, **_numbers(row)})
-        train, queries = stores[("trak", "full")]
-        both = lds(train, queries, truth, "trak", scores=(magic,))
-        rows.append({"method": "trak (exact damped GN solve)", "dim": "full",
-                     **_numbers(both["trak"])})  # fmt: skip
-        rows.append({"method": "magic", "dim": "-", **_numbers(both[magic.name])})
+        for method, dim, rif in configs:
+            kind = "trak" if method == EXACT else method
+            at = stores[(KINDS[kind], dim)]
+            default = lds(at["train"], at["eval"], truths[keep], kind, rif=rif)[kind]
+            chosen = damping[(method, dim, rif)]
+            tuned = lds(at["train"], at["eval"], truths[keep], kind, damping=chosen, rif=rif)[kind]
+            label = f"{method} + RIF" if rif else method
+            rows.append({"method": label, "dim": dim, "damping": chosen,
+                         **_numbers(default), **_numbers(tuned, "tuned_")})  # fmt: skip
+        at = stores[("trak", args.dims[-1])]
+        row = lds(at["train"], at["eval"], truths[keep], "trak", scores=(magic,))[magic.name]
+        rows.append({"method": "magic", "dim": "-", "damping": None, **_numbers(row),
+                     **_numbers(row, "tuned_")})  # fmt: skip
         table[f"keep {keep:g}"] = rows
     return {"task": name, "lds": table}
 
 
-def _numbers(row: dict) -> dict:
-    return {"lds": 100 * row["lds"], "ci": 100 * row["ci_subsets"]}
+def _numbers(row: dict, prefix: str = "") -> dict:
+    return {f"{prefix}lds": 100 * row["lds"], f"{prefix}ci": 100 * row["ci_subsets"]}
 
 
-def split(rows: list[dict], dims: list) -> dict:
-    by = {(r["method"], r["dim"]): r["lds"] for r in rows}
-    default, full = by[("trak-block", dims[0])], by[("trak-block", "full")]
-    exact = by[("trak (exact damped GN solve)", "full")]
-    best_full = max(full, by[("ekfac", "full")])
-    return {
+def split(rows: list[dict], dims: list, key: str = "tuned_lds") -> dict:
+    """The distance from the default (trak-block at the first size) to magic, in parts;
+    without exact gradients (`full`), the largest size stands in for them."""
+    by = {(r["method"], r["dim"]): r[key] for r in rows}
+    top = dims[-1]
+    default = by[("trak-block", dims[0])]
+    out = {
         "default -> magic": by[("magic", "-")] - default,
-        "projection (trak-block full - p)": full - default,
-        "projection (ekfac full - p)": by[("ekfac", "full")] - by[("ekfac", dims[0])],
-        "inverse Hessian (exact solve - best structured, full)": exact - best_full,
-        "linearization (magic - exact solve)": by[("magic", "-")] - exact,
+        f"projection (trak-block {top} - {dims[0]})": by[("trak-block", top)] - default,
+        f"projection (ekfac {top} - {dims[0]})": by[("ekfac", top)] - by[("ekfac", dims[0])],
     }
+    best = max(by[("trak-block", top)], by[("ekfac", top)])
+    if (EXACT, "full") in by:
+        exact = by[(EXACT, "full")]
+        out["inverse Hessian (exact solve - best structured, full)"] = exact - best
+        out["linearization (magic - exact solve)"] = by[("magic", "-")] - exact
+    out[f"magic - best structured at {top}"] = by[("magic", "-")] - best
+    return out
+
+
+def _cell(row: dict) -> str:
+    return f"{row['lds']:.1f} ± {row['ci']:.1f} / {row['tuned_lds']:.1f} ± {row['tuned_ci']:.1f}"
+
+
+def _cell(row: dict) -> str:
+    return f"{row['lds']:.1f} ± {row['ci']:.1f} / {row['tuned_lds']:.1f} ± {row['tuned_ci']:.1f}"
 
 
 def markdown(results: list[dict], dims: list) -> str:
     lines = []
     for result in results:
-        lines += [f"### {result['task']}", "", "| method | p | " + " | ".join(
-            f"LDS % {k} (± CI+subsets)" for k in result["lds"]) + " |",
-            "|---|---|" + "---|" * len(result["lds"])]  # fmt: skip
-        first = next(iter(result["lds"].values()))
-        for i, row in enumerate(first):
-            cells = [f"{t[i]['lds']:.1f} ± {t[i]['ci']:.1f}" for t in result["lds"].values()]
-            lines.append(f"| {row['method']} | {row['dim']} | " + " | ".join(cells) + " |")
-        lines += ["", "| split (LDS points) | " + " | ".join(result["lds"]) + " |",
-                  "|---|" + "---|" * len(result["lds"])]  # fmt: skip
+        keeps = list(result["lds"])
+        head = " | ".join(f"{k}: default / val-chosen damping" for k in keeps)
+        lines += [f"### {result['task']}", "", f"| method | p | damping chosen on val | {head} |",
+                  "|---|---|---|" + "---|" * len(keeps)]  # fmt: skip
+        for i, row in enumerate(result["lds"][keeps[0]]):
+            cells = " | ".join(_cell(t[i]) for t in result["lds"].values())
+            chosen = "-" if row["damping"] is None else f"{row['damping']:g}"
+            lines.append(f"| {row['method']} | {row['dim']} | {chosen} | {cells} |")
+        lines += ["", "| split (LDS points, val-chosen damping) | " + " | ".join(keeps) + " |",
+                  "|---|" + "---|" * len(keeps)]  # fmt: skip
         parts = {k: split(rows, dims) for k, rows in result["lds"].items()}
         for name in next(iter(parts.values())):
-            lines.append(f"| {name} | " + " | ".join(f"{p[name]:+.1f}" for p in parts.values()))
+            cells = " | ".join(f"{p[name]:+.1f}" for p in parts.values())
+            lines.append(f"| {name} | {cells} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -176,10 +176,10 @@ def _shipped(task: str) -> Path:
 
 def _query(store: Store) -> dict:
     """Evaluation query 0 as a person sees it: its row and its text or label."""
-    from attrib.score.preview import Previewer
+    from attrib.report.rows import RowReader
 
     row = int(store.column("index")[0])
-    return {"index": row, **Previewer(store)([row]).get(row, {})}
+    return {"index": row, **RowReader(store).previews([row]).get(row, {})}
 
 
 def _grid(train: Store, queries: Store, records: list[dict], path: Path) -> None:

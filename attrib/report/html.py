@@ -73,14 +73,14 @@ def write_report(
     """Write the report of `records` (score's) for the training store `train`; the queries
     are rows of the query store `queries`, or the `query_values` (paths or texts). Per-token
     records: `contexts` gives each query's whole token sequence, drawn around its targets."""
-    rows = RowReader(train)
+    rows = RowReader(train, without="the report shows row numbers only")
     shown = {r["index"] for r in records}
     images = rows.thumbnails(sorted(shown), THUMB) if rows.has_images else {}
     texts = rows.texts(sorted(shown))
     by_query = defaultdict(list)
     for record in records:
         by_query[record["query"]].append(record)
-    query_rows = RowReader(queries) if queries is not None else None
+    query_rows = RowReader(queries, "queries by number") if queries is not None else None
     contexts = contexts or {}
     sections = [
         _query_section(q, found, images, texts, query_rows, query_values, contexts.get(q))

@@ -11,10 +11,10 @@ import torch
 from attrib import distributed, log
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
+from attrib.report.rows import RowReader
 from attrib.score import queries
 from attrib.score import stream as scoring
 from attrib.score.options import DEFAULT_TOP, ScoreOptions
-from attrib.score.preview import Previewer
 from attrib.store import Store
 from attrib.tasks import task_class, task_names
 
@@ -136,8 +136,8 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
         return scored
     lists = [("proponents", top)] + ([("opponents", top.bottom)] if top.bottom is not None else [])
     shown_rows = np.concatenate([found.indices.reshape(-1) for _, found in lists])
-    previewer = Previewer(store) if request.preview or chosen.explained else None
-    previews = previewer(shown_rows) if request.preview else {}
+    previewer = RowReader(store) if request.preview or chosen.explained else None
+    previews = previewer.previews(shown_rows) if request.preview else {}
     explained = [previewer.label_name(i) for i in chosen.explained] if chosen.explained else None
     shown = [_shown(i) for i in chosen.ids]
     echoed = _query_previews(query_store, chosen.ids) if request.preview else {}
@@ -182,7 +182,7 @@ def _self_records(store, method, weights, request) -> list[dict]:
     if request.out is not None:
         scoring.write_vector(request.out, values)
     order = np.argsort(-values, kind="stable")[: request.top or len(values)]
-    previews = Previewer(store)(index[order]) if request.preview else {}
+    previews = RowReader(store).previews(index[order]) if request.preview else {}
     return [
         {
             "rank": r + 1,
@@ -199,7 +199,7 @@ def _query_previews(query_store: Store | None, ids: list) -> dict[int, str]:
     (its text snippet, label or image path); a --query value is its own preview."""
     if query_store is None:
         return {q: _shown(value, 80) for q, value in enumerate(ids)}
-    found = Previewer(query_store)(ids)
+    found = RowReader(query_store).previews(ids)
     return {
         q: "  ".join(f"{k}: {v}" for k, v in found[int(i)].items())
         for q, i in enumerate(ids)

@@ -150,7 +150,7 @@ def _block_done(parts: Path, name: str, queries: int, rows: int) -> bool:
 
 
 class _RunRows:
-    """What Previewer reads of a store, for the run's training rows."""
+    """What RowReader reads of a store, for the run's training rows."""
 
     def __init__(self, run: Run):
         self.settings = {
@@ -160,13 +160,13 @@ class _RunRows:
 
 
 def _records(run: Run, queries: Store, scores: np.ndarray, labels, options) -> list[dict]:
-    from attrib.score.preview import Previewer
+    from attrib.report.rows import RowReader
 
     top = min(options.top, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
-    previews = Previewer(_RunRows(run))(order.reshape(-1)) if options.preview else {}
+    previews = RowReader(_RunRows(run)).previews(order.reshape(-1)) if options.preview else {}
     query_ids = [int(i) for i in queries.column("index")]
-    echoed = Previewer(queries)(query_ids) if options.preview else {}
+    echoed = RowReader(queries).previews(query_ids) if options.preview else {}
     records = []
     for line, row in enumerate(order):
         q, position, text = labels[line]
