@@ -45,7 +45,7 @@ class ModuleCapture:
         self._records: list = []
         self._feature: torch.Tensor | None = None
         self._dense: DenseProjector | None = None
-        if projection.kind == "factored":
+        if projection.factored:
             p_out, p_in = factored_matrices(projection, spec.name, spec.d_out, spec.d_in)
             self.p_out, self.p_in = p_out.to(device), p_in.to(device)
             # A side kept exactly (an identity matrix) is not multiplied at all: the same
@@ -56,7 +56,7 @@ class ModuleCapture:
             self.in_identity = ungrouped and p_in.shape[0] == p_in.shape[1]
             if spec.kind == "conv2d" and not self.in_identity:
                 self._conv_weight = self._patch_projection_weight()
-        elif projection.kind == "dense" and spec.d_out * spec.d_in > projection.dim**2:
+        elif projection.dense and spec.d_out * spec.d_in > projection.dim**2:
             self._dense = DenseProjector(
                 projection, spec.name, spec.d_out * spec.d_in, dense_cache_bytes
             )
@@ -94,7 +94,7 @@ class ModuleCapture:
     # -- inputs ----------------------------------------------------------------------------
     def _input_record(self, x: torch.Tensor):
         spec = self.spec
-        factored = self.projection.kind == "factored"
+        factored = self.projection.factored
         if spec.kind == "conv2d":
             if factored and not self.in_identity:
                 return self._project_patches(x.float())
@@ -141,7 +141,7 @@ class ModuleCapture:
         if self.spec.kind == "conv2d":
             groups = self.module.groups
             dy = dy.reshape(batch, groups, self.spec.d_out // groups, -1)  # (B, g, o, L)
-            if self.projection.kind == "factored":
+            if self.projection.factored:
                 if self.out_identity:
                     dy_proj = dy
                 else:
@@ -155,7 +155,7 @@ class ModuleCapture:
             grad = torch.einsum("bgol,bgil->bgoi", dy, record)
         else:
             dy = dy.reshape(batch, -1, dy.shape[-1])  # (B, L, d_out)
-            if self.projection.kind == "factored":
+            if self.projection.factored:
                 dy_proj = dy if self.out_identity else dy @ self.p_out
                 if self.factors is not None:
                     self._token_stats(record, dy_proj, dy)
@@ -180,7 +180,7 @@ class ModuleCapture:
 
 
 def _side_dims(projection: ProjectionSpec, spec: ModuleSpec) -> tuple[int, int]:
-    if projection.kind == "none":
+    if projection.exact:
         return spec.d_out, spec.d_in
     return projection.side_dims(spec.d_out, spec.d_in)
 

@@ -56,6 +56,21 @@ class ProjectionSpec:
         if self.kind != "none" and (self.dim is None or self.dim < 1):
             raise AttribError(f"--proj-dim must be a positive integer or 'full', got {self.dim}")
 
+    @property
+    def factored(self) -> bool:
+        """P_out^T G P_in per module, never building G (the default)."""
+        return self.kind == "factored"
+
+    @property
+    def dense(self) -> bool:
+        """The full per-example gradient times one seeded Gaussian matrix (TRAK's)."""
+        return self.kind == "dense"
+
+    @property
+    def exact(self) -> bool:
+        """No projection: the per-example gradient itself (`--proj-dim full`)."""
+        return self.kind == "none"
+
     def side_dims(self, d_out: int, d_in: int) -> tuple[int, int]:
         """Factored projection sizes per side: p, or the side itself when it is not larger
         (a side of at most p entries is kept exactly: projecting it would only add noise)."""
@@ -63,9 +78,9 @@ class ProjectionSpec:
 
     def feature_dim(self, d_out: int, d_in: int) -> int:
         """Features per example for a module whose gradient is a (d_out x d_in) matrix."""
-        if self.kind == "none":
+        if self.exact:
             return d_out * d_in
-        if self.kind == "dense":
+        if self.dense:
             return min(self.dim * self.dim, d_out * d_in)
         k_out, k_in = self.side_dims(d_out, d_in)
         return k_out * k_in
