@@ -474,3 +474,13 @@ def test_generate_refuses_more_steps_than_the_shifted_schedule_takes(tmp_path, s
     code, _, err = run_cli(*args, "--steps", "99", "--guidance", "1", "-q")
     assert code == 0, err
     assert len(list((out / "png").glob("*.png"))) == 1
+
+
+def test_a_pixel_space_unet_in_bfloat16_featurizes_close_to_float32(tmp_path, ddpm):
+    """Pixels arrive in float32: a half-precision UNet took them as they were and failed
+    ("Input type (float) and bias type (BFloat16)"), found by benchmarks/gpu_check.sh."""
+    pipe, data = ddpm
+    full = _featurize(pipe, data, tmp_path / "f32", "trak")
+    half = _featurize(pipe, data, tmp_path / "bf16", "trak", "--dtype", "bfloat16")
+    # bfloat16 keeps 8 bits of mantissa: per-example features agree to a few percent.
+    assert np.corrcoef(_phi(full).ravel(), _phi(half).ravel())[0, 1] > 0.99

@@ -262,6 +262,7 @@ class DiffusionTask(Task):
         return eps.to(like.device, like.dtype).expand_as(like)
 
     def _predict(self, noisy, timestep, batch):
+        noisy = noisy.to(self.model.dtype)  # pixels arrive in float32; a half-precision UNet
         t = torch.full((len(noisy),), int(timestep), device=noisy.device, dtype=torch.long)
         if self.conditional:
             return self.model(noisy, t, encoder_hidden_states=batch["text"]).sample

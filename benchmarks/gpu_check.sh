@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The CUDA paths in one run, for any session lent a GPU: `bash benchmarks/gpu_check.sh`.
+# Sized to finish in under 8 minutes on one GPU; each step has its own time limit, and a
+# failed step is recorded in the table rather than stopping the rest. Logs and the table go
+# to $OUT (default benchmarks/results/gpu-check/); record the table in docs/benchmarks.md.
+#
+#   DEVICE=cpu bash benchmarks/gpu_check.sh   # the same steps on the CPU (tiny models only):
+#                                             # checks the script itself
+#
+# Steps: the CUDA tests (float32 equals the CPU, bf16/fp16 compute, stores written on the
+# GPU); featurize against a plain forward+backward (float32 and bfloat16 compute; float16
+# and bfloat16 stores); the scoring GEMM rate against a bare GEMM; a recorded run and magic
+# on it; a FAISS index build and search; with 2 or more GPUs, featurize launched on every GPU
+# through accelerate, its store compared with one process's.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. .ci/env
+DEVICE="${DEVICE:-cuda}"
+if [ "$DEVICE" = cuda ]; then SIZES="${SIZES:-tiny,small}"; else SIZES="${SIZES:-tiny}"; fi
+OUT="${OUT:-benchmarks/results/gpu-check}"
+mkdir -p "$OUT"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+TABLE="$OUT/table.md"
+printf '| step | result | seconds |\n|---|---|---|\n' > "$TABLE"
+if [ "$DEVICE" = cuda ]; then
+    GPUS="$(python -c 'import torch; print(torch.cuda.device_count())')"
+    if [ "$GPUS" -lt 1 ]; then echo "no CUDA GPU here; DEVICE=cpu checks the script" >&2; exit 2; fi
+    python -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)' > "$OUT/device.txt"
+else
+    GPUS=0
+fi
+
+step() {  # step NAME LIMIT_SECONDS COMMAND...: run it, log it, add a row to the table
+    local name="$1" limit="$2"; shift 2
+    local start end status
+    start="$(date +%s.%N)"
+    if timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; then status="ok"; else status="exit $?"; fi
+    end="$(date +%s.%N)"
+    printf '| %s | %s | %.1f |\n' "$name" "$status" "$(echo "$end - $start" | bc)" >> "$TABLE"
+    echo "$name: $status" >&2
+}
+
+# Tiny checkpoints and data, built from configs (nothing is downloaded).
+python - "$WORK" <<'EOF'
+import sys
+from pathlib import Path
+
+sys.path.insert(0, "tests")
+import builders
+
+root = Path(sys.argv[1])
+builders.save_tiny_resnet(root / "resnet", num_labels=10)
+builders.save_image_data(root / "images.parquet", 512, num_labels=10, size=32)
+EOF
+
+step cuda-tests 240 python -m pytest -q tests/test_cuda.py
+step featurize-float32 150 python benchmarks/featurize_speed.py --device "$DEVICE" \
+    --sizes "$SIZES" --batches 5
+step featurize-bfloat16 150 python benchmarks/featurize_speed.py --device "$DEVICE" \
+    --sizes "$SIZES" --batches 5 --dtype bfloat16
+for dtype in float16 bfloat16; do
+    step "store-$dtype" 90 attrib featurize --model "$WORK/resnet" --data "$WORK/images.parquet" \
+        --out "$WORK/store-$dtype" --store-dtype "$dtype" --device "$DEVICE" -q
+done
+step score-gemm 150 python benchmarks/score_speed.py --device "$DEVICE" --scales 1,10 --repeats 2
+step train 90 attrib train --model "$WORK/resnet" --data "$WORK/images.parquet" \
+    --out "$WORK/run" --epochs 1 --batch-size 64 --lr 1e-4 --device "$DEVICE" -q
+step run-store 90 attrib featurize --model "$WORK/run/model" --data "$WORK/images.parquet" \
+    --out "$WORK/run-queries" --max-examples 16 --device "$DEVICE" -q
+step magic 150 attrib magic --run "$WORK/run" --queries "$WORK/run-queries" --top 3 \
+    --out "$WORK/magic.npy" --device "$DEVICE" -q
+step index 120 sh -c "attrib index build '$WORK/store-float16' --method trak-block -q && \
+    attrib score --train '$WORK/store-float16' --queries '$WORK/store-float16' \
+    --method trak-block --index flat --top 5 --device '$DEVICE' -q > '$WORK/index.jsonl'"
+if [ "$GPUS" -ge 2 ]; then
+    step multi-gpu 150 sh -c "accelerate launch --num_processes $GPUS \$(which attrib) featurize \
+        --model '$WORK/resnet' --data '$WORK/images.parquet' --out '$WORK/store-multi' \
+        --store-dtype float16 --device cuda -q && python benchmarks/same_store.py \
+        '$WORK/store-float16' '$WORK/store-multi'"
+else
+    printf '| multi-gpu | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
+fi
+cat "$TABLE"
