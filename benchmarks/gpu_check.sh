@@ -8,15 +8,15 @@
 #                                             # checks the script itself
 #
 # Steps: the CUDA tests (float32 equals the CPU, bf16/fp16 compute, stores written on the
-# GPU); featurize against a plain forward+backward (float32 and bfloat16 compute; float16
-# and bfloat16 stores); the scoring GEMM rate against a bare GEMM; a recorded run and magic
+# GPU); featurize against a plain forward+backward (float32 and bfloat16 compute); stores
+# computed in float32, float16 and bfloat16 (float16 on disk), half against float32; the scoring GEMM rate against a bare GEMM; a recorded run and magic
 # on it; a FAISS index build and search; with 2 or more GPUs, featurize launched on every GPU
 # through accelerate, its store compared with one process's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .ci/env
 DEVICE="${DEVICE:-cuda}"
-if [ "$DEVICE" = cuda ]; then SIZES="${SIZES:-tiny,small}"; else SIZES="${SIZES:-tiny}"; fi
+if [ "$DEVICE" = cuda ]; then SIZES="${SIZES:-tiny,small}" N=20000; else SIZES="${SIZES:-tiny}" N=2000; fi
 OUT="${OUT:-benchmarks/results/gpu-check}"
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
@@ -59,25 +59,29 @@ step featurize-float32 150 python benchmarks/featurize_speed.py --device "$DEVIC
     --sizes "$SIZES" --batches 5
 step featurize-bfloat16 150 python benchmarks/featurize_speed.py --device "$DEVICE" \
     --sizes "$SIZES" --batches 5 --dtype bfloat16
-for dtype in float16 bfloat16; do
-    step "store-$dtype" 90 attrib featurize --model "$WORK/resnet" --data "$WORK/images.parquet" \
-        --out "$WORK/store-$dtype" --store-dtype "$dtype" --device "$DEVICE" -q
+for dtype in float32 float16 bfloat16; do  # compute dtypes; the stores hold float16
+    step "store-$dtype-compute" 90 attrib featurize --model "$WORK/resnet" \
+        --data "$WORK/images.parquet" --out "$WORK/store-$dtype" --dtype "$dtype" \
+        --device "$DEVICE" -q
 done
-step score-gemm 150 python benchmarks/score_speed.py --device "$DEVICE" --scales 1,10 --repeats 2
+step "half-vs-float32" 30 python benchmarks/same_store.py "$WORK/store-float32" \
+    "$WORK/store-bfloat16" --tolerance 0.1
+step score-gemm 150 python benchmarks/score_speed.py --device "$DEVICE" --n "$N" --scales 1,10 \
+    --repeats 2
 step train 90 attrib train --model "$WORK/resnet" --data "$WORK/images.parquet" \
     --out "$WORK/run" --epochs 1 --batch-size 64 --lr 1e-4 --device "$DEVICE" -q
 step run-store 90 attrib featurize --model "$WORK/run/model" --data "$WORK/images.parquet" \
     --out "$WORK/run-queries" --max-examples 16 --device "$DEVICE" -q
 step magic 150 attrib magic --run "$WORK/run" --queries "$WORK/run-queries" --top 3 \
     --out "$WORK/magic.npy" --device "$DEVICE" -q
-step index 120 sh -c "attrib index build '$WORK/store-float16' --method trak-block -q && \
-    attrib score --train '$WORK/store-float16' --queries '$WORK/store-float16' \
-    --method trak-block --index flat --top 5 --device '$DEVICE' -q > '$WORK/index.jsonl'"
+step index 120 sh -c "attrib index build '$WORK/store-float32' --method trak-block -q && \
+    attrib score --train '$WORK/store-float32' --queries '$WORK/store-float32' \
+    --method trak-block --index ivf --top 5 --device '$DEVICE' -q > '$WORK/index.jsonl'"
 if [ "$GPUS" -ge 2 ]; then
     step multi-gpu 150 sh -c "accelerate launch --num_processes $GPUS \$(which attrib) featurize \
         --model '$WORK/resnet' --data '$WORK/images.parquet' --out '$WORK/store-multi' \
         --store-dtype float16 --device cuda -q && python benchmarks/same_store.py \
-        '$WORK/store-float16' '$WORK/store-multi'"
+        '$WORK/store-float32' '$WORK/store-multi'"
 else
     printf '| multi-gpu | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
 fi
