@@ -43,7 +43,11 @@ EXACT = "trak (exact damped GN solve)"
 
 
 def store(root: Path, run: Path, data: Path, kind: str, dim, name: str, rows=None) -> Path:
-    out = root / "split-stores" / f"{name}-{kind}-{dim}"
+    out = (
+        root / "split-stores" / f"{name}-{kind}-{dim}"
+        if rows in (None, 64)
+        else (root / "split-stores" / f"{name}{rows}-{kind}-{dim}")
+    )
     if not (out / "manifest.json").exists():
         run_featurize(
             FeaturizeOptions(
@@ -88,13 +92,14 @@ def run_task(name: str, args) -> dict:
     }
     first = stores[("trak", args.dims[0])]
     magic = root / f"magic-{args.queries}.npy"
+    tag = "" if args.queries == 64 else f"-q{args.queries}"  # (64: the first runs' names)
     if not magic.exists():
         run_magic(
             MagicOptions(run=run, queries=first["eval"], out=magic, device="cpu", progress=False)
         )  # fmt: skip
-    truths = {"val": root / f"same-run-val-{args.subsets}-0.5.npz"}
+    truths = {"val": root / f"same-run-val-{args.subsets}-0.5{tag}.npz"}
     for keep in args.keeps:
-        truths[keep] = root / f"same-run-{args.subsets}-{keep:g}.npz"
+        truths[keep] = root / f"same-run-{args.subsets}-{keep:g}{tag}.npz"
     for key, path in truths.items():
         retrain(
             RetrainOptions(train=first["train"], queries=first["val" if key == "val" else "eval"],
