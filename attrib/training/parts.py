@@ -51,6 +51,8 @@ def say_cost(count: int, seconds: float) -> None:
     total = count * seconds
     hours, minutes = divmod(round(total / 60), 60)
     span = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
+    if total < 120:  # "~1 min" for 37 s of work read as 60% too long
+        span = f"{total:.0f} s"
     log.info(
         f"{count} models, ~{seconds:.0f} s each here: ~{span} in all; --subsets trades "
         "accuracy for time, and a killed run resumes where it stopped"
