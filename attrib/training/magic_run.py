@@ -25,6 +25,7 @@ from attrib.training.inputs import check_queries_are_the_runs
 from attrib.training.load import Loaded, load_run
 from attrib.training.magic import metagradients
 from attrib.training.magic_options import MagicOptions
+from attrib.training.parts import read_back
 from attrib.training.record import Run
 from attrib.training.smoothness import smoothness_check
 from attrib.training.sources import fixed_query_labels, store_source
@@ -139,14 +140,8 @@ def _all_blocks(
 
 def _block_done(parts: Path, name: str, queries: int, rows: int) -> bool:
     """A kept block is used only when it reads back whole, with its shape and finite values."""
-    path = parts / f"{name}.npy"
-    if not path.is_file():
-        return False
-    try:
-        block = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        return False
-    return block.shape == (queries, rows) and bool(np.isfinite(block).all())
+    block = read_back(parts / f"{name}.npy")
+    return block is not None and block.shape == (queries, rows) and bool(np.isfinite(block).all())
 
 
 class _RunRows:

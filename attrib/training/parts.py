@@ -26,16 +26,21 @@ def part_path(parts: Path, subset: int, replicate: int = 0) -> Path:
     return parts / f"subset-{subset:05d}{suffix}.npy"
 
 
+def read_back(path: Path) -> np.ndarray | None:
+    """A saved array, or None when it is missing or does not read back whole (a kill or a
+    full disk cut it short): such a piece of work is done again."""
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+
+
 def part_done(parts: Path, subset: int, replicate: int = 0, queries: int | None = None) -> bool:
     """A part counts when it reads back whole: a damaged one is made again."""
-    path = part_path(parts, subset, replicate)
-    if not path.is_file():
-        return False
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        return False
-    return values.ndim == 1 and (queries is None or len(values) == queries)
+    values = read_back(part_path(parts, subset, replicate))
+    return values is not None and values.ndim == 1 and (queries is None or len(values) == queries)
 
 
 def save_part(parts: Path, subset: int, replicate: int, values: np.ndarray) -> None:
