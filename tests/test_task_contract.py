@@ -42,9 +42,8 @@ def test_every_task_has_an_example():
 
 
 def test_the_registrys_output_functions_are_the_tasks():
-    from attrib.tasks.registry import TASK_OUTPUTS, task_class
-
     from attrib.tasks.output_functions import OUTPUT_FUNCTIONS
+    from attrib.tasks.registry import TASK_OUTPUTS, task_class
 
     assert {n: task_class(n).output_functions for n in task_names()} == TASK_OUTPUTS
     assert {f for outputs in TASK_OUTPUTS.values() for f in outputs} == set(OUTPUT_FUNCTIONS)
