@@ -21,19 +21,16 @@ from. Tables: stdout and benchmarks/results/error-split-TASKS.md (+ .json).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from magic import RESULTS, build, record_run  # noqa: E402
+from magic import build, publish, record_run, store  # noqa: E402
 
 from attrib.evaluate.options import LdsOptions, RetrainOptions  # noqa: E402
 from attrib.evaluate.retrain import retrain  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
-from attrib.featurize.options import FeaturizeOptions  # noqa: E402
-from attrib.featurize.run import run_featurize  # noqa: E402
 from attrib.training.magic_options import MagicOptions  # noqa: E402
 from attrib.training.magic_run import run_magic  # noqa: E402
 
@@ -42,20 +39,9 @@ DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 EXACT = "trak (exact damped GN solve)"
 
 
-def store(root: Path, run: Path, data: Path, kind: str, dim, name: str, rows=None) -> Path:
-    out = (
-        root / "split-stores" / f"{name}-{kind}-{dim}"
-        if rows in (None, 64)
-        else (root / "split-stores" / f"{name}{rows}-{kind}-{dim}")
-    )
-    if not (out / "manifest.json").exists():
-        run_featurize(
-            FeaturizeOptions(
-                model=str(run / "model"), data=str(data), out=out, method=kind, proj_dim=dim,
-                max_examples=rows, device="cpu", progress=False, store_dtype="float32",
-            )
-        )  # fmt: skip
-    return out
+def _name(role: str, rows: int | None) -> str:
+    """A store's name; query stores of other sizes than the first runs' 64 are named apart."""
+    return role if rows in (None, 64) else f"{role}{rows}"
 
 
 def lds(train, queries, truth, method: str, scores=(), damping=None, rif=False) -> dict:
@@ -82,10 +68,11 @@ def run_task(name: str, args) -> dict:
     root, task = build(name)
     run, _ = record_run(root, task)
     data = task["data"]
+    queries = {"train": None, "val": args.queries, "eval": args.queries}
     stores = {
         (kind, dim): {
-            role: store(root, run, data[role], kind, dim, role, None if role == "train" else rows)
-            for role, rows in (("train", None), ("val", args.queries), ("eval", args.queries))
+            role: store(root, run, data[role], kind, _name(role, rows), rows, proj_dim=dim)
+            for role, rows in queries.items()
         }
         for kind in ("trak", "ekfac")
         for dim in args.dims
@@ -202,10 +189,7 @@ def main() -> None:
     results = [run_task(name, args) for name in args.tasks.split(",")]
     text = markdown(results, args.dims)
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    stem = "error-split-" + args.tasks.replace(",", "-")
-    (RESULTS / f"{stem}.md").write_text(text + "\n")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    publish("error-split-" + args.tasks.replace(",", "-"), text, results)
 
 
 if __name__ == "__main__":

@@ -109,13 +109,18 @@ def record_run(root: Path, task: dict) -> tuple[Path, float]:
     return out, time.perf_counter() - start
 
 
-def store(root: Path, run: Path, data: Path, method: str, name: str, rows: int | None = None):
-    out = root / "stores" / f"{name}-{method}"
+def store(root: Path, run: Path, data: Path, method: str, name: str, rows: int | None = None,
+          proj_dim=None):  # fmt: skip
+    """The run's store of `data` for `method` (featurize's default projection unless
+    `proj_dim`), made once under root/stores."""
+    suffix = "" if proj_dim is None else f"-{proj_dim}"
+    out = root / "stores" / f"{name}-{method}{suffix}"
     if not (out / "manifest.json").exists():
+        dim = {} if proj_dim is None else {"proj_dim": proj_dim}
         run_featurize(
             FeaturizeOptions(
                 model=str(run / "model"), data=str(data), out=out, method=method,
-                max_examples=rows, device="cpu", progress=False, store_dtype="float32",
+                max_examples=rows, device="cpu", progress=False, store_dtype="float32", **dim,
             )
         )  # fmt: skip
     return out
@@ -241,8 +246,12 @@ def main() -> None:
     results = [run_task(name, args) for name in args.tasks.split(",")]
     text = markdown(results)
     print(text)
+    publish("magic-" + args.tasks.replace(",", "-"), text, results)
+
+
+def publish(stem: str, text: str, results: list[dict]) -> None:
+    """A benchmark's tables as benchmarks/results/STEM.md, its numbers as STEM.json."""
     RESULTS.mkdir(exist_ok=True)
-    stem = "magic-" + args.tasks.replace(",", "-")
     (RESULTS / f"{stem}.md").write_text(text + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
 
