@@ -70,13 +70,14 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     index, count = config.shard_pair
     queries = query_store.num_examples
     todo = [m for m in range(index, config.subsets, count) if not part_done(parts, m, 0, queries)]
+    start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)  # read once
     with progress_bar(config.progress, unit="models") as bar:
         bar_task = bar.add_task("replay", total=len(todo))
         started = time.perf_counter()
         for done, m in enumerate(todo):
             if done == 1:
                 say_cost(len(todo), time.perf_counter() - started)
-            state = replay(run, loaded, masks[m].astype(np.float64))
+            state = replay(run, loaded, masks[m].astype(np.float64), start)
             loaded.stepper.load_into_model(state.params)
             set_buffers(loaded.stepper, state.buffers)
             save_part(parts, m, 0, outputs(task, query_source, queries, output))

@@ -97,11 +97,13 @@ def run_steps(
     return State(params, opt, model_buffers(stepper))
 
 
-def replay(run: Run, loaded, weights: np.ndarray | None = None) -> State:
+def replay(run: Run, loaded, weights: np.ndarray | None = None, start: State | None = None):
     """A recorded run's steps again from its start, each row's loss weighted by `weights`
     (None: the run itself); `loaded` is the run's `load.Loaded`. The same-run ground truth
-    and the smoothness check are this with rows left out."""
-    start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)
+    and the smoothness check are this with rows left out; callers that replay many times
+    pass the `start` state once read (`state_from_snapshot(run, 0, ...)`)."""
+    if start is None:
+        start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)
     return run_steps(
         loaded.stepper, loaded.optimizer, loaded.source, loaded.batches, start, 0, run.steps,
         weights=weights,

@@ -23,12 +23,13 @@ def smoothness_check(
     final = state_from_snapshot(run, run.steps, loaded.stepper, loaded.optimizer)
     base, _ = output_gradients(loaded, final, batch, output)
     rng = np.random.default_rng(seed)
+    start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)  # read once
     predicted, actual = [], []
     for _ in range(checks):
         removed = rng.choice(rows, max(1, round(drop * rows)), replace=False)
         weights = np.ones(rows)
         weights[removed] = 0.0
-        state = replay(run, loaded, weights)
+        state = replay(run, loaded, weights, start)
         values, _ = output_gradients(loaded, state, batch, output)
         predicted.append(-metagrads[:, removed].sum(1))
         actual.append(values - base)
