@@ -2,7 +2,7 @@
 one block (the default `--block`, 8 queries) over the CPU seconds of the training run it
 differentiates, on the digits fine-tuning task of benchmarks/magic.py.
 
-    python benchmarks/magic_speed.py [--task digits-finetune] [--blocks 1] [--profile]
+    python benchmarks/magic_speed.py [--task digits-finetune] [--block 8] [--blocks 1] [--profile]
 
 Both go through the options objects the CLI is built from (`attrib train`, `attrib magic`),
 with their defaults; the run is recorded once (cached), then trained again into a scratch
@@ -46,6 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--task", default="digits-finetune")
     parser.add_argument("--blocks", type=int, default=1)
+    parser.add_argument("--block", type=int, default=MagicOptions.default("block"),
+                        help="queries per block (default: attrib magic's)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     root, task = build(args.task)
@@ -55,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         train_cpu, train_wall = timed(lambda: record_run(scratch, task))
-        block = MagicOptions.default("block")
+        block = args.block
         queries = scratch / "queries"
         run_featurize(
             FeaturizeOptions(
@@ -65,7 +67,8 @@ def main() -> None:
             )
         )  # fmt: skip
         options = MagicOptions(
-            run=run, queries=queries, cache=scratch / "cache", device="cpu", progress=False
+            run=run, queries=queries, cache=scratch / "cache", device="cpu", progress=False,
+            block=block,
         )
         if args.profile:
             import cProfile

@@ -129,3 +129,37 @@ def evaluate_lds_prepared(
         prepared.label, weights_name, mean, ci, truth.subsets, len(per_query), per_query, both,
         predicted,
     )  # fmt: skip
+
+
+def two_stage_lds(train, queries, features, truth, options, combinations, runtime) -> list:
+    """LDS of `score --rescore N`'s dense answer for every method x weights: the projected
+    scores with each query's N candidates re-scored exactly (score/rescore.py)."""
+    from attrib.featurize.exact import ExactGradients
+    from attrib.score.rescore import ExactScorer, check_rescorable, rescore_dense
+
+    exact_queries = None
+    results = []
+    for prepared, vector, label in combinations(train, options, queries.num_examples, truth=truth):
+        check_rescorable(prepared, train)
+        if exact_queries is None:  # checked first: no model is loaded for a refused method
+            side = ExactGradients(queries, runtime.device)
+            exact_queries = side.gradients(range(queries.num_examples))
+        dense = torch.cat(
+            [scores.cpu() for _, _, scores in stream(train, prepared, features, vector)], 1
+        )
+        per_module = None
+        if vector is not None:  # a weight per module, constant over its columns
+            per_module = np.array([float(vector[part.start]) for part in train.layout.slices])
+        scorer = ExactScorer.fit(train, prepared, runtime.device, module_weights=per_module,
+                                 progress=False)  # fmt: skip
+        mixed = rescore_dense(scorer, dense, exact_queries, options.rescore).double()
+        predicted = (mixed @ torch.from_numpy(truth.masks.astype(np.float64)).T).numpy()
+        per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
+        mean, ci = mean_ci(per_query)
+        name = f"{prepared.label}+rescore{options.rescore}"
+        results.append(
+            LdsResult(
+                name, label, mean, ci, truth.subsets, len(per_query), per_query, predicted=predicted
+            )  # fmt: skip
+        )
+    return results

@@ -95,6 +95,18 @@ class LdsOptions(_Compared):
         "beside the methods: `attrib magic --out`, `score --out`, or another tool's.",
     )
     only_scores: bool = option(False, help="Measure only the --scores files (no --method rows).")
+    rescore: int = option(
+        0,
+        help="Measure two-stage scoring as `score --rescore N` does it: each query's N "
+        "candidates re-scored on exact gradients recomputed from the checkpoint (tracin, "
+        "kfac, ekfac). 0: off.",
+    )
+
+    def check(self) -> None:
+        super().check()
+        at_least(self.rescore, 0, "--rescore")
+        if self.rescore and self.rif:
+            raise AttribError("--rescore scores candidates on exact gradients: drop --rif")
 
 
 class RetrainOptions(_Evaluation):

@@ -97,7 +97,11 @@ def run_lds(options: LdsOptions) -> list[dict]:
     features = query_features.from_store(train, queries).features
     runtime = _runtime(options)
     results = []
-    if not options.only_scores:
+    if not options.only_scores and options.rescore:
+        from attrib.evaluate.lds import two_stage_lds
+
+        results = two_stage_lds(train, queries, features, truth, options, _combinations, runtime)
+    elif not options.only_scores:
         results = [
             evaluate_lds_prepared(
                 train, features, truth, method, vector, label, runtime, subsets_ci=False

@@ -45,6 +45,9 @@ class Method(ABC):
     query_output: ClassVar[str | None] = None  # None: the same as train_output
     needs_factors: ClassVar[bool] = False  # featurize accumulates Kronecker factors
     linear: ClassVar[bool] = True  # score linear in the query features
+    # `score --rescore`: the preconditioner of the method on exact gradients, fitted from the
+    # checkpoint without storing them ("identity", "kfac", "ekfac"); None: not rescorable.
+    exact_kind: ClassVar[str | None] = None
     uses_damping: ClassVar[bool] = False
     kernel_kind: ClassVar[str | None] = None  # global | block | None (no kernel)
     default_damping: ClassVar[float] = DEFAULT_DAMPING

@@ -9,6 +9,7 @@ class TracIn(Method):
     name = "tracin"
     summary = "gradient dot product at the final checkpoint (K = I)"
     ensembles = True
+    exact_kind = "identity"
 
     def query_vectors(self, g, weights):
         return weighted(g, weights)

@@ -15,6 +15,7 @@ class KFac(Method):
     default_damping = 1e-3  # digits validation queries: LDS rises as damping falls to ~1e-3
     corrected = False
     ensembles = True
+    exact_kind = "kfac"
 
     def prepare(self):
         from attrib.methods.kronecker import kronecker_eigen
@@ -47,3 +48,4 @@ class EKFac(KFac):
     summary = "EK-FAC: K-FAC eigenbasis with eigenvalues re-fit on the per-example features"
     corrected = True
     calibrated = True
+    exact_kind = "ekfac"

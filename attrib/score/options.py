@@ -85,6 +85,13 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
         help="Answer the top-k from the store's index of this kind (`attrib index build`) "
         "instead of a pass over the store; exact scoring is the default and the reference.",
     )
+    rescore: int = option(
+        0,
+        help="Two-stage scoring: re-score each query's N candidates (its N/2 highest and N/2 "
+        "lowest projected scores) exactly, from gradients recomputed from the checkpoint "
+        "without projection (tracin, kfac, ekfac; factors fitted once over the training rows "
+        "and cached); the other rows' projected scores are put on the exact scale. 0: off.",
+    )
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
     device: str = device_option("scoring and for featurizing --query values")
     batch_size: int = option(16, help="Batch size for featurizing --query values.")
@@ -98,6 +105,12 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
         at_least(self.top, 1, "--top")
         at_least(self.damping, 0, "--lambda")
         at_least(self.batch_size, 1, "--batch-size")
+        at_least(self.rescore, 0, "--rescore")
+        if self.rescore and (self.per_token or self.index or self.self_influence or self.rif):
+            raise AttribError(
+                "--rescore re-scores whole queries' candidates from a pass over the store: "
+                "drop --per-token, --index, --self and --rif"
+            )
         if self.per_token and not (self.query or self.text):
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
         if self.html is not None and self.self_influence:

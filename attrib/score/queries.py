@@ -79,6 +79,7 @@ def from_values(
     trust_remote_code: bool = False,
     prompts: list[str] | None = None,
     per_token: bool = False,
+    projection: ProjectionSpec | None = None,
 ) -> Queries:
     """Featurize image paths or texts with the training store's settings (diffusion queries
     of a text-to-image model also take one prompt per image, or one for all)."""
@@ -108,7 +109,7 @@ def from_values(
     if [spec.name for spec, _ in selected] != names:
         raise AttribError(f"the model's modules differ from those in {train.path}")
     columns, query_rows = task.query_rows(values, settings["task_options"]["columns"])
-    projection = ProjectionSpec(**settings["projection"])
+    projection = projection or ProjectionSpec(**settings["projection"])
     featurizer = Featurizer(task, columns, selected, projection, settings["output_function"])
     if task.query_role == "image":
         check_image_values(train, values)

@@ -79,6 +79,10 @@ def run_score(request: ScoreOptions) -> list[dict]:
 def _scored(request: ScoreOptions, runtime) -> _Scored:
     store = Store(request.train)
     method = get_method(request.method, store, request.damping, request.rif)
+    if request.rescore:  # refused before any warning about the store
+        from attrib.score.rescore import check_rescorable
+
+        check_rescorable(method, store)
     _warn_output_mismatch(store, request.method)
     artifact = load_weights(request.weights) if request.weights is not None else None
     weights = _expanded(store, artifact)
@@ -118,6 +122,8 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
         top = search(
             store, method, request.index, chosen.features, request.top or DEFAULT_TOP, weights
         )
+    elif request.rescore:
+        top = _two_stage(request, runtime, store, method, chosen, weights, artifact, query_store)
     else:
         if request.per_token:
             plan_streaming(Budget(request.memory_gb), store, method, len(chosen.features))
@@ -163,6 +169,46 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
                 records.append({**record, **previews.get(index, {})})
     scored.records, scored.contexts = records, chosen.contexts
     return scored
+
+
+def _two_stage(request, runtime, store, method, chosen, weights, artifact, query_store):
+    """--rescore: a pass over the store finds each query's candidates (and writes --out),
+    then rank 0 re-scores them exactly (score/rescore.py)."""
+    from attrib.featurize.exact import ExactGradients
+    from attrib.featurize.projection import ProjectionSpec
+    from attrib.score import rescore
+
+    keep = request.top or DEFAULT_TOP
+    found = scoring.score(
+        store, method.prepare(), chosen.features, max((request.rescore + 1) // 2, keep),  # a side
+        weights, request.out, request.progress, runtime, opponents=True,
+    )  # fmt: skip
+    if found is None:
+        return None
+    log.status(f"re-scoring {request.rescore} candidates per query on exact gradients ...")
+    per_module = None if artifact is None else artifact.module_weights(store.module_names)
+    scorer = rescore.ExactScorer.fit(
+        store, method, runtime.device, request.batch_size, request.trust_remote_code, per_module,
+        request.progress,
+    )  # fmt: skip
+    if query_store is not None:
+        side = ExactGradients(query_store, runtime.device, request.trust_remote_code)
+        exact_queries = side.gradients(range(query_store.num_examples), request.batch_size)
+    else:
+        exact_queries = queries.from_values(
+            store, list(chosen.ids), str(runtime.device), request.batch_size,
+            request.trust_remote_code, list(request.prompt) or None,
+            projection=ProjectionSpec(kind="none", dim=None),
+        ).features  # fmt: skip
+    index = store.column("index")
+    top, positions, exact, scale = rescore.rescore_top(
+        scorer, found, exact_queries, request.rescore, keep, request.opponents, index
+    )
+    if request.out is not None:
+        rescore.patch_dense_file(request.out, positions, exact, scale)
+    if not request.opponents:
+        top.bottom = None
+    return top
 
 
 def _report(request: ScoreOptions, scored: _Scored) -> None:

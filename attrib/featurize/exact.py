@@ -1,0 +1,141 @@
+"""Unprojected per-example gradients of a store's rows, recomputed from its checkpoint and data.
+
+A store keeps projected features; two-stage scoring (`score --rescore`) needs, for a few
+candidate rows and the queries, the gradients the projection summarized. They are recomputed
+here with the store's own settings (model, adapter, modules, output function, task options)
+by the code that featurized it, with the projection switched off, so a row's exact gradient
+is what `--proj-dim full` would have stored. Also fits the Kronecker factors in full space
+(two passes over the store's rows: K-FAC's A and S, then EK-FAC's eigenvalues in their
+eigenbasis), cached next to the store: nothing of size rows x parameters is ever kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from attrib import log
+from attrib.data import open_dataset, read_rows, ref_from_settings, undecoded
+from attrib.errors import AttribError
+from attrib.featurize.batch import Featurizer
+from attrib.featurize.modules import select_modules
+from attrib.featurize.projection import ProjectionSpec
+from attrib.methods.kernels import CACHE_DIR, save_tensors
+from attrib.methods.kronecker import KroneckerEigen
+from attrib.progress import progress_bar
+from attrib.store import Store
+from attrib.tasks import load_task_from_settings
+
+EXACT_VERSION = 1
+
+
+class ExactGradients:
+    """A store's rows (by position in store order) -> their unprojected gradients (n x D),
+    modules in store order, each flattened (d_out x d_in) as `--proj-dim full` stores them."""
+
+    def __init__(self, store: Store, device, trust_remote_code: bool = False, factors=False):
+        settings = store.settings
+        self.store = store
+        self.task = load_task_from_settings(settings, trust_remote_code)
+        self.task.to(device)
+        names = store.module_names
+        selected = select_modules(self.task.model, include=names)
+        if [spec.name for spec, _ in selected] != names:
+            raise AttribError(f"the model's modules differ from those in {store.path}")
+        self.specs = [spec for spec, _ in selected]
+        self.columns = dict(settings["task_options"]["columns"])
+        exact = ProjectionSpec(kind="none", dim=None)
+        self.featurizer = Featurizer(
+            self.task, self.columns, selected, exact, settings["output_function"], factors
+        )
+        dataset = open_dataset(ref_from_settings(settings["dataset"]))
+        self.dataset = undecoded(dataset, self.columns.get("image"))
+        self.index = store.column("index")
+
+    @property
+    def widths(self) -> list[int]:
+        return [spec.d_out * spec.d_in for spec in self.specs]
+
+    def batches(self, positions, batch_size: int):
+        """(positions of this batch, its FeatureBatch) over `positions` (store order)."""
+        positions = [int(p) for p in positions]
+        for start in range(0, len(positions), batch_size):
+            chunk = positions[start : start + batch_size]
+            rows = read_rows(self.dataset, [int(self.index[p]) for p in chunk])
+            yield chunk, self.featurizer(rows, range(len(chunk)))
+
+    def gradients(self, positions, batch_size: int = 16) -> torch.Tensor:
+        names = [spec.name for spec in self.specs]
+        parts = [
+            torch.cat([batch.features[name] for name in names], dim=1).cpu()
+            for _, batch in self.batches(positions, batch_size)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, sum(self.widths))
+
+
+def exact_kronecker(
+    store: Store, device, corrected: bool, batch_size: int = 16, trust_remote_code=False,
+    progress: bool = True,
+) -> list[KroneckerEigen]:  # fmt: skip
+    """Full-space K-FAC (or EK-FAC) eigenbases of the store's training rows, one per module:
+    computed on first use (one pass over the rows for K-FAC, two for EK-FAC) and cached."""
+    kind = "ekfac" if corrected else "kfac"
+    payload = json.dumps({"v": EXACT_VERSION, "kind": kind, "store": store.content_key()})
+    key = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    path = store.path / CACHE_DIR / f"exact-{kind}-{key}.safetensors"
+    count = len(store.module_names)
+    if path.exists():
+        t = load_file(str(path))
+        return [
+            KroneckerEigen(t[f"q_out.{i}"], t[f"q_in.{i}"], t[f"values.{i}"]) for i in range(count)
+        ]
+    log.info(f"fitting the exact {kind} factors of {store.path} (cached for later runs)")
+    side = ExactGradients(store, device, trust_remote_code, factors=True)
+    rows = range(store.num_examples)
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"exact {kind}: factors", total=store.num_examples)
+        for chunk, _ in side.batches(rows, batch_size):
+            bar.advance(task, len(chunk))
+    totals = side.featurizer.capture.take_factors()
+    blocks = []
+    for spec in side.specs:
+        a, s = totals[spec.name].means()
+        a_values, q_in = torch.linalg.eigh(a.cpu())
+        s_values, q_out = torch.linalg.eigh(s.cpu())
+        values = torch.outer(s_values.clamp(min=0), a_values.clamp(min=0))
+        blocks.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+    if corrected:
+        _correct(side, blocks, batch_size, progress)
+    tensors = {}
+    for i, block in enumerate(blocks):
+        tensors.update(
+            {
+                f"q_out.{i}": block.q_out.contiguous(),
+                f"q_in.{i}": block.q_in.contiguous(),
+                f"values.{i}": block.values,
+            }
+        )
+    save_tensors(path, tensors)
+    return blocks
+
+
+def _correct(side: ExactGradients, blocks, batch_size: int, progress: bool) -> None:
+    """EK-FAC: each eigenvalue re-fit as the mean square of the exact per-example gradients
+    in the K-FAC eigenbasis (George et al. 2018), the second pass."""
+    for capture in side.featurizer.capture.captures:  # the factors are complete
+        capture.factors = None
+    sums = [torch.zeros_like(block.values) for block in blocks]
+    count = side.store.num_examples
+    with progress_bar(progress) as bar:
+        task = bar.add_task("exact ekfac: eigenvalues", total=count)
+        for chunk, batch in side.batches(range(count), batch_size):
+            for spec, block, total in zip(side.specs, blocks, sums):
+                g = batch.features[spec.name].cpu().reshape(-1, spec.d_out, spec.d_in)
+                rotated = block.q_out.T @ g @ block.q_in
+                total += rotated.double().pow(2).sum(0)
+            bar.advance(task, len(chunk))
+    for block, total in zip(blocks, sums):
+        block.values = total / count
