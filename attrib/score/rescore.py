@@ -83,10 +83,17 @@ class ExactScorer:
         return out
 
     def candidates(self, vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Exact scores (Q x C) of each query's candidate rows (store positions, Q x C)."""
+        """Exact scores (Q x C) of each query's candidate rows (store positions, Q x C). Each
+        distinct row's gradient is computed once, a batch at a time (a batch of full
+        gradients is all that is held)."""
         unique, where = torch.unique(positions, return_inverse=True)
-        gradients = self.side.gradients(unique.tolist(), self.batch_size)
-        every = vectors @ gradients.T.to(vectors.dtype)  # (Q x U)
+        names = [spec.name for spec in self.side.specs]
+        every = torch.empty(len(vectors), len(unique), dtype=vectors.dtype)
+        done = 0
+        for chunk, batch in self.side.batches(unique.tolist(), self.batch_size):
+            g = torch.cat([batch.features[name] for name in names], dim=1).cpu()
+            every[:, done : done + len(chunk)] = vectors @ g.T.to(vectors.dtype)
+            done += len(chunk)
         return torch.gather(every, 1, where)
 
 
