@@ -67,6 +67,10 @@ def _finite_differences(path, output, rows=(1, 6), eps=1e-4):
     loaded = load_run(run, "cpu")
     batch = loaded.source.batch([0, 3])
     exact = metagradients(run, loaded, batch, output)
+    # A segment's step graphs kept (the default where they fit) against states recomputed
+    # and each graph built again: the same steps, the same float64 values up to rounding.
+    kept = metagradients(run, loaded, batch, output, graph_bytes=2**34)
+    np.testing.assert_allclose(kept, exact, rtol=1e-10, atol=1e-13 * np.abs(exact).max())
     for i in rows:
         up, down = np.ones(run.meta["rows"]), np.ones(run.meta["rows"])
         up[i], down[i] = 1 + eps, 1 - eps

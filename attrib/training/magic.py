@@ -24,7 +24,13 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from attrib.training.engine import State, run_steps, set_buffers, state_from_snapshot
+from attrib.training.engine import (
+    State,
+    model_buffers,
+    run_steps,
+    set_buffers,
+    state_from_snapshot,
+)
 from attrib.training.load import Loaded
 from attrib.training.record import Run
 from attrib.training.running_stats import differentiable_eval, stat_names, updated_stats
@@ -90,9 +96,13 @@ def metagradients(
     query_batch: dict,
     output: str,
     on_step: Callable[[], None] | None = None,
+    graph_bytes: float = 0.0,
 ) -> np.ndarray:
     """(Q x N) d f_q / d w_i for the queries in `query_batch` (one block: their adjoints are
-    carried together, so the recomputed states serve them all)."""
+    carried together, so the recomputed states serve them all). `graph_bytes`: memory the
+    step graphs of a segment may hold; where they fit, the segment is recomputed once with
+    its graphs kept for the reverse pass (one forward and backward per step fewer) instead of
+    recomputing states and then each step's graph."""
     stepper, optimizer = loaded.stepper, loaded.optimizer
     final = state_from_snapshot(run, run.steps, stepper, optimizer)
     _, adjoint_params = output_gradients(loaded, final, query_batch, output)
@@ -105,12 +115,12 @@ def metagradients(
     result = np.zeros((count, run.meta["rows"]), dtype=np.float64)
     marks = run.snapshots
     for s0, s1 in reversed(list(zip(marks[:-1], marks[1:]))):
-        states = _segment_states(run, loaded, s0, s1)
+        graphs = _segment_graphs(run, loaded, s0, s1, graph_bytes)
+        states = _segment_states(run, loaded, s0, s1) if graphs is None else None
         for t in reversed(range(s0, s1)):
             rows = loaded.batches[t]
-            adjoint_params, adjoint_state, moved = _step_vjps(
-                loaded, states[t - s0], rows, t, adjoint_params, adjoint_state
-            )
+            graph = graphs.pop() if graphs else _step_graph(loaded, states[t - s0], rows, t)
+            adjoint_params, adjoint_state, moved = graph.vjps(adjoint_params, adjoint_state)
             for q, weights_bar in enumerate(moved):
                 np.add.at(result[q], rows, weights_bar)
             if on_step is not None:
@@ -135,12 +145,76 @@ def _segment_states(run: Run, loaded: Loaded, s0: int, s1: int) -> list[State]:
     return states
 
 
-def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoint_state):
-    """Every query's adjoint moved back through step t, in one vectorized double backward
-    (the queries' cotangents batched); returns (parameter and statistics adjoints, optimizer
-    state adjoints, each query's d f / d w for the step's rows)."""
+def _segment_graphs(run: Run, loaded: Loaded, s0: int, s1: int, budget: float):
+    """Steps s0..s1-1's graphs, recomputed forward from the snapshot at s0, each step's
+    state read from the last one's outputs; None when the first step's saved tensors times
+    the segment's length exceed `budget` (the caller recomputes states, then graphs)."""
+    if budget <= 0:
+        return None
+    state = state_from_snapshot(run, s0, loaded.stepper, loaded.optimizer)
+    graphs = []
+    for t in range(s0, s1):
+        saved = _SavedBytes()
+        with saved:
+            graph = _step_graph(loaded, state, loaded.batches[t], t, own_buffers=True)
+        if t == s0 and saved.total * (s1 - s0) > budget:
+            return None
+        graphs.append(graph)
+        state = graph.next_state(loaded.stepper)
+    return graphs
+
+
+class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Counts the bytes autograd saves for backward while a graph is built."""
+
+    def __init__(self):
+        self.total = 0
+
+        def pack(tensor):
+            self.total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        super().__init__(pack, lambda tensor: tensor)
+
+
+class _StepGraph:
+    """One step as a function of (parameters, running statistics, optimizer state, the
+    batch rows' loss weights), built with its graph; `vjps` moves a block's adjoints back
+    through it."""
+
+    def __init__(self, inputs, outputs, carried: int, size: int, groups: int):
+        self.inputs, self.outputs = inputs, outputs
+        self.carried, self.size, self.groups = carried, size, groups
+
+    def next_state(self, stepper) -> State:
+        """The state after the step (the model's buffers moved by its forward)."""
+        params = [p.detach() for p in self.outputs[: self.size]]
+        start = self.carried
+        opt = [
+            [s.detach() for s in self.outputs[start + k * self.size : start + (k + 1) * self.size]]
+            for k in range(self.groups)
+        ]
+        return State(params, opt, model_buffers(stepper))
+
+    def vjps(self, adjoint_params, adjoint_state):
+        """(parameter and statistics adjoints, optimizer state adjoints, each query's
+        d f / d w for the step's rows), in one vectorized double backward."""
+        cotangents = [*adjoint_params, *(s for group in adjoint_state for s in group)]
+        parts = _batched_grad(self.outputs, self.inputs, cotangents)
+        self.inputs = self.outputs = None  # the graph is used once
+        flat, size = parts[self.carried : -1], self.size
+        state_adjoints = [flat[k * size : (k + 1) * size] for k in range(self.groups)]
+        return parts[: self.carried], state_adjoints, parts[-1].double().cpu().numpy()
+
+
+def _step_graph(loaded: Loaded, state: State, rows, t: int, own_buffers=False) -> _StepGraph:
+    """Step t from `state`, its graph kept. `own_buffers`: the model gets new buffer tensors
+    first, so later steps' in-place updates leave the ones this graph saved untouched."""
     stepper, optimizer = loaded.stepper, loaded.optimizer
-    set_buffers(stepper, state.buffers)
+    if own_buffers:
+        _replace_buffers(stepper, state.buffers)
+    else:
+        set_buffers(stepper, state.buffers)
     params = [p.detach().requires_grad_(True) for p in state.params]
     stats = _stat_leaves(loaded, state)
     opt = [[s.detach().requires_grad_(True) for s in group] for group in state.opt]
@@ -155,9 +229,11 @@ def _step_vjps(loaded: Loaded, state: State, rows, t: int, adjoint_params, adjoi
     outputs = [*new_params, *(new_stats.get(n, stats[n]) for n in stats)]
     outputs += [s for group in new_opt for s in group]
     inputs = [*params, *stats.values(), *(s for group in opt for s in group), weights]
-    carried = len(params) + len(stats)
-    cotangents = [*adjoint_params, *(s for group in adjoint_state for s in group)]
-    parts = _batched_grad(outputs, inputs, cotangents)
-    flat, size = parts[carried:-1], len(params)
-    state_adjoints = [flat[k * size : (k + 1) * size] for k in range(len(opt))]
-    return parts[:carried], state_adjoints, parts[-1].double().cpu().numpy()
+    return _StepGraph(inputs, outputs, len(params) + len(stats), len(params), len(opt))
+
+
+def _replace_buffers(stepper, buffers: dict[str, torch.Tensor]) -> None:
+    modules = dict(stepper.task.model.named_modules())
+    for name, value in buffers.items():
+        owner, _, leaf = name.rpartition(".")
+        modules[owner]._buffers[leaf] = value.detach().clone()

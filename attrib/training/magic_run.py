@@ -35,18 +35,23 @@ from attrib.training.sources import fixed_query_labels, store_source
 ALGORITHM = 2
 
 
-def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> None:
-    """The states of one segment and every query's adjoints of a block fit --memory-gb."""
+def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> int:
+    """The states of one segment and every query's adjoints of a block fit --memory-gb;
+    returns what a segment's step graphs may hold."""
     state = sum(p.numel() * p.element_size() for p in loaded.stepper.initial_params())
     per_state = state * (1 + len(loaded.optimizer.state_names()))
     segment = max(b - a for a, b in zip(run.snapshots, run.snapshots[1:]))
     block = min(options.block, 10**9)
     needed = per_state * (segment + 2 * block)
-    Budget(options.memory_gb).reserve(
+    budget = Budget(options.memory_gb)
+    budget.reserve(
         needed,
         f"a segment of {segment} states and the adjoints of {block} queries",
         "lower --block",
     )
+    # Half of the rest may hold a segment's step graphs; the other half is the reverse
+    # pass's room (its batched double backward holds a block's worth of activations).
+    return budget.left // 2
 
 
 def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
@@ -55,7 +60,7 @@ def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
     queries = Store(options.queries)
     check_queries_are_the_runs(run, queries)
     loaded = load_run(run, options.device)
-    check_budget(run, loaded, options)
+    graph_bytes = check_budget(run, loaded, options)
     output = options.output or loaded.task.evaluation_output
     if output not in loaded.task.output_functions:
         raise AttribError(f"--output {output} is not available for {loaded.task.name} models")
@@ -65,7 +70,7 @@ def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
     labels = fixed_query_labels(loaded.task, queries, loaded.device)
     source = store_source(loaded.task, queries, loaded.device, labels)
     blocks = _query_blocks(loaded, source, queries.num_examples, output, options)
-    matrix = _all_blocks(run, loaded, blocks, queries, output, options)
+    matrix = _all_blocks(run, loaded, blocks, queries, output, options, graph_bytes)
     labels = [label for _, _, rows in blocks for label in rows]
     smooth = None
     if options.smoothness:
@@ -113,8 +118,9 @@ def _query_blocks(loaded: Loaded, source, count: int, output: str, options) -> l
 
 
 def _all_blocks(
-    run, loaded: Loaded, blocks: list[Block], queries: Store, output: str, options
-) -> np.ndarray:
+    run, loaded: Loaded, blocks: list[Block], queries: Store, output: str, options,
+    graph_bytes: int = 0,
+) -> np.ndarray:  # fmt: skip
     # Blocks are bound to the run and the queries: a resume after either changed starts over.
     key = [run.identity(), queries.fingerprint(), output, ALGORITHM]
     key += ["per-token"] if options.per_token else []
@@ -129,7 +135,9 @@ def _all_blocks(
     with progress_bar(options.progress, unit="steps") as bar:
         task = bar.add_task("magic", total=len(todo) * run.steps)
         for name, batch, _ in todo:
-            block = metagradients(run, loaded, batch(), output, lambda: bar.advance(task))
+            block = metagradients(
+                run, loaded, batch(), output, lambda: bar.advance(task), graph_bytes
+            )
             parts.mkdir(parents=True, exist_ok=True)
             with atomic_path(parts / f"{name}.npy", ".npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, block)
