@@ -63,8 +63,8 @@ def test_rescoring_every_row_equals_the_method_on_exact_gradients(stores, method
 
 def test_few_candidates_are_ranked_by_their_exact_scores(stores, tmp_path):
     """With 6 of 14 rows re-scored (3 a side), the first 3 listed rows are the candidates,
-    with their exact scores and in their order, the other 2 follow in projected order, and --out holds the exact scores at the candidates and the projected ones,
-    rescaled, elsewhere."""
+    with their exact scores and in their order, the other 2 follow in projected order, and
+    --out holds the exact scores at the candidates and the projected ones, rescaled, elsewhere."""
     root, made = stores
     exact_out = tmp_path / "exact.npy"
     _score(made["full", "train"], made["full", "queries"], exact_out, "--method", "ekfac")
