@@ -15,7 +15,6 @@ import hashlib
 import json
 
 import torch
-from safetensors.torch import load_file
 
 from attrib import log
 from attrib.data import open_dataset, read_rows, ref_from_settings, undecoded
@@ -23,8 +22,8 @@ from attrib.errors import AttribError
 from attrib.featurize.batch import Featurizer
 from attrib.featurize.modules import select_modules
 from attrib.featurize.projection import ProjectionSpec
-from attrib.methods.kernels import CACHE_DIR, save_tensors
-from attrib.methods.kronecker import KroneckerEigen
+from attrib.methods.kernels import CACHE_DIR
+from attrib.methods.kronecker import KroneckerEigen, eigen_of, load_blocks, save_blocks
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
@@ -88,10 +87,7 @@ def exact_kronecker(
     path = store.path / CACHE_DIR / f"exact-{kind}-{key}.safetensors"
     count = len(store.module_names)
     if path.exists():
-        t = load_file(str(path))
-        return [
-            KroneckerEigen(t[f"q_out.{i}"], t[f"q_in.{i}"], t[f"values.{i}"]) for i in range(count)
-        ]
+        return load_blocks(path, count)
     log.info(f"fitting the exact {kind} factors of {store.path} (cached for later runs)")
     side = ExactGradients(store, device, trust_remote_code, factors=True)
     rows = range(store.num_examples)
@@ -100,25 +96,10 @@ def exact_kronecker(
         for chunk, _ in side.batches(rows, batch_size):
             bar.advance(task, len(chunk))
     totals = side.featurizer.capture.take_factors()
-    blocks = []
-    for spec in side.specs:
-        a, s = totals[spec.name].means()
-        a_values, q_in = torch.linalg.eigh(a.cpu())
-        s_values, q_out = torch.linalg.eigh(s.cpu())
-        values = torch.outer(s_values.clamp(min=0), a_values.clamp(min=0))
-        blocks.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+    blocks = [eigen_of(*(m.cpu() for m in totals[spec.name].means())) for spec in side.specs]
     if corrected:
         _correct(side, blocks, batch_size, progress)
-    tensors = {}
-    for i, block in enumerate(blocks):
-        tensors.update(
-            {
-                f"q_out.{i}": block.q_out.contiguous(),
-                f"q_in.{i}": block.q_in.contiguous(),
-                f"values.{i}": block.values,
-            }
-        )
-    save_tensors(path, tensors)
+    save_blocks(path, blocks)
     return blocks
 
 

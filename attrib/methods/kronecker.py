@@ -67,33 +67,36 @@ def kronecker_eigen(store: Store, corrected: bool) -> list[KroneckerEigen]:
     path = store.path / CACHE_DIR / f"{kind}-{_key(store, corrected)}.safetensors"
     names = store.module_names
     if path.exists():
-        t = load_file(str(path))
-        return [
-            KroneckerEigen(t[f"q_out.{i}"], t[f"q_in.{i}"], t[f"values.{i}"])
-            for i in range(len(names))
-        ]
+        return load_blocks(path, len(names))
     log.info(f"computing the {kind} factors of {store.path} (cached for later runs)")
     factors = total_factors(store)
-    result = []
-    for name in names:
-        a, s = factors[name].means()
-        a_values, q_in = torch.linalg.eigh(a)
-        s_values, q_out = torch.linalg.eigh(s)
-        values = torch.outer(s_values.clamp(min=0), a_values.clamp(min=0))
-        result.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+    result = [eigen_of(*factors[name].means()) for name in names]
     if corrected:
         _correct(store, result)
-    tensors = {}
-    for i, item in enumerate(result):
-        tensors.update(
-            {
-                f"q_out.{i}": item.q_out.contiguous(),
-                f"q_in.{i}": item.q_in.contiguous(),
-                f"values.{i}": item.values,
-            }
-        )
-    save_tensors(path, tensors)
+    save_blocks(path, result)
     return result
+
+
+def eigen_of(a: torch.Tensor, s: torch.Tensor) -> KroneckerEigen:
+    """K-FAC's eigenbasis and eigenvalues from a module's mean factors A and S."""
+    a_values, q_in = torch.linalg.eigh(a)
+    s_values, q_out = torch.linalg.eigh(s)
+    values = torch.outer(s_values.clamp(min=0), a_values.clamp(min=0))
+    return KroneckerEigen(q_out.float(), q_in.float(), values)
+
+
+def load_blocks(path, count: int) -> list[KroneckerEigen]:
+    t = load_file(str(path))
+    return [KroneckerEigen(t[f"q_out.{i}"], t[f"q_in.{i}"], t[f"values.{i}"]) for i in range(count)]
+
+
+def save_blocks(path, blocks: list[KroneckerEigen]) -> None:
+    tensors = {}
+    for i, item in enumerate(blocks):
+        tensors[f"q_out.{i}"] = item.q_out.contiguous()
+        tensors[f"q_in.{i}"] = item.q_in.contiguous()
+        tensors[f"values.{i}"] = item.values
+    save_tensors(path, tensors)
 
 
 def _correct(store: Store, result: list[KroneckerEigen]) -> None:
