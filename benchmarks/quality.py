@@ -3,7 +3,8 @@
     python benchmarks/quality.py [--tasks digits,pydoc] [--subsets 50] [--k-grid 5,20,50]
 
 For each task (scikit-learn digits + ResNet; Python docs + GPT-2) and method (tracin, cosine,
-trak, trak-block): LDS (%) with 95% CI on the evaluation queries, unweighted, with weights
+trak, trak-block, kfac, ekfac; and the baselines: repsim, and bm25 on text): LDS (%) with 95%
+CI on the evaluation queries, unweighted, with weights
 learned at k = 20, and with weights learned at the k of `--k-grid` that is best on the separate
 validation queries (never the evaluation queries). Weights are learned on the weight-learning
 queries with the library defaults. Plus mislabeled-data detection on digits with 10% of the
@@ -34,8 +35,12 @@ from attrib.score.run import weight_vector  # noqa: E402
 from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
 
-METHODS = ("tracin", "cosine", "trak", "trak-block", "kfac", "ekfac")
+METHODS = ("tracin", "cosine", "trak", "trak-block", "kfac", "ekfac", "repsim", "bm25")
+BASELINES = ("repsim", "bm25")  # measured alone: no groups to weight
+# A similarity's self-score is 1 for every row: self-influence ranks nothing.
+SELF_INFLUENCE_METHODS = tuple(m for m in METHODS if m not in BASELINES)
 FEATURES = {
+    "repsim": "repsim",  # the model's own hidden states (the baseline)
     "tracin": "tracin",
     "cosine": "tracin",
     "trak": "trak",
@@ -73,16 +78,17 @@ def lds(task, truth, method, role, weights=None):
 def learn(task, method, k, role="learn"):
     train = _store(task, "train", method)
     learn_store = _store(task, role, method)
-    # The library's (and so the CLI's) defaults otherwise.
-    options = LearnOptions(
-        train=train.path, queries=learn_store.path, out=Path(), method=method, k=k
-    )
+    # The library's (and so the CLI's) defaults otherwise; the file is named after them.
+    defaults = {f: LearnOptions.default(f) for f in ("weight_decay", "prior", "init")}
     proj = PROJ.get(method, 16) or "full"
-    name = f"{method}-p{proj}-k{k}-wd{options.weight_decay:g}-{options.prior}-{options.init}"
-    name += "" if role == "learn" else f"-{role}"
+    name = f"{method}-p{proj}-k{k}-wd{defaults['weight_decay']:g}-{defaults['prior']}"
+    name += f"-{defaults['init']}" + ("" if role == "learn" else f"-{role}")
     out = task.root / "weights" / f"{name}.safetensors"
     if not out.exists():
-        run_learn(options.replace(out=out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run_learn(
+            LearnOptions(train=train.path, queries=learn_store.path, out=out, method=method, k=k)
+        )
     return out
 
 
@@ -91,6 +97,11 @@ def quality_rows(name, subsets, k_grid):
     truth = task.groundtruth(subsets)
     rows = []
     for method in METHODS:
+        if method == "bm25" and _store(task, "train", "tracin").settings["task"] != "causal-lm":
+            continue  # words: text tasks only
+        if method in BASELINES:
+            rows.append(_baseline_row(task, name, truth, method, subsets))
+            continue
         plain = lds(task, truth, method, "eval")
         at20 = lds(task, truth, method, "eval", learn(task, method, 20))
         default = lds(task, truth, method, "eval", learn(task, method, DEFAULT_K))
@@ -114,6 +125,32 @@ def quality_rows(name, subsets, k_grid):
     return rows
 
 
+def _baseline_row(task, name, truth, method, subsets) -> dict:
+    """A baseline's row: its LDS alone (one group, or no features: nothing to weight)."""
+    from attrib.evaluate.lds import lds_of_dense
+    from attrib.score.lexical import dense_scores, store_texts
+
+    if method == "bm25":
+        train, queries = _store(task, "train", "tracin"), _store(task, "eval", "tracin")
+        result = lds_of_dense(method, dense_scores(train, store_texts(queries)), truth["eval"])
+        plain = (result.lds, result.ci)
+    else:
+        plain = lds(task, truth, method, "eval")
+    queries = _store(task, "eval", "tracin" if method == "bm25" else method).num_examples
+    return {
+        "task": name,
+        "method": method,
+        "proj": "-",
+        "subsets": subsets,
+        "queries": queries,
+        "lds": plain,
+        "lds_w20": None,
+        "lds_wdefault": None,
+        "best_k": "-",
+        "lds_wbest": None,
+    }
+
+
 def mislabel_rows(seed=0):
     from quality_tasks import Task
 
@@ -127,7 +164,7 @@ def mislabel_rows(seed=0):
     paths = {r: root / "data" / f"{r}.parquet" for r in ("train", "learn", "val", "eval")}
     task = Task("digits-flip10", root, root / "model", paths, digits.RECIPE)
     rows = []
-    for method in METHODS:
+    for method in SELF_INFLUENCE_METHODS:
         train = _store(task, "train", method)
         mask = load_mislabeled(root / "data" / "mislabeled.npy", train)
         weights = learn(task, method, DEFAULT_K)
@@ -147,6 +184,8 @@ def mislabel_rows(seed=0):
 
 
 def pct(pair) -> str:
+    if pair is None:
+        return "-"
     return f"{100 * pair[0]:.2f} ± {100 * pair[1]:.2f}"
 
 

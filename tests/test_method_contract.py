@@ -41,7 +41,7 @@ def _gradients(rng, count):
     return features, factors
 
 
-def _write(path, rng, count, shard_size, with_factors, perturbed=False):
+def _write(path, rng, count, shard_size, with_factors, kind=None):
     features, raw = _gradients(rng, count)
     modules = [
         {"spec": ModuleSpec(n, "linear", o, i, False).to_dict(), "feature_dim": o * i}
@@ -52,8 +52,9 @@ def _write(path, rng, count, shard_size, with_factors, perturbed=False):
         "residual": rng.uniform(0.5, 1.5, count).astype(np.float32),
     }
     settings = {"modules": modules, "factors": with_factors}
-    if perturbed:  # read as perturbed copies' outputs (Daunce): the same numbers, other kind
-        settings["projection"] = {"kind": "perturbed", "dim": None, "seed": 0}
+    if kind:  # read as perturbed copies' outputs (Daunce) or hidden states (repsim): the
+        # same numbers, another kind of store
+        settings["projection"] = {"kind": kind, "dim": None, "seed": 0}
     store = Store(write_arrays(path, features, scalars, settings, shard_size=shard_size))
     if with_factors:
         for shard in store.shards:
@@ -74,13 +75,19 @@ def _write(path, rng, count, shard_size, with_factors, perturbed=False):
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
     made = {}
-    for perturbed in (False, True):
+    for kind in (None, "perturbed", "representation"):
         rng = np.random.default_rng(0)
-        kind = "perturbed-" if perturbed else ""
-        train = _write(root / f"{kind}train", rng, 30, 7, True, perturbed)
-        queries = _write(root / f"{kind}queries", rng, 5, 4, False, perturbed)
-        made[perturbed] = (train, queries)
+        prefix = f"{kind}-" if kind else ""
+        train = _write(root / f"{prefix}train", rng, 30, 7, True, kind)
+        queries = _write(root / f"{prefix}queries", rng, 5, 4, False, kind)
+        made[kind] = (train, queries)
     return made
+
+
+def _kind(method: str) -> str | None:
+    """The kind of store a method scores."""
+    cls = method_class(method)
+    return "perturbed" if cls.perturbed else "representation" if cls.representation else None
 
 
 def _whole(store: Store):
@@ -112,12 +119,13 @@ def _weights_file(tmp_path, store, values, name):
     return path
 
 
-METHODS = method_names()
+# Methods that score a store's features (bm25 reads the rows' words: tests/test_bm25.py).
+METHODS = tuple(m for m in method_names() if not method_class(m).lexical)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_streamed_scores_equal_the_method_on_the_whole_matrix(tmp_path, stores, method):
-    train, queries = stores[method_class(method).perturbed]
+    train, queries = stores[_kind(method)]
     got = _dense(tmp_path, train, method, queries)
     prepared = get_method(method, train, DAMPING).prepare()
     phi, scalars = _whole(train)
@@ -143,7 +151,7 @@ def test_streamed_scores_equal_the_method_on_the_whole_matrix(tmp_path, stores, 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_self_influence_is_the_diagonal(tmp_path, stores, method):
-    train, _ = stores[method_class(method).perturbed]
+    train, _ = stores[_kind(method)]
     dense = _dense(tmp_path, train, method)
     out = tmp_path / "self.npy"
     run_score(
@@ -162,7 +170,7 @@ def test_self_influence_is_the_diagonal(tmp_path, stores, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_weights_act_through_the_contributions(tmp_path, stores, method):
-    train, queries = stores[method_class(method).perturbed]
+    train, queries = stores[_kind(method)]
     plain = _dense(tmp_path, train, method, queries, name="plain")
     ones = _weights_file(tmp_path, train, np.ones(len(SHAPES)), "ones")
     np.testing.assert_allclose(
@@ -187,7 +195,7 @@ def test_weights_act_through_the_contributions(tmp_path, stores, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_weights_equal_scaling_the_query_group_slices(tmp_path, stores, method):
-    train, queries = stores[method_class(method).perturbed]
+    train, queries = stores[_kind(method)]
     prepared = get_method(method, train, DAMPING).prepare()
     if type(prepared).query_plain is not Method.query_plain:
         pytest.skip(f"{method} weights its normalized query (query_plain), not the raw one")

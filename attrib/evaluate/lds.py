@@ -80,13 +80,17 @@ def lds_of_scores(path: Path, truth: GroundTruth) -> LdsResult:
         )
     if not np.isfinite(scores).all():
         raise AttribError(f"--scores {path} holds NaN or infinite scores")
+    # The file is the row's "method" (a method attrib ran elsewhere, or another tool's).
+    return lds_of_dense(path.name, scores, truth)
+
+
+def lds_of_dense(name: str, scores: np.ndarray, truth: GroundTruth) -> LdsResult:
+    """LDS of a dense (queries x rows) score matrix; no weights file applies to it."""
     predicted = scores.astype(np.float64) @ truth.masks.T.astype(np.float64)
     per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
     mean, ci = mean_ci(per_query)
-    # The file is the row's "method" (a method attrib ran elsewhere, or another tool's): no
-    # weights file applies to it.
     return LdsResult(
-        path.name, None, mean, ci, truth.subsets, len(per_query), per_query, predicted=predicted
+        name, None, mean, ci, truth.subsets, len(per_query), per_query, predicted=predicted
     )
 
 

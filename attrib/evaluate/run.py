@@ -18,7 +18,7 @@ from attrib.evaluate.options import (
     TailPatchOptions,
 )
 from attrib.memory import Budget, plan_streaming
-from attrib.methods import Method, get_method
+from attrib.methods import Method, get_method, method_class, require_features
 from attrib.score import queries as query_features
 from attrib.store import Store
 
@@ -49,6 +49,7 @@ def _planned(store: Store, options, name: str, queries: int, share: float, truth
     """The method, prepared after its kernel, `queries` query vectors, the ground truth's
     masks (when given) and the streamed blocks were fitted into --memory-gb (per query and
     training row: its score and its product with the subsets or the running top-k)."""
+    require_features(name, "this evaluation")
     method = get_method(name, store, options.damping, options.rif)
     budget = Budget(options.memory_gb)
     if truth is not None:
@@ -96,22 +97,32 @@ def run_lds(options: LdsOptions) -> list[dict]:
     truth = _truth(options.groundtruth, train, queries)
     features = query_features.from_store(train, queries).features
     runtime = _runtime(options)
-    results = []
-    if not options.only_scores and options.rescore:
+    # Lexical methods (BM25) are measured once each from the rows' words, unweighted.
+    lexical = [] if options.only_scores else [m for m in options.methods if method_class(m).lexical]
+    if lexical and (options.rescore or options.rif):
+        raise AttribError(f"--method {lexical[0]} ranks rows by their words: drop --rescore/--rif")
+    modelled = options.replace(methods=tuple(m for m in options.methods if m not in lexical))
+    if options.only_scores or not modelled.methods:
+        results = []
+    elif options.rescore:
         from attrib.evaluate.lds import two_stage_lds
 
-        results = two_stage_lds(train, queries, features, truth, options, _combinations, runtime)
-    elif not options.only_scores:
+        results = two_stage_lds(train, queries, features, truth, modelled, _combinations, runtime)
+    else:
+        combinations = _combinations(train, modelled, queries.num_examples, truth=truth)
         results = [
             evaluate_lds_prepared(
                 train, features, truth, method, vector, label, runtime, subsets_ci=False
             )
-            for method, vector, label in _combinations(
-                train, options, queries.num_examples, truth=truth
-            )
+            for method, vector, label in combinations
         ]
-    from attrib.evaluate.lds import lds_of_scores
+    from attrib.evaluate.lds import lds_of_dense, lds_of_scores
 
+    if lexical:
+        from attrib.score.lexical import dense_scores, store_texts
+
+        texts = store_texts(queries)
+        results += [lds_of_dense(name, dense_scores(train, texts), truth) for name in lexical]
     results += [lds_of_scores(Path(path), truth) for path in options.scores]
     if not results:
         raise AttribError("--only-scores needs --scores FILE.npy")

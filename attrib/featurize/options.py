@@ -52,7 +52,8 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
         help="Method the features are for; picks the output function (classifiers: margin for "
         "trak and its relatives, loss otherwise; diffusion: L_simple, L_square for dtrak, DAS's "
         "for das, the sampling trajectory for jtrak queries) and whether Kronecker factors are "
-        "collected (kfac, ekfac).",
+        "collected (kfac, ekfac); repsim stores the model's pooled hidden states instead of "
+        "gradients (never projected).",
         choices=method_names,
     )
     proj_dim: int | str = option(
@@ -118,6 +119,13 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
                 f"--method {self.method} is scored from perturbed copies' outputs, which "
                 "`attrib perturb --train STORE --out COPIES` writes; featurize with "
                 "the default --method for STORE"
+            )
+        if method_class(self.method).representation and (
+            self.modules or self.exclude or self.no_gradients
+        ):
+            raise AttribError(
+                f"--method {self.method} reads the model's hidden states, not gradients: drop "
+                "--modules/--exclude/--no-gradients"
             )
         if self.factors and self.projection == "dense" and self.proj_dim != "full":
             raise AttribError(

@@ -11,9 +11,9 @@ import torch
 from attrib import distributed, log
 from attrib.data import batches, dataset_info, open_dataset, undecoded
 from attrib.errors import AttribError
-from attrib.featurize.batch import Featurizer
 from attrib.featurize.modules import select_modules
 from attrib.featurize.options import FeaturizeOptions
+from attrib.featurize.representation import RepresentationFeaturizer, featurizer_for
 from attrib.methods import method_class
 from attrib.progress import progress_bar
 from attrib.store import shards
@@ -44,15 +44,17 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
     num_examples = min(len(dataset), config.max_examples or len(dataset))
     if columns.get("text"):
         _check_empty_texts(dataset, columns["text"], num_examples)
-    selected = []  # --no-gradients: the rows and their outputs only
-    if not config.no_gradients:
+    method = method_class(config.method)
+    selected = []  # --no-gradients: the rows and their outputs only; repsim: hidden states
+    if not config.no_gradients and not method.representation:
         selected = select_modules(
             task.model, list(config.modules) or None, list(config.exclude), bool(config.adapter)
         )
-    output_function = task.output_for(method_class(config.method), columns)
-    featurizer = Featurizer(
-        task, columns, selected, config.projection_spec, output_function, config.factors
-    )
+    output_function = task.output_for(method, columns)
+    featurizer = featurizer_for(
+        task, columns, selected, config.projection_spec, output_function, config.factors,
+        representation=method.representation,
+    )  # fmt: skip
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
@@ -86,17 +88,22 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
 
 def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
     """The values that determine what a store holds (compared on resume and by `score`)."""
-    projection = config.projection_spec
-    modules = [
-        {"spec": spec.to_dict(), "feature_dim": projection.feature_dim(spec.d_out, spec.d_in)}
-        for spec in featurizer.modules
-    ]
+    if isinstance(featurizer, RepresentationFeaturizer):  # hidden states, never projected
+        projection = featurizer.projection
+        modules = [{"spec": s.to_dict(), "feature_dim": s.d_in} for s in featurizer.modules]
+    else:
+        spec = config.projection_spec
+        projection = spec.to_dict()
+        modules = [
+            {"spec": s.to_dict(), "feature_dim": spec.feature_dim(s.d_out, s.d_in)}
+            for s in featurizer.modules
+        ]
     return {
         "model": task.info,
         "task": task.name,
         "task_options": task.settings(featurizer.columns),
         "output_function": featurizer.output_function,
-        "projection": projection.to_dict(),
+        "projection": projection,
         "modules": modules,
         "scalars": list(task.scalar_columns),
         "store_dtype": config.store_dtype,

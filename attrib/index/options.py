@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.methods import DEFAULT_METHOD, method_names, require_features
 from attrib.options import Options, at_least, existing_store, option
 
 # What each kind stores and how it searches (docs/score.md: "Millions of rows: an index").
@@ -54,6 +54,7 @@ class IndexOptions(Options):
 
     def check(self) -> None:
         existing_store(self.store, "STORE")
+        require_features(self.method, "an index")
         at_least(self.damping, 0, "--lambda")
         for flag, value in (
             ("--lists", self.lists),

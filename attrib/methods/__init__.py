@@ -11,6 +11,8 @@ from attrib.methods.base import Method
 from attrib.methods.daunce import Daunce, DaunceCorr
 from attrib.methods.gradient import Cosine, TracIn
 from attrib.methods.kfac import EKFac, KFac
+from attrib.methods.lexical import BM25
+from attrib.methods.representation import RepSim
 from attrib.methods.trak import Das, DTrak, JourneyTrak, Trak, TrakBlock
 
 if TYPE_CHECKING:
@@ -30,12 +32,17 @@ METHODS: dict[str, type[Method]] = {
         JourneyTrak,
         Daunce,
         DaunceCorr,
+        RepSim,
+        BM25,
     )
 }
 base.DEFINED[:] = METHODS.values()  # messages in base.py list methods in the CLI's order
 DEFAULT_METHOD = TrakBlock.name  # best LDS among the methods any store supports (docs/quality.md)
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "Method", "get_method", "method_class", "method_names"]
+__all__ = [
+    "DEFAULT_METHOD", "METHODS", "Method", "get_method", "method_class", "method_names",
+    "require_features",
+]  # fmt: skip
 
 
 def method_names() -> tuple[str, ...]:
@@ -46,6 +53,15 @@ def method_class(name: str) -> type[Method]:
     if name not in METHODS:
         raise AttribError(f"unknown --method {name!r}; choose {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def require_features(name: str, command: str) -> None:
+    """Refuse a lexical method (BM25) where a store's features are what is used."""
+    if method_class(name).lexical:
+        raise AttribError(
+            f"--method {name} ranks rows by their words, with no features: {command} needs a "
+            "method on a store's features (`score` and `evaluate lds` measure bm25)"
+        )
 
 
 def get_method(name: str, store: Store, damping: float | None = None, rif: bool = False) -> Method:

@@ -57,6 +57,11 @@ class Method(ABC):
     calibrated: ClassVar[bool] = False
     # Scores stores of perturbed copies' outputs (`attrib perturb`), not gradient stores.
     perturbed: ClassVar[bool] = False
+    # Scores stores of the model's pooled hidden states (`featurize --method repsim`).
+    representation: ClassVar[bool] = False
+    # Ranks rows by their words, from the store's dataset, not its features (BM25,
+    # score/lexical.py): no weights, kernel, index or per-token rows.
+    lexical: ClassVar[bool] = False
     # The score is a sum of per-module terms without a per-example factor, so on an ensemble
     # store (`attrib ensemble`) it is exactly the sum of the members' scores.
     ensembles: ClassVar[bool] = False
@@ -87,8 +92,18 @@ class Method(ABC):
 
     def _check_store_kind(self, store: Store) -> None:
         from attrib.store.ensemble import is_ensemble
-        from attrib.store.kinds import is_perturbed
+        from attrib.store.kinds import is_perturbed, is_representation
 
+        if self.representation and not is_representation(store):
+            raise AttribError(
+                f"--method {self.name} scores the model's hidden states and {store.path} "
+                f"holds gradients: featurize with --method {self.name} for it"
+            )
+        if is_representation(store) and not self.representation:
+            raise AttribError(
+                f"{store.path} holds the model's hidden states (featurize --method repsim), "
+                "not gradients: use --method repsim, or featurize again for a gradient method"
+            )
         if self.perturbed and not is_perturbed(store):
             raise AttribError(
                 f"--method {self.name} scores the outputs of perturbed copies: run `attrib "

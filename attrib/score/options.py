@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.index.options import KINDS
-from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.methods import DEFAULT_METHOD, method_class, method_names
 from attrib.option_groups import OnDevice, Rescaled, WithMemory
 from attrib.options import Options, at_least, device_option, existing_store, option
 
@@ -111,6 +111,18 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
                 "--rescore re-scores whole queries' candidates from a pass over the store: "
                 "drop --per-token, --index, --self and --rif"
             )
+        if method_class(self.method).lexical:
+            given = {
+                "--weights": self.weights, "--per-token": self.per_token,
+                "--self": self.self_influence, "--index": self.index, "--rif": self.rif,
+                "--rescore": self.rescore, "--lambda": self.damping is not None,
+            }  # fmt: skip
+            if any(given.values()):
+                dropped = ", ".join(flag for flag, on in given.items() if on)
+                raise AttribError(
+                    f"--method {self.method} ranks rows by their words, with no model or "
+                    f"features: drop {dropped}"
+                )
         if self.per_token and not (self.query or self.text):
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
         if self.html is not None and self.self_influence:

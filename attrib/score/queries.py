@@ -14,11 +14,12 @@ import torch
 
 from attrib.data import image_problem
 from attrib.errors import AttribError
-from attrib.featurize.batch import Featurizer
 from attrib.featurize.modules import select_modules
 from attrib.featurize.projection import ProjectionSpec
+from attrib.featurize.representation import MODULE, featurizer_for
 from attrib.methods import output_pairs
 from attrib.store import Store
+from attrib.store.kinds import is_representation
 from attrib.store.manifest import settings_diff
 from attrib.tasks import load_task_from_settings
 
@@ -105,15 +106,16 @@ def from_values(
     task = load_task_from_settings(settings, trust_remote_code)
     task.to(resolve_device(device))
     names = train.module_names
-    selected = select_modules(task.model, include=names)
-    if [spec.name for spec, _ in selected] != names:
-        raise AttribError(f"the model's modules differ from those in {train.path}")
     columns, query_rows = task.query_rows(values, settings["task_options"]["columns"])
-    projection = projection or ProjectionSpec(**settings["projection"])
-    featurizer = Featurizer(task, columns, selected, projection, settings["output_function"])
+    featurizer = _featurizer(train, task, columns, projection)
     if task.query_role == "image":
         check_image_values(train, values)
     captions = _captions(task, prompts, len(values))
+    if per_token and is_representation(train):
+        raise AttribError(
+            f"{train.path} holds hidden states pooled per sequence: --per-token needs a "
+            "gradient store"
+        )
     if per_token:
         return _per_token(task, featurizer, columns, query_rows, values, names)
     parts, explained = [], []
@@ -127,6 +129,24 @@ def from_values(
         if "explained" in batch.scalars:
             explained += [int(i) for i in batch.scalars["explained"].tolist()]
     return Queries(torch.cat(parts), list(values), explained=explained or None)
+
+
+def _featurizer(train: Store, task, columns: dict, projection: ProjectionSpec | None):
+    """The training store's featurizer for queries: its modules and projection, or (a
+    representation store) its hidden states."""
+    settings = train.settings
+    if is_representation(train):
+        featurizer = featurizer_for(task, columns, [], None, settings["output_function"],
+                                    representation=True)  # fmt: skip
+        if featurizer.modules[0].d_in != train.feature_dims[MODULE]:
+            raise AttribError(f"the model's hidden states differ from those in {train.path}")
+        return featurizer
+    names = train.module_names
+    selected = select_modules(task.model, include=names)
+    if [spec.name for spec, _ in selected] != names:
+        raise AttribError(f"the model's modules differ from those in {train.path}")
+    projection = projection or ProjectionSpec(**settings["projection"])
+    return featurizer_for(task, columns, selected, projection, settings["output_function"])
 
 
 def _ensemble_values(train: Store, values: list[str], args: tuple) -> Queries:

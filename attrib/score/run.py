@@ -92,6 +92,11 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
     count = 0 if request.self_influence else len(values)
     if query_store is not None:
         count = query_store.num_examples
+    if method.lexical:  # BM25: the rows' words, no features (score/lexical.py)
+        if runtime.is_main:
+            chosen, top = _lexical(request, store, query_store, values)
+            _ranked(request, store, query_store, chosen, top, scored)
+        return scored
     if not request.per_token and request.index is None:  # per-token: once tokenized
         plan_streaming(Budget(request.memory_gb), store, method, count)
     if request.self_influence:  # one pass over the store: rank 0 does it alone
@@ -140,6 +145,31 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
         )
     if top is None:  # another rank than the first: rank 0 merges and reports
         return scored
+    _ranked(request, store, query_store, chosen, top, scored)
+    return scored
+
+
+def _lexical(request, store, query_store, values):
+    """(queries, top) of a lexical method: every score from the rows' and queries' words."""
+    from attrib.score import lexical
+
+    if query_store is not None:
+        ids = [int(i) for i in query_store.column("index")]
+        texts = lexical.store_texts(query_store)
+    else:
+        ids, texts = list(values), [lexical.value_text(v) for v in values]
+    log.status(f"scoring {len(texts)} queries against {store.num_examples} rows with bm25 ...")
+    dense = lexical.dense_scores(store, texts)
+    if request.out is not None:
+        lexical.write_dense(request.out, dense)
+    top = lexical.dense_top(
+        dense, request.top or DEFAULT_TOP, store.column("index"), request.opponents
+    )
+    return queries.Queries(torch.zeros(len(ids), 0), ids), top
+
+
+def _ranked(request, store, query_store, chosen, top, scored: _Scored) -> None:
+    """The ranked records of each query's top (and opponents) into `scored`."""
     lists = [("proponents", top)] + ([("opponents", top.bottom)] if top.bottom is not None else [])
     shown_rows = np.concatenate([found.indices.reshape(-1) for _, found in lists])
     previewer = RowReader(store) if request.preview or chosen.explained else None
@@ -168,7 +198,6 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
                 }
                 records.append({**record, **previews.get(index, {})})
     scored.records, scored.contexts = records, chosen.contexts
-    return scored
 
 
 def _two_stage(request, runtime, store, method, chosen, weights, artifact, query_store):

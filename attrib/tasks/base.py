@@ -116,6 +116,15 @@ class Task(ABC):
                 return wanted
         return "loss"
 
+    def representation_site(self) -> tuple[nn.Module, str, int]:
+        """Where `--method repsim` reads the model's own representation: the module, whether
+        its "input" or its "output" is read, and the pooled width."""
+        raise AttribError(f"--method repsim has no representation to read from {self.name} models")
+
+    def pool_representation(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The site's tensor for a batch -> one (B, H) row per example."""
+        return hidden.flatten(1)
+
     def predicted_labels(self, batch: dict):
         """The class the model predicts for each example of a batch, for tasks whose queries
         may come without a label (classifiers), else None."""

@@ -155,6 +155,28 @@ class CausalLMTask(Task):
         scalars = {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss), "tokens": counts}
         return TaskOutput(loss, scalars)
 
+    def representation_site(self):
+        # The last layer's hidden states, as the output head reads them (after the final norm).
+        head = self.model.get_output_embeddings()
+        return head, "input", head.in_features
+
+    def pool_representation(self, hidden, batch):
+        weights = _target_tokens(batch).to(hidden.dtype)[..., None]
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _target_tokens(batch: dict) -> torch.Tensor:
+    """(B, T) 1 where a token is a predicted target (a completion's, or every token after
+    the first of a plain text); a sequence without any keeps all its tokens."""
+    mask = batch["attention_mask"]
+    tokens = torch.zeros_like(mask)
+    tokens[:, 1:] = mask[:, 1:] * mask[:, :-1]
+    if "completion_mask" in batch:
+        tokens[:, 1:] *= batch["completion_mask"][:, 1:]
+    empty = tokens.sum(1) == 0
+    tokens[empty] = mask[empty]
+    return tokens
+
 
 def token_rows(batch: dict) -> tuple[dict, list[int]]:
     """One prepared sequence as one row per target token: row t predicts only token t and

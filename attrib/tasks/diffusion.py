@@ -301,6 +301,16 @@ class DiffusionTask(Task):
         }
         return TaskOutput(values, scalars)
 
+    def representation_site(self):
+        # The UNet's mid-block: its deepest, most semantic features, at each timestep.
+        block = getattr(self.model, "mid_block", None)
+        if block is None:
+            raise AttribError("--method repsim reads a UNet's mid-block; this model has none")
+        return block, "output", self.model.config.block_out_channels[-1]
+
+    def pool_representation(self, hidden, batch):
+        return hidden.flatten(2).mean(2)  # (B, C, h, w) -> (B, C): averaged over positions
+
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
         """The output function averaged over timesteps (training loss for retraining)."""
         parts = list(self.passes(batch, output_function))

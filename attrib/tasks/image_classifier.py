@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datasets
 import torch
+from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from attrib import hub
@@ -100,6 +101,16 @@ class ImageClassifierTask(Task):
         scalars["explained"] = labels.detach()  # the class explained (not a store column)
         values = margin if output_function == "margin" else loss
         return TaskOutput(values, scalars)
+
+    def representation_site(self):
+        head = getattr(self.model, "classifier", None)
+        linear = [] if head is None else [m for m in head.modules() if isinstance(m, nn.Linear)]
+        if not linear:
+            raise AttribError(
+                "--method repsim reads the features a classifier's head reads, and this model "
+                "has no `classifier` with a linear layer; use a gradient method"
+            )
+        return head, "input", linear[0].in_features
 
     def predicted_labels(self, batch: dict):
         return self.model(pixel_values=batch["pixel_values"]).logits.argmax(-1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.methods import DEFAULT_METHOD, method_names, require_features
 from attrib.option_groups import OnDevice, Rescaled, WithMemory
 from attrib.options import Options, at_least, device_option, existing_store, option, positive
 from attrib.weights.groups import groups_help
@@ -70,6 +70,7 @@ class LearnOptions(Rescaled, WithMemory, OnDevice, Options):
         existing_store(self.train, "--train")
         existing_store(self.queries, "--queries")
         super().check()
+        require_features(self.method, "learn-weights")
         at_least(self.k, 1, "--k")
         at_least(self.epochs, 1, "--epochs")
         at_least(self.depth, 1, "--depth")
