@@ -109,12 +109,21 @@ def _query_title(row: dict, title_key: str) -> str | None:
         return None
     ident, echoed = row[title_key], row.get("query_preview")
     if isinstance(ident, int):
-        return f"query {row['query']} (row {ident})" + (f": {echoed}" if echoed else "")
+        title = f"query {row['query']} (row {ident})" + (f": {echoed}" if echoed else "")
+        if "contrast" in row:
+            title += f"  minus {_contrast_name(row['contrast'])}"
+        return title
     title = f"query {row['query']}: {ident}"
     title += f"  ({echoed})" if echoed and echoed != ident else ""
     if "explains" in row:  # an unlabelled image: the model's prediction is what is explained
         title += f"  explains class {row['explains']} (the model's prediction)"
+    if "contrast" in row:  # scores are the query's minus this contrast's
+        title += f"  minus {_contrast_name(row['contrast'])}"
     return title
+
+
+def _contrast_name(contrast) -> str:
+    return f"row {contrast}" if isinstance(contrast, int) else str(contrast)
 
 
 def _tables(records: list[dict], title_key: str) -> None:

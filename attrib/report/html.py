@@ -114,9 +114,14 @@ def _query_section(q, records, images, texts, query_rows, query_values, context)
         content = _lists(records, images, texts)
     first = records[0]
     preview = _escape(str(first.get("query_preview") or f"row {first.get('query_id')}"))
+    minus = ""
+    if "contrast" in first:  # scores are the query's minus its contrast's
+        contrast = first["contrast"]
+        named = f"row {contrast}" if isinstance(contrast, int) else str(contrast)[:120]
+        minus = f" <b>minus</b> {_escape(named)}"
     return (
         f'<details class="query" id="q{q}"{" open" if q < 20 else ""}><summary>query {q}: '
-        f"{preview[:120]}</summary>{head}{content}</details>"
+        f"{preview[:120]}{minus}</summary>{head}{content}</details>"
     )
 
 

@@ -28,6 +28,17 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
         (), help="A literal text query (repeatable), never read as a file name."
     )
     queries: Path | None = option(None, help="Query store (from featurize).")
+    contrast: tuple[str, ...] = option(
+        (),
+        help="Contrastive queries: score each --query/--text value minus the score of this "
+        "contrast (repeatable: one for all queries or one per query; files, texts or JSON "
+        "objects as --query takes), e.g. the chosen answer minus the rejected one.",
+    )
+    contrast_queries: Path | None = option(
+        None,
+        help="A query store whose row i is the contrast of --queries' row i (featurized with "
+        "the same settings, e.g. the rejected completions beside the chosen ones).",
+    )
     prompt: tuple[str, ...] = option(
         (),
         help="Text-to-image diffusion: the prompt of each --query image "
@@ -123,6 +134,7 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
                     f"--method {self.method} ranks rows by their words, with no model or "
                     f"features: drop {dropped}"
                 )
+        self._check_contrast()
         if self.per_token and not (self.query or self.text):
             raise AttribError("--per-token scores --query values (texts or JSON objects)")
         if self.html is not None and self.self_influence:
@@ -140,3 +152,26 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
             raise AttribError(
                 "pass either --query (files, texts or '-'), --text or --queries STORE"
             )
+
+    def _check_contrast(self) -> None:
+        existing_store(self.contrast_queries, "--contrast-queries")
+        if not (self.contrast or self.contrast_queries):
+            return
+        if self.contrast and self.contrast_queries:
+            raise AttribError("pass --contrast values or --contrast-queries STORE, not both")
+        if self.contrast and not (self.query or self.text):
+            raise AttribError("--contrast goes with --query/--text values; with --queries "
+                              "STORE pass --contrast-queries STORE")  # fmt: skip
+        if self.contrast_queries and not self.queries:
+            raise AttribError("--contrast-queries goes with --queries STORE; with --query "
+                              "values pass --contrast")  # fmt: skip
+        count = len(self.query) + len(self.text)
+        if self.contrast and len(self.contrast) not in (1, count):
+            raise AttribError(
+                f"{len(self.contrast)} --contrast values for {count} queries: pass one for all "
+                "or one per query"
+            )
+        dropped = [f for f, on in (("--self", self.self_influence), ("--index", self.index),
+                                    ("--rescore", self.rescore)) if on]  # fmt: skip
+        if dropped:
+            raise AttribError(f"--contrast ranks differences of whole scores: drop {dropped[0]}")

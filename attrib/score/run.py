@@ -12,7 +12,7 @@ from attrib import distributed, log
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.report.rows import RowReader
-from attrib.score import queries
+from attrib.score import contrasts, queries
 from attrib.score import stream as scoring
 from attrib.score.options import DEFAULT_TOP, ScoreOptions
 from attrib.store import Store
@@ -94,9 +94,13 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
         count = query_store.num_examples
     if method.lexical:  # BM25: the rows' words, no features (score/lexical.py)
         if runtime.is_main:
-            chosen, top = _lexical(request, store, query_store, values)
-            _ranked(request, store, query_store, chosen, top, scored)
+            chosen, top, contrast = _lexical(request, store, query_store, values)
+            _ranked(request, store, query_store, chosen, top, scored, contrast)
         return scored
+    if request.contrast or request.contrast_queries:  # refused before any model is loaded
+        from attrib.methods.contrast import check_contrastable
+
+        check_contrastable(method)
     if not request.per_token and request.index is None:  # per-token: once tokenized
         plan_streaming(Budget(request.memory_gb), store, method, count)
     if request.self_influence:  # one pass over the store: rank 0 does it alone
@@ -115,6 +119,7 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
             list(request.prompt) or None,
             request.per_token,
         )
+    contrast = contrasts.featurized(request, runtime, store, chosen)
     log.status(
         f"scoring {len(chosen.features)} query rows against {store.num_examples} training rows "
         f"with {request.method} ..."
@@ -132,9 +137,14 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
     else:
         if request.per_token:
             plan_streaming(Budget(request.memory_gb), store, method, len(chosen.features))
+        prepared = method.prepare()
+        if contrast is not None:
+            from attrib.methods.contrast import Contrasted
+
+            prepared = Contrasted(prepared, contrast)
         top = scoring.score(
             store,
-            method.prepare(),
+            prepared,
             chosen.features,
             request.top or DEFAULT_TOP,
             weights,
@@ -145,12 +155,14 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
         )
     if top is None:  # another rank than the first: rank 0 merges and reports
         return scored
-    _ranked(request, store, query_store, chosen, top, scored)
+    _ranked(request, store, query_store, chosen, top, scored, contrast)
     return scored
 
 
 def _lexical(request, store, query_store, values):
-    """(queries, top) of a lexical method: every score from the rows' and queries' words."""
+    """(queries, top, contrast) of a lexical method: every score from the rows' and queries'
+    words (minus their contrasts')."""
+    from attrib.methods.contrast import Contrast
     from attrib.score import lexical
 
     if query_store is not None:
@@ -160,15 +172,26 @@ def _lexical(request, store, query_store, values):
         ids, texts = list(values), [lexical.value_text(v) for v in values]
     log.status(f"scoring {len(texts)} queries against {store.num_examples} rows with bm25 ...")
     dense = lexical.dense_scores(store, texts)
+    contrast = None
+    if request.contrast or request.contrast_queries:
+        other_store, others = contrasts.given(request, store)
+        if other_store is not None:
+            others = lexical.store_texts(other_store)
+            other_ids = [int(i) for i in other_store.column("index")]
+        else:
+            others, other_ids = [lexical.value_text(v) for v in others], others
+        rows, scales = contrasts.rows_of(list(range(len(ids))), len(others))
+        dense = dense - lexical.dense_scores(store, others)[rows.numpy()]
+        contrast = Contrast(torch.zeros(len(others), 0), rows, scales, other_ids)
     if request.out is not None:
         lexical.write_dense(request.out, dense)
     top = lexical.dense_top(
         dense, request.top or DEFAULT_TOP, store.column("index"), request.opponents
     )
-    return queries.Queries(torch.zeros(len(ids), 0), ids), top
+    return queries.Queries(torch.zeros(len(ids), 0), ids), top, contrast
 
 
-def _ranked(request, store, query_store, chosen, top, scored: _Scored) -> None:
+def _ranked(request, store, query_store, chosen, top, scored: _Scored, contrast=None) -> None:
     """The ranked records of each query's top (and opponents) into `scored`."""
     lists = [("proponents", top)] + ([("opponents", top.bottom)] if top.bottom is not None else [])
     shown_rows = np.concatenate([found.indices.reshape(-1) for _, found in lists])
@@ -178,6 +201,12 @@ def _ranked(request, store, query_store, chosen, top, scored: _Scored) -> None:
     shown = [_shown(i) for i in chosen.ids]
     echoed = _query_previews(query_store, chosen.ids) if request.preview else {}
     rows = [(q, {}) for q in range(len(shown))]
+    named = None
+    if contrast is not None:  # each query's contrast as records name it
+        first = {}
+        for row, q in enumerate(contrasts.query_rows(chosen)):
+            first.setdefault(q, _shown(contrast.ids[int(contrast.rows[row])]))
+        named = [first[q] for q in range(len(shown))]
     if chosen.tokens is not None:  # one row per (query, token)
         rows = [(q, {"token": p, "token_text": t}) for q, p, t in chosen.tokens]
     records = []
@@ -190,6 +219,7 @@ def _ranked(request, store, query_store, chosen, top, scored: _Scored) -> None:
                     "query_id": shown[q],
                     **({"query_preview": echoed[q]} if q in echoed else {}),
                     **({"explains": explained[q]} if explained else {}),
+                    **({"contrast": named[q]} if named else {}),
                     **token,
                     **({"list": name} if len(lists) > 1 else {}),
                     "rank": rank + 1,
