@@ -33,29 +33,31 @@ class MislabelResult:
         return dict(self.__dict__)
 
 
-def load_mislabeled(path: Path, store: Store) -> np.ndarray:
-    """Boolean mask over the training store's rows from a .npy of source-row indices."""
+def load_mislabeled(path: Path, store: Store, flag: str = "--mislabeled",
+                    kind: str = "mislabeled") -> np.ndarray:  # fmt: skip
+    """Boolean mask over the training store's rows from a .npy of source-row indices (the
+    mislabeled rows; `evaluate filter`'s planted rows)."""
     path = Path(path)
     if not path.is_file():
-        raise AttribError(f"--mislabeled {path}: no such file")
+        raise AttribError(f"{flag} {path}: no such file")
     try:
         indices = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise AttribError(f"--mislabeled {path} is not a .npy array ({exc})") from None
+        raise AttribError(f"{flag} {path} is not a .npy array ({exc})") from None
     if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
-        raise AttribError(f"--mislabeled {path} must hold a 1-D array of integer row indices")
+        raise AttribError(f"{flag} {path} must hold a 1-D array of integer row indices")
     rows = store.column("index")
     position = {int(r): i for i, r in enumerate(rows)}
     bad = [int(i) for i in indices if int(i) not in position]
     if bad:
         raise AttribError(
-            f"--mislabeled {path}: index {bad[0]} is out of range (the training store holds "
+            f"{flag} {path}: index {bad[0]} is out of range (the training store holds "
             f"rows {int(rows.min())}..{int(rows.max())} of its split)"
         )
     mask = np.zeros(len(rows), dtype=bool)
     mask[[position[int(i)] for i in indices]] = True
     if mask.all() or not mask.any():
-        raise AttribError(f"--mislabeled {path}: needs some mislabeled and some clean examples")
+        raise AttribError(f"{flag} {path}: needs some {kind} and some other rows")
     return mask
 
 

@@ -246,6 +246,20 @@ class RecallOptions(_Compared):
         at_least(self.k, 1, "--k")
 
 
+class FilterOptions(_Compared):
+    """Find the rows behind a behaviour: AUPRC and AUROC of planted rows, ranked by each row's
+    mean score over queries that show the behaviour."""
+
+    train: Path = _train()
+    queries: Path = option(help="Query store: queries showing the behaviour.")
+    planted: Path = option(
+        help=".npy of the training rows (rows of the split) planted to cause the behaviour."
+    )
+    methods: tuple[str, ...] = _methods()
+    weights: tuple[str, ...] = _weights()
+    damping: float | None = _damping()
+
+
 class GroupsOptions(WithMemory, _Evaluation):
     """Per-group attribution strength: LDS from each group's features alone."""
 

@@ -1,5 +1,6 @@
 """Fine-grained recall@k: the share of each query's top-k training examples that belong to its
-known contributor set (the paper's subject / style / background evaluation)."""
+known contributor set (the paper's subject / style / background evaluation), and the mean
+reciprocal rank of the first contributor (fact tracing: DATE-LM's factual attribution)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from attrib.errors import AttribError
+from attrib.evaluate.blocks import first_relevant_ranks, score_blocks
 from attrib.evaluate.metrics import mean_ci, recall_at_k
+from attrib.score.lexical import dense_top
 from attrib.score.stream import score
 from attrib.store import Store
 
@@ -22,6 +26,8 @@ class RecallResult:
     recall: float
     ci: float
     queries: int
+    mrr: float = float("nan")  # mean over queries of 1 / the first contributor's rank
+    mrr_ci: float = float("nan")
 
     def record(self) -> dict:
         return dict(self.__dict__)
@@ -55,10 +61,26 @@ def evaluate_recall(
     weights=None,
     weights_name: str = "none",
     runtime=None,
+    queries: Store | None = None,
 ) -> RecallResult:
+    """`queries`: the query store (a lexical method reads its rows' words)."""
     if k < 1:
         raise AttribError("--k must be at least 1")
-    top = score(train, method, features, k, weights, runtime=runtime)
+
+    def blocks():
+        return score_blocks(train, method, features, queries, weights, runtime)
+
+    if method.lexical:
+        dense = torch.cat([scores for _, _, scores in blocks()], 1).numpy()
+        top = dense_top(dense, k, train.column("index"), False)
+    else:
+        top = score(train, method, features, k, weights, runtime=runtime)
     values = recall_at_k(top.indices, contributors, min(k, train.num_examples))
     mean, ci = mean_ci(np.asarray(values))
-    return RecallResult(method.label, weights_name, k, mean, ci, len(values))
+    position = {int(r): i for i, r in enumerate(train.column("index"))}
+    relevant = [np.array(sorted(position[i] for i in rows if i in position), dtype=np.int64)
+                for rows in contributors]  # fmt: skip
+    ranks = first_relevant_ranks(blocks, relevant, train.num_examples)
+    reciprocal = np.array([1.0 / r if len(rows) else 0.0 for r, rows in zip(ranks, relevant)])
+    mrr, mrr_ci = mean_ci(reciprocal)
+    return RecallResult(method.label, weights_name, k, mean, ci, len(values), mrr, mrr_ci)

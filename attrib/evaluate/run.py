@@ -10,6 +10,7 @@ import numpy as np
 
 from attrib.errors import AttribError
 from attrib.evaluate.options import (
+    FilterOptions,
     GroupsOptions,
     LdsOptions,
     MislabelOptions,
@@ -49,8 +50,9 @@ def _planned(store: Store, options, name: str, queries: int, share: float, truth
     """The method, prepared after its kernel, `queries` query vectors, the ground truth's
     masks (when given) and the streamed blocks were fitted into --memory-gb (per query and
     training row: its score and its product with the subsets or the running top-k)."""
-    require_features(name, "this evaluation")
     method = get_method(name, store, options.damping, options.rif)
+    if method.lexical:  # no features: nothing to plan or prepare
+        return method
     budget = Budget(options.memory_gb)
     if truth is not None:
         _reserve_masks(budget, truth)
@@ -68,6 +70,9 @@ def _combinations(
     vectors = {p: weight_vector(store, p) for p in paths}  # checked before any kernel is built
     for name in options.methods:
         prepared = _planned(store, options, name, queries, share, truth)
+        if prepared.lexical:  # words have no groups to weight: measured once
+            yield prepared, None, None
+            continue
         for path in paths:
             yield prepared, vectors[path], weights_label(path)
 
@@ -140,6 +145,8 @@ def run_mislabel(options: MislabelOptions) -> list[dict]:
     from attrib.evaluate.mislabel import evaluate_mislabel, load_mislabeled
 
     store = Store(options.train)
+    for name in options.methods:
+        require_features(name, "mislabeled-data detection (self-influence)")
     mask = load_mislabeled(options.mislabeled, store)
     return [
         evaluate_mislabel(
@@ -159,7 +166,23 @@ def run_recall(options: RecallOptions) -> list[dict]:
     features = query_features.from_store(store, queries).features
     return [
         evaluate_recall(
-            store, method, features, sets, options.k, vector, label, _runtime(options)
+            store, method, features, sets, options.k, vector, label, _runtime(options), queries
+        ).record()
+        for method, vector, label in _combinations(store, options, queries.num_examples)
+    ]
+
+
+def run_filter(options: FilterOptions) -> list[dict]:
+    """Each method's mean score over the behaviour's queries, ranking the planted rows."""
+    from attrib.evaluate.filtering import evaluate_filter
+    from attrib.evaluate.mislabel import load_mislabeled
+
+    store, queries = Store(options.train), Store(options.queries)
+    planted = load_mislabeled(options.planted, store, "--planted", "planted")
+    features = query_features.from_store(store, queries).features
+    return [
+        evaluate_filter(
+            store, method, features, queries, planted, vector, label, _runtime(options)
         ).record()
         for method, vector, label in _combinations(store, options, queries.num_examples)
     ]
@@ -202,6 +225,8 @@ def run_tail_patch(options: TailPatchOptions) -> list[dict]:
     from attrib.tasks import load_task_from_settings
     from attrib.training.sources import fixed_query_labels, store_source
 
+    for name in options.methods:
+        require_features(name, "tail-patch")
     step = PatchStep(options.k, options.lr, options.optimizer)
     store, queries = Store(options.train), Store(options.queries)
     features = query_features.from_store(store, queries).features

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import typer
+from attrib_cli.evaluate import filter as filtering
 from attrib_cli.evaluate import groups, lds, mislabel, recall, retrain, tail_patch
 
 app = typer.Typer(
     help="Measure attribution quality: LDS, retraining ground truth, mislabel AUC, tail-patch, "
-    "recall@k, per-group strength.",
+    "recall@k and MRR, finding planted rows, per-group strength.",
     no_args_is_help=True,
 )
 SUBCOMMANDS = (
@@ -15,6 +16,7 @@ SUBCOMMANDS = (
     ("retrain", retrain),
     ("mislabel", mislabel),
     ("recall", recall),
+    ("filter", filtering),
     ("groups", groups),
     ("tail-patch", tail_patch),
 )
