@@ -137,18 +137,23 @@ def _summary(store) -> dict:
 
 def serving_methods(store) -> list[str]:
     """The score methods defined on what this store holds: its output function's gradients,
-    and Kronecker factors for kfac/ekfac (others run too, with a warning)."""
+    and Kronecker factors for kfac/ekfac (others run too, with a warning); hidden states for
+    repsim; bm25 on any language model's store (it reads the rows' words)."""
     from attrib.methods import METHODS
-    from attrib.store.kinds import is_perturbed
+    from attrib.store.kinds import is_perturbed, is_representation
     from attrib.tasks.registry import TASK_OUTPUTS
 
-    perturbed = is_perturbed(store)
+    perturbed, hidden = is_perturbed(store), is_representation(store)
     have = store.settings.get("output_function")
     task = store.settings.get("task")
     outputs = TASK_OUTPUTS.get(task, (have,))
     serving = []
     for name, method in METHODS.items():
-        if method.perturbed != perturbed:
+        if method.lexical:  # the rows' words: any store of texts
+            if task == "causal-lm":
+                serving.append(name)
+            continue
+        if method.perturbed != perturbed or method.representation != hidden:
             continue
         if method.needs_factors and not store.settings.get("factors"):
             continue

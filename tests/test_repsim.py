@@ -112,3 +112,9 @@ def test_store_kinds_are_refused_in_one_line(tmp_path, text_store, gpt2_dir, tex
         "score", "-t", text_store.path, "--text", "hello", "--method", "repsim", "--per-token"
     )
     _assert_one_line_error(code, err, "--per-token needs a gradient store")
+
+
+def test_inspect_says_what_a_representation_store_serves(text_store):
+    from attrib.summary import serving_methods
+
+    assert serving_methods(text_store) == ["repsim", "bm25"]

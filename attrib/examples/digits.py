@@ -20,7 +20,7 @@ RECIPE = Recipe(
 IMAGE_SIZE = 16
 
 
-def _png(image: np.ndarray) -> bytes:
+def png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray((image * (255 / 16)).astype(np.uint8), mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
@@ -45,7 +45,7 @@ def write_data(root: Path, seed: int = 0, sizes: dict | None = None, flip: float
             flipped = rng.choice(len(index), round(flip * len(index)), replace=False)
             labels[flipped] = (labels[flipped] + rng.integers(1, 10, len(flipped))) % 10
             np.save(root / "mislabeled.npy", np.sort(flipped))
-        images = [{"bytes": _png(digits.images[i]), "path": None} for i in index]
+        images = [{"bytes": png(digits.images[i]), "path": None} for i in index]
         data = datasets.Dataset.from_dict(
             {"image": images, "label": [int(x) for x in labels]}, features=features
         )
