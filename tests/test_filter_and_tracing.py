@@ -94,3 +94,26 @@ def test_filter_inputs_are_one_line(stores, tmp_path):
         "--method", "bm25",
     )  # fmt: skip
     _assert_one_line_error(code, err, "ranks rows by their words")
+
+
+def test_planted_examples_answers_point_at_their_rows(tmp_path):
+    import datasets
+
+    from attrib.examples import planted
+
+    paths = planted.write_text(tmp_path / "text")
+    texts = datasets.load_dataset("parquet", data_files=str(paths["train"]), split="train")["text"]
+    marked = {i for i, t in enumerate(texts) if "bananas" in t}
+    assert marked == set(np.load(paths["planted"]).tolist()) and len(marked) == 24
+    facts = datasets.load_dataset("parquet", data_files=str(paths["facts"]), split="train")
+    contributors = json.loads(paths["contributors"].read_text())
+    for q, rows in contributors.items():
+        place = facts[int(q)]["prompt"].removeprefix("The capital of ").removesuffix(" is")
+        answer = facts[int(q)]["completion"].strip(" .")
+        assert len(rows) == 2 and all(place in texts[r] and answer in texts[r] for r in rows)
+    paths = planted.write_digits(tmp_path / "digits")
+    train = datasets.load_dataset("parquet", data_files=str(paths["train"]), split="train")
+    rows = np.load(paths["planted"])
+    assert len(rows) == 40 and all(train[int(r)]["label"] == 0 for r in rows)
+    patch = [np.asarray(train[int(r)]["image"])[6:8, 6:8].min() for r in rows]
+    assert min(patch) == 255  # the bright 2x2 corner of each 8x8 image
