@@ -38,6 +38,11 @@ class TaskColumns(Options):
     image_column: str | None = option(None, help="Image column (image classifiers, diffusion).")
     label_column: str | None = option(None, help="Label column (image classifiers).")
     caption_column: str | None = option(None, help="Caption column (text-to-image diffusion).")
+    completion_column: str | None = option(
+        None,
+        help="Language models: the column completing each row's `prompt` (preference data: "
+        "`chosen` or `rejected`; default `completion`).",
+    )
     max_length: int | None = option(None, help="Truncate texts to this many tokens.")
 
     def check(self) -> None:

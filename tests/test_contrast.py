@@ -127,3 +127,25 @@ def test_bad_contrasts_are_one_line(stores, tmp_path, texts):
         stores["contrasts"].path, "--method", "tracin", "--self",
     )  # fmt: skip
     _assert_one_line_error(code, err)
+
+
+def test_preference_data_featurizes_each_side(gpt2_dir, stores, tmp_path):
+    import datasets
+
+    prompts = ["the cat", "the dog", "a bird"]
+    chosen, rejected = [" sat on the mat", " ran far", " sang"], [" ate", " slept", " fell"]
+    pairs = tmp_path / "pairs.parquet"
+    datasets.Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected}
+                               ).to_parquet(str(pairs))  # fmt: skip
+    plain = tmp_path / "plain.parquet"
+    datasets.Dataset.from_dict({"prompt": prompts, "completion": rejected}).to_parquet(str(plain))
+    side = _store(gpt2_dir, pairs, tmp_path / "rejected", method="tracin",
+                  completion_column="rejected")  # fmt: skip
+    same = _store(gpt2_dir, plain, tmp_path / "same", method="tracin")
+    for name in side.module_names:
+        np.testing.assert_array_equal(side.matrix(name), same.matrix(name))
+    code, _, err = run_cli(
+        "featurize", "-m", str(gpt2_dir), "-d", str(pairs), "-o", str(tmp_path / "x")
+    )
+    _assert_one_line_error(code, err, "--completion-column chosen / rejected")
+    assert not (tmp_path / "x").exists()

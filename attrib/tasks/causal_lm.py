@@ -80,6 +80,20 @@ class CausalLMTask(Task):
 
     def bind_columns(self, dataset) -> dict[str, str | None]:
         names = set(dataset.column_names)
+        chosen = self.options.completion_column
+        if chosen is not None:  # a prompt and one of its completions (preference data)
+            missing = [c for c in ("prompt", chosen) if c not in names]
+            if missing:
+                raise AttribError(
+                    f"--completion-column {chosen} needs the columns prompt and {chosen}; the "
+                    f"data has no {missing[0]!r} (columns: {sorted(names)})"
+                )
+            return {"prompt": "prompt", "completion": chosen}
+        if {"prompt", "chosen", "rejected"} <= names and "completion" not in names:
+            raise AttribError(
+                "the data holds preference pairs (prompt, chosen, rejected): featurize each "
+                "side with --completion-column chosen / rejected, and score with --contrast-queries"
+            )
         if self.options.text_column is None:  # TRL's formats, by their column names
             if {"prompt", "completion"} <= names:
                 return {"prompt": "prompt", "completion": "completion"}

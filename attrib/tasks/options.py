@@ -25,6 +25,7 @@ class TaskOptions:
     caption_column: str | None = None  # diffusion: text prompts
     timesteps: int = 10  # diffusion: K fixed timesteps per example
     noise_seed: int = 0  # diffusion: seed of the shared noise per timestep
+    completion_column: str | None = None  # language models: the prompt's completion
 
     def record(self) -> dict:
         return asdict(self)
