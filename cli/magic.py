@@ -17,6 +17,8 @@ def magic(values: dict, quiet: bool, fmt: str | None) -> None:
     from attrib.training.magic_run import run_magic
 
     records, smooth = run_magic(options)
+    if records is None:  # another process of the launch, or blocks still missing
+        return
     if smooth is not None:
         say = log.info if smooth["correlation"] >= 0.8 else log.warn
         say(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.execution import ArrayTask
 from attrib.hub import check_source
 from attrib.methods import DEFAULT_METHOD, method_names
 from attrib.option_groups import OnDevice, Rescaled, WithMemory
@@ -167,7 +168,11 @@ class RetrainOptions(_Evaluation):
     noise_seed: int | None = option(
         None, help="Diffusion: seed of the recorded loss's noise (default: the training store's)."
     )
-    shard: str = option("0/1", help="Do subsets i, i+n, ... of i/n (resumable, mergeable).")
+    shard: str = option(
+        "0/1",
+        help="This array job's share i/n of the subsets, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (the last job to finish writes --out).",
+    )
     device: str = device_option()
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
@@ -177,9 +182,7 @@ class RetrainOptions(_Evaluation):
         at_least(self.timesteps, 1, "--timesteps")
         if not 0 < self.alpha < 1:
             raise AttribError("--alpha must be between 0 and 1")
-        index, count = self.shard_pair
-        if count < 1 or not 0 <= index < count:
-            raise AttribError("--shard must be i/n with 0 <= i < n")
+        ArrayTask.parse(self.shard)
         self.recipe_resolved  # noqa: B018  (a bad recipe fails here, before any work)
         if self.start_from is not None:
             if self.recipe_resolved.init != "finetune":
@@ -196,14 +199,6 @@ class RetrainOptions(_Evaluation):
                 raise AttribError(
                     f"--same-run replays the run's own recipe: drop {', '.join(given)}"
                 )
-
-    @property
-    def shard_pair(self) -> tuple[int, int]:
-        try:
-            index, count = (int(x) for x in self.shard.split("/"))
-        except ValueError:
-            raise AttribError(f"--shard must look like i/n, got {self.shard!r}") from None
-        return index, count
 
     @property
     def recipe_resolved(self) -> Recipe:

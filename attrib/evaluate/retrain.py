@@ -3,9 +3,10 @@
 M random subsets of the training store (each keeps round(alpha * N) examples, seeded), a
 model trained on each with a recipe (`--seeds S`: S models from different seeds, outputs
 averaged), every query's output recorded. Work is kept per subset and seed in `OUT.parts/`
-(written atomically), so a killed run resumes and `--shard i/n` splits the
-subsets across processes or machines sharing that folder; whichever run finds all subsets
-done writes OUT.
+(written atomically), so a killed run resumes. Subsets are units of the execution layer
+(attrib/execution.py): the processes of a torchrun or accelerate launch share them, and so do
+array jobs (`--shard i/n`) sharing that folder; the launch's first process, or the array job
+that finds every subset done, writes OUT.
 """
 
 from __future__ import annotations
@@ -21,18 +22,25 @@ import torch
 
 from attrib import log
 from attrib.atomic import check_or_write_meta
-from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
 from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.start_from import start_from
+from attrib.execution import start_execution
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
 from attrib.tasks.output_functions import output_function
 from attrib.training.loop import InitialState, outputs, train
-from attrib.training.parts import load_part, make_masks, part_done, save_part, say_cost
+from attrib.training.parts import (
+    all_parts_done,
+    load_part,
+    make_masks,
+    part_done,
+    save_part,
+    say_cost,
+)
 from attrib.training.sources import fixed_query_labels, store_source
 
 
@@ -68,7 +76,8 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     settings = train_store.settings
     recipe = config.recipe_resolved
     task = _output_task(settings, config)
-    device = resolve_device(config.device)
+    execution = start_execution(config.device, config.shard)
+    device = execution.device
     task.to(device)
     output = config.output or task.evaluation_output
     if output not in task.output_functions:
@@ -92,7 +101,10 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     # Subset m's mask and seed r's model do not depend on the totals: a run with more
     # subsets or seeds extends an earlier one (a single-seed ground truth gains a second seed
     # for its reliability without retraining the first).
-    check_or_write_meta(parts, meta, "subsets", counts=("subsets", "seeds"))
+    execution.agree(meta, "ground-truth settings")
+    execution.first_then_rest(
+        lambda: check_or_write_meta(parts, meta, "subsets", counts=("subsets", "seeds"))
+    )
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
     train_source = store_source(task, train_store, device)
     labels = fixed_query_labels(task, query_store, device)  # before any retraining
@@ -101,15 +113,14 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     if start is not None:
         task.model.load_state_dict(start[0])
     initial = InitialState(task)
-    index, count = config.shard_pair
     seeds = range(config.seeds)
     todo = [
         (m, r)
-        for m in range(index, config.subsets, count)
+        for m in execution.mine(range(config.subsets))
         for r in seeds
         if not part_done(parts, m, r, query_count)
     ]
-    with progress_bar(config.progress, unit="models") as bar:
+    with progress_bar(config.progress and execution.is_writer, unit="models") as bar:
         bar_task = bar.add_task("retrain", total=len(todo))
         started = time.perf_counter()
         for done, (m, r) in enumerate(todo):
@@ -122,18 +133,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
             values = outputs(task, query_source, query_count, output)
             save_part(parts, m, r, values)
             bar.advance(bar_task)
-    missing = [
-        (m, r)
-        for m in range(config.subsets)
-        for r in seeds
-        if not part_done(parts, m, r, query_count)
-    ]
-    if missing:
-        done = config.subsets * config.seeds - len(missing)
-        log.info(
-            f"{done} of {config.subsets * config.seeds} models done in {parts}; "
-            "run the other shards"
-        )
+    if not all_parts_done(execution, parts, config.subsets, config.seeds, query_count):
         return None
     by_seed = np.stack(
         [np.stack([load_part(parts, m, r) for m in range(config.subsets)]) for r in seeds]
@@ -143,6 +143,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         "output_function": output,
         "train_rows": train_store.rows_key(),
         "queries_rows": query_store.rows_key(),
+        "made_by": json.dumps(execution.record()),
     }
     if config.seeds > 1:
         extra["outputs_by_seed"] = by_seed
@@ -156,4 +157,5 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
             f"reliability of the {config.seeds}-seed mean {reliability.full:.3f} "
             f"(an LDS ceiling of about {reliability.ceiling:.3f})"
         )
+    execution.finish()
     return truth

@@ -3,7 +3,8 @@
 Subset m replays the run exactly (its init, its batches in their order, its per-step noise)
 with the loss weights of the rows it leaves out set to 0, so the only difference from the
 trained checkpoint is those rows: no seed-to-seed noise, unlike retraining from other seeds.
-The file, its parts folder, resuming and `--shard i/n` are those of `evaluate retrain`.
+The file, its parts folder, resuming and the sharing of subsets among processes and array
+jobs are those of `evaluate retrain`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from attrib.atomic import check_or_write_meta
 from attrib.errors import AttribError
 from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
+from attrib.execution import start_execution
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks.output_functions import output_function
@@ -26,7 +28,14 @@ from attrib.training.engine import replay, set_buffers, state_from_snapshot
 from attrib.training.inputs import check_query_task, check_store_is_the_runs
 from attrib.training.load import load_run
 from attrib.training.loop import outputs
-from attrib.training.parts import load_part, make_masks, part_done, save_part, say_cost
+from attrib.training.parts import (
+    all_parts_done,
+    load_part,
+    make_masks,
+    part_done,
+    save_part,
+    say_cost,
+)
 from attrib.training.record import Run
 from attrib.training.sources import fixed_query_labels, store_source
 
@@ -38,7 +47,8 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     train_store, query_store = Store(config.train), Store(config.queries)
     check_store_is_the_runs(run, train_store)
     check_query_task(run, query_store)
-    loaded = load_run(run, config.device)
+    execution = start_execution(config.device, config.shard)
+    loaded = load_run(run, str(execution.device))
     task = loaded.task
     output = config.output or task.evaluation_output
     if output not in task.output_functions:
@@ -65,13 +75,15 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
         },
         "output": output,
     }
-    check_or_write_meta(parts, meta, "subsets", counts=("subsets",))
+    execution.agree(meta, "ground-truth settings")
+    execution.first_then_rest(
+        lambda: check_or_write_meta(parts, meta, "subsets", counts=("subsets",))
+    )
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
-    index, count = config.shard_pair
     queries = query_store.num_examples
-    todo = [m for m in range(index, config.subsets, count) if not part_done(parts, m, 0, queries)]
+    todo = [m for m in execution.mine(range(config.subsets)) if not part_done(parts, m, 0, queries)]
     start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)  # read once
-    with progress_bar(config.progress, unit="models") as bar:
+    with progress_bar(config.progress and execution.is_writer, unit="models") as bar:
         bar_task = bar.add_task("replay", total=len(todo))
         started = time.perf_counter()
         for done, m in enumerate(todo):
@@ -82,9 +94,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
             set_buffers(loaded.stepper, state.buffers)
             save_part(parts, m, 0, outputs(task, query_source, queries, output))
             bar.advance(bar_task)
-    missing = [m for m in range(config.subsets) if not part_done(parts, m, 0, queries)]
-    if missing:
-        log.info(f"{config.subsets - len(missing)} of {config.subsets} replays done in {parts}")
+    if not all_parts_done(execution, parts, config.subsets, 1, queries):
         return None
     values = np.stack([load_part(parts, m) for m in range(config.subsets)])
     extra = {
@@ -93,8 +103,10 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
         "same_run": str(run.path),
         "train_rows": train_store.rows_key(),
         "queries_rows": query_store.rows_key(),
+        "made_by": json.dumps(execution.record()),
     }
     truth = GroundTruth(masks, values, output_function(output).higher_is_better, extra)
     save_groundtruth(config.out, truth)
     log.info(f"wrote {config.out}: {config.subsets} same-run replays x {queries} queries")
+    execution.finish()
     return truth

@@ -11,6 +11,7 @@ import torch
 from attrib import distributed, log
 from attrib.data import batches, dataset_info, open_dataset, undecoded
 from attrib.errors import AttribError
+from attrib.execution import Execution
 from attrib.featurize.modules import select_modules
 from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.representation import RepresentationFeaturizer, featurizer_for
@@ -57,6 +58,7 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
     )  # fmt: skip
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
+    Execution(runtime).agree(settings, "settings (model, data or options)")
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
     schema = shards.schema(modules, settings["scalars"], config.store_dtype)
     recorded = {k: v for k, v in config.record().items() if k not in ("command", "progress")}
@@ -119,7 +121,7 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
 
 def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[ShardRecord]:
     records, todo = [], []
-    for start, end in writer.my_ranges(runtime.rank, runtime.world_size):
+    for start, end in Execution(runtime).mine(writer.ranges()):
         record = writer.resumable(start, end)
         if record is not None and config.factors:
             if not shard_factor_path(writer.path, record.file).exists():

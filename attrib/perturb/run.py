@@ -7,8 +7,9 @@ OUT/
   train/, <query store name>/    stores of the outputs (rows x K), written when all are done
 
 A copy is done when its train.npy exists (written last, atomically): a killed run redoes only
-unfinished copies. Under `accelerate launch` / `torchrun` each process takes copies k with
-k mod world_size == rank; the first process writes the stores once all copies are done.
+unfinished copies. Copies are units of the execution layer (attrib/execution.py): under
+`accelerate launch` / `torchrun` the processes share them, and the first process writes the
+stores once all copies are done.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 
 from attrib import log
 from attrib.atomic import atomic_dir, atomic_path, check_or_write_meta
-from attrib.distributed import init
 from attrib.errors import AttribError
+from attrib.execution import start_execution
 from attrib.perturb.objective import Perturbation, PerturbedObjective, copy_seed
 from attrib.perturb.options import PerturbOptions
 from attrib.perturb.stores import write_output_store
@@ -51,17 +52,16 @@ def _save(path: Path, values: np.ndarray) -> None:
 def run_perturb(options: PerturbOptions) -> list[Path]:
     """Train the missing copies, record the missing outputs; returns the stores written
     (empty on processes other than the first, or while other processes' copies are due)."""
-    runtime = init(options.device)
+    execution = start_execution(options.device)
+    runtime = execution.runtime
     train_store = Store(options.train)
     query_stores = [Store(path) for path in options.queries]
     for store in query_stores:
         check_compatible(train_store, store.settings, f"query store {store.path}")
     out = Path(options.out)
     meta = {"train": train_store.fingerprint(), **options.copy_settings()}
-    if runtime.is_main:
-        check_or_write_meta(out, meta, "copies")
-    runtime.barrier()
-    check_or_write_meta(out, meta, "copies")
+    execution.agree(meta, "perturbation settings")
+    execution.first_then_rest(lambda: check_or_write_meta(out, meta, "copies"))
     task = load_task_from_settings(train_store.settings)
     if options.recorded not in task.output_functions:
         raise AttribError(
@@ -77,9 +77,9 @@ def run_perturb(options: PerturbOptions) -> list[Path]:
         labels = fixed_query_labels(task, store, runtime.device)
         sources[store] = store_source(task, store, runtime.device, labels)
     initial = InitialState(task)
-    mine = range(runtime.rank, options.copies, runtime.world_size)
+    mine = execution.mine(range(options.copies))
     todo = [k for k in mine if not all(_outputs_file(out, k, s).exists() for s in sources)]
-    with progress_bar(options.progress, unit="copies") as bar:
+    with progress_bar(options.progress and execution.is_writer, unit="copies") as bar:
         bar_task = bar.add_task("perturb", total=len(todo))
         for k in todo:
             _one_copy(options, out, k, task, frozen, initial, sources, train_store)

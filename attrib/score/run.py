@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from attrib import distributed, log
+from attrib.execution import Execution
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.report.rows import RowReader
@@ -137,7 +138,7 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
     else:
         if request.per_token:
             plan_streaming(Budget(request.memory_gb), store, method, len(chosen.features))
-        prepared = method.prepare()
+        prepared = Execution(runtime).first_then_rest(method.prepare)  # fitted once
         if contrast is not None:
             from attrib.methods.contrast import Contrasted
 
@@ -238,8 +239,9 @@ def _two_stage(request, runtime, store, method, chosen, weights, artifact, query
     from attrib.score import rescore
 
     keep = request.top or DEFAULT_TOP
+    prepared = Execution(runtime).first_then_rest(method.prepare)  # fitted once
     found = scoring.score(
-        store, method.prepare(), chosen.features, max((request.rescore + 1) // 2, keep),  # a side
+        store, prepared, chosen.features, max((request.rescore + 1) // 2, keep),  # a side
         weights, request.out, request.progress, runtime, opponents=True,
     )  # fmt: skip
     if found is None:

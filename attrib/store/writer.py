@@ -141,9 +141,9 @@ class StoreWriter:
             write_json_atomic(self.path / MANIFEST, self._manifest(complete=False, shards=[]))
 
     # -- shards ----------------------------------------------------------------------------
-    def my_ranges(self, rank: int, world_size: int) -> list[tuple[int, int]]:
-        ranges = shard_ranges(self.settings["num_examples"], self.settings["shard_size"])
-        return ranges[rank::world_size]
+    def ranges(self) -> list[tuple[int, int]]:
+        """Every shard's rows; the processes of a launch share them (attrib/execution.py)."""
+        return shard_ranges(self.settings["num_examples"], self.settings["shard_size"])
 
     def shard_path(self, start: int, end: int) -> Path:
         return self.path / SHARD_DIR / shard_name(start, end)

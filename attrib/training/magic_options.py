@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.execution import ArrayTask
 from attrib.option_groups import OnDevice, WithMemory
 from attrib.options import Options, at_least, existing_store, option
 
@@ -49,6 +50,11 @@ class MagicOptions(WithMemory, OnDevice, Options):
         "give one for a run folder you cannot write).",
         output="folder",
     )
+    shard: str = option(
+        "0/1",
+        help="This array job's share i/n of the query blocks, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (the last job to finish reports).",
+    )
     smoothness: int = option(
         0,
         help="Before scoring, replay the run K times with a random --drop of the rows removed "
@@ -69,5 +75,6 @@ class MagicOptions(WithMemory, OnDevice, Options):
         for name in ("top", "block", "smoothness_queries"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
         at_least(self.smoothness, 0, "--smoothness")
+        ArrayTask.parse(self.shard)
         if not 0 < self.drop < 1:
             raise AttribError("--drop must be between 0 and 1")

@@ -1,5 +1,6 @@
 """`attrib magic` as a library call: a run and a query store in, ranked records out; the
-score matrix is kept per block of queries in RUN/magic/ (a killed run resumes)."""
+score matrix is kept per block of queries in RUN/magic/ (a killed run resumes). Blocks are
+units of the execution layer: a torchrun launch, or array jobs (`--shard i/n`), share them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from attrib import log
 from attrib.atomic import atomic_path
 from attrib.errors import AttribError
+from attrib.execution import Execution, start_execution
 from attrib.memory import Budget
 from attrib.outputs import declare
 from attrib.progress import progress_bar
@@ -54,12 +56,14 @@ def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> int:
     return budget.left // 2
 
 
-def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
-    """(ranked records, smoothness summary or None)."""
+def run_magic(options: MagicOptions) -> tuple[list[dict] | None, dict | None]:
+    """(ranked records, smoothness summary or None); (None, None) on a process that does not
+    report: the launch's others, or an array job that finds blocks still missing."""
     run = Run.open(options.run)
     queries = Store(options.queries)
     check_queries_are_the_runs(run, queries)
-    loaded = load_run(run, options.device)
+    execution = start_execution(options.device, options.shard)
+    loaded = load_run(run, str(execution.device))
     graph_bytes = check_budget(run, loaded, options)
     output = options.output or loaded.task.evaluation_output
     if output not in loaded.task.output_functions:
@@ -70,7 +74,10 @@ def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
     labels = fixed_query_labels(loaded.task, queries, loaded.device)
     source = store_source(loaded.task, queries, loaded.device, labels)
     blocks = _query_blocks(loaded, source, queries.num_examples, output, options)
-    matrix = _all_blocks(run, loaded, blocks, queries, output, options, graph_bytes)
+    matrix = _all_blocks(run, loaded, blocks, queries, output, options, graph_bytes, execution)
+    if matrix is None:
+        execution.finish()
+        return None, None
     labels = [label for _, _, rows in blocks for label in rows]
     smooth = None
     if options.smoothness:
@@ -85,7 +92,9 @@ def run_magic(options: MagicOptions) -> tuple[list[dict], dict | None]:
     if options.out is not None:
         with atomic_path(options.out, ".npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, scores.astype(np.float32))
-    return _records(run, queries, scores, labels, options), smooth
+    records = _records(run, queries, scores, labels, options)
+    execution.finish()
+    return records, smooth
 
 
 Block = tuple[str, Callable[[], dict], list[tuple[int, int | None, str | None]]]
@@ -119,8 +128,9 @@ def _query_blocks(loaded: Loaded, source, count: int, output: str, options) -> l
 
 def _all_blocks(
     run, loaded: Loaded, blocks: list[Block], queries: Store, output: str, options,
-    graph_bytes: int = 0,
-) -> np.ndarray:  # fmt: skip
+    graph_bytes: int, execution: Execution,
+) -> np.ndarray | None:  # fmt: skip
+    """Every block's scores on the process that reports; None on the others."""
     # Blocks are bound to the run and the queries: a resume after either changed starts over.
     key = [run.identity(), queries.fingerprint(), output, ALGORITHM]
     key += ["per-token"] if options.per_token else []
@@ -128,11 +138,14 @@ def _all_blocks(
     parts = cache / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     parts.mkdir(parents=True, exist_ok=True)
     declare(parts)  # a full disk is said of the cache, not of --out
-    lock_store(parts, exclusive=True)  # one magic per run and query store at a time
-    todo = [b for b in blocks if not _block_done(parts, b[0], len(b[2]), run.rows)]
-    if len(todo) < len(blocks):
-        log.info(f"resuming: {len(blocks) - len(todo)} of {len(blocks)} query blocks kept")
-    with progress_bar(options.progress, unit="steps") as bar:
+    # One magic per run and query store at a time; the workers of one (a launch's processes,
+    # an array's jobs) share the folder, each writing only its own blocks.
+    lock_store(parts, exclusive=execution.workers == 1)
+    mine = execution.mine(blocks)
+    todo = [b for b in mine if not _block_done(parts, b[0], len(b[2]), run.rows)]
+    if len(todo) < len(mine):
+        log.info(f"resuming: {len(mine) - len(todo)} of {len(mine)} query blocks kept")
+    with progress_bar(options.progress and execution.is_writer, unit="steps") as bar:
         task = bar.add_task("magic", total=len(todo) * run.steps)
         for name, batch, _ in todo:
             block = metagradients(
@@ -141,9 +154,18 @@ def _all_blocks(
             parts.mkdir(parents=True, exist_ok=True)
             with atomic_path(parts / f"{name}.npy", ".npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, block)
-    matrix = np.concatenate([np.load(parts / f"{b[0]}.npy") for b in blocks])
+    execution.barrier()
+    matrix = _merged(parts, blocks, run.rows) if execution.is_writer else None
     unlock_store(parts)
     return matrix
+
+
+def _merged(parts: Path, blocks: list[Block], rows: int) -> np.ndarray | None:
+    done = sum(_block_done(parts, b[0], len(b[2]), rows) for b in blocks)
+    if done < len(blocks):
+        log.info(f"{done} of {len(blocks)} query blocks done in {parts}; run the other shards")
+        return None
+    return np.concatenate([np.load(parts / f"{b[0]}.npy") for b in blocks])
 
 
 def _block_done(parts: Path, name: str, queries: int, rows: int) -> bool:

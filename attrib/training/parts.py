@@ -1,6 +1,6 @@
 """A ground truth's part files: one per subset (and seed), written atomically into OUT.parts/,
-so a killed run resumes and `--shard i/n` runs share one folder. Shared by `evaluate retrain`
-and its same-run form."""
+so a killed run resumes and every process of a launch, and every array job, shares one
+folder. Shared by `evaluate retrain` and its same-run form."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from attrib import log
 from attrib.atomic import atomic_path
+from attrib.execution import Execution
 
 
 def make_masks(num_examples: int, subsets: int, alpha: float, seed: int) -> np.ndarray:
@@ -62,3 +63,17 @@ def say_cost(count: int, seconds: float) -> None:
         f"{count} models, ~{seconds:.0f} s each here: ~{span} in all; --subsets trades "
         "accuracy for time, and a killed run resumes where it stopped"
     )
+
+
+def all_parts_done(execution: Execution, parts: Path, subsets: int, seeds: int, queries: int):
+    """After this worker's subsets: True on the process that is to write the ground truth
+    (every part is there); the launch's other processes, and an array job that finds parts
+    missing, finish here."""
+    execution.barrier()
+    if execution.is_writer:
+        done = sum(part_done(parts, m, r, queries) for m in range(subsets) for r in range(seeds))
+        if done == subsets * seeds:
+            return True
+        log.info(f"{done} of {subsets * seeds} models done in {parts}; run the other shards")
+    execution.finish()
+    return False
