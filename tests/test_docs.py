@@ -27,16 +27,17 @@ def _bash_blocks(text: str) -> list[str]:
 
 
 def _commands(block: str) -> list[list[str]]:
-    """Each `attrib ...` command of a shell block, continuation lines joined, as argv (after
-    the pipes and redirections a shell would take away)."""
+    """Each `attrib ...` command of a shell block (also after a launcher's `--`), continuation
+    lines joined, as argv (after the pipes and redirections a shell would take away)."""
     joined = re.sub(r"\\\n\s*", " ", block)
     found = []
     for line in joined.splitlines():
         line = line.split(" #")[0].strip()
         for part in re.split(r"\s(?:\||&&|;)\s", line):
-            part = part.strip()
-            if part.startswith("attrib "):
-                words = shlex.split(part.split(" < ")[0].split(" > ")[0], comments=True)
+            # `attrib ...`, or a launcher's `torchrun ... -- attrib ...`
+            launched = re.search(r"(?:^|\s--\s)(attrib\s.*)$", part.strip())
+            if launched:
+                words = shlex.split(launched[1].split(" < ")[0].split(" > ")[0], comments=True)
                 found.append(words)
     return found
 

@@ -33,7 +33,7 @@ def _agent(port: int, args: list) -> subprocess.Popen:
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "nodes",
         # "--": torchrun's parser would take `magic --run` for an abbreviation of its --run-path
-        "--", ATTRIB, *[str(a) for a in args],
+        "--no-python", "--", ATTRIB, *[str(a) for a in args],
     ]  # fmt: skip
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
