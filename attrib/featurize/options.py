@@ -92,6 +92,11 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
     noise_seed: int = option(
         0, help="Diffusion: seed of the noise, shared by every example at each timestep."
     )
+    fsdp: bool = option(
+        False,
+        help="Shard the model's parameters over the launch's processes (FSDP2), for a model "
+        "larger than one device; the store is the one an unsharded run writes.",
+    )
     overwrite: bool = option(False, help="Replace an existing store at --out.")
     trust_remote_code: bool = option(
         False, help="Allow model code from the hub to run (off unless you pass this)."

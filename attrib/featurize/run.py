@@ -37,6 +37,11 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
     log.status(f"loading {config.model_ref.source} ...")  # seconds of silence otherwise
     task = load_task(config.model_ref, config.task, dtype, config.task_options, model)
     task.to(runtime.device)
+    if config.fsdp:
+        from attrib.featurize.sharded import shard_model
+
+        held = shard_model(task.model, runtime)
+        log.info(f"--fsdp: the model sharded over {runtime.world_size} processes ({held})")
     log.status(f"reading {config.data_ref.source} ...")
     dataset = open_dataset(config.data_ref)
     data_record = dataset_info(dataset, config.data_ref)
@@ -137,6 +142,12 @@ def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[Shard
     label = (
         "featurize" if runtime.world_size == 1 else f"featurize (rank 0 of {runtime.world_size})"
     )
+    padding = 0
+    if config.fsdp:  # every forward is a collective: every process runs as many batches
+        from attrib.featurize.sharded import lockstep_padding
+
+        size = config.batch_size
+        padding = lockstep_padding(runtime, sum(-(-(e - s) // size) for s, e in todo))
     with progress_bar(config.progress and runtime.is_main) as bar:
         bar_task = bar.add_task(label, total=total)
         for start, end in todo:
@@ -159,6 +170,11 @@ def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[Shard
                 {k: np.concatenate(v) for k, v in features.items()},
             )
             records.append(writer.write_shard(start, end, data))
+    if padding:  # after the last shard's factors were taken: nothing of these is kept
+        first = min(config.batch_size, writer.settings["num_examples"])
+        positions, rows = next(iter(batches(dataset, 0, first, config.batch_size)))
+        for _ in range(padding):
+            featurizer(rows, positions)
     return records
 
 
