@@ -11,7 +11,8 @@
 # GPU); featurize against a plain forward+backward (float32 and bfloat16 compute); stores
 # computed in float32, float16 and bfloat16 (float16 on disk), half against float32; the scoring GEMM rate against a bare GEMM; a recorded run and magic
 # on it; a FAISS index build and search; with 2 or more GPUs, featurize launched on every GPU
-# through accelerate, its store compared with one process's.
+# through accelerate, its store compared with one process's, and `featurize --fsdp` sharded
+# over every GPU against the unsharded store (on the CPU: over 2 gloo processes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .ci/env
@@ -84,5 +85,18 @@ if [ "$GPUS" -ge 2 ]; then
         '$WORK/store-float32' '$WORK/store-multi'"
 else
     printf '| multi-gpu | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
+fi
+# FSDP: the model sharded over the processes (NCCL over 2+ GPUs; gloo over 2 CPU processes),
+# its store against the unsharded one (float32 on disk: they must be equal).
+if [ "$GPUS" -ge 2 ] || [ "$DEVICE" = cpu ]; then
+    NPROC=$([ "$GPUS" -ge 2 ] && echo "$GPUS" || echo 2)
+    step fsdp 150 sh -c "attrib featurize --model '$WORK/resnet' --data '$WORK/images.parquet' \
+        --out '$WORK/store-unsharded' --store-dtype float32 --device '$DEVICE' -q && \
+        torchrun --nproc-per-node $NPROC --no-python -- attrib featurize --model '$WORK/resnet' \
+        --data '$WORK/images.parquet' --out '$WORK/store-fsdp' --store-dtype float32 --fsdp \
+        --device '$DEVICE' -q && python benchmarks/same_store.py '$WORK/store-unsharded' \
+        '$WORK/store-fsdp' --tolerance 1e-6"
+else
+    printf '| fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
 fi
 cat "$TABLE"
