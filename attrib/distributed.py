@@ -99,3 +99,22 @@ def init(device_name: str = "auto") -> Runtime:
     joined = dist.is_available() and dist.is_initialized()  # a Trainer's group, say
     state = PartialState(cpu=device.type == "cpu")
     return Runtime(state.device, state.process_index, state.num_processes, state, not joined)
+
+
+def lost_peer_message(exc: BaseException) -> str | None:
+    """One line for a collective that failed because another process of the launch died (a
+    kill, an out-of-memory, a lost node); None for anything else."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    text = str(exc)
+    lost = isinstance(exc, getattr(torch.distributed, "DistError", ())) or any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "NCCL")
+    )
+    if not lost:
+        return None
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE")
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    return (
+        f"process {rank} of {world} lost another process of its launch ({first}); the "
+        "launcher's summary names it; run the same command again to resume (finished work is kept)"
+    )

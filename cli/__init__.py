@@ -5,12 +5,49 @@ from __future__ import annotations
 INTERRUPTED = "interrupted; run the same command again to resume (finished work is kept)"
 
 
+class StoppedByLauncher(KeyboardInterrupt):
+    """SIGTERM under torchrun/accelerate: the launcher ends the others when one process fails
+    (or the scheduler cancels the job)."""
+
+
+_STOPPED: list[bool] = []  # set by the SIGTERM handler: click reports any interrupt as 130
+
+
+def _stopped(signum, frame) -> None:
+    _STOPPED.append(True)
+    raise StoppedByLauncher
+
+
+def interrupted_message() -> tuple[str, int]:
+    """(message, exit code) of an interrupt: the launcher's SIGTERM, or Ctrl-C."""
+    return (stopped_message(), 143) if _STOPPED else (INTERRUPTED, 130)
+
+
+def stopped_message() -> str:
+    import os
+
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return (
+        f"process {rank} of {world} was stopped by its launcher (another process failed or the "
+        "job was cancelled; the launcher's summary names it); run the same command again to "
+        "resume (finished work is kept)"
+    )
+
+
 def main() -> None:
     """The console script: Ctrl-C is one line even while the CLI is still importing."""
+    import os
+    import signal
     import sys
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under a launcher: its SIGTERM, one line
+        signal.signal(signal.SIGTERM, _stopped)
 
     try:
         from attrib_cli.app import main as run
+    except StoppedByLauncher:
+        sys.stderr.write(f"error: {stopped_message()}\n")
+        sys.exit(143)
     except KeyboardInterrupt:
         sys.stderr.write(f"error: {INTERRUPTED}\n")
         sys.exit(130)

@@ -8,12 +8,12 @@ import sys
 
 import typer
 from attrib_cli import (
-    INTERRUPTED,
     demo,
     ensemble,
     featurize,
     generate,
     inspect_store,
+    interrupted_message,
     learn_weights,
     magic,
     perturb,
@@ -83,6 +83,9 @@ def main() -> None:
 
     try:
         code = typer.main.get_command(app).main(prog_name="attrib", standalone_mode=False)
+        if code == 130:  # click turned an interrupt (Ctrl-C, a launcher's SIGTERM) into 130
+            message, code = interrupted_message()
+            log.error(message)
         sys.exit(code if isinstance(code, int) else 0)
     except click.NoArgsIsHelpError as exc:
         exc.show()
@@ -106,9 +109,15 @@ def main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except KeyboardInterrupt:
-        log.error(INTERRUPTED)
-        sys.exit(130)
+        message, code = interrupted_message()
+        log.error(message)
+        sys.exit(code)
     except Exception as exc:
+        from attrib.distributed import lost_peer_message
+
+        if (message := lost_peer_message(exc)) is not None:
+            log.error(message)
+            sys.exit(1)
         # A full disk, a read-only or vanished device: one line naming the output (writers
         # remove their temporaries; the previous output stays). Anything else is a bug.
         from attrib.outputs import io_error_message

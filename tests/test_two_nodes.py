@@ -160,3 +160,51 @@ def test_a_launch_with_different_work_per_node_is_refused(recorded, image_data, 
     _, err = two_nodes(*args, expect=2, node_args={1: other})
     assert "was given other settings (model, data or options) than process 0" in err
     assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the launcher's child process with RANK=rank (read from /proc)."""
+    for child in Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split():
+        try:
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    return None
+
+
+def test_a_killed_process_fails_the_launch_in_one_line_and_the_stage_resumes(recorded, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "gt.npz"
+    retrain = ["evaluate", "retrain", "--train", recorded / "train", "--queries", recorded / "q"]
+    retrain += ["--subsets", "8", "--epochs", "150", "--device", "cpu", "-q"]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--no-python",
+         "--", ATTRIB, *map(str, retrain), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    parts = Path(f"{out}.parts")
+    deadline = time.monotonic() + 120
+    while not list(parts.glob("subset-*.npy")) and launcher.poll() is None:
+        assert time.monotonic() < deadline, "no subset finished in 2 minutes"
+        time.sleep(0.1)  # polling for the first finished unit, not timing anything
+    victim = _rank_pid(launcher.pid, 1)
+    assert victim is not None and launcher.poll() is None
+    os.kill(victim, signal.SIGKILL)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: process 0 of 2 was stopped by its launcher (another process failed or the job "
+        "was cancelled; the launcher's summary names it); run the same command again to resume "
+        "(finished work is kept)"
+    ]
+    assert "Signal 9 (SIGKILL)" in err  # torchrun's summary names the killed process
+    kept = len(list(parts.glob("subset-*.npy")))
+    assert 1 <= kept < 8 and not out.exists()
+    one_process(*retrain, "--out", out)  # the same command, now one process: the rest
+    one_process(*retrain, "--out", tmp_path / "whole.npz")
+    assert np.array_equal(_truth(out)["outputs"], _truth(tmp_path / "whole.npz")["outputs"])
