@@ -1,6 +1,6 @@
-"""Every stage under one process, two processes (torchrun) and two nodes simulated on this
-machine (two torchrun agents meeting through c10d on localhost), through the console script
-with its defaults: wall time, peak RSS per process, and whether the result equals one
+"""Every stage under one process, two and four processes (torchrun) and two nodes simulated
+on this machine (two torchrun agents meeting through c10d on localhost), through the console
+script with its defaults: wall time, peak RSS per process, and whether the result equals one
 process's. Plus `featurize --fsdp` (GPT-2 sharded over 2 processes) against unsharded.
 
     python benchmarks/scale_out.py [--out benchmarks/results/scale-out.md]
@@ -8,10 +8,10 @@ process's. Plus `featurize --fsdp` (GPT-2 sharded over 2 processes) against unsh
 The task: the bundled digits example (a ResNet, 1,600 training rows, EK-FAC at p = 32, 100
 queries), a run `attrib train` recorded on it (1 epoch), 24 retrained subsets (2 epochs
 each), 24 same-run replays, magic for 24 queries; then a GPT-2 of 6 blocks of width 512
-featurized (EK-FAC) unsharded and with --fsdp over 2 processes. Each
-process gets one thread (OMP_NUM_THREADS=1), so two processes use both cores of a 2-core
-machine; the ratios are to one process with one thread. Peak RSS comes from /usr/bin/time
-around each process (the launcher's own agent is not counted).
+featurized (EK-FAC) unsharded and with --fsdp over 2 processes. Each process gets one thread
+(OMP_NUM_THREADS=1), so two processes use both cores of a 2-core machine (four share them);
+the ratios are to one process with one thread. Peak RSS comes from /usr/bin/time around each
+process (the launcher's own agent is not counted).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ATTRIB = str(Path(sys.executable).parent / "attrib")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 TIMED = ["/usr/bin/time", "-f", "peak_kb=%M"]
-MODES = ("1 process", "2 processes", "2 nodes")
+MODES = ("1 process", "2 processes", "4 processes", "2 nodes")
 LAST_ERR = [""]  # the last launch's stderr
 
 
@@ -49,8 +49,9 @@ def launch(mode: str, args: list) -> tuple[float, float, str]:
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     if mode == "1 process":
         commands = [program]
-    elif mode == "2 processes":
-        commands = [[*torchrun, "--nproc-per-node", "2", "--no-python", "--", *program]]
+    elif mode.endswith("processes"):
+        count = mode.split()[0]
+        commands = [[*torchrun, "--nproc-per-node", count, "--no-python", "--", *program]]
     else:
         port = _port()
         agent = [*torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
