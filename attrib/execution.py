@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from attrib.errors import AttribError
 
-if TYPE_CHECKING:  # torch is imported by start(), not by the options that parse --shard
+if TYPE_CHECKING:  # torch is imported by start_execution(), not by options parsing --shard
     from attrib.distributed import Runtime
 
 T = TypeVar("T")
