@@ -107,8 +107,9 @@ def lost_peer_message(exc: BaseException) -> str | None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     text = str(exc)
+    # DistError covers NCCL and gloo failures; the strings, gloo's RuntimeErrors of old.
     lost = isinstance(exc, getattr(torch.distributed, "DistError", ())) or any(
-        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "NCCL")
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer")
     )
     if not lost:
         return None

@@ -5,17 +5,14 @@ from __future__ import annotations
 INTERRUPTED = "interrupted; run the same command again to resume (finished work is kept)"
 
 
-class StoppedByLauncher(KeyboardInterrupt):
-    """SIGTERM under torchrun/accelerate: the launcher ends the others when one process fails
-    (or the scheduler cancels the job)."""
-
-
 _STOPPED: list[bool] = []  # set by the SIGTERM handler: click reports any interrupt as 130
 
 
 def _stopped(signum, frame) -> None:
+    """SIGTERM under torchrun/accelerate: the launcher ends the others when one process fails
+    (or the scheduler cancels the job). An interrupt, told apart from Ctrl-C by the flag."""
     _STOPPED.append(True)
-    raise StoppedByLauncher
+    raise KeyboardInterrupt
 
 
 def interrupted_message() -> tuple[str, int]:
@@ -45,10 +42,8 @@ def main() -> None:
 
     try:
         from attrib_cli.app import main as run
-    except StoppedByLauncher:
-        sys.stderr.write(f"error: {stopped_message()}\n")
-        sys.exit(143)
     except KeyboardInterrupt:
-        sys.stderr.write(f"error: {INTERRUPTED}\n")
-        sys.exit(130)
+        message, code = interrupted_message()
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(code)
     run()

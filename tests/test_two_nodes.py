@@ -208,3 +208,22 @@ def test_a_killed_process_fails_the_launch_in_one_line_and_the_stage_resumes(rec
     one_process(*retrain, "--out", out)  # the same command, now one process: the rest
     one_process(*retrain, "--out", tmp_path / "whole.npz")
     assert np.array_equal(_truth(out)["outputs"], _truth(tmp_path / "whole.npz")["outputs"])
+
+
+def test_a_collective_broken_by_a_lost_peer_is_one_line(monkeypatch):
+    import torch.distributed as dist
+
+    from attrib.distributed import lost_peer_message
+
+    broken = dist.DistNetworkError("Connection closed by peer [127.0.0.1]:4242\nmore detail")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert lost_peer_message(broken) is None  # one process has no peer to lose
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert lost_peer_message(broken) == (
+        "process 1 of 2 lost another process of its launch (Connection closed by peer "
+        "[127.0.0.1]:4242); the launcher's summary names it; run the same command again to "
+        "resume (finished work is kept)"
+    )
+    assert lost_peer_message(RuntimeError("[gloo] Connection reset by peer")) is not None
+    assert lost_peer_message(ValueError("a bug")) is None  # anything else keeps its traceback

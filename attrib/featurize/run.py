@@ -63,7 +63,8 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
     )  # fmt: skip
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
-    Execution(runtime).agree(settings, "settings (model, data or options)")
+    execution = Execution(runtime)
+    execution.agree(settings, "settings (model, data or options)")
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
     schema = shards.schema(modules, settings["scalars"], config.store_dtype)
     recorded = {k: v for k, v in config.record().items() if k not in ("command", "progress")}
@@ -78,7 +79,7 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
         writer.create()
     runtime.barrier()
     try:
-        records = _write_my_shards(config, runtime, writer, featurizer, dataset)
+        records = _write_my_shards(config, execution, writer, featurizer, dataset)
         writer.report(runtime.rank, records)
         runtime.barrier()
         if runtime.is_main:
@@ -124,9 +125,10 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
     }
 
 
-def _write_my_shards(config, runtime, writer, featurizer, dataset) -> list[ShardRecord]:
+def _write_my_shards(config, execution, writer, featurizer, dataset) -> list[ShardRecord]:
+    runtime = execution.runtime
     records, todo = [], []
-    for start, end in Execution(runtime).mine(writer.ranges()):
+    for start, end in execution.mine(writer.ranges()):
         record = writer.resumable(start, end)
         if record is not None and config.factors:
             if not shard_factor_path(writer.path, record.file).exists():
