@@ -13,12 +13,17 @@ No launcher lives here: torchrun, accelerate and the scheduler start the process
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from attrib import log
+from attrib.atomic import atomic_path
 from attrib.errors import AttribError
 
 if TYPE_CHECKING:  # torch is imported by start_execution(), not by options parsing --shard
@@ -48,10 +53,14 @@ class ArrayTask:
         return cls(index, count)
 
 
+MERGE_LOCK = ".merge.lock"  # in a stage's folder of units: held by the task that merges
+
+
 @dataclass
 class Execution:
     runtime: Runtime
     array: ArrayTask = ArrayTask()
+    _merge_lock: int | None = field(default=None, repr=False)
 
     @property
     def workers(self) -> int:
@@ -108,11 +117,54 @@ class Execution:
         self.runtime.barrier()
         return value if self.runtime.is_main else fit()
 
+    def claim_merge(self, units: Path, out: Path | None) -> bool:
+        """Whether this writer merges the finished units in `units` into `out`. Within one
+        launch the main process always does; of an array job's tasks that find every unit
+        done, exactly one: the first to take the folder's merge lock (held until `finish`, or
+        the process's end), and only while `out` is older than the units (a task that
+        finishes after another merged finds nothing to do). No two processes write `out`."""
+        if self.array.count == 1:
+            return True
+        fd = os.open(Path(units) / MERGE_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            log.info(f"another array task is merging {units}; this one has nothing left to do")
+            return False
+        if out is not None and _newer_than_units(Path(out), Path(units)):
+            os.close(fd)
+            log.info(
+                f"{out} was merged by another array task; delete it to merge again, or run "
+                "without --shard"
+            )
+            return False
+        self._merge_lock = fd
+        return True
+
     def barrier(self) -> None:
         self.runtime.barrier()
 
     def finish(self) -> None:
+        if self._merge_lock is not None:
+            os.close(self._merge_lock)  # releases the flock
+            self._merge_lock = None
         self.runtime.finish()
+
+
+def _newer_than_units(out: Path, units: Path) -> bool:
+    if not out.is_file():
+        return False
+    made = [p.stat().st_mtime_ns for p in units.iterdir() if p.suffix == ".npy"]
+    return not made or out.stat().st_mtime_ns >= max(made)
+
+
+def write_provenance(out: Path, record: dict) -> None:
+    """`OUT.json` beside a matrix a stage wrote (`score --out`, `magic --out`): what made it,
+    including how many processes (a .npy has no room for it, as a store's manifest has)."""
+    path = Path(f"{out}.json")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
 def start_execution(device: str = "auto", shard: str = "0/1") -> Execution:

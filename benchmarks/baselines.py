@@ -2,8 +2,8 @@
 
     python benchmarks/baselines.py [--task digits-finetune] [--queries 64] [--subsets 64]
 
-benchmarks/magic.py's fine-tuning task (its recorded run and same-run ground truths, made by
-benchmarks/error_split.py or rescore.py): representation similarity (`--method repsim`, the
+benchmarks/magic.py's fine-tuning task (its recorded run and same-run ground truths, the same
+files magic.py makes, made here when missing): representation similarity (`--method repsim`, the
 run's model's own pooled hidden states), BM25 on text tasks, and the CLI's default method
 (trak-block, p = 16) for scale, each with the store featurize makes for it, through the
 options objects the CLI is built from with their defaults. LDS % (95% CI with the subsets'
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from magic import build, publish, record_run, store  # noqa: E402
+from magic import build, publish, record_run, same_run_truth, store  # noqa: E402
 
 from attrib.evaluate.options import LdsOptions  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
@@ -33,6 +33,14 @@ def run(args) -> dict:
     run_dir, _ = record_run(root, task)
     data = task["data"]
     rows = []
+    default = STORES[DEFAULT_METHOD]  # the ground truth's queries: magic.py's evaluation store
+    truths = {
+        keep: same_run_truth(
+            root, run_dir, store(root, run_dir, data["train"], default, "train"),
+            store(root, run_dir, data["eval"], default, "eval", args.queries), args.subsets, keep,
+        )
+        for keep in (0.5, 0.95)
+    }  # fmt: skip
     for method, kind in STORES.items():
         train = store(root, run_dir, data["train"], kind, "train")
         queries = store(root, run_dir, data["eval"], kind, "eval", args.queries)
@@ -40,7 +48,7 @@ def run(args) -> dict:
             continue  # words: text tasks only
         cells = {}
         for keep in (0.5, 0.95):
-            truth = root / f"same-run-{args.subsets}-{keep:g}.npz"
+            truth = truths[keep]
             (row,) = run_lds(
                 LdsOptions(train=train, queries=queries, groundtruth=truth, methods=(method,),
                            device="cpu")

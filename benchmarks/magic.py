@@ -164,12 +164,9 @@ def run_task(name: str, args) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     truths = {}
     for keep in args.keeps:
-        truths[f"same-run keep {keep:g}"] = root / f"same-run-{args.subsets}-{keep:g}.npz"
-        retrain(
-            RetrainOptions(train=stores["trak"]["train"], queries=stores["trak"]["eval"],
-                           out=truths[f"same-run keep {keep:g}"], subsets=args.subsets,
-                           alpha=keep, same_run=run, device="cpu", progress=False)
-        )  # fmt: skip
+        truths[f"same-run keep {keep:g}"] = same_run_truth(
+            root, run, stores["trak"]["train"], stores["trak"]["eval"], args.subsets, keep
+        )
     if args.seed_random:
         # Other seeds: the recipe again from the same start (a fine-tuning task's start is
         # the base model, not the store's fine-tuned one: --start-from).
@@ -199,6 +196,16 @@ def run_task(name: str, args) -> dict:
         "smoothness": {k: v for k, v in (smooth or {}).items() if k not in ("predicted", "actual")},
         "lds": table,
     }
+
+
+def same_run_truth(root: Path, run: Path, train: Path, queries: Path, subsets: int, keep: float):
+    """The run replayed without each subset's removed rows (made once, then read)."""
+    out = root / f"same-run-{subsets}-{keep:g}.npz"
+    retrain(
+        RetrainOptions(train=train, queries=queries, out=out, subsets=subsets, alpha=keep,
+                       same_run=run, device="cpu", progress=False)
+    )  # fmt: skip
+    return out
 
 
 def markdown(results: list[dict]) -> str:

@@ -37,7 +37,8 @@ from attrib.score.run import weight_vector  # noqa: E402
 from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
 
-METHODS = ("tracin", "trak", "trak-block", "dtrak", "das", "ekfac", "jtrak")
+METHODS = ("tracin", "trak", "trak-block", "dtrak", "das", "ekfac", "jtrak", "repsim")
+BASELINES = ("repsim",)  # the UNet's mid-block features: one module, nothing to weight
 REAL, GENERATED = ("learn", "val", "eval"), ("gen-learn", "gen-val", "gen-eval")
 
 
@@ -67,7 +68,9 @@ def rows_for(task, truth, kind, methods=METHODS):
         if method == "jtrak" and kind == REAL:
             continue  # real digits have no sampling trajectory
         row = {"method": method, "queries": learn_role.removesuffix("learn") + "eval"}
-        weights = {g: learn(task, method, learn_role, g) for g in ("module", "unet")}
+        weights = {}
+        if method not in BASELINES:
+            weights = {g: learn(task, method, learn_role, g) for g in ("module", "unet")}
         for role, label in ((val, "val"), (evaluation, "eval")):
             row[f"{label}"] = lds(task, truth, method, role)
             for groups, path in weights.items():
@@ -87,7 +90,8 @@ def reliability_rows(truth):
 
 def markdown(rows, reliability, command, seconds) -> str:
     lines = [
-        f"Command: `{command}` ({seconds / 60:.0f} min with the ground truth cached)",
+        f"Command: `{command}` ({seconds / 60:.0f} min with the ground truth cached; rows "
+        "it did not measure are kept from the last run that did)",
         "",
         "Ground truth noise (2 seeds per subset): split-half Spearman, Spearman-Brown "
         "reliability of the 2-seed mean, and the LDS ceiling it implies (%):",
@@ -102,17 +106,31 @@ def markdown(rows, reliability, command, seconds) -> str:
     lines += [
         "",
         f"LDS (%) ± 95% CI; weights learned with the defaults (k = {DEFAULT_K}, the method's "
-        "prior) on the queries' own weight-learning role, module groups or `--groups unet`:",
+        "prior) on the queries' own weight-learning role, module groups or `--groups unet` "
+        "(repsim, the baseline, has no groups to weight):",
         "",
         "| queries | method | val | val, w module | val, w unet | eval | eval, w module "
         "| eval, w unet |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [pct(r[c]) for c in ("val", "val_w_module", "val_w_unet")]
-        cells += [pct(r[c]) for c in ("eval", "eval_w_module", "eval_w_unet")]
+        cells = [pct(r[c]) if c in r else "-" for c in ("val", "val_w_module", "val_w_unet")]
+        cells += [pct(r[c]) if c in r else "-" for c in ("eval", "eval_w_module", "eval_w_unet")]
         lines.append(f"| {r['queries']} | {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _with_earlier_rows(rows):
+    """A run of some methods (--methods repsim) keeps the other rows of the last full run,
+    in the table's order (query kind, then METHODS)."""
+    earlier = RESULTS / "quality-diffusion.json"
+    if not earlier.is_file():
+        return rows
+    fresh = {(r["queries"], r["method"]) for r in rows}
+    kept = [r for r in json.loads(earlier.read_text())["rows"]
+            if (r["queries"], r["method"]) not in fresh]  # fmt: skip
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(kept + rows, key=lambda r: (r["queries"] != "eval", order.get(r["method"], 99)))
 
 
 def main():
@@ -131,6 +149,7 @@ def main():
     rows = [r for k in args.kinds.split(",") for r in rows_for(task, truth, kinds[k], methods)]
     seconds = time.time() - start
     command = "python benchmarks/quality_diffusion.py " + " ".join(sys.argv[1:])
+    rows = _with_earlier_rows(rows)
     text = markdown(rows, reliability, command.strip(), seconds)
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import run_cli
@@ -11,6 +15,7 @@ from attrib.evaluate import retrain as retrain_module
 from attrib.evaluate.groundtruth import load_groundtruth
 from attrib.evaluate.options import RetrainOptions
 from attrib.evaluate.retrain import retrain
+from attrib.execution import MERGE_LOCK
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,23 @@ def test_killed_retrain_resumes_and_shards_merge(tmp_path, stores, monkeypatch):
     assert not split.exists()
     merged = retrain(_config(stores, split, shard="0/2"))
     np.testing.assert_array_equal(merged.outputs, whole.outputs)
+
+
+def test_only_one_array_task_merges_the_parts(tmp_path, stores):
+    out = tmp_path / "split.npz"
+    assert retrain(_config(stores, out, shard="1/2")) is None
+    # Task 0 finds every part done while task 1 (here: this test) holds the merge: it leaves
+    # the file to that task instead of writing it too.
+    fd = os.open(Path(f"{out}.parts") / MERGE_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    assert retrain(_config(stores, out, shard="0/2")) is None
+    assert not out.exists()
+    os.close(fd)
+    assert retrain(_config(stores, out, shard="0/2")) is not None  # its parts kept: a merge
+    written = out.stat().st_mtime_ns
+    # A task that finishes after the merge finds the file newer than every part: no rewrite.
+    assert retrain(_config(stores, out, shard="1/2")) is None
+    assert out.stat().st_mtime_ns == written
 
 
 def test_retrain_refuses_other_settings_in_the_same_folder(tmp_path, stores):

@@ -106,9 +106,14 @@ def test_featurize_and_score_on_two_nodes_equal_one_process(recorded, image_data
         assert (two / "shards" / name).read_bytes() == (one / "shards" / name).read_bytes()
 
     score = ["score", "--queries", recorded / "q", "--method", "trak-block", "--top", "5"]
-    stdout, err = two_nodes(*score, "-t", two, "--format", "jsonl", "--device", "cpu")
+    dense = ["--format", "jsonl", "--device", "cpu", "--out"]
+    stdout, err = two_nodes(*score, "-t", two, *dense, tmp_path / "two.npy")
     assert err.count("computing the block kernel") == 1  # fitted once, read by the other
-    expected = one_process(*score, "-t", one, "--format", "jsonl", "--device", "cpu")
+    expected = one_process(*score, "-t", one, *dense, tmp_path / "one.npy")
+    made = json.loads((tmp_path / "two.npy.json").read_text())
+    assert made["made_by"] == {"processes": 2} and made["method"] == "trak-block"
+    assert json.loads((tmp_path / "one.npy.json").read_text())["made_by"] == {"processes": 1}
+    assert made["shape"] == list(np.load(tmp_path / "two.npy").shape)
     got = [json.loads(line) for line in stdout.splitlines()]
     want = [json.loads(line) for line in expected.splitlines()]
     assert [(r["query"], r["index"]) for r in got] == [(r["query"], r["index"]) for r in want]
@@ -150,6 +155,7 @@ def test_ground_truths_and_magic_on_two_nodes_equal_one_process(recorded, tmp_pa
     stdout, _ = two_nodes(*magic, "--out", tmp_path / "m2.npy", "--cache", tmp_path / "c2")
     assert np.array_equal(np.load(tmp_path / "m1.npy"), np.load(tmp_path / "m2.npy"))
     assert stdout == expected  # one process of the two reports, as one process would
+    assert json.loads((tmp_path / "m2.npy.json").read_text())["made_by"] == {"processes": 2}
 
 
 def test_a_launch_with_different_work_per_node_is_refused(recorded, image_data, tmp_path):

@@ -133,7 +133,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
             values = outputs(task, query_source, query_count, output)
             save_part(parts, m, r, values)
             bar.advance(bar_task)
-    if not all_parts_done(execution, parts, config.subsets, config.seeds, query_count):
+    if not all_parts_done(execution, parts, config.subsets, config.seeds, query_count, config.out):
         return None
     by_seed = np.stack(
         [np.stack([load_part(parts, m, r) for m in range(config.subsets)]) for r in seeds]

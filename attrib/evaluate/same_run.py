@@ -94,7 +94,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
             set_buffers(loaded.stepper, state.buffers)
             save_part(parts, m, 0, outputs(task, query_source, queries, output))
             bar.advance(bar_task)
-    if not all_parts_done(execution, parts, config.subsets, 1, queries):
+    if not all_parts_done(execution, parts, config.subsets, 1, queries, config.out):
         return None
     values = np.stack([load_part(parts, m) for m in range(config.subsets)])
     extra = {

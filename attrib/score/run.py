@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from attrib import distributed, log
-from attrib.execution import Execution
+from attrib.execution import Execution, write_provenance
 from attrib.memory import Budget, plan_streaming
 from attrib.methods import get_method, method_class
 from attrib.report.rows import RowReader
@@ -71,10 +71,26 @@ def run_score(request: ScoreOptions) -> list[dict]:
     query, or per query token in order)."""
     runtime = distributed.init(request.device)
     scored = _scored(request, runtime)
+    if request.out is not None and runtime.is_main:
+        write_provenance(request.out, _provenance(request, runtime))
     if request.html is not None and runtime.is_main:
         _report(request, scored)
     runtime.finish()  # under a launcher: no rank leaves while another still talks to it
     return scored.records
+
+
+def _provenance(request: ScoreOptions, runtime) -> dict:
+    """What made `--out` (written beside it as OUT.json)."""
+    return {
+        "command": "score",
+        "shape": list(np.load(request.out, mmap_mode="r").shape),
+        "method": request.method,
+        "train": str(request.train),
+        "queries": str(request.queries) if request.queries is not None else None,
+        "self_influence": request.self_influence,
+        "weights": str(request.weights) if request.weights is not None else None,
+        "made_by": Execution(runtime).record(),
+    }
 
 
 def _scored(request: ScoreOptions, runtime) -> _Scored:

@@ -15,7 +15,7 @@ import numpy as np
 from attrib import log
 from attrib.atomic import atomic_path
 from attrib.errors import AttribError
-from attrib.execution import Execution, start_execution
+from attrib.execution import Execution, start_execution, write_provenance
 from attrib.memory import Budget
 from attrib.outputs import declare
 from attrib.progress import progress_bar
@@ -92,6 +92,17 @@ def run_magic(options: MagicOptions) -> tuple[list[dict] | None, dict | None]:
     if options.out is not None:
         with atomic_path(options.out, ".npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, scores.astype(np.float32))
+        write_provenance(
+            options.out,
+            {
+                "command": "magic",
+                "shape": list(scores.shape),
+                "run": str(run.path),
+                "queries": str(queries.path),
+                "output": output,
+                "made_by": execution.record(),
+            },
+        )
     records = _records(run, queries, scores, labels, options)
     execution.finish()
     return records, smooth
@@ -156,6 +167,8 @@ def _all_blocks(
                 np.save(f, block)
     execution.barrier()
     matrix = _merged(parts, blocks, run.rows) if execution.is_writer else None
+    if matrix is not None and not execution.claim_merge(parts, options.out):
+        matrix = None  # another array task merges (or merged) these blocks
     unlock_store(parts)
     return matrix
 

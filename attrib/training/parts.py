@@ -65,15 +65,19 @@ def say_cost(count: int, seconds: float) -> None:
     )
 
 
-def all_parts_done(execution: Execution, parts: Path, subsets: int, seeds: int, queries: int):
-    """After this worker's subsets: True on the process that is to write the ground truth
-    (every part is there); the launch's other processes, and an array job that finds parts
-    missing, finish here."""
+def all_parts_done(
+    execution: Execution, parts: Path, subsets: int, seeds: int, queries: int, out: Path
+) -> bool:
+    """After this worker's subsets: True on the one process that is to write the ground truth
+    `out` (every part is there, and no other array task merges them); the launch's other
+    processes, and an array task that finds parts missing or the merge taken, finish here."""
     execution.barrier()
     if execution.is_writer:
         done = sum(part_done(parts, m, r, queries) for m in range(subsets) for r in range(seeds))
         if done == subsets * seeds:
-            return True
-        log.info(f"{done} of {subsets * seeds} models done in {parts}; run the other shards")
+            if execution.claim_merge(parts, out):
+                return True
+        else:
+            log.info(f"{done} of {subsets * seeds} models done in {parts}; run the other shards")
     execution.finish()
     return False
