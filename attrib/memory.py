@@ -100,10 +100,11 @@ def plan_streaming(
     block of training rows (with `per_query_row` result bytes per query and row) fits in
     `share` of the rest. Returns the rows per block."""
     dims = store.layout.total
-    smaller = {
-        "global": "use --method trak-block or ekfac, or featurize with a smaller --proj-dim",
-        "block": "use --method ekfac, or featurize with a smaller --proj-dim",
-    }.get(method.kernel_kind, "featurize with a smaller --proj-dim")
+    smaller = (
+        method.kernel.smaller
+        if method.kernel is not None
+        else "featurize with a smaller --proj-dim"
+    )
     budget.reserve(method.kernel_bytes(), f"the {method.name} kernel", smaller)
     budget.reserve(
         query_bytes(queries, store),

@@ -103,12 +103,15 @@ def store_summary(path: Path, verify: bool = False) -> dict:
 def _summary(store) -> dict:
     settings = store.settings
     model = settings["model"]
+    from attrib.store.kinds import store_kind
+
     return {
         "path": str(store.path),
         "model": model["source"],
         "revision": model.get("revision"),
         "commit": model.get("commit"),
         "adapter": (model.get("adapter") or {}).get("source"),
+        "holds": store_kind(store),
         "task": settings["task"],
         "output_function": settings["output_function"],
         "projection": settings["projection"],
@@ -140,24 +143,23 @@ def serving_methods(store) -> list[str]:
     and Kronecker factors for kfac/ekfac (others run too, with a warning); hidden states for
     repsim; bm25 on any language model's store (it reads the rows' words)."""
     from attrib.methods import METHODS
-    from attrib.store.kinds import is_perturbed, is_representation
+    from attrib.store.kinds import PERTURBED, store_kind
     from attrib.tasks.registry import TASK_OUTPUTS
 
-    perturbed, hidden = is_perturbed(store), is_representation(store)
+    kind = store_kind(store)
     have = store.settings.get("output_function")
     task = store.settings.get("task")
     outputs = TASK_OUTPUTS.get(task, (have,))
     serving = []
     for name, method in METHODS.items():
-        if method.lexical:  # the rows' words: any store of texts
+        if method.requires.reads_words:  # the rows' words: any store of texts
             if task == "causal-lm":
                 serving.append(name)
             continue
-        if method.perturbed != perturbed or method.representation != hidden:
+        needs = method.requires
+        if needs.store != kind or (needs.factors and not store.settings.get("factors")):
             continue
-        if method.needs_factors and not store.settings.get("factors"):
-            continue
-        wanted = method.train_output if method.train_output in outputs else "loss"
-        if perturbed or wanted == have:
+        wanted = needs.train_output if needs.train_output in outputs else "loss"
+        if kind == PERTURBED or wanted == have:
             serving.append(name)
     return serving

@@ -104,6 +104,37 @@ def test_ekfac_equals_its_dense_definition(tmp_path, lm_store):
     np.testing.assert_allclose(got, want, rtol=5e-3, atol=5e-4 * np.abs(want).max())
 
 
+def test_shampoo_equals_its_dense_definition(tmp_path, lm_store):
+    """The eigenbases of the per-example gradients' own L = mean F F^T and R = mean F^T F,
+    eigenvalues corrected as EK-FAC's, on real GPT-2 gradients (no factors read)."""
+    got = _dense(lm_store, "shampoo", tmp_path, queries=lm_store.path)
+    blocks = []
+    for spec, f in zip(lm_store.modules, _full(lm_store)):
+        matrices = f.reshape(len(f), spec.d_out, spec.d_in)
+        left = np.einsum("noi,npi->op", matrices, matrices) / len(f)
+        right = np.einsum("noi,noj->ij", matrices, matrices) / len(f)
+        basis = np.kron(np.linalg.eigh(left)[1], np.linalg.eigh(right)[1])
+        values = ((f @ basis) ** 2).mean(0)
+        blocks.append((basis @ np.diag(values) @ basis.T, DAMPING * values.mean()))
+    want = _dense_scores(lm_store, blocks)
+    np.testing.assert_allclose(got, want, rtol=5e-3, atol=5e-4 * np.abs(want).max())
+    # Not EK-FAC under another name: the bases differ on real gradients.
+    ekfac = _dense(lm_store, "ekfac", tmp_path / "ekfac", queries=lm_store.path)
+    assert np.abs(ekfac - got).max() > 1e-2 * np.abs(got).max()
+
+
+def test_shampoo_refuses_a_dense_projection_in_one_line(tmp_path):
+    from helpers import run_cli
+
+    rng = np.random.default_rng(0)
+    store = write_arrays(
+        tmp_path / "dense", {"m": rng.standard_normal((8, 4)).astype(np.float32)}, {},
+        {"projection": {"kind": "dense", "dim": 2, "seed": 0}},
+    )  # fmt: skip
+    code, _, err = run_cli("score", "-t", store, "--self", "--method", "shampoo")
+    assert code == 2 and "--projection dense" in err and len(err.strip().splitlines()) == 1
+
+
 def test_unprojected_ekfac_on_a_linear_model_approaches_exact_influence(tmp_path):
     """Least squares y = w.x + noise: the Hessian is X^T X; with noise independent of x the
     EK-FAC Fisher E[r^2 x x^T] is proportional to it, so scores match exact influence."""

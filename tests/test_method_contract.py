@@ -16,6 +16,8 @@ import torch
 from test_score import _dense as dense_scores
 
 from attrib.methods import Method, get_method, method_class, method_names
+from attrib.methods.preconditioners import PRECONDITIONERS
+from attrib.methods.requirements import Requirements
 from attrib.score.options import ScoreOptions
 from attrib.score.run import run_score
 from attrib.store import Store
@@ -54,7 +56,7 @@ def _write(path, rng, count, shard_size, with_factors, kind=None):
     settings = {"modules": modules, "factors": with_factors}
     if kind:  # read as perturbed copies' outputs (Daunce) or hidden states (repsim): the
         # same numbers, another kind of store
-        settings["projection"] = {"kind": kind, "dim": None, "seed": 0}
+        settings["kind"] = kind
     store = Store(write_arrays(path, features, scalars, settings, shard_size=shard_size))
     if with_factors:
         for shard in store.shards:
@@ -86,8 +88,8 @@ def stores(tmp_path_factory):
 
 def _kind(method: str) -> str | None:
     """The kind of store a method scores."""
-    cls = method_class(method)
-    return "perturbed" if cls.perturbed else "representation" if cls.representation else None
+    kind = method_class(method).requires.store
+    return None if kind == "gradients" else kind
 
 
 def _whole(store: Store):
@@ -120,7 +122,7 @@ def _weights_file(tmp_path, store, values, name):
 
 
 # Methods that score a store's features (bm25 reads the rows' words: tests/test_bm25.py).
-METHODS = tuple(m for m in method_names() if not method_class(m).lexical)
+METHODS = tuple(m for m in method_names() if not method_class(m).requires.reads_words)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -219,5 +221,43 @@ def test_every_method_declares_its_needs():
 
     for name, cls in REGISTRY.items():
         assert cls.name == name and cls.summary
-        assert isinstance(cls.train_output, str) and isinstance(cls.needs_factors, bool)
-        assert isinstance(cls.linear, bool) and cls.query_side_output()
+        assert isinstance(cls.requires, Requirements) and cls.requires.query_side_output
+        assert isinstance(cls.linear, bool)
+        if cls.preconditioner is not None:  # registered, and featurize collects what it needs
+            kind = PRECONDITIONERS[cls.preconditioner]
+            assert kind.factors == cls.requires.factors
+
+
+@pytest.mark.parametrize("name", sorted(PRECONDITIONERS))
+def test_every_preconditioner_is_a_symmetric_positive_definite_inverse_cached_by_the_store(
+    stores, name
+):
+    train, _ = stores[None]
+    fitted = PRECONDITIONERS[name](train, DAMPING).fit()
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((6, train.layout.total)))
+    x = x.float()
+    a, b = fitted.apply(x), fitted.apply(x[:3])
+    torch.testing.assert_close(a[:3], b)  # row by row: the same whatever the batch
+    torch.testing.assert_close(x @ a.T, (x @ a.T).T, rtol=1e-4, atol=1e-5)  # symmetric
+    assert (x * a).sum(1).min() > 0  # positive definite
+    assert fitted.nbytes() >= 0
+    if name != "identity":  # fitted once: a second instance reads the cache beside the store
+        cached = sorted(p.name for p in (train.path / "cache").iterdir())
+        again = PRECONDITIONERS[name](train, DAMPING).fit()
+        assert sorted(p.name for p in (train.path / "cache").iterdir()) == cached
+        torch.testing.assert_close(again.apply(x), a)
+
+
+def test_the_gram_preconditioners_are_the_damped_inverse_gram_matrix(stores):
+    train, _ = stores[None]
+    phi = torch.cat([p for _, _, p in train.iter_features()]).double()
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((4, train.layout.total)))
+    blocks = {"gram-global": [slice(0, train.layout.total)], "gram-block": train.layout.slices}
+    for name, parts in blocks.items():
+        want = torch.empty_like(x)
+        for part in parts:
+            gram = phi[:, part].T @ phi[:, part]
+            lam = DAMPING * gram.diagonal().mean()
+            want[:, part] = x[:, part] @ torch.linalg.inv(gram + lam * torch.eye(len(gram)))
+        got = PRECONDITIONERS[name](train, DAMPING).fit().apply(x.float())
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)

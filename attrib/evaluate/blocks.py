@@ -17,7 +17,7 @@ def score_blocks(
     train: Store, method, features: torch.Tensor, queries: Store, weights=None, runtime=None
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(first row, end row, (Q x rows) scores in store order) per block of training rows."""
-    if method.lexical:
+    if method.requires.reads_words:
         from attrib.score.lexical import dense_scores, store_texts
 
         yield 0, train.num_examples, torch.from_numpy(dense_scores(train, store_texts(queries)))

@@ -70,7 +70,7 @@ def evaluate_recall(
     def blocks():
         return score_blocks(train, method, features, queries, weights, runtime)
 
-    if method.lexical:
+    if method.requires.reads_words:
         dense = torch.cat([scores for _, _, scores in blocks()], 1).numpy()
         top = dense_top(dense, k, train.column("index"), False)
     else:

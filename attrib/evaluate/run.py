@@ -51,7 +51,7 @@ def _planned(store: Store, options, name: str, queries: int, share: float, truth
     masks (when given) and the streamed blocks were fitted into --memory-gb (per query and
     training row: its score and its product with the subsets or the running top-k)."""
     method = get_method(name, store, options.damping, options.rif)
-    if method.lexical:  # no features: nothing to plan or prepare
+    if method.requires.reads_words:  # no features: nothing to plan or prepare
         return method
     budget = Budget(options.memory_gb)
     if truth is not None:
@@ -70,7 +70,7 @@ def _combinations(
     vectors = {p: weight_vector(store, p) for p in paths}  # checked before any kernel is built
     for name in options.methods:
         prepared = _planned(store, options, name, queries, share, truth)
-        if prepared.lexical:  # words have no groups to weight: measured once
+        if prepared.requires.reads_words:  # words have no groups to weight: measured once
             yield prepared, None, None
             continue
         for path in paths:
@@ -103,7 +103,8 @@ def run_lds(options: LdsOptions) -> list[dict]:
     features = query_features.from_store(train, queries).features
     runtime = _runtime(options)
     # Lexical methods (BM25) are measured once each from the rows' words, unweighted.
-    lexical = [] if options.only_scores else [m for m in options.methods if method_class(m).lexical]
+    words = [m for m in options.methods if method_class(m).requires.reads_words]
+    lexical = [] if options.only_scores else words
     if lexical and (options.rescore or options.rif):
         raise AttribError(f"--method {lexical[0]} ranks rows by their words: drop --rescore/--rif")
     modelled = options.replace(methods=tuple(m for m in options.methods if m not in lexical))

@@ -9,6 +9,7 @@ from attrib.hub import check_data_source, check_source
 from attrib.methods import method_class, method_names
 from attrib.option_groups import OnDevice, TaskColumns
 from attrib.options import Options, at_least, option
+from attrib.store.kinds import PERTURBED, REPRESENTATION
 from attrib.tasks import task_names
 from attrib.tasks.options import ModelRef, TaskOptions
 
@@ -119,15 +120,14 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
             )
         if self.no_gradients and (self.modules or self.exclude):
             raise AttribError("--no-gradients selects no modules: drop --modules/--exclude")
-        if method_class(self.method).perturbed:
+        needs = method_class(self.method).requires
+        if needs.store == PERTURBED:
             raise AttribError(
                 f"--method {self.method} is scored from perturbed copies' outputs, which "
                 "`attrib perturb --train STORE --out COPIES` writes; featurize with "
                 "the default --method for STORE"
             )
-        if method_class(self.method).representation and (
-            self.modules or self.exclude or self.no_gradients
-        ):
+        if needs.store == REPRESENTATION and (self.modules or self.exclude or self.no_gradients):
             raise AttribError(
                 f"--method {self.method} reads the model's hidden states, not gradients: drop "
                 "--modules/--exclude/--no-gradients"
@@ -141,7 +141,7 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
     @property
     def factors(self) -> bool:
         """Whether Kronecker factors are accumulated (methods that need them)."""
-        return method_class(self.method).needs_factors and not self.no_gradients
+        return method_class(self.method).requires.factors and not self.no_gradients
 
     @property
     def model_ref(self) -> ModelRef:

@@ -19,6 +19,7 @@ from attrib.methods import method_class
 from attrib.progress import progress_bar
 from attrib.store import shards
 from attrib.store.factors import save_factors, shard_factor_path
+from attrib.store.kinds import GRADIENTS, REPRESENTATION
 from attrib.store.writer import ShardRecord, StoreWriter
 from attrib.tasks.loading import DTYPES, load_task
 
@@ -52,14 +53,15 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
         _check_empty_texts(dataset, columns["text"], num_examples)
     method = method_class(config.method)
     selected = []  # --no-gradients: the rows and their outputs only; repsim: hidden states
-    if not config.no_gradients and not method.representation:
+    hidden_states = method.requires.store == REPRESENTATION
+    if not config.no_gradients and not hidden_states:
         selected = select_modules(
             task.model, list(config.modules) or None, list(config.exclude), bool(config.adapter)
         )
     output_function = task.output_for(method, columns)
     featurizer = featurizer_for(
         task, columns, selected, config.projection_spec, output_function, config.factors,
-        representation=method.representation,
+        representation=hidden_states,
     )  # fmt: skip
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
@@ -107,6 +109,7 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
             for s in featurizer.modules
         ]
     return {
+        "kind": REPRESENTATION if isinstance(featurizer, RepresentationFeaturizer) else GRADIENTS,
         "model": task.info,
         "task": task.name,
         "task_options": task.settings(featurizer.columns),

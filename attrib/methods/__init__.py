@@ -10,10 +10,11 @@ from attrib.methods import base
 from attrib.methods.base import Method
 from attrib.methods.daunce import Daunce, DaunceCorr
 from attrib.methods.gradient import Cosine, TracIn
-from attrib.methods.kfac import EKFac, KFac
+from attrib.methods.kfac import EKFac, KFac, Shampoo
 from attrib.methods.lexical import BM25
 from attrib.methods.representation import RepSim
 from attrib.methods.trak import Das, DTrak, JourneyTrak, Trak, TrakBlock
+from attrib.store.kinds import PERTURBED
 
 if TYPE_CHECKING:
     from attrib.store import Store
@@ -27,6 +28,7 @@ METHODS: dict[str, type[Method]] = {
         TrakBlock,
         KFac,
         EKFac,
+        Shampoo,
         DTrak,
         Das,
         JourneyTrak,
@@ -57,7 +59,7 @@ def method_class(name: str) -> type[Method]:
 
 def require_features(name: str, command: str) -> None:
     """Refuse a lexical method (BM25) where a store's features are what is used."""
-    if method_class(name).lexical:
+    if method_class(name).requires.reads_words:
         raise AttribError(
             f"--method {name} ranks rows by their words, with no features: {command} needs a "
             "method on a store's features (`score` and `evaluate lds` measure bm25)"
@@ -77,4 +79,8 @@ def get_method(name: str, store: Store, damping: float | None = None, rif: bool 
 
 def output_pairs() -> set[tuple[str, str]]:
     """(query-side, training-side) output functions some method scores together."""
-    return {(m.query_side_output(), m.train_output) for m in METHODS.values() if not m.perturbed}
+    return {
+        (m.requires.query_side_output, m.requires.train_output)
+        for m in METHODS.values()
+        if m.requires.store != PERTURBED
+    }

@@ -8,10 +8,10 @@ Every method scores as  tau(q, n) = finalize( u(q) . phi(n) * s(n) )  where
 Kernels are symmetric, so applying them to the (few) queries instead of the (many) training
 examples gives the same scores at a fraction of the cost.
 
-A method also declares what it needs, so no other module keeps a list of methods: the output
-function on the training and on the query side, whether featurize must accumulate Kronecker
-factors, and whether its score is linear in the query features (learn-weights' contributions
-sum to the score only then). A new method is one class, registered in `attrib.methods`.
+A method declares what it needs in one frozen record (`requires`: the output functions,
+Kronecker factors, the kind of store it scores; requirements.py) and names its preconditioner
+(the damped inverse-Hessian approximation, preconditioners.py), so no other module keeps a
+list of methods. A new method is one class, registered in `attrib.methods`.
 
 torch is imported inside functions: the registry is read by the CLI at start-up.
 """
@@ -22,6 +22,9 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 from attrib.errors import AttribError
+from attrib.methods.preconditioners import PRECONDITIONERS, Preconditioner
+from attrib.methods.requirements import Requirements
+from attrib.store.kinds import GRADIENTS, PERTURBED, REPRESENTATION
 
 if TYPE_CHECKING:
     import torch
@@ -39,29 +42,16 @@ DEFINED: list[type[Method]] = []
 class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
-    # Output functions the features must be gradients of (tasks fall back to the loss when
-    # they have no such function, e.g. a margin for a language model).
-    train_output: ClassVar[str] = "loss"
-    query_output: ClassVar[str | None] = None  # None: the same as train_output
-    needs_factors: ClassVar[bool] = False  # featurize accumulates Kronecker factors
-    linear: ClassVar[bool] = True  # score linear in the query features
-    # `score --rescore`: the preconditioner of the method on exact gradients, fitted from the
-    # checkpoint without storing them ("identity", "kfac", "ekfac"); None: not rescorable.
-    exact_kind: ClassVar[str | None] = None
-    uses_damping: ClassVar[bool] = False
-    kernel_kind: ClassVar[str | None] = None  # global | block | None (no kernel)
+    requires: ClassVar[Requirements] = Requirements()
+    # The damped inverse-Hessian approximation applied to the query side (preconditioners.py),
+    # or None for a method without curvature or damping.
+    preconditioner: ClassVar[str | None] = None
     default_damping: ClassVar[float] = DEFAULT_DAMPING
+    linear: ClassVar[bool] = True  # score linear in the query features
     # A kernel fit to the training features' own second moments (TRAK's Gram, EK-FAC's
     # corrected eigenvalues) already puts every group on the scale the influence needs;
     # learn-weights then starts from (and is pulled toward) the method's own weighting.
     calibrated: ClassVar[bool] = False
-    # Scores stores of perturbed copies' outputs (`attrib perturb`), not gradient stores.
-    perturbed: ClassVar[bool] = False
-    # Scores stores of the model's pooled hidden states (`featurize --method repsim`).
-    representation: ClassVar[bool] = False
-    # Ranks rows by their words, from the store's dataset, not its features (BM25,
-    # score/lexical.py): no weights, kernel, index or per-token rows.
-    lexical: ClassVar[bool] = False
     # The score is a sum of per-module terms without a per-example factor, so on an ensemble
     # store (`attrib ensemble`) it is exactly the sum of the members' scores.
     ensembles: ClassVar[bool] = False
@@ -73,6 +63,10 @@ class Method(ABC):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.preconditioner is not None:
+            needs = PRECONDITIONERS[cls.preconditioner].factors
+            if needs != cls.requires.factors:  # said at import: featurize reads `requires`
+                raise TypeError(f"{cls.__name__}: requires.factors must be {needs}")
         if "name" in cls.__dict__:
             DEFINED.append(cls)
 
@@ -83,7 +77,9 @@ class Method(ABC):
         self.store, self.damping = store, damping
         self.slices = store.layout.slices
         self._check_store_kind(store)
-        if self.needs_factors and not store.settings.get("factors"):
+        kind = PRECONDITIONERS.get(self.preconditioner)
+        self.kernel: Preconditioner | None = kind(store, damping) if kind else None
+        if self.requires.factors and not store.settings.get("factors"):
             # Said before any work (a cached kernel, the queries' model) rather than after it.
             raise AttribError(
                 f"--method {self.name} needs Kronecker factors, which {store.path} was not "
@@ -94,33 +90,35 @@ class Method(ABC):
         from attrib.store.ensemble import is_ensemble
         from attrib.store.kinds import is_perturbed, is_representation
 
-        if self.representation and not is_representation(store):
+        representation = self.requires.store == REPRESENTATION
+        perturbed = self.requires.store == PERTURBED
+        if representation and not is_representation(store):
             raise AttribError(
                 f"--method {self.name} scores the model's hidden states and {store.path} "
                 f"holds gradients: featurize with --method {self.name} for it"
             )
-        if is_representation(store) and not self.representation:
+        if is_representation(store) and not representation:
             raise AttribError(
                 f"{store.path} holds the model's hidden states (featurize --method repsim), "
                 "not gradients: use --method repsim, or featurize again for a gradient method"
             )
-        if self.perturbed and not is_perturbed(store):
+        if perturbed and not is_perturbed(store):
             raise AttribError(
                 f"--method {self.name} scores the outputs of perturbed copies: run `attrib "
                 f"perturb --train {store.path} --out COPIES` and score COPIES/train"
             )
-        if not store.module_names and not self.perturbed:
+        if not store.module_names and not perturbed:
             raise AttribError(
                 f"{store.path} holds rows without gradients (featurize --no-gradients): it is "
                 "for `attrib perturb`; featurize without --no-gradients to score it"
             )
-        if is_perturbed(store) and not self.perturbed:
+        if is_perturbed(store) and not perturbed:
             raise AttribError(
                 f"{store.path} holds outputs of perturbed copies, not gradients: "
                 "use --method daunce or daunce-corr"
             )
         if is_ensemble(store) and not self.ensembles:
-            usable = [m.name for m in DEFINED if m.ensembles and not m.perturbed]
+            usable = [m.name for m in DEFINED if m.ensembles and m.requires.store == GRADIENTS]
             raise AttribError(
                 f"{store.path} is an ensemble store and {self.name} does not add up over its "
                 f"members (normalized or squared per model): use --method "
@@ -133,16 +131,26 @@ class Method(ABC):
         return f"{self.name}+rif" if self.rif else self.name
 
     @classmethod
-    def query_side_output(cls) -> str:
-        return cls.query_output or cls.train_output
+    def exact_preconditioner(cls) -> str | None:
+        """The preconditioner `score --rescore` fits on exact gradients from the checkpoint,
+        or None: not rescorable (no exact form, or a factor read off the projected rows)."""
+        kind = PRECONDITIONERS.get(cls.preconditioner)
+        exact = kind is not None and kind.exact and not cls.scale_reads_features
+        return cls.preconditioner if exact else None
 
     def prepare(self) -> Method:
         """Load or compute what the method needs from the training store (its kernel)."""
+        if self.kernel is not None:
+            self.kernel.fit()
         return self
 
     def kernel_bytes(self) -> int:
         """Memory `prepare` and scoring hold for the kernel (its peak when it is computed)."""
-        return 0
+        return self.kernel.nbytes() if self.kernel is not None else 0
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x through the method's preconditioner (as is without one)."""
+        return self.kernel.apply(x) if self.kernel is not None else x
 
     @abstractmethod
     def query_vectors(self, g: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

@@ -13,6 +13,8 @@ perturbations, the example and the query gain and lose together.
 from __future__ import annotations
 
 from attrib.methods.base import Method, weighted
+from attrib.methods.requirements import Requirements
+from attrib.store.kinds import PERTURBED
 
 
 def _deviations(x):
@@ -22,8 +24,7 @@ def _deviations(x):
 class Daunce(Method):
     name = "daunce"
     summary = "Daunce: covariance of outputs over K perturbed copies (attrib perturb)"
-    train_output = "perturbed"
-    perturbed = True
+    requires = Requirements(train_output="perturbed", store=PERTURBED)
 
     def query_plain(self, g):
         return _deviations(g) / max(g.shape[1] - 1, 1)

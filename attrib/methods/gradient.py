@@ -8,8 +8,8 @@ from attrib.methods.base import Method, weighted
 class TracIn(Method):
     name = "tracin"
     summary = "gradient dot product at the final checkpoint (K = I)"
+    preconditioner = "identity"
     ensembles = True
-    exact_kind = "identity"
 
     def query_vectors(self, g, weights):
         return weighted(g, weights)
@@ -18,6 +18,7 @@ class TracIn(Method):
 class Cosine(Method):
     name = "cosine"
     summary = "unit-normalized gradients (RelatIF / TrackStar-style cosine)"
+    preconditioner = "identity"
     scale_reads_features = True
 
     def query_plain(self, g):

@@ -1,40 +1,19 @@
 """K-FAC and EK-FAC: per-module Kronecker-factored inverse Fisher, from factors featurize
-accumulated next to the shards."""
+accumulated next to the shards (the preconditioners of the same names)."""
 
 from __future__ import annotations
 
 from attrib.methods.base import Method, weighted
+from attrib.methods.requirements import Requirements
 
 
 class KFac(Method):
     name = "kfac"
     summary = "K-FAC: per-module Kronecker-factored inverse Fisher A (x) S, damped per module"
-    needs_factors = True
-    uses_damping = True
-    kernel_kind = "block"  # block-diagonal by module
+    requires = Requirements(factors=True)
+    preconditioner = "kfac"
     default_damping = 1e-3  # digits validation queries: LDS rises as damping falls to ~1e-3
-    corrected = False
     ensembles = True
-    exact_kind = "kfac"
-
-    def prepare(self):
-        from attrib.methods.kronecker import kronecker_eigen
-
-        self.blocks = kronecker_eigen(self.store, self.corrected)
-        return self
-
-    def kernel_bytes(self):
-        from attrib.methods.kronecker import kronecker_bytes
-
-        return kronecker_bytes(self.store)
-
-    def _apply(self, x):
-        import torch
-
-        out = torch.empty_like(x)
-        for block, part in zip(self.blocks, self.slices):
-            out[:, part] = block.apply_inverse(x[:, part], self.damping)
-        return out
 
     def query_vectors(self, g, weights):
         return self._apply(weighted(g, weights))
@@ -46,6 +25,16 @@ class KFac(Method):
 class EKFac(KFac):
     name = "ekfac"
     summary = "EK-FAC: K-FAC eigenbasis with eigenvalues re-fit on the per-example features"
-    corrected = True
+    preconditioner = "ekfac"
     calibrated = True
-    exact_kind = "ekfac"
+
+
+class Shampoo(KFac):
+    name = "shampoo"
+    summary = (
+        "eigenvalue-corrected Shampoo: EK-FAC's correction in the eigenbases of the gradients' "
+        "own left/right second moments (any factored store, no factors needed)"
+    )
+    requires = Requirements()
+    preconditioner = "shampoo"
+    calibrated = True

@@ -1,4 +1,5 @@
-"""K-FAC and EK-FAC preconditioners on stored features, one block per module.
+"""K-FAC, EK-FAC and eigenvalue-corrected Shampoo preconditioners on stored features, one
+block per module.
 
 For module m, the stored feature of example n is F_n (k_out x k_in, row-major flattened), the
 projected gradient. With the Kronecker factors A (inputs) and S (output gradients) and their
@@ -6,6 +7,10 @@ eigendecompositions A = Q_A diag(a) Q_A^T, S = Q_S diag(s) Q_S^T (float64):
   K-FAC:  H = (Q_S (x) Q_A) diag(s_i a_j) (Q_S (x) Q_A)^T
   EK-FAC: the eigenvalues replaced by  Lambda_ij = mean_n [(Q_S^T F_n Q_A)_ij]^2  (George et
           al. 2018; Grosse et al. 2023), one pass over the stored per-example features.
+  Shampoo (eigenvalue-corrected, as bergson's): the eigenbases of L = mean_n F_n F_n^T and
+          R = mean_n F_n^T F_n, the per-example gradients' own second moments, with EK-FAC's
+          eigenvalue correction. Both come from the stored features: no factors needed, so any
+          store of factored or exact gradients serves it.
 Applying (H + lambda I)^-1 to a feature: rotate into the eigenbasis, divide by Lambda + lambda,
 rotate back. Damping follows attrib's rule: lambda = c * mean(Lambda) of that module.
 Results are cached next to the store like the TRAK kernels.
@@ -97,6 +102,50 @@ def save_blocks(path, blocks: list[KroneckerEigen]) -> None:
         tensors[f"q_in.{i}"] = item.q_in.contiguous()
         tensors[f"values.{i}"] = item.values
     save_tensors(path, tensors)
+
+
+def matrix_shapes(store: Store) -> list[tuple[int, int]] | None:
+    """Each module's stored feature as a (k_out x k_in) matrix (row-major), or None when the
+    store's projection does not keep that shape (dense: one Gaussian over the whole gradient)."""
+    projection = store.settings["projection"]
+    shapes = []
+    for spec in store.modules:
+        if projection["kind"] == "none":
+            shape = (spec.d_out, spec.d_in)
+        elif projection["kind"] == "factored":
+            shape = (min(projection["dim"], spec.d_out), min(projection["dim"], spec.d_in))
+        else:
+            return None
+        if shape[0] * shape[1] != store.feature_dims[spec.name]:
+            return None
+        shapes.append(shape)
+    return shapes
+
+
+def shampoo_eigen(store: Store) -> list[KroneckerEigen]:
+    """Eigenvalue-corrected Shampoo per module (store order), computed and cached on first use:
+    one pass for L and R, one for the corrected eigenvalues."""
+    path = store.path / CACHE_DIR / f"shampoo-{_key(store, True)}.safetensors"
+    if path.exists():
+        return load_blocks(path, len(store.module_names))
+    shapes = matrix_shapes(store)
+    log.info(f"computing the shampoo eigenbases of {store.path} (cached for later runs)")
+    left = [torch.zeros(o, o, dtype=torch.float64) for o, _ in shapes]
+    right = [torch.zeros(i, i, dtype=torch.float64) for _, i in shapes]
+    for _, _, phi in store.iter_features():
+        for m, part in enumerate(store.layout.slices):
+            f = phi[:, part].double().reshape(-1, *shapes[m])
+            left[m] += torch.einsum("noi,npi->op", f, f)
+            right[m] += torch.einsum("noi,noj->ij", f, f)
+    result = []
+    for lm, rm in zip(left, right):
+        _, q_out = torch.linalg.eigh(lm / store.num_examples)
+        _, q_in = torch.linalg.eigh(rm / store.num_examples)
+        values = torch.zeros(len(q_out), len(q_in), dtype=torch.float64)
+        result.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+    _correct(store, result)
+    save_blocks(path, result)
+    return result
 
 
 def _correct(store: Store, result: list[KroneckerEigen]) -> None:

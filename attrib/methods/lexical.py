@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from attrib.errors import AttribError
 from attrib.methods.base import Method
+from attrib.methods.requirements import WORDS, Requirements
 
 
 class BM25(Method):
     name = "bm25"
     summary = "BM25 over the rows' words (bm25s; a baseline: no model, no features)"
-    lexical = True
+    requires = Requirements(store=WORDS)
 
     def __init__(self, store, damping: float | None = None):
         # No features are read: only the store's task must be text (its rows' words).

@@ -6,9 +6,11 @@ by the same streaming products as every method, so tables, indexes and reports c
 from __future__ import annotations
 
 from attrib.methods.gradient import Cosine
+from attrib.methods.requirements import Requirements
+from attrib.store.kinds import REPRESENTATION
 
 
 class RepSim(Cosine):
     name = "repsim"
     summary = "cosine of the model's own pooled hidden states (a baseline: no gradients)"
-    representation = True
+    requires = Requirements(store=REPRESENTATION)

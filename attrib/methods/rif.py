@@ -18,7 +18,7 @@ from attrib.methods.base import Method
 
 def with_rif(cls: type[Method]) -> type[Method]:
     """`cls` with every training row's score divided by 1 - h_n."""
-    if not cls.uses_damping or cls.perturbed:
+    if cls.preconditioner in (None, "identity"):
         raise AttribError(
             f"--rif divides by the leverage under a method's kernel, and {cls.name} has none: "
             "use it with trak, trak-block, kfac, ekfac, dtrak or jtrak"
@@ -32,12 +32,8 @@ def with_rif(cls: type[Method]) -> type[Method]:
         ensembles = False  # a leverage is one model's
         rif = True
 
-        def leverage(self, phi):
-            h = (self._apply(phi) * phi).sum(1)
-            return h / self.store.num_examples if self.needs_factors else h
-
         def _rescale(self, phi):
-            return 1.0 / (1.0 - self.leverage(phi.float())).clamp(min=1e-6)
+            return 1.0 / (1.0 - self.kernel.leverage(phi.float())).clamp(min=1e-6)
 
         def train_scale(self, phi, scalars):
             base = super().train_scale(phi, scalars)

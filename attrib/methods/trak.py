@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from attrib.methods.base import Method, scalar, weighted
+from attrib.methods.requirements import Requirements
 
 
 class Trak(Method):
@@ -12,37 +13,13 @@ class Trak(Method):
     summary = (
         "g_q^T (Phi^T Phi + lambda I)^-1 g_n Q_n, one global kernel (LoGra on factored features)"
     )
-    train_output = "margin"
-    uses_damping = True
-    kernel_kind = "global"
-    default_damping = 1.0
-    calibrated = True
+    requires = Requirements(train_output="margin")
     # On an ensemble store the global kernel is each member's own (TRAK over several models:
     # the sum of each model's TRAK scores), never one across members.
+    preconditioner = "gram-global"
+    default_damping = 1.0
+    calibrated = True
     ensembles = True
-
-    @property
-    def _kind(self) -> str:
-        return "member" if self.kernel_kind == "global" and self._members else self.kernel_kind
-
-    def prepare(self):
-        import attrib.methods.kernels as kernels
-
-        self.eigens = kernels.eigen(self.store, self._kind)
-        self._slices = kernels.kernel_slices(self.store, self._kind)
-        return self
-
-    def kernel_bytes(self):
-        import attrib.methods.kernels as kernels
-
-        return kernels.kernel_bytes(self.store, self._kind)
-
-    def _apply(self, x):
-        import attrib.methods.kernels as kernels
-
-        if self._kind == "global":
-            return self.eigens[0].apply_inverse(x, self.damping)
-        return kernels.apply_block_inverse(self.eigens, x, self._slices, self.damping)
 
     def query_vectors(self, g, weights):
         return self._apply(weighted(g, weights))
@@ -86,14 +63,14 @@ class Trak(Method):
 class TrakBlock(Trak):
     name = "trak-block"
     summary = "TRAK with one kernel per module (block-diagonal), damped per block"
-    kernel_kind = "block"
+    preconditioner = "gram-block"
     default_damping = 0.1
 
 
 class DTrak(Trak):
     name = "dtrak"
     summary = "D-TRAK: TRAK on gradients of L_square = mean ||eps_theta||^2 (diffusion)"
-    train_output = "square"
+    requires = Requirements(train_output="square")
 
 
 class JourneyTrak(Trak):
@@ -102,8 +79,8 @@ class JourneyTrak(Trak):
         "Journey-TRAK (adapted): query gradients along its sampling trajectory, "
         "training side as TRAK (diffusion)"
     )
-    train_output = "loss"  # L_simple on the training side
-    query_output = "journey"
+    # L_simple on the training side, the sampling trajectory's on the query side
+    requires = Requirements(train_output="loss", query_output="journey")
     ensembles = False  # not measured on ensembles of trajectories
 
 
@@ -116,7 +93,7 @@ class Das(Trak):
 
     name = "das"
     summary = "DAS: leverage-corrected, residual-scaled TRAK on DAS features, squared (diffusion)"
-    train_output = "das"
+    requires = Requirements(train_output="das")
     linear = False
     scale_reads_features = True
     ensembles = False  # squared per model: the ensemble's would be a sum of squares

@@ -35,6 +35,7 @@ def write_output_store(path: Path, source: Store, values: np.ndarray, options, m
     }
     settings.update(
         {
+            "kind": PERTURBED,
             "output_function": f"perturbed-{options.recorded}",
             "projection": {
                 "kind": PERTURBED,

@@ -122,7 +122,7 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
                 "--rescore re-scores whole queries' candidates from a pass over the store: "
                 "drop --per-token, --index, --self and --rif"
             )
-        if method_class(self.method).lexical:
+        if method_class(self.method).requires.reads_words:
             given = {
                 "--weights": self.weights, "--per-token": self.per_token,
                 "--self": self.self_influence, "--index": self.index, "--rif": self.rif,

@@ -32,8 +32,8 @@ def check_rescorable(method: Method, store: Store) -> None:
     from attrib.store.ensemble import is_ensemble
     from attrib.store.kinds import is_perturbed
 
-    kinds = [n for n in method_names() if method_class(n).exact_kind is not None]
-    if method.exact_kind is None:
+    kinds = [n for n in method_names() if method_class(n).exact_preconditioner() is not None]
+    if method.exact_preconditioner() is None:
         raise AttribError(
             f"--rescore needs a method whose exact form attrib can fit without storing every "
             f"row's full gradient ({', '.join(kinds)}); {method.name} cannot: drop --rescore"
@@ -61,8 +61,9 @@ class ExactScorer:
         check_rescorable(method, store)
         side = ExactGradients(store, device, trust_remote_code)
         blocks = None
-        if method.exact_kind in ("kfac", "ekfac"):
-            corrected = method.exact_kind == "ekfac"
+        kind = method.exact_preconditioner()
+        if kind in ("kfac", "ekfac"):
+            corrected = kind == "ekfac"
             blocks = exact_kronecker(
                 store, device, corrected, batch_size, trust_remote_code, progress
             )

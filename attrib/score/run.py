@@ -17,6 +17,7 @@ from attrib.score import contrasts, queries
 from attrib.score import stream as scoring
 from attrib.score.options import DEFAULT_TOP, ScoreOptions
 from attrib.store import Store
+from attrib.store.kinds import PERTURBED
 from attrib.tasks import task_class, task_names
 
 # upward: scoring applies learned weights; their file format lives with learn-weights,
@@ -51,9 +52,10 @@ class _Scored:
 
 
 def _warn_output_mismatch(store: Store, method: str) -> None:
-    if store.settings["task"] not in task_names() or method_class(method).perturbed:
+    needs = method_class(method).requires
+    if store.settings["task"] not in task_names() or needs.store == PERTURBED:
         return  # features written by other means (`store.arrays`, `attrib perturb`)
-    wanted = method_class(method).train_output
+    wanted = needs.train_output
     if wanted not in task_class(store.settings["task"]).output_functions:
         wanted = "loss"  # the task has no such output function: its methods use the loss
     have = store.settings["output_function"]
@@ -109,7 +111,7 @@ def _scored(request: ScoreOptions, runtime) -> _Scored:
     count = 0 if request.self_influence else len(values)
     if query_store is not None:
         count = query_store.num_examples
-    if method.lexical:  # BM25: the rows' words, no features (score/lexical.py)
+    if method.requires.reads_words:  # BM25: the rows' words, no features (score/lexical.py)
         if runtime.is_main:
             chosen, top, contrast = _lexical(request, store, query_store, values)
             _ranked(request, store, query_store, chosen, top, scored, contrast)

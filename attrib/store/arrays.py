@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from attrib.store import shards
+from attrib.store.kinds import GRADIENTS
 from attrib.store.manifest import shard_ranges
 from attrib.store.module_spec import ModuleSpec
 from attrib.store.writer import StoreWriter
@@ -62,6 +63,7 @@ def write_generated(
         for n in names
     ]
     base = {
+        "kind": GRADIENTS,
         "model": {"source": "arrays", "fingerprint": "arrays", "adapter": None, "dtype": "float32"},
         "task": "arrays",
         "task_options": {"columns": {}},

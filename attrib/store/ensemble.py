@@ -134,7 +134,15 @@ def merge(
     identity = json.dumps([(m["model"]["fingerprint"], m["weight"]) for m in members])
     settings = {
         key: first.settings[key]
-        for key in ("task", "task_options", "dataset", "output_function", "projection", "factors")
+        for key in (
+            "kind",
+            "task",
+            "task_options",
+            "dataset",
+            "output_function",
+            "projection",
+            "factors",
+        )
         if key in first.settings
     }
     settings["model"] = {

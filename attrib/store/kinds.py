@@ -1,21 +1,27 @@
-"""What a store holds, read from its settings: gradient features (the default), the outputs
-of perturbed copies (`attrib perturb`) or the model's pooled hidden states (`featurize
---method repsim`), so every layer can tell them apart."""
+"""What a store holds: gradient features (the default), the outputs of perturbed copies
+(`attrib perturb`) or the model's pooled hidden states (`featurize --method repsim`). Recorded
+as the manifest's `kind`; stores written before it was recorded tell it by their projection's
+kind. Every layer asks here, so no one else reads the manifest for it."""
 
 from __future__ import annotations
 
-# The projection kinds recorded by stores that hold no projected gradients.
+GRADIENTS = "gradients"
 PERTURBED = "perturbed"
 REPRESENTATION = "representation"
+KINDS = (GRADIENTS, REPRESENTATION, PERTURBED)
 
 
-def _kind(store) -> str | None:
-    return (store.settings.get("projection") or {}).get("kind")
+def store_kind(store) -> str:
+    settings = store.settings
+    if settings.get("kind") in KINDS:
+        return settings["kind"]
+    projected = (settings.get("projection") or {}).get("kind")
+    return projected if projected in (PERTURBED, REPRESENTATION) else GRADIENTS
 
 
 def is_perturbed(store) -> bool:
-    return _kind(store) == PERTURBED
+    return store_kind(store) == PERTURBED
 
 
 def is_representation(store) -> bool:
-    return _kind(store) == REPRESENTATION
+    return store_kind(store) == REPRESENTATION

@@ -111,7 +111,7 @@ class Task(ABC):
         """The output function featurize uses for a method: its query-side function when the
         data provides it (Journey-TRAK's trajectories), else its training-side one, else the
         loss (a margin asked of a language model)."""
-        for wanted in (method.query_side_output(), method.train_output):
+        for wanted in (method.requires.query_side_output, method.requires.train_output):
             if wanted in self.available_outputs(columns):
                 return wanted
         return "loss"

@@ -1,0 +1,122 @@
+"""The preconditioners side by side on a fine-tuning task's same-run ground truth.
+
+    python benchmarks/preconditioners.py [--task pydoc-finetune] [--queries 64] [--subsets 64]
+
+benchmarks/magic.py's task (its recorded run and same-run ground truths, the same files
+magic.py and baselines.py use, made here when missing). Each method with the store featurize
+makes for it at the default projection (p = 16) and its default damping, unweighted and with
+weights learned by `learn-weights` with its defaults on the task's weight-learning rows (never
+the evaluation queries): tracin (no curvature), trak-block (Gram per module, the CLI's
+default), kfac and ekfac (featurize's Kronecker factors), shampoo (eigenvalue-corrected
+Shampoo from the stored features alone: it reads the default store). Through the options
+objects the CLI is built from. LDS % (95% CI with the subsets' luck) at keep 0.5 and 0.95, and
+the kernel's fit time. Tables: stdout and benchmarks/results/preconditioners-TASK.md (+ .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from magic import build, publish, record_run, same_run_truth, store  # noqa: E402
+
+from attrib.evaluate.options import LdsOptions  # noqa: E402
+from attrib.evaluate.run import run_lds  # noqa: E402
+from attrib.methods import get_method  # noqa: E402
+from attrib.store import Store  # noqa: E402
+from attrib.weights.options import LearnOptions  # noqa: E402
+from attrib.weights.run import run_learn  # noqa: E402
+
+# method -> the featurize method of its store (shampoo needs no factors: the default store)
+STORES = {
+    "tracin": "trak",
+    "trak-block": "trak",
+    "kfac": "ekfac",
+    "ekfac": "ekfac",
+    "shampoo": "trak",
+}
+
+
+def fit_seconds(train: Path, method: str) -> float:
+    """The kernel's fit from an empty cache (then left cached for the LDS runs)."""
+    shutil.rmtree(train / "cache", ignore_errors=True)
+    start = time.perf_counter()
+    get_method(method, Store(train)).prepare()
+    return time.perf_counter() - start
+
+
+def run(args) -> dict:
+    root, task = build(args.task)
+    run_dir, _ = record_run(root, task)
+    data = task["data"]
+    default = STORES["trak-block"]
+    truths = {
+        keep: same_run_truth(
+            root, run_dir, store(root, run_dir, data["train"], default, "train"),
+            store(root, run_dir, data["eval"], default, "eval", args.queries), args.subsets, keep,
+        )
+        for keep in (0.5, 0.95)
+    }  # fmt: skip
+    rows = []
+    for method, kind in STORES.items():
+        train = store(root, run_dir, data["train"], kind, "train")
+        queries = store(root, run_dir, data["eval"], kind, "eval", args.queries)
+        learn = store(root, run_dir, data["learn"], kind, "learn")
+        seconds = fit_seconds(train, method)
+        weights = root / f"weights-{method}.safetensors"
+        if not weights.exists():
+            run_learn(LearnOptions(train=train, queries=learn, out=weights, method=method))
+        cells = {}
+        for keep in (0.5, 0.95):
+            found = run_lds(
+                LdsOptions(train=train, queries=queries, groundtruth=truths[keep],
+                           methods=(method,), weights=("none", str(weights)), device="cpu")
+            )  # fmt: skip
+            for row in found:
+                label = "none" if row["weights"] in (None, "none") else "weights"
+                cells[f"{keep:g} {label}"] = {
+                    "lds": 100 * row["lds"],
+                    "ci": 100 * row["ci_subsets"],
+                }
+        rows.append({"method": method, "store": kind, "fit_seconds": seconds, **cells})
+        print(method, cells, flush=True)
+    return {"task": args.task, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    columns = ["0.5 none", "0.5 weights", "0.95 none", "0.95 weights"]
+    lines = [
+        f"Preconditioners on {result['task']} (same-run ground truth, p = 16, default damping; "
+        "LDS % ± CI with the subsets' luck)",
+        "",
+        "| method | store | keep 0.5 | weighted | keep 0.95 | weighted | kernel fit (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        cells = [f"{row[c]['lds']:.1f} ± {row[c]['ci']:.1f}" for c in columns]
+        lines.append(
+            f"| {row['method']} | {row['store']} | " + " | ".join(cells)
+            + f" | {row['fit_seconds']:.1f} |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="pydoc-finetune")
+    parser.add_argument("--queries", type=int, default=64)
+    parser.add_argument("--subsets", type=int, default=64)
+    args = parser.parse_args()
+    result = run(args)
+    text = markdown(result)
+    print(text)
+    publish(f"preconditioners-{args.task}", text, [result])
+
+
+if __name__ == "__main__":
+    main()
