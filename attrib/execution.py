@@ -117,12 +117,13 @@ class Execution:
         self.runtime.barrier()
         return value if self.runtime.is_main else fit()
 
-    def claim_merge(self, units: Path, out: Path | None) -> bool:
+    def claim_merge(self, units: Path, out: Path | None, merged: Callable[[], bool] | None = None):
         """Whether this writer merges the finished units in `units` into `out`. Within one
         launch the main process always does; of an array job's tasks that find every unit
         done, exactly one: the first to take the folder's merge lock (held until `finish`, or
-        the process's end), and only while `out` is older than the units (a task that
-        finishes after another merged finds nothing to do). No two processes write `out`."""
+        the process's end), and only while `out` is older than the units, or `merged()` is
+        false (a task that finishes after another merged finds nothing to do). No two
+        processes write `out`."""
         if self.array.count == 1:
             return True
         fd = os.open(Path(units) / MERGE_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -132,12 +133,14 @@ class Execution:
             os.close(fd)
             log.info(f"another array task is merging {units}; this one has nothing left to do")
             return False
-        if out is not None and _newer_than_units(Path(out), Path(units)):
+        done = (
+            merged()
+            if merged is not None
+            else out is not None and _newer_than_units(Path(out), Path(units))
+        )
+        if done:
             os.close(fd)
-            log.info(
-                f"{out} was merged by another array task; delete it to merge again, or run "
-                "without --shard"
-            )
+            log.info(f"{out or units} was merged by another array task; nothing left to do")
             return False
         self._merge_lock = fd
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
+from attrib.execution import ArrayTask
 from attrib.hub import check_data_source, check_source
 from attrib.methods import method_class, method_names
 from attrib.option_groups import OnDevice, TaskColumns
@@ -98,6 +99,12 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
         help="Shard the model's parameters over the launch's processes (FSDP2), for a model "
         "larger than one device; the store is the one an unsharded run writes.",
     )
+    shard: str = option(
+        "0/1",
+        help="This array job's share i/n of the shards, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (the last job to finish writes the "
+        "manifest).",
+    )
     overwrite: bool = option(False, help="Replace an existing store at --out.")
     trust_remote_code: bool = option(
         False, help="Allow model code from the hub to run (off unless you pass this)."
@@ -117,6 +124,11 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
         if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
             raise AttribError(
                 f"--proj-dim must be a positive integer or 'full', not {self.proj_dim!r}"
+            )
+        if ArrayTask.parse(self.shard).count > 1 and self.overwrite:
+            raise AttribError(
+                "--overwrite replaces a store in one launch; an array job's tasks share --out: "
+                "remove the old store first, or drop --shard"
             )
         if self.no_gradients and (self.modules or self.exclude):
             raise AttribError("--no-gradients selects no modules: drop --modules/--exclude")

@@ -11,7 +11,7 @@ import torch
 from attrib import distributed, log
 from attrib.data import batches, dataset_info, open_dataset, undecoded
 from attrib.errors import AttribError
-from attrib.execution import Execution
+from attrib.execution import ArrayTask, Execution
 from attrib.featurize.modules import select_modules
 from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.representation import RepresentationFeaturizer, featurizer_for
@@ -20,6 +20,7 @@ from attrib.progress import progress_bar
 from attrib.store import shards
 from attrib.store.factors import save_factors, shard_factor_path
 from attrib.store.kinds import GRADIENTS, REPRESENTATION
+from attrib.store.lock import unlock_store
 from attrib.store.writer import ShardRecord, StoreWriter
 from attrib.tasks.loading import DTYPES, load_task
 
@@ -65,7 +66,8 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
     )  # fmt: skip
 
     settings = store_settings(config, task, featurizer, data_record, num_examples)
-    execution = Execution(runtime)
+    execution = Execution(runtime, ArrayTask.parse(config.shard))
+    array = execution.array.count > 1
     execution.agree(settings, "settings (model, data or options)")
     modules = [(m["spec"]["name"], m["feature_dim"]) for m in settings["modules"]]
     schema = shards.schema(modules, settings["scalars"], config.store_dtype)
@@ -78,22 +80,37 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
         return config.out
     runtime.barrier()
     if runtime.is_main:
-        writer.create()
+        writer.create(shared=array)
     runtime.barrier()
     try:
         records = _write_my_shards(config, execution, writer, featurizer, dataset)
-        writer.report(runtime.rank, records)
+        writer.report(execution.worker, records)
         runtime.barrier()
-        if runtime.is_main:
-            writer.finish(runtime.world_size)
+        finished = runtime.is_main and _merge(writer, execution, array)
         runtime.barrier()
     except AttribError:
-        if runtime.world_size == 1:
+        if runtime.world_size == 1 and not array:
             writer.discard()
         raise
-    log.info(f"wrote {num_examples} examples x {len(modules)} modules to {config.out}")
-    runtime.finish()
+    if finished:
+        log.info(f"wrote {num_examples} examples x {len(modules)} modules to {config.out}")
+    execution.finish()
     return config.out
+
+
+def _merge(writer: StoreWriter, execution: Execution, array: bool) -> bool:
+    """The main process writes the final manifest; under an array job, only the task that
+    finds every shard written (and takes the merge) does: the others leave it to the last."""
+    records = writer.merged_records(execution.workers, array)
+    if records is None:
+        log.info(f"this task's shards are in {writer.path}; the array's other tasks write the rest")
+        unlock_store(writer.path)
+        return False
+    if array and not execution.claim_merge(writer.path, None, merged=writer.is_complete):
+        unlock_store(writer.path)
+        return False
+    writer.finish(records, execution.workers, execution.record())
+    return True
 
 
 def store_settings(config, task, featurizer, data_record, num_examples) -> dict:

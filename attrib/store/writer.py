@@ -1,9 +1,11 @@
 """Creating, resuming and finishing a store, from one process or several.
 
-Shard boundaries are a pure function of (example count, shard size), and rank r of W writes
-shards r, r+W, r+2W, ...: so a resumed or multi-process run writes exactly the shards, rows and
-values of an uninterrupted single-process run. Each rank lists what it wrote in a small
-`.rank-R.json`; rank 0 merges those into the manifest once, at the end.
+Shard boundaries are a pure function of (example count, shard size), and worker w of W (a
+process of a launch, within a task of an array job) writes shards w, w+W, w+2W, ...: so a
+resumed or multi-process run writes exactly the shards, rows and values of an uninterrupted
+single-process run. Each worker lists what it wrote in a small `.rank-W.json`; the main
+process merges those into the manifest once, at the end. Under an array job the tasks share
+the folder (a shared lock each) and the task that finds every shard written merges.
 """
 
 from __future__ import annotations
@@ -122,9 +124,10 @@ class StoreWriter:
                 return False
         return True
 
-    def create(self) -> None:
-        """Rank 0 only: make the folder (whole: shards/ and the first manifest appear at once,
-        so a kill leaves no folder that no run accepts) and take the write lock."""
+    def create(self, shared: bool = False) -> None:
+        """Main process only: make the folder (whole: shards/ and the first manifest appear at
+        once, so a kill leaves no folder that no run accepts) and take the write lock; `shared`
+        (an array job's tasks): another task may have made it, and the lock is shared."""
         if self.created:
             tmp = temporary_dir(self.path)
             try:
@@ -132,10 +135,10 @@ class StoreWriter:
                 write_json_atomic(tmp / MANIFEST, self._manifest(complete=False, shards=[]))
                 if self.path.is_dir() and not any(self.path.iterdir()):
                     self.path.rmdir()
-                _rename_into_place(tmp, self.path, self.target)
+                _rename_into_place(tmp, self.path, self.target, shared and self._same_settings)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename
-        lock_store(self.path, exclusive=True)
+        lock_store(self.path, exclusive=not shared)
         self.locked = True
         if self.known:  # a complete store failed its checksums (check()): mark it incomplete
             write_json_atomic(self.path / MANIFEST, self._manifest(complete=False, shards=[]))
@@ -167,25 +170,53 @@ class StoreWriter:
         path = self.shard_path(start, end)
         return ShardRecord(path.name, start, end, shards.write_atomic(path, data))
 
-    # -- after the work ----------------------------------------------------------------------
-    def report(self, rank: int, records: list[ShardRecord]) -> None:
-        write_json_atomic(self._rank_file(rank), {"shards": [asdict(r) for r in records]})
+    def _same_settings(self) -> bool:
+        """The folder another array task made holds a store with these settings."""
+        found = read_json(self.target / MANIFEST) if (self.target / MANIFEST).is_file() else {}
+        return not settings_diff(found.get("settings", {}), self.settings)
 
-    def finish(self, world_size: int) -> None:
-        """Rank 0 only: merge the ranks' reports into the final manifest."""
+    # -- after the work ----------------------------------------------------------------------
+    def report(self, worker: int, records: list[ShardRecord]) -> None:
+        write_json_atomic(self._rank_file(worker), {"shards": [asdict(r) for r in records]})
+
+    def merged_records(self, workers: int, array: bool) -> list[dict] | None:
+        """Every shard's record, from the workers' reports. Under an array job (`array`) a
+        shard another task wrote and has not reported yet is read back and checked; None
+        while shards are missing (the other tasks write them)."""
         records = []
-        for rank in range(world_size):
-            records += read_json(self._rank_file(rank))["shards"]
+        for worker in range(workers):
+            path = self._rank_file(worker)
+            if path.is_file() or not array:
+                records += read_json(path)["shards"]
+        if array:
+            seen = {(r["start"], r["end"]) for r in records}
+            for start, end in self.ranges():
+                if (start, end) not in seen:
+                    if not self.shard_path(start, end).exists():
+                        return None  # (its writer's temporary is left alone: it may be live)
+                    record = self.resumable(start, end)
+                    if record is None:
+                        return None
+                    records.append(asdict(record))
         records.sort(key=lambda r: r["start"])
-        expected = shard_ranges(self.settings["num_examples"], self.settings["shard_size"])
-        if [(r["start"], r["end"]) for r in records] != expected:
-            raise RuntimeError("the ranks' shards do not cover the dataset exactly once")
+        if [(r["start"], r["end"]) for r in records] != self.ranges():
+            raise RuntimeError("the workers' shards do not cover the dataset exactly once")
+        return records
+
+    def is_complete(self) -> bool:
+        return bool(read_json(self.path / MANIFEST).get("complete"))
+
+    def finish(self, records: list[dict], workers: int, made_by: dict) -> None:
+        """Main process only: the final manifest from every shard's record."""
         manifest = self._manifest(complete=True, shards=records)
-        manifest["world_size"] = world_size
+        manifest["world_size"] = made_by["processes"]
+        if "array_tasks" in made_by:
+            manifest["array_tasks"] = made_by["array_tasks"]
         write_json_atomic(self.path / MANIFEST, manifest)
-        for rank in range(world_size):
-            self._rank_file(rank).unlink(missing_ok=True)
-        self._clean_temporaries()
+        for worker in range(workers):
+            self._rank_file(worker).unlink(missing_ok=True)
+        if "array_tasks" not in made_by:  # an array's other tasks may still be writing theirs
+            self._clean_temporaries()
         unlock_store(self.path)
         if self.path != self.target:
             replace.swap_in(self.target, self.path)
@@ -233,8 +264,12 @@ def _absent_or_empty(folder: Path) -> bool:
     return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
 
 
-def _rename_into_place(tmp: Path, path: Path, target: Path) -> None:
+def _rename_into_place(tmp: Path, path: Path, target: Path, shared=None) -> None:
+    """`shared`: a check that the folder another run made meanwhile is the same store (an
+    array job's other task), which this run then writes into too."""
     try:
         os.rename(tmp, path)  # fails if another run made the folder meanwhile
     except OSError:
+        if shared and shared():
+            return
         raise AttribError(f"--out {target} was created by another run at the same time") from None
