@@ -8,7 +8,7 @@ makes for it at the default projection (p = 16) and its default damping, unweigh
 weights learned by `learn-weights` with its defaults on the task's weight-learning rows (never
 the evaluation queries): tracin (no curvature), trak-block (Gram per module, the CLI's
 default), kfac and ekfac (featurize's Kronecker factors), shampoo (eigenvalue-corrected
-Shampoo from the stored features alone: it reads the default store). Through the options
+Shampoo from the stored loss gradients alone, no factors). Through the options
 objects the CLI is built from. LDS % (95% CI with the subsets' luck) at keep 0.5 and 0.95, and
 the kernel's fit time. Tables: stdout and benchmarks/results/preconditioners-TASK.md (+ .json).
 """
@@ -32,13 +32,15 @@ from attrib.store import Store  # noqa: E402
 from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
 
-# method -> the featurize method of its store (shampoo needs no factors: the default store)
+# method -> the featurize method of its store (trak's is the default store: margin gradients
+# for a classifier, the loss's for a language model; shampoo's holds loss gradients and no
+# factors)
 STORES = {
     "tracin": "trak",
     "trak-block": "trak",
     "kfac": "ekfac",
     "ekfac": "ekfac",
-    "shampoo": "trak",
+    "shampoo": "shampoo",
 }
 
 

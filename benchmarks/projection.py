@@ -33,7 +33,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def store(task, role: str, method: str, dim, kind: str) -> tuple[Path, float]:
-    output = "trak" if method_class(method).train_output == "margin" else "tracin"
+    output = "trak" if method_class(method).requires.train_output == "margin" else "tracin"
     out = task.root / "projection" / f"{role}-{output}-{kind}-p{dim}"
     if (out / "manifest.json").exists():
         return out, 0.0

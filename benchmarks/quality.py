@@ -35,12 +35,13 @@ from attrib.score.run import weight_vector  # noqa: E402
 from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
 
-METHODS = ("tracin", "cosine", "trak", "trak-block", "kfac", "ekfac", "repsim", "bm25")
+METHODS = ("tracin", "cosine", "trak", "trak-block", "kfac", "ekfac", "shampoo", "repsim", "bm25")
 BASELINES = ("repsim", "bm25")  # measured alone: no groups to weight
 # A similarity's self-score is 1 for every row: self-influence ranks nothing.
 SELF_INFLUENCE_METHODS = tuple(m for m in METHODS if m not in BASELINES)
 FEATURES = {
     "repsim": "repsim",  # the model's own hidden states (the baseline)
+    "shampoo": "shampoo",  # loss gradients, no factors
     "tracin": "tracin",
     "cosine": "tracin",
     "trak": "trak",
@@ -92,11 +93,11 @@ def learn(task, method, k, role="learn"):
     return out
 
 
-def quality_rows(name, subsets, k_grid):
+def quality_rows(name, subsets, k_grid, methods=METHODS):
     task = TASKS[name]()
     truth = task.groundtruth(subsets)
     rows = []
-    for method in METHODS:
+    for method in methods:
         if method == "bm25" and _store(task, "train", "tracin").settings["task"] != "causal-lm":
             continue  # words: text tasks only
         if method in BASELINES:
@@ -183,6 +184,19 @@ def mislabel_rows(seed=0):
     return rows
 
 
+def _with_earlier_rows(rows):
+    """Rows not measured by this run (--methods, --tasks) kept from the last results, in the
+    table's order (task, then METHODS)."""
+    earlier = RESULTS / "quality.json"
+    if not earlier.is_file():
+        return rows
+    fresh = {(r["task"], r["method"]) for r in rows}
+    kept = [r for r in json.loads(earlier.read_text())["rows"]
+            if (r["task"], r["method"]) not in fresh]  # fmt: skip
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(kept + rows, key=lambda r: (r["task"], order.get(r["method"], 99)))
+
+
 def pct(pair) -> str:
     if pair is None:
         return "-"
@@ -222,11 +236,18 @@ def main():
     parser.add_argument("--subsets", type=int, default=50)
     parser.add_argument("--k-grid", default="5,10,20,50")
     parser.add_argument("--no-mislabel", action="store_true")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS),
+        help="measure these; the other rows are kept from the last run that measured them",
+    )  # fmt: skip
     args = parser.parse_args()
     log.set_quiet(True)
     start = time.time()
     k_grid = [int(k) for k in args.k_grid.split(",")]
-    rows = [r for name in args.tasks.split(",") for r in quality_rows(name, args.subsets, k_grid)]
+    methods = args.methods.split(",")
+    tasks = args.tasks.split(",")
+    rows = [r for name in tasks for r in quality_rows(name, args.subsets, k_grid, methods)]
+    rows = _with_earlier_rows(rows)
     mislabel = [] if args.no_mislabel else mislabel_rows()
     table = Table(title=f"LDS (%) ± 95% CI, {args.subsets} retrained models per task")
     for column in (

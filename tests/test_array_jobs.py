@@ -63,3 +63,16 @@ def test_an_array_task_cannot_overwrite(tmp_path, resnet_dir, image_data):
                               "--overwrite")  # fmt: skip
     assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_an_array_tasks_shards_resume_under_one_process(tmp_path, resnet_dir, image_data):
+    one = tmp_path / "one"
+    assert _featurize(resnet_dir, image_data, one)[0] == 0
+    out = tmp_path / "resumed"
+    assert _featurize(resnet_dir, image_data, out, "--shard", "1/3")[0] == 0
+    code, _, err = _featurize(resnet_dir, image_data, out)  # the rest, then the manifest
+    assert code == 0 and "kept" in err
+    manifest = _manifest(out)
+    assert manifest["complete"] and manifest["world_size"] == 1 and "array_tasks" not in manifest
+    assert manifest["shards"] == _manifest(one)["shards"]
+    assert list(out.glob(".rank-*")) == []

@@ -109,7 +109,7 @@ def _merge(writer: StoreWriter, execution: Execution, array: bool) -> bool:
     if array and not execution.claim_merge(writer.path, None, merged=writer.is_complete):
         unlock_store(writer.path)
         return False
-    writer.finish(records, execution.workers, execution.record())
+    writer.finish(records, execution.record())
     return True
 
 

@@ -104,5 +104,5 @@ def write_generated(
         )
         records.append(writer.write_shard(start, end, data))
     writer.report(0, records)
-    writer.finish(writer.merged_records(1, array=False), 1, {"processes": 1})
+    writer.finish(writer.merged_records(1, array=False), {"processes": 1})
     return Path(path)

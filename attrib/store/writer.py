@@ -206,15 +206,15 @@ class StoreWriter:
     def is_complete(self) -> bool:
         return bool(read_json(self.path / MANIFEST).get("complete"))
 
-    def finish(self, records: list[dict], workers: int, made_by: dict) -> None:
+    def finish(self, records: list[dict], made_by: dict) -> None:
         """Main process only: the final manifest from every shard's record."""
         manifest = self._manifest(complete=True, shards=records)
         manifest["world_size"] = made_by["processes"]
         if "array_tasks" in made_by:
             manifest["array_tasks"] = made_by["array_tasks"]
         write_json_atomic(self.path / MANIFEST, manifest)
-        for worker in range(workers):
-            self._rank_file(worker).unlink(missing_ok=True)
+        for report in self.path.glob(".rank-*.json"):  # an earlier launch's too (resumed)
+            report.unlink(missing_ok=True)
         if "array_tasks" not in made_by:  # an array's other tasks may still be writing theirs
             self._clean_temporaries()
         unlock_store(self.path)
