@@ -28,6 +28,8 @@ from magic import build, publish, record_run, same_run_truth, store  # noqa: E40
 from attrib.evaluate.options import LdsOptions  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
 from attrib.methods import get_method  # noqa: E402
+from attrib.score.options import ScoreOptions  # noqa: E402
+from attrib.score.run import run_score  # noqa: E402
 from attrib.store import Store  # noqa: E402
 from attrib.weights.options import LearnOptions  # noqa: E402
 from attrib.weights.run import run_learn  # noqa: E402
@@ -87,7 +89,36 @@ def run(args) -> dict:
                 }
         rows.append({"method": method, "store": kind, "fit_seconds": seconds, **cells})
         print(method, cells, flush=True)
+    _paired_to_default(root, run_dir, data, args, truths, rows)
     return {"task": args.task, "rows": rows}
+
+
+def _paired_to_default(root, run_dir, data, args, truths, rows) -> None:
+    """Each method minus the default (unweighted), on the same resamples of queries and
+    subsets: its dense scores (`score --out`) evaluated beside the default's."""
+    train = store(root, run_dir, data["train"], STORES["trak-block"], "train")
+    queries = store(root, run_dir, data["eval"], STORES["trak-block"], "eval", args.queries)
+    scores = {}
+    for row in rows:
+        kind = STORES[row["method"]]
+        scores[row["method"]] = root / f"scores-{row['method']}.npy"
+        run_score(
+            ScoreOptions(train=store(root, run_dir, data["train"], kind, "train"),
+                         queries=store(root, run_dir, data["eval"], kind, "eval", args.queries),
+                         method=row["method"], out=scores[row["method"]], top=1, device="cpu",
+                         progress=False)
+        )  # fmt: skip
+    for keep in (0.5, 0.95):
+        found = run_lds(
+            LdsOptions(train=train, queries=queries, groundtruth=truths[keep],
+                       methods=("trak-block",), weights=("none",),
+                       scores=tuple(str(scores[r["method"]]) for r in rows), device="cpu")
+        )  # fmt: skip
+        for row, paired in zip(rows, found[1:]):
+            row[f"{keep:g} vs default"] = {
+                "lds": 100 * paired["vs_first"],
+                "ci": 100 * paired["vs_first_ci"],
+            }
 
 
 def markdown(result: dict) -> str:
@@ -96,11 +127,14 @@ def markdown(result: dict) -> str:
         f"Preconditioners on {result['task']} (same-run ground truth, p = 16, default damping; "
         "LDS % ± CI with the subsets' luck)",
         "",
-        "| method | store | keep 0.5 | weighted | keep 0.95 | weighted | kernel fit (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | store | keep 0.5 | weighted | minus trak-block (paired) | keep 0.95 "
+        "| weighted | minus trak-block (paired) | kernel fit (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         cells = [f"{row[c]['lds']:.1f} ± {row[c]['ci']:.1f}" for c in columns]
+        for at, column in ((2, "0.5 vs default"), (5, "0.95 vs default")):
+            cells.insert(at, f"{row[column]['lds']:+.1f} ± {row[column]['ci']:.1f}")
         lines.append(
             f"| {row['method']} | {row['store']} | " + " | ".join(cells)
             + f" | {row['fit_seconds']:.1f} |"
