@@ -44,7 +44,7 @@ def _score(store, queries, out, *extra):
     return [json.loads(line) for line in stdout.splitlines()]
 
 
-@pytest.mark.parametrize("method", ["ekfac", "kfac", "tracin"])
+@pytest.mark.parametrize("method", ["ekfac", "kfac", "shampoo", "tracin"])
 def test_rescoring_every_row_equals_the_method_on_exact_gradients(stores, method, tmp_path):
     root, made = stores
     exact_out, mixed_out = tmp_path / "exact.npy", tmp_path / "mixed.npy"

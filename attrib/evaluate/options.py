@@ -100,7 +100,7 @@ class LdsOptions(_Compared):
         0,
         help="Measure two-stage scoring as `score --rescore N` does it: each query's N "
         "candidates re-scored on exact gradients recomputed from the checkpoint (tracin, "
-        "kfac, ekfac). 0: off.",
+        "kfac, ekfac, shampoo). 0: off.",
     )
 
     def check(self) -> None:

@@ -4,9 +4,10 @@ A store keeps projected features; two-stage scoring (`score --rescore`) needs, f
 candidate rows and the queries, the gradients the projection summarized. They are recomputed
 here with the store's own settings (model, adapter, modules, output function, task options)
 by the code that featurized it, with the projection switched off, so a row's exact gradient
-is what `--proj-dim full` would have stored. Also fits the Kronecker factors in full space
-(two passes over the store's rows: K-FAC's A and S, then EK-FAC's eigenvalues in their
-eigenbasis), cached next to the store: nothing of size rows x parameters is ever kept.
+is what `--proj-dim full` would have stored. Also fits the Kronecker eigenbases in full space
+(two passes over the store's rows: K-FAC's A and S, or Shampoo's mean G G^T and G^T G of the
+exact per-example gradients; then EK-FAC's eigenvalues in that eigenbasis), cached next to
+the store: nothing of size rows x parameters is ever kept.
 """
 
 from __future__ import annotations
@@ -76,15 +77,16 @@ class ExactGradients:
 
 
 def exact_kronecker(
-    store: Store, device, corrected: bool, batch_size: int = 16, trust_remote_code=False,
+    store: Store, device, kind: str, batch_size: int = 16, trust_remote_code=False,
     progress: bool = True,
 ) -> list[KroneckerEigen]:  # fmt: skip
-    """Full-space K-FAC (or EK-FAC) eigenbases of the store's training rows, one per module:
-    computed on first use (one pass over the rows for K-FAC, two for EK-FAC) and cached."""
-    kind = "ekfac" if corrected else "kfac"
-    payload = json.dumps({"v": EXACT_VERSION, "kind": kind, "store": store.content_key()})
-    key = hashlib.sha256(payload.encode()).hexdigest()[:16]
-    path = store.path / CACHE_DIR / f"exact-{kind}-{key}.safetensors"
+    """Full-space eigenbases of the store's training rows, one per module, for `kind` kfac,
+    ekfac or shampoo: computed on first use (one pass over the rows for K-FAC, two for the
+    eigenvalue-corrected ones) and cached."""
+    if kind == "shampoo":
+        return _exact_shampoo(store, device, batch_size, trust_remote_code, progress)
+    corrected = kind == "ekfac"
+    path = _cache_path(store, kind)
     count = len(store.module_names)
     if path.exists():
         return load_blocks(path, count)
@@ -103,15 +105,50 @@ def exact_kronecker(
     return blocks
 
 
+def _cache_path(store: Store, kind: str):
+    payload = json.dumps({"v": EXACT_VERSION, "kind": kind, "store": store.content_key()})
+    key = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return store.path / CACHE_DIR / f"exact-{kind}-{key}.safetensors"
+
+
+def _exact_shampoo(store: Store, device, batch_size, trust_remote_code, progress):
+    """Eigenvalue-corrected Shampoo on the exact per-example gradients G_n: the eigenbases of
+    mean G G^T and mean G^T G (first pass), eigenvalues re-fit in them (second)."""
+    path = _cache_path(store, "shampoo")
+    if path.exists():
+        return load_blocks(path, len(store.module_names))
+    log.info(f"fitting the exact shampoo eigenbases of {store.path} (cached for later runs)")
+    side = ExactGradients(store, device, trust_remote_code)
+    left = [torch.zeros(s.d_out, s.d_out, dtype=torch.float64) for s in side.specs]
+    right = [torch.zeros(s.d_in, s.d_in, dtype=torch.float64) for s in side.specs]
+    count = store.num_examples
+    with progress_bar(progress) as bar:
+        task = bar.add_task("exact shampoo: second moments", total=count)
+        for chunk, batch in side.batches(range(count), batch_size):
+            for spec, lm, rm in zip(side.specs, left, right):
+                g = batch.features[spec.name].cpu().double().reshape(-1, spec.d_out, spec.d_in)
+                lm += torch.einsum("noi,npi->op", g, g)
+                rm += torch.einsum("noi,noj->ij", g, g)
+            bar.advance(task, len(chunk))
+    blocks = []
+    for lm, rm in zip(left, right):
+        q_out, q_in = torch.linalg.eigh(lm / count)[1], torch.linalg.eigh(rm / count)[1]
+        values = torch.zeros(len(q_out), len(q_in), dtype=torch.float64)
+        blocks.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+    _correct(side, blocks, batch_size, progress)
+    save_blocks(path, blocks)
+    return blocks
+
+
 def _correct(side: ExactGradients, blocks, batch_size: int, progress: bool) -> None:
-    """EK-FAC: each eigenvalue re-fit as the mean square of the exact per-example gradients
-    in the K-FAC eigenbasis (George et al. 2018), the second pass."""
-    for capture in side.featurizer.capture.captures:  # the factors are complete
+    """Each eigenvalue re-fit as the mean square of the exact per-example gradients in the
+    eigenbasis (EK-FAC, George et al. 2018; eigenvalue-corrected Shampoo), the second pass."""
+    for capture in side.featurizer.capture.captures:  # the factors are complete (if any)
         capture.factors = None
     sums = [torch.zeros_like(block.values) for block in blocks]
     count = side.store.num_examples
     with progress_bar(progress) as bar:
-        task = bar.add_task("exact ekfac: eigenvalues", total=count)
+        task = bar.add_task("exact: eigenvalues", total=count)
         for chunk, batch in side.batches(range(count), batch_size):
             for spec, block, total in zip(side.specs, blocks, sums):
                 g = batch.features[spec.name].cpu().reshape(-1, spec.d_out, spec.d_in)

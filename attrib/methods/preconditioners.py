@@ -161,7 +161,6 @@ class Shampoo(KFac):
 
     name = "shampoo"
     factors = False
-    exact = False  # --rescore fits K-FAC factors in full space, not these
 
     def __init__(self, store, damping):
         from attrib.errors import AttribError

@@ -51,7 +51,7 @@ class ExactScorer:
 
     side: ExactGradients
     method: Method
-    blocks: list | None  # full-space Kronecker eigenbases (kfac / ekfac), None for tracin
+    blocks: list | None  # full-space eigenbases (kfac / ekfac / shampoo), None for tracin
     module_weights: np.ndarray | None
     batch_size: int
 
@@ -62,11 +62,8 @@ class ExactScorer:
         side = ExactGradients(store, device, trust_remote_code)
         blocks = None
         kind = method.exact_preconditioner()
-        if kind in ("kfac", "ekfac"):
-            corrected = kind == "ekfac"
-            blocks = exact_kronecker(
-                store, device, corrected, batch_size, trust_remote_code, progress
-            )
+        if kind != "identity":  # a Kronecker eigenbasis: kfac, ekfac, shampoo
+            blocks = exact_kronecker(store, device, kind, batch_size, trust_remote_code, progress)
         return cls(side, method, blocks, module_weights, batch_size)
 
     def query_vectors(self, g: torch.Tensor) -> torch.Tensor:
