@@ -100,8 +100,9 @@ class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
         0,
         help="Two-stage scoring: re-score each query's N candidates (its N/2 highest and N/2 "
         "lowest projected scores) exactly, from gradients recomputed from the checkpoint "
-        "without projection (tracin, kfac, ekfac, shampoo; eigenbases fitted once over the training rows "
-        "and cached); the other rows' projected scores are put on the exact scale. 0: off.",
+        "without projection (tracin, kfac, ekfac, shampoo; eigenbases fitted once over the "
+        "training rows and cached); the other rows' projected scores are put on the exact "
+        "scale. 0: off.",
     )
     preview: bool = option(True, help="Show text snippets, labels, image paths.")
     device: str = device_option("scoring and for featurizing --query values")
