@@ -151,10 +151,6 @@ def _cell(row: dict) -> str:
     return f"{row['lds']:.1f} ± {row['ci']:.1f} / {row['tuned_lds']:.1f} ± {row['tuned_ci']:.1f}"
 
 
-def _cell(row: dict) -> str:
-    return f"{row['lds']:.1f} ± {row['ci']:.1f} / {row['tuned_lds']:.1f} ± {row['tuned_ci']:.1f}"
-
-
 def markdown(results: list[dict], dims: list) -> str:
     lines = []
     for result in results:
