@@ -12,13 +12,12 @@ luck) at keep 0.5 and 0.95. Tables: stdout and benchmarks/results/baselines-TASK
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from magic import build, publish, record_run, same_run_truth, store  # noqa: E402
+from magic import same_run_setup, store, task_main  # noqa: E402
 
 from attrib.evaluate.options import LdsOptions  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
@@ -29,18 +28,8 @@ STORES = {DEFAULT_METHOD: "trak", "repsim": "repsim", "bm25": "trak"}
 
 
 def run(args) -> dict:
-    root, task = build(args.task)
-    run_dir, _ = record_run(root, task)
-    data = task["data"]
+    root, run_dir, data, truths = same_run_setup(args.task, args.queries, args.subsets)
     rows = []
-    default = STORES[DEFAULT_METHOD]  # the ground truth's queries: magic.py's evaluation store
-    truths = {
-        keep: same_run_truth(
-            root, run_dir, store(root, run_dir, data["train"], default, "train"),
-            store(root, run_dir, data["eval"], default, "eval", args.queries), args.subsets, keep,
-        )
-        for keep in (0.5, 0.95)
-    }  # fmt: skip
     for method, kind in STORES.items():
         train = store(root, run_dir, data["train"], kind, "train")
         queries = store(root, run_dir, data["eval"], kind, "eval", args.queries)
@@ -72,17 +61,5 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="digits-finetune")
-    parser.add_argument("--queries", type=int, default=64)
-    parser.add_argument("--subsets", type=int, default=64)
-    args = parser.parse_args()
-    result = run(args)
-    text = markdown(result)
-    print(text)
-    publish(f"baselines-{args.task}", text, [result])
-
-
 if __name__ == "__main__":
-    main()
+    task_main("baselines", "digits-finetune", run, markdown)

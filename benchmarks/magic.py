@@ -208,6 +208,32 @@ def same_run_truth(root: Path, run: Path, train: Path, queries: Path, subsets: i
     return out
 
 
+def same_run_setup(name: str, queries: int, subsets: int, keeps=(0.5, 0.95)):
+    """(root, run, data, {keep: same-run ground truth}) of a fine-tuning task, its ground
+    truths on the default store's evaluation rows (the files run_task makes), made once."""
+    root, task = build(name)
+    run, _ = record_run(root, task)
+    data = task["data"]
+    train = store(root, run, data["train"], "trak", "train")
+    evaluation = store(root, run, data["eval"], "trak", "eval", queries)
+    truths = {k: same_run_truth(root, run, train, evaluation, subsets, k) for k in keeps}
+    return root, run, data, truths
+
+
+def task_main(stem: str, default_task: str, run, markdown) -> None:
+    """The command line of a benchmark over one fine-tuning task: `--task`, `--queries`,
+    `--subsets`; its table printed and published as STEM-TASK."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
+    parser.add_argument("--task", default=default_task)
+    parser.add_argument("--queries", type=int, default=64)
+    parser.add_argument("--subsets", type=int, default=64)
+    args = parser.parse_args()
+    result = run(args)
+    text = markdown(result)
+    print(text)
+    publish(f"{stem}-{args.task}", text, [result])
+
+
 def markdown(results: list[dict]) -> str:
     lines = []
     for result in results:

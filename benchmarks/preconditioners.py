@@ -15,7 +15,6 @@ the kernel's fit time. Tables: stdout and benchmarks/results/preconditioners-TAS
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from magic import build, publish, record_run, same_run_truth, store  # noqa: E402
+from magic import same_run_setup, store, task_main  # noqa: E402
 
 from attrib.evaluate.options import LdsOptions  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
@@ -55,17 +54,7 @@ def fit_seconds(train: Path, method: str) -> float:
 
 
 def run(args) -> dict:
-    root, task = build(args.task)
-    run_dir, _ = record_run(root, task)
-    data = task["data"]
-    default = STORES["trak-block"]
-    truths = {
-        keep: same_run_truth(
-            root, run_dir, store(root, run_dir, data["train"], default, "train"),
-            store(root, run_dir, data["eval"], default, "eval", args.queries), args.subsets, keep,
-        )
-        for keep in (0.5, 0.95)
-    }  # fmt: skip
+    root, run_dir, data, truths = same_run_setup(args.task, args.queries, args.subsets)
     rows = []
     for method, kind in STORES.items():
         train = store(root, run_dir, data["train"], kind, "train")
@@ -142,17 +131,5 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="pydoc-finetune")
-    parser.add_argument("--queries", type=int, default=64)
-    parser.add_argument("--subsets", type=int, default=64)
-    args = parser.parse_args()
-    result = run(args)
-    text = markdown(result)
-    print(text)
-    publish(f"preconditioners-{args.task}", text, [result])
-
-
 if __name__ == "__main__":
-    main()
+    task_main("preconditioners", "pydoc-finetune", run, markdown)
