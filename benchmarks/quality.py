@@ -197,6 +197,12 @@ def _with_earlier_rows(rows):
     return sorted(kept + rows, key=lambda r: (r["task"], order.get(r["method"], 99)))
 
 
+def _earlier_mislabel() -> list:
+    """--no-mislabel: the last run's mislabeled-data rows, kept in the results."""
+    earlier = RESULTS / "quality.json"
+    return json.loads(earlier.read_text()).get("mislabel", []) if earlier.is_file() else []
+
+
 def pct(pair) -> str:
     if pair is None:
         return "-"
@@ -248,7 +254,7 @@ def main():
     tasks = args.tasks.split(",")
     rows = [r for name in tasks for r in quality_rows(name, args.subsets, k_grid, methods)]
     rows = _with_earlier_rows(rows)
-    mislabel = [] if args.no_mislabel else mislabel_rows()
+    mislabel = _earlier_mislabel() if args.no_mislabel else mislabel_rows()
     table = Table(title=f"LDS (%) ± 95% CI, {args.subsets} retrained models per task")
     for column in (
         "task",
