@@ -86,3 +86,18 @@ def test_bad_options(stores, tmp_path):
     _assert_one_line_error(code, err, ".npy")
     code, _, err = run_cli("score", "--train", stores[0].path, "--self", "--lambda", "-1")
     _assert_one_line_error(code, err, "--lambda")
+
+
+def test_diffusion_methods_on_a_classifier_are_refused_in_one_line(tmp_path, stores):
+    """DAS and D-TRAK are defined on a diffusion model's outputs: featurize refuses them for
+    other models (it used to fall back to the loss), and DAS on a store without its residual
+    column is refused (it was a KeyError traceback)."""
+    for method in ("das", "dtrak"):
+        out = tmp_path / method
+        code, _, err = run_cli("featurize", "--model", stores[0].settings["model"]["source"],
+                               "--data", stores[0].settings["dataset"]["source"], "--out", out,
+                               "--method", method, "--device", "cpu")  # fmt: skip
+        _assert_one_line_error(code, err, f"--method {method} is defined on")
+        assert not out.exists()
+    code, _, err = run_cli("score", "--train", stores[0].path, "--self", "--method", "das")
+    _assert_one_line_error(code, err, "residual", "featurize with --method das")

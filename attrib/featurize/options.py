@@ -101,9 +101,8 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
     )
     shard: str = option(
         "0/1",
-        help="This array job's share i/n of the shards, e.g. "
-        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (the last job to finish writes the "
-        "manifest).",
+        help="i/n: this job's share of the shards when an array job's tasks share --out (on "
+        "SLURM, the array task's id and count); the last to finish writes the manifest.",
     )
     overwrite: bool = option(False, help="Replace an existing store at --out.")
     trust_remote_code: bool = option(

@@ -77,6 +77,12 @@ class Method(ABC):
         self.store, self.damping = store, damping
         self.slices = store.layout.slices
         self._check_store_kind(store)
+        missing = [s for s in self.requires.scalars if s not in store.settings.get("scalars", ())]
+        if missing:
+            raise AttribError(
+                f"--method {self.name} reads each row's {missing[0]}, which {store.path} does "
+                f"not hold: featurize with --method {self.name} (on a model that defines it)"
+            )
         kind = PRECONDITIONERS.get(self.preconditioner)
         self.kernel: Preconditioner | None = kind(store, damping) if kind else None
         if self.requires.factors and not store.settings.get("factors"):

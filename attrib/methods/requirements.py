@@ -22,6 +22,11 @@ class Requirements:
     query_output: str | None = None
     factors: bool = False  # featurize accumulates Kronecker factors (K-FAC / EK-FAC)
     store: str = GRADIENTS  # the kind of store it scores, or WORDS
+    # A task without `train_output` serves the method with loss gradients (TRAK's margin on
+    # a language model); False: the method is defined only where the output exists (D-TRAK's
+    # and DAS's diffusion outputs).
+    fallback: bool = True
+    scalars: tuple[str, ...] = ()  # per-row columns it reads beyond index, loss, out_to_loss
 
     def __post_init__(self) -> None:
         if self.store not in (*KINDS, WORDS):

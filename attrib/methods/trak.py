@@ -70,7 +70,7 @@ class TrakBlock(Trak):
 class DTrak(Trak):
     name = "dtrak"
     summary = "D-TRAK: TRAK on gradients of L_square = mean ||eps_theta||^2 (diffusion)"
-    requires = Requirements(train_output="square")
+    requires = Requirements(train_output="square", fallback=False)
 
 
 class JourneyTrak(Trak):
@@ -93,7 +93,7 @@ class Das(Trak):
 
     name = "das"
     summary = "DAS: leverage-corrected, residual-scaled TRAK on DAS features, squared (diffusion)"
-    requires = Requirements(train_output="das")
+    requires = Requirements(train_output="das", fallback=False, scalars=("residual",))
     linear = False
     scale_reads_features = True
     ensembles = False  # squared per model: the ensemble's would be a sum of squares

@@ -111,9 +111,15 @@ class Task(ABC):
         """The output function featurize uses for a method: its query-side function when the
         data provides it (Journey-TRAK's trajectories), else its training-side one, else the
         loss (a margin asked of a language model)."""
-        for wanted in (method.requires.query_side_output, method.requires.train_output):
+        needs = method.requires
+        for wanted in (needs.query_side_output, needs.train_output):
             if wanted in self.available_outputs(columns):
                 return wanted
+        if not needs.fallback:
+            raise AttribError(
+                f"--method {method.name} is defined on {needs.train_output} gradients, which "
+                f"{self.name} models do not have (a diffusion model's); use trak-block or ekfac"
+            )
         return "loss"
 
     def representation_site(self) -> tuple[nn.Module, str, int]:
