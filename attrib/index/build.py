@@ -24,7 +24,7 @@ from attrib.errors import AttribError
 from attrib.index import transform
 from attrib.index.options import IndexOptions, require_faiss
 from attrib.jsonio import load_json
-from attrib.methods import Method, get_method
+from attrib.methods import Method, get_method, method_class
 from attrib.methods.kernels import CACHE_DIR
 from attrib.store import Store
 
@@ -50,7 +50,7 @@ def index_paths(store: Store, method: Method, kind: str) -> tuple[Path, Path]:
     return stem.with_suffix(".faiss"), stem.with_suffix(".json")
 
 
-def check_indexable(method: Method) -> None:
+def check_indexable(method: Method | type[Method]) -> None:
     if not method.linear:
         raise AttribError(
             f"--method {method.name} is not an inner product of query and training features "
@@ -68,8 +68,8 @@ def build_index(options: IndexOptions) -> Path:
     """Build (or find already built) the index; return its path."""
     faiss = require_faiss()
     store = Store(options.store)
+    check_indexable(method_class(options.method))  # before the store is asked of it
     method = get_method(options.method, store, options.damping)
-    check_indexable(method)
     path, meta_path = index_paths(store, method, options.kind)
     params = _params(options, store)
     if path.exists() and meta_path.exists():
