@@ -24,7 +24,13 @@ from attrib.featurize.batch import Featurizer
 from attrib.featurize.modules import select_modules
 from attrib.featurize.projection import ProjectionSpec
 from attrib.methods.kernels import CACHE_DIR
-from attrib.methods.kronecker import KroneckerEigen, eigen_of, load_blocks, save_blocks
+from attrib.methods.kronecker import (
+    KroneckerEigen,
+    ShampooMoments,
+    eigen_of,
+    load_blocks,
+    save_blocks,
+)
 from attrib.progress import progress_bar
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
@@ -119,22 +125,15 @@ def _exact_shampoo(store: Store, device, batch_size, trust_remote_code, progress
         return load_blocks(path, len(store.module_names))
     log.info(f"fitting the exact shampoo eigenbases of {store.path} (cached for later runs)")
     side = ExactGradients(store, device, trust_remote_code)
-    left = [torch.zeros(s.d_out, s.d_out, dtype=torch.float64) for s in side.specs]
-    right = [torch.zeros(s.d_in, s.d_in, dtype=torch.float64) for s in side.specs]
+    moments = ShampooMoments([(s.d_out, s.d_in) for s in side.specs])
     count = store.num_examples
     with progress_bar(progress) as bar:
         task = bar.add_task("exact shampoo: second moments", total=count)
         for chunk, batch in side.batches(range(count), batch_size):
-            for spec, lm, rm in zip(side.specs, left, right):
-                g = batch.features[spec.name].cpu().double().reshape(-1, spec.d_out, spec.d_in)
-                lm += torch.einsum("noi,npi->op", g, g)
-                rm += torch.einsum("noi,noj->ij", g, g)
+            for m, spec in enumerate(side.specs):
+                moments.add(m, batch.features[spec.name].cpu().reshape(-1, spec.d_out, spec.d_in))
             bar.advance(task, len(chunk))
-    blocks = []
-    for lm, rm in zip(left, right):
-        q_out, q_in = torch.linalg.eigh(lm / count)[1], torch.linalg.eigh(rm / count)[1]
-        values = torch.zeros(len(q_out), len(q_in), dtype=torch.float64)
-        blocks.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+    blocks = moments.bases(count)
     _correct(side, blocks, batch_size, progress)
     save_blocks(path, blocks)
     return blocks

@@ -122,6 +122,30 @@ def matrix_shapes(store: Store) -> list[tuple[int, int]] | None:
     return shapes
 
 
+class ShampooMoments:
+    """Running sums of G G^T and G^T G per module (float64), for per-example gradient
+    matrices G read off a store or recomputed exactly, and the eigenbases they give."""
+
+    def __init__(self, shapes: list[tuple[int, int]]):
+        self.left = [torch.zeros(o, o, dtype=torch.float64) for o, _ in shapes]
+        self.right = [torch.zeros(i, i, dtype=torch.float64) for _, i in shapes]
+
+    def add(self, module: int, g: torch.Tensor) -> None:
+        """g: (rows, k_out, k_in) of one module."""
+        g = g.double()
+        self.left[module] += torch.einsum("noi,npi->op", g, g)
+        self.right[module] += torch.einsum("noi,noj->ij", g, g)
+
+    def bases(self, count: int) -> list[KroneckerEigen]:
+        """Each module's eigenbases of the means; eigenvalues left to the correction pass."""
+        result = []
+        for left, right in zip(self.left, self.right):
+            q_out, q_in = torch.linalg.eigh(left / count)[1], torch.linalg.eigh(right / count)[1]
+            values = torch.zeros(len(q_out), len(q_in), dtype=torch.float64)
+            result.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+        return result
+
+
 def shampoo_eigen(store: Store) -> list[KroneckerEigen]:
     """Eigenvalue-corrected Shampoo per module (store order), computed and cached on first use:
     one pass for L and R, one for the corrected eigenvalues."""
@@ -130,19 +154,11 @@ def shampoo_eigen(store: Store) -> list[KroneckerEigen]:
         return load_blocks(path, len(store.module_names))
     shapes = matrix_shapes(store)
     log.info(f"computing the shampoo eigenbases of {store.path} (cached for later runs)")
-    left = [torch.zeros(o, o, dtype=torch.float64) for o, _ in shapes]
-    right = [torch.zeros(i, i, dtype=torch.float64) for _, i in shapes]
+    moments = ShampooMoments(shapes)
     for _, _, phi in store.iter_features():
         for m, part in enumerate(store.layout.slices):
-            f = phi[:, part].double().reshape(-1, *shapes[m])
-            left[m] += torch.einsum("noi,npi->op", f, f)
-            right[m] += torch.einsum("noi,noj->ij", f, f)
-    result = []
-    for lm, rm in zip(left, right):
-        _, q_out = torch.linalg.eigh(lm / store.num_examples)
-        _, q_in = torch.linalg.eigh(rm / store.num_examples)
-        values = torch.zeros(len(q_out), len(q_in), dtype=torch.float64)
-        result.append(KroneckerEigen(q_out.float(), q_in.float(), values))
+            moments.add(m, phi[:, part].reshape(-1, *shapes[m]))
+    result = moments.bases(store.num_examples)
     _correct(store, result)
     save_blocks(path, result)
     return result
