@@ -6,7 +6,9 @@ in `--help`, and a stage redeclares a field only where its default or help diffe
 
 from __future__ import annotations
 
+from attrib.errors import AttribError
 from attrib.memory import memory_option
+from attrib.methods.solve_settings import SOLVERS, SolveSettings
 from attrib.options import Options, at_least, device_option, option, positive
 
 
@@ -29,6 +31,46 @@ class Rescaled(Options):
         "method's kernel (exact leave-one-out for ridge regression; trak, trak-block, kfac, "
         "ekfac, dtrak, jtrak).",
     )
+
+
+class ExactSolve(Options):
+    """`--rescore`'s query side solved against exact Gauss-Newton products of the checkpoint."""
+
+    solver: str = option(
+        "none",
+        choices=SOLVERS,
+        help="With --rescore (ekfac, kfac, shampoo): solve each query against the checkpoint's "
+        "exact Gauss-Newton matrix (averaged over the training rows), preconditioned by the "
+        "method's eigenbases: cg (conjugate gradient), astra (Neumann iteration), lissa "
+        "(plain Neumann). none: the eigenbases alone.",
+    )
+    iterations: int = option(20, help="--solver: the most iterations (each a pass over rows).")
+    tolerance: float = option(
+        1e-3, help="--solver: the relative residual to reach; a solve that ends above it fails."
+    )
+    curvature_rows: int | None = option(
+        None, help="--solver: average the Gauss-Newton matrix over this many training rows "
+        "(a fixed seeded sample; default all).",
+    )  # fmt: skip
+
+    def check(self) -> None:
+        super().check()
+        at_least(self.iterations, 1, "--iterations")
+        positive(self.tolerance, "--tolerance")
+        at_least(self.curvature_rows, 1, "--curvature-rows")
+        if self.solver != "none" and not getattr(self, "rescore", 0):
+            raise AttribError(
+                f"--solver {self.solver} solves the queries that --rescore re-scores exactly: "
+                "add --rescore N (e.g. 200)"
+            )
+
+    def solve_settings(self, batch_size: int = 16):
+        """The solve's settings, None with --solver none."""
+        if self.solver == "none":
+            return None
+        return SolveSettings(
+            self.solver, self.iterations, self.tolerance, self.curvature_rows, batch_size
+        )
 
 
 class TaskColumns(Options):

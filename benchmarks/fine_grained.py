@@ -53,6 +53,7 @@ VALIDATION_SEED = 100  # validation queries: every combination once, seeds apart
 # Captions leave all three attributes out in under 1% of the training images, too few for a
 # meaningful unconditional prediction: sample without classifier-free guidance.
 GUIDANCE = 1.0
+BASELINES = ("repsim",)  # the text-conditioned UNet's mid-block features: nothing to weight
 
 
 def _generate(model: Path, out: Path, prompt: str, values: list[str], n: int, seed=0) -> Path:
@@ -193,7 +194,7 @@ def evaluation(task: Task, groups: str) -> tuple[list[str], str, list[dict]]:
     )  # fmt: skip
     splits = _split(generated)
     weights = {"none": None}
-    for attribute in ATTRIBUTES:
+    for attribute in ATTRIBUTES if task.method not in BASELINES else ():
         out = task.root / "weights" / f"{task.method}-{attribute}-{groups}.safetensors"
         weights[attribute] = task.learn(attribute, out, groups=groups)
     rows = [

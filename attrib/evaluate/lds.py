@@ -155,12 +155,13 @@ def two_stage_lds(train, queries, features, truth, options, combinations, runtim
         if vector is not None:  # a weight per module, constant over its columns
             per_module = np.array([float(vector[part.start]) for part in train.layout.slices])
         scorer = ExactScorer.fit(train, prepared, runtime.device, module_weights=per_module,
-                                 progress=False)  # fmt: skip
+                                 progress=False, settings=options.solve_settings())  # fmt: skip
         mixed = rescore_dense(scorer, dense, exact_queries, options.rescore).double()
         predicted = (mixed @ torch.from_numpy(truth.masks.astype(np.float64)).T).numpy()
         per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
         mean, ci = mean_ci(per_query)
-        name = f"{prepared.label}+rescore{options.rescore}"
+        solver = "" if options.solver == "none" else f"+{options.solver}"
+        name = f"{prepared.label}+rescore{options.rescore}{solver}"
         results.append(
             LdsResult(
                 name, label, mean, ci, truth.subsets, len(per_query), per_query, predicted=predicted

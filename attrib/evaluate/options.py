@@ -8,7 +8,7 @@ from attrib.errors import AttribError
 from attrib.execution import ArrayTask
 from attrib.hub import check_source
 from attrib.methods import DEFAULT_METHOD, method_names
-from attrib.option_groups import OnDevice, Rescaled, WithMemory
+from attrib.option_groups import ExactSolve, OnDevice, Rescaled, WithMemory
 from attrib.options import (
     Options,
     at_least,
@@ -80,7 +80,7 @@ class _Compared(Rescaled, WithMemory, OnDevice, _Evaluation):
         return [None if w == "none" else Path(w) for w in self.weights]
 
 
-class LdsOptions(_Compared):
+class LdsOptions(ExactSolve, _Compared):
     """Linear datamodeling score: Spearman between retrained outputs and summed scores."""
 
     train: Path = _train()

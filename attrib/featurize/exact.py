@@ -52,6 +52,7 @@ class ExactGradients:
         if [spec.name for spec, _ in selected] != names:
             raise AttribError(f"the model's modules differ from those in {store.path}")
         self.specs = [spec for spec, _ in selected]
+        self.modules = [module for _, module in selected]
         self.columns = dict(settings["task_options"]["columns"])
         exact = ProjectionSpec(kind="none", dim=None)
         self.featurizer = Featurizer(

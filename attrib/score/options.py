@@ -7,13 +7,13 @@ from pathlib import Path
 from attrib.errors import AttribError
 from attrib.index.options import KINDS
 from attrib.methods import DEFAULT_METHOD, method_class, method_names
-from attrib.option_groups import OnDevice, Rescaled, WithMemory
+from attrib.option_groups import ExactSolve, OnDevice, Rescaled, WithMemory
 from attrib.options import Options, at_least, device_option, existing_store, option
 
 DEFAULT_TOP = 10
 
 
-class ScoreOptions(Rescaled, WithMemory, OnDevice, Options):
+class ScoreOptions(ExactSolve, Rescaled, WithMemory, OnDevice, Options):
     """Rank training examples by their attribution to each query (higher = more helpful)."""
 
     train: Path = option(help="Training store (from featurize).", short="-t")

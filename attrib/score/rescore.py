@@ -20,9 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attrib import log
 from attrib.errors import AttribError
+from attrib.featurize.curvature import DampedCurvature, GaussNewton
 from attrib.featurize.exact import ExactGradients, exact_kronecker
 from attrib.methods import Method
+from attrib.methods.solve_settings import SolveSettings
+from attrib.methods.solvers import SolveReport, solve
 from attrib.methods.topk import TopK
 from attrib.store import Store
 
@@ -45,6 +49,15 @@ def check_rescorable(method: Method, store: Store) -> None:
         )
 
 
+def check_solvable(method: Method) -> None:
+    """--solver solves with the method's Hessian, preconditioned by its eigenbases."""
+    if method.exact_preconditioner() in (None, "identity"):
+        raise AttribError(
+            f"--solver solves the query against the model's Gauss-Newton matrix, which "
+            f"{method.name} does not use: pick --method ekfac (or kfac, shampoo), or drop --solver"
+        )
+
+
 @dataclass
 class ExactScorer:
     """The method on exact gradients: the training rows' side and the query preconditioner."""
@@ -54,31 +67,50 @@ class ExactScorer:
     blocks: list | None  # full-space eigenbases (kfac / ekfac / shampoo), None for tracin
     module_weights: np.ndarray | None
     batch_size: int
+    settings: SolveSettings | None = None
+    curvature: DampedCurvature | None = None  # with `settings`: exact Gauss-Newton products
+    report: SolveReport | None = None  # the last solve's
 
     @classmethod
     def fit(cls, store, method, device, batch_size=16, trust_remote_code=False,
-            module_weights=None, progress=True) -> ExactScorer:  # fmt: skip
+            module_weights=None, progress=True, settings=None) -> ExactScorer:  # fmt: skip
         check_rescorable(method, store)
+        if settings is not None:
+            check_solvable(method)
         side = ExactGradients(store, device, trust_remote_code)
-        blocks = None
+        blocks, curvature = None, None
         kind = method.exact_preconditioner()
         if kind != "identity":  # a Kronecker eigenbasis: kfac, ekfac, shampoo
             blocks = exact_kronecker(store, device, kind, batch_size, trust_remote_code, progress)
-        return cls(side, method, blocks, module_weights, batch_size)
+        if settings is not None:
+            ggn = GaussNewton(side, settings.rows, settings.batch_size)
+            curvature = DampedCurvature(ggn, blocks, method.damping)
+        return cls(side, method, blocks, module_weights, batch_size, settings, curvature)
 
     def query_vectors(self, g: torch.Tensor) -> torch.Tensor:
-        """Exact query gradients (Q x D_full) -> weighted and preconditioned in full space."""
+        """Exact query gradients (Q x D_full) -> weighted and preconditioned in full space:
+        by the method's blocks, or (`settings`) by an iterative solve with exact Gauss-Newton
+        products that the blocks precondition."""
         out = torch.empty_like(g, dtype=torch.float32)
         start = 0
         for m, width in enumerate(self.side.widths):
             part = g[:, start : start + width].float()
             if self.module_weights is not None:
                 part = part * float(self.module_weights[m])
-            if self.blocks is not None:
+            if self.blocks is not None and self.curvature is None:
                 part = self.blocks[m].apply_inverse(part, self.method.damping)
             out[:, start : start + width] = part
             start += width
-        return out
+        if self.curvature is None:
+            return out
+        s, c = self.settings, self.curvature
+        x, self.report = solve(s.solver, c.apply, out.double(), c.precondition, s.iterations,
+                               s.tolerance)  # fmt: skip
+        log.info(
+            f"queries solved against exact Gauss-Newton products (relative damping "
+            f"{self.method.damping:g}, {len(c.ggn.positions)} rows): {self.report.describe()}"
+        )
+        return x.float()
 
     def candidates(self, vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Exact scores (Q x C) of each query's candidate rows (store positions, Q x C). Each

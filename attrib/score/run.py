@@ -264,27 +264,32 @@ def _two_stage(request, runtime, store, method, chosen, weights, artifact, query
     )  # fmt: skip
     if found is None:
         return None
-    log.status(f"re-scoring {request.rescore} candidates per query on exact gradients ...")
-    per_module = None if artifact is None else artifact.module_weights(store.module_names)
-    scorer = rescore.ExactScorer.fit(
-        store, method, runtime.device, request.batch_size, request.trust_remote_code, per_module,
-        request.progress,
-    )  # fmt: skip
-    if query_store is not None:
-        side = ExactGradients(query_store, runtime.device, request.trust_remote_code)
-        exact_queries = side.gradients(range(query_store.num_examples), request.batch_size)
-    else:
-        exact_queries = queries.from_values(
-            store, list(chosen.ids), str(runtime.device), request.batch_size,
-            request.trust_remote_code, list(request.prompt) or None,
-            projection=ProjectionSpec(kind="none", dim=None),
-        ).features  # fmt: skip
-    index = store.column("index")
-    top, positions, exact, scale = rescore.rescore_top(
-        scorer, found, exact_queries, request.rescore, keep, request.opponents, index
-    )
-    if request.out is not None:
-        rescore.patch_dense_file(request.out, positions, exact, scale)
+    try:  # a failed re-scoring (a solve that did not converge) leaves no projected --out
+        log.status(f"re-scoring {request.rescore} candidates per query on exact gradients ...")
+        per_module = None if artifact is None else artifact.module_weights(store.module_names)
+        scorer = rescore.ExactScorer.fit(
+            store, method, runtime.device, request.batch_size, request.trust_remote_code,
+            per_module, request.progress, request.solve_settings(request.batch_size),
+        )  # fmt: skip
+        if query_store is not None:
+            side = ExactGradients(query_store, runtime.device, request.trust_remote_code)
+            exact_queries = side.gradients(range(query_store.num_examples), request.batch_size)
+        else:
+            exact_queries = queries.from_values(
+                store, list(chosen.ids), str(runtime.device), request.batch_size,
+                request.trust_remote_code, list(request.prompt) or None,
+                projection=ProjectionSpec(kind="none", dim=None),
+            ).features  # fmt: skip
+        index = store.column("index")
+        top, positions, exact, scale = rescore.rescore_top(
+            scorer, found, exact_queries, request.rescore, keep, request.opponents, index
+        )
+        if request.out is not None:
+            rescore.patch_dense_file(request.out, positions, exact, scale)
+    except BaseException:
+        if request.out is not None:
+            Path(request.out).unlink(missing_ok=True)
+        raise
     if not request.opponents:
         top.bottom = None
     return top

@@ -74,6 +74,15 @@ class Task(ABC):
         are averaged (diffusion: one per timestep). Default: a single pass."""
         yield self.outputs(batch, output_function)
 
+    def loss_passes(self, batch: dict):
+        """The training loss split at the model's output, for Gauss-Newton products
+        (`--solver`): (z, loss_of) per pass, z the model's output on the batch (its graph
+        kept) and loss_of(z) each example's loss from it, convex in z. Passes are averaged."""
+        raise AttribError(
+            f"--solver needs the training loss split from the model's output, which {self.name} "
+            "models do not provide; drop --solver"
+        )
+
     def training_loss(self, batch: dict) -> torch.Tensor:
         """The scalar a training step minimizes (retraining, tail-patch)."""
         return self.training_losses(batch).mean()

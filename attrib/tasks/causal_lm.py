@@ -150,24 +150,29 @@ class CausalLMTask(Task):
         }
 
     def outputs(self, batch: dict, output_function: str) -> TaskOutput:
+        ((logits, loss_of),) = self.loss_passes(batch)
+        loss = loss_of(logits)
+        counts = _loss_targets(batch).sum(-1).clamp(min=1)
+        scalars = {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss), "tokens": counts}
+        return TaskOutput(loss, scalars)
+
+    def loss_passes(self, batch: dict):
         model_inputs = {
             k: v for k, v in batch.items() if k not in ("completion_mask", "target_scale")
         }
         logits = self.model(**model_inputs, use_cache=False).logits
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        targets = mask[:, 1:] * mask[:, :-1]
-        if "completion_mask" in batch:  # only the completion's tokens are predicted targets
-            targets = targets * batch["completion_mask"][:, 1:]
-        nll = F.cross_entropy(
-            logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
-        )  # (B, T-1)
-        counts = targets.sum(-1).clamp(min=1)
-        loss = (nll * targets).sum(-1) / counts
-        if "target_scale" in batch:  # per-token rows: each token's share of its sequence's mean
-            loss = loss * batch["target_scale"]
-        scalars = {"loss": loss.detach(), "out_to_loss": torch.ones_like(loss), "tokens": counts}
-        return TaskOutput(loss, scalars)
+        ids = batch["input_ids"]
+        targets = _loss_targets(batch)
+
+        def loss_of(z):
+            z = z.to(torch.promote_types(z.dtype, torch.float32))  # float64 stays
+            nll = F.cross_entropy(z[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+            loss = (nll * targets).sum(-1) / targets.sum(-1).clamp(min=1)  # (B,)
+            if "target_scale" in batch:  # per-token rows: each token's share of the mean
+                loss = loss * batch["target_scale"]
+            return loss
+
+        yield logits, loss_of
 
     def representation_site(self):
         # The last layer's hidden states, as the output head reads them (after the final norm).
@@ -177,6 +182,16 @@ class CausalLMTask(Task):
     def pool_representation(self, hidden, batch):
         weights = _target_tokens(batch).to(hidden.dtype)[..., None]
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _loss_targets(batch: dict) -> torch.Tensor:
+    """(B, T-1) 1 where token t+1 is a predicted target of the loss (a completion's tokens
+    only, when the batch has a completion mask)."""
+    mask = batch["attention_mask"]
+    targets = mask[:, 1:] * mask[:, :-1]
+    if "completion_mask" in batch:
+        targets = targets * batch["completion_mask"][:, 1:]
+    return targets
 
 
 def _target_tokens(batch: dict) -> torch.Tensor:

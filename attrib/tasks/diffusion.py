@@ -301,6 +301,18 @@ class DiffusionTask(Task):
         }
         return TaskOutput(values, scalars)
 
+    def loss_passes(self, batch: dict):
+        """One (prediction, squared error) per timestep, with the noise `outputs` uses."""
+        x0 = batch["x0"]
+        for t in self.timesteps():
+            eps = self.noise(int(t), x0)
+            noisy = self.scheduler.add_noise(x0, eps, torch.tensor([int(t)], device=x0.device))
+            target = eps.float()
+            yield (
+                self._predict(noisy, int(t), batch),
+                lambda z, target=target: (z.float() - target).pow(2).flatten(1).mean(1),
+            )
+
     def representation_site(self):
         # The UNet's mid-block: its deepest, most semantic features, at each timestep.
         block = getattr(self.model, "mid_block", None)

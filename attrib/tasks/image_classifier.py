@@ -102,6 +102,18 @@ class ImageClassifierTask(Task):
         values = margin if output_function == "margin" else loss
         return TaskOutput(values, scalars)
 
+    def loss_passes(self, batch: dict):
+        logits = self.model(pixel_values=batch["pixel_values"]).logits
+        labels = batch.get("labels")
+        if labels is None:
+            labels = logits.detach().argmax(-1)
+
+        def loss_of(z):
+            z = z.to(torch.promote_types(z.dtype, torch.float32))
+            return torch.nn.functional.cross_entropy(z, labels, reduction="none")
+
+        yield logits, loss_of
+
     def representation_site(self):
         head = getattr(self.model, "classifier", None)
         linear = [] if head is None else [m for m in head.modules() if isinstance(m, nn.Linear)]
