@@ -47,10 +47,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--task", default="digits-finetune")
     parser.add_argument("--blocks", type=int, default=1)
-    parser.add_argument("--block", type=int, default=MagicOptions.default("block"),
-                        help="queries per block (default: attrib magic's)")
-    parser.add_argument("--memory-gb", type=float, default=MagicOptions.default("memory_gb"),
-                        help="magic's --memory-gb (a small one: segments recomputed twice)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=MagicOptions.default("block"),
+        help="queries per block (default: attrib magic's)",
+    )
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        default=MagicOptions.default("memory_gb"),
+        help="magic's --memory-gb (a small one: segments recomputed twice)",
+    )
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     root, task = build(args.task)
@@ -73,8 +81,13 @@ def main() -> None:
             )
         )  # fmt: skip
         options = MagicOptions(
-            run=run, queries=queries, cache=scratch / "cache", device="cpu", progress=False,
-            block=block, memory_gb=args.memory_gb,
+            run=run,
+            queries=queries,
+            cache=scratch / "cache",
+            device="cpu",
+            progress=False,
+            block=block,
+            memory_gb=args.memory_gb,
         )
         if args.profile:
             import cProfile

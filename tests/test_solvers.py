@@ -169,3 +169,43 @@ def test_solver_input_errors_are_one_line(stores, tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: the lissa solve did not converge: relative residual"), last
     assert not out.exists() and not out.with_name("scores.npy.json").exists()
+
+
+def test_language_model_products_equal_forward_mode_jvps_in_float64(gpt2_dir, text_data, tmp_path):
+    """GPT-2 (Conv1D modules, weights stored transposed; the loss a masked token mean): the
+    layout is the hooks' and G v equals J^T H J v with J v by forward-mode AD (torch.func),
+    an independent route to the same product."""
+    from torch.func import functional_call, jvp, vjp
+
+    train = _store(gpt2_dir, text_data, tmp_path / "lm", method="ekfac", max_examples=3)
+    side = ExactGradients(train, "cpu")
+    ggn = GaussNewton(side, None, 3)
+    for p in ggn.params:
+        p.requires_grad_(True)
+    want = side.gradients(range(3))
+    np.testing.assert_allclose(
+        _per_example_rows(ggn, range(3)), want, rtol=0, atol=1e-5 * want.abs().max()
+    )
+    model = side.task.model.double()
+    names = {id(p): n for n, p in model.named_parameters()}
+    v = torch.randn(2, sum(side.widths), generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64)  # fmt: skip
+    got = ggn.product(v)
+    rows = side.dataset[[int(side.index[p]) for p in range(3)]]
+    batch = side.task.prepare(rows, range(3), "cpu", side.columns)
+    ((_, loss_of),) = side.task.loss_passes(batch)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    keys = [names[id(p)] for p in ggn.params]
+
+    def logits(*values):
+        return functional_call(model, dict(zip(keys, values)), kwargs=inputs).logits
+
+    for q in range(2):
+        primal = tuple(p.detach() for p in ggn.params)
+        z, jv = jvp(logits, primal, tuple(ggn.to_params(v[q])))
+        at = z.detach().requires_grad_(True)
+        (dloss,) = torch.autograd.grad(loss_of(at).sum(), at, create_graph=True)
+        (hjv,) = torch.autograd.grad(dloss, at, jv)
+        _, pullback = vjp(logits, *primal)
+        expect = ggn.to_row(pullback(hjv)) / 3
+        np.testing.assert_allclose(got[q], expect, rtol=0, atol=1e-10 * expect.abs().max())

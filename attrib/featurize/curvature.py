@@ -38,6 +38,27 @@ def _split(spec: ModuleSpec, module: nn.Module, matrix: torch.Tensor) -> list[to
     return [w, matrix[:, -1].contiguous()] if spec.bias else [w]
 
 
+def _untie(model: nn.Module, modules: list[nn.Module]) -> None:
+    """A stored module whose weight another module shares (GPT-2's output head and its token
+    embedding) gets its own copy: its features are the gradient of this module's use alone,
+    and so must G's coordinates be. The values are unchanged."""
+    uses: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        uses[id(param)] = uses.get(id(param), 0) + 1
+    for module in modules:
+        if uses.get(id(module.weight), 0) > 1:
+            module.weight = nn.Parameter(module.weight.detach().clone())
+
+
+def _twice_differentiable(model: nn.Module) -> None:
+    """J v is a second derivative, which fused attention kernels lack (PyTorch's CPU flash
+    attention has no double backward): a transformers model computes attention eagerly,
+    which gives the same values."""
+    root = getattr(model, "get_base_model", lambda: model)()  # under a PEFT wrapper
+    if getattr(getattr(root, "config", None), "_attn_implementation", "eager") != "eager":
+        root.set_attn_implementation("eager")
+
+
 class GaussNewton:
     """G (mean over the chosen training rows) and its damped form on (Q x D) row blocks."""
 
@@ -49,6 +70,8 @@ class GaussNewton:
         else:  # a fixed, seeded sample: every product uses the same G
             chosen = np.random.default_rng(seed).choice(total, size=rows, replace=False)
             self.positions = sorted(int(p) for p in chosen)
+        _untie(side.task.model, side.modules)
+        _twice_differentiable(side.task.model)
         self.params: list[nn.Parameter] = []
         for module in side.modules:
             self.params += [module.weight] + ([module.bias] if module.bias is not None else [])
