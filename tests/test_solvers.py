@@ -176,6 +176,7 @@ def test_language_model_products_equal_forward_mode_jvps_in_float64(gpt2_dir, te
     layout is the hooks' and G v equals J^T H J v with J v by forward-mode AD (torch.func),
     an independent route to the same product."""
     from torch.func import functional_call, jvp, vjp
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     train = _store(gpt2_dir, text_data, tmp_path / "lm", method="ekfac", max_examples=3)
     side = ExactGradients(train, "cpu")
@@ -197,8 +198,9 @@ def test_language_model_products_equal_forward_mode_jvps_in_float64(gpt2_dir, te
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     keys = [names[id(p)] for p in ggn.params]
 
-    def logits(*values):
-        return functional_call(model, dict(zip(keys, values)), kwargs=inputs).logits
+    def logits(*values):  # math attention: forward-mode AD has no fused kernel either
+        with sdpa_kernel(SDPBackend.MATH):
+            return functional_call(model, dict(zip(keys, values)), kwargs=inputs).logits
 
     for q in range(2):
         primal = tuple(p.detach() for p in ggn.params)
@@ -209,3 +211,25 @@ def test_language_model_products_equal_forward_mode_jvps_in_float64(gpt2_dir, te
         _, pullback = vjp(logits, *primal)
         expect = ggn.to_row(pullback(hjv)) / 3
         np.testing.assert_allclose(got[q], expect, rtol=0, atol=1e-10 * expect.abs().max())
+
+
+def test_diffusion_products_run_on_the_unet_and_are_symmetric(ddpm, tmp_path):
+    """A UNet's loss split per timestep: the passes' mean loss is the task's loss, and G is
+    symmetric and positive semi-definite (v.Gw = w.Gv, v.Gv >= 0) through the UNet's
+    attention, which needs its second derivative."""
+    pipe, data = ddpm
+    train = _store(pipe, data, tmp_path / "ddpm", method="ekfac", max_examples=4)
+    side = ExactGradients(train, "cpu")
+    side.task.model.double()
+    ggn = GaussNewton(side, None, 2)
+    rows = side.dataset[[int(side.index[p]) for p in range(2)]]
+    batch = side.task.prepare(rows, range(2), "cpu", side.columns)
+    with torch.no_grad():
+        parts = [loss_of(z) for z, loss_of in side.task.loss_passes(batch)]
+        want = side.task.outputs(batch, "loss").values
+    np.testing.assert_allclose(sum(parts) / len(parts), want, rtol=1e-12)
+    v = torch.randn(2, sum(side.widths), generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)  # fmt: skip
+    gv = ggn.product(v)
+    assert abs(float(v[0] @ gv[1] - v[1] @ gv[0])) <= 1e-9 * float(v[0] @ gv[0])
+    assert float(v[0] @ gv[0]) > 0 and float(v[1] @ gv[1]) > 0

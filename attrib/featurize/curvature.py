@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attrib.data import read_rows
 from attrib.featurize.exact import ExactGradients
@@ -50,15 +51,6 @@ def _untie(model: nn.Module, modules: list[nn.Module]) -> None:
             module.weight = nn.Parameter(module.weight.detach().clone())
 
 
-def _twice_differentiable(model: nn.Module) -> None:
-    """J v is a second derivative, which fused attention kernels lack (PyTorch's CPU flash
-    attention has no double backward): a transformers model computes attention eagerly,
-    which gives the same values."""
-    root = getattr(model, "get_base_model", lambda: model)()  # under a PEFT wrapper
-    if getattr(getattr(root, "config", None), "_attn_implementation", "eager") != "eager":
-        root.set_attn_implementation("eager")
-
-
 class GaussNewton:
     """G (mean over the chosen training rows) and its damped form on (Q x D) row blocks."""
 
@@ -71,7 +63,6 @@ class GaussNewton:
             chosen = np.random.default_rng(seed).choice(total, size=rows, replace=False)
             self.positions = sorted(int(p) for p in chosen)
         _untie(side.task.model, side.modules)
-        _twice_differentiable(side.task.model)
         self.params: list[nn.Parameter] = []
         for module in side.modules:
             self.params += [module.weight] + ([module.bias] if module.bias is not None else [])
@@ -110,7 +101,9 @@ class GaussNewton:
                 rows = read_rows(side.dataset, [int(side.index[p]) for p in chunk])
                 batch = task.prepare(rows, range(len(chunk)), device, side.columns)
                 count = 0
-                with torch.enable_grad():
+                # J v is a second derivative, which fused attention kernels lack (no double
+                # backward): PyTorch's math attention gives the same values and has one.
+                with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
                     for z, loss_of in task.loss_passes(batch):
                         self._add_pass(z, loss_of, tangents, out)
                         count += 1
