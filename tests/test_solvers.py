@@ -47,6 +47,25 @@ def test_cg_with_an_exact_preconditioner_converges_in_one_step():
     assert solve("cg", lambda v: v @ a, b, lambda r: r, 50, 1e-12)[1].iterations > 10
 
 
+@pytest.mark.parametrize("solver", ["cg", "astra", "lissa"])
+def test_a_killed_solve_resumes_to_the_same_answer_bitwise(solver):
+    a, b, _ = _system()
+    rough = torch.linalg.inv(a + 0.3 * torch.diag(torch.diag(a)))
+    args = (solver, lambda v: v @ a, b, lambda r: r @ rough, 1000, 1e-10)
+    whole, report = solve(*args)
+    saved = {}
+
+    def killed_at_step_5(state):
+        saved.update(state)
+        if int(state["done"]) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        solve(*args, save=killed_at_step_5)
+    resumed, again = solve(*args, state=dict(saved))
+    assert torch.equal(resumed, whole) and again == report
+
+
 def test_a_solve_that_does_not_converge_says_so_with_its_residual():
     a, b, _ = _system()
     with pytest.raises(AttribError, match=r"did not converge: relative residual .* after 2 "):
@@ -134,8 +153,14 @@ def test_cli_scores_are_the_solved_queries_against_exact_rows(stores, tmp_path):
     with the solve done here by a dense solve on G built from the same products."""
     train, queries = stores["train"], stores["queries"]
     out = tmp_path / "cg.npy"
-    _, stderr = _score(train, queries, out, "--rescore", str(ROWS), "--solver", "cg",
-                       "--tolerance", "1e-4", "--iterations", "200")  # fmt: skip
+    solve = ("--rescore", str(ROWS), "--solver", "cg", "--tolerance", "1e-4")
+    code, _, stderr = run_cli(
+        "score", "-t", train.path, "--queries", queries.path, "--out", out, "--device", "cpu",
+        "--method", "ekfac", *solve, "--iterations", "3",
+    )  # fmt: skip
+    assert code == 2 and "after 3 iterations" in stderr and "it resumes" in stderr, stderr
+    _, stderr = _score(train, queries, out, *solve, "--iterations", "200")
+    assert "resuming the cg solve at step 3" in stderr, stderr
     assert "cg:" in stderr and "relative residual" in stderr
     side = ExactGradients(train, "cpu")
     blocks = exact_kronecker(train, "cpu", "ekfac", progress=False)

@@ -13,7 +13,9 @@ row, so the result does not depend on which other queries share the block.
   so it always converges, slowly.
 
 Every solve reports its iterations and its largest relative residual |b - A x| / |b|; one that
-ends above the tolerance is an error, never a silently returned answer.
+ends above the tolerance is an error, never a silently returned answer. A solve saves its
+state after every step (`save`) and resumes from it (`state`): a killed solve, or one rerun
+with more iterations, goes on where it stopped, to the same answer.
 """
 
 from __future__ import annotations
@@ -39,16 +41,22 @@ class SolveReport:
 
 
 def solve(solver: str, apply: Operator, b: torch.Tensor, precondition: Operator,
-          iterations: int, tolerance: float) -> tuple[torch.Tensor, SolveReport]:  # fmt: skip
+          iterations: int, tolerance: float, state: dict | None = None,
+          save: Callable[[dict], None] | None = None,
+          ) -> tuple[torch.Tensor, SolveReport]:  # fmt: skip
     """x with (H + Lambda) x = b for each row of b, by `solver`; raises when the largest
-    relative residual after `iterations` is above `tolerance`."""
+    relative residual after `iterations` in all is above `tolerance`. `state`: a state
+    `save` was given by an earlier call on the same system, resumed from (iterations count
+    from the first call)."""
     if solver == "cg":
-        x, done, residual = conjugate_gradient(apply, b, precondition, iterations, tolerance)
-    elif solver == "astra":
-        x, done, residual = neumann(apply, b, precondition, iterations, tolerance)
-    elif solver == "lissa":
-        scale = 1.05 * largest_eigenvalue(apply, b)
-        x, done, residual = neumann(apply, b, lambda r: r / scale, iterations, tolerance)
+        x, done, residual = conjugate_gradient(
+            apply, b, precondition, iterations, tolerance, state, save
+        )
+    elif solver in ("astra", "lissa"):
+        if solver == "lissa":
+            scale = float(state["scale"]) if state else 1.05 * largest_eigenvalue(apply, b)
+            precondition = _scaled(scale)
+        x, done, residual = neumann(apply, b, precondition, iterations, tolerance, state, save)
     else:
         raise ValueError(f"unknown solver {solver!r}")
     report = SolveReport(solver, done, residual)
@@ -56,48 +64,78 @@ def solve(solver: str, apply: Operator, b: torch.Tensor, precondition: Operator,
         other = "" if solver == "cg" else ", or use --solver cg"
         raise AttribError(
             f"the {solver} solve did not converge: relative residual {residual:.2e} after "
-            f"{done} iterations (tolerance {tolerance:g}); raise --iterations or --lambda{other}"
+            f"{done} iterations (tolerance {tolerance:g}); raise --iterations (it resumes) or "
+            f"--lambda{other}"
         )
     return x, report
+
+
+def _scaled(scale: float) -> Operator:
+    def precondition(r: torch.Tensor) -> torch.Tensor:
+        return r / scale
+
+    precondition.scale = scale  # saved with the state: a resumed lissa keeps its step
+    return precondition
 
 
 def _relative(r: torch.Tensor, norm_b: torch.Tensor) -> torch.Tensor:
     return r.norm(dim=1) / norm_b
 
 
-def conjugate_gradient(apply, b, precondition, iterations, tolerance):
-    """Preconditioned CG on each row of b; returns (x, iterations run, largest residual)."""
-    norm_b = b.norm(dim=1).clamp(min=torch.finfo(b.dtype).tiny)
-    x, r, done = torch.zeros_like(b), b.clone(), 0
+def _tiny(b: torch.Tensor) -> float:
+    return torch.finfo(b.dtype).tiny
+
+
+def conjugate_gradient(apply, b, precondition, iterations, tolerance, state=None, save=None):
+    """Preconditioned CG on each row of b; returns (x, iterations run, largest residual).
+    Resumed from `state` (x, r, p, rz, done) where given; `save(state)` after every step."""
+    norm_b = b.norm(dim=1).clamp(min=_tiny(b))
+    if state is None:
+        x, r = torch.zeros_like(b), b.clone()
+        p = precondition(r)
+        rz, done = (r * p).sum(1), 0
+    else:
+        x, r, p, rz, done = (state[k] for k in ("x", "r", "p", "rz", "done"))
+        done = int(done)
     residual = _relative(r, norm_b)
-    z = precondition(r)
-    p = z.clone()
-    rz = (r * z).sum(1)
     while done < iterations and float(residual.max()) > tolerance:
         ap = apply(p)
         curvature = (p * ap).sum(1)
         active = (residual > tolerance) & (curvature > 0)  # converged rows stay where they are
-        alpha = torch.where(active, rz / curvature.clamp(min=torch.finfo(b.dtype).tiny), 0.0)
+        alpha = torch.where(active, rz / curvature.clamp(min=_tiny(b)), 0.0)
         x = x + alpha[:, None] * p
         r = r - alpha[:, None] * ap
         z = precondition(r)
         rz_next = (r * z).sum(1)
-        beta = torch.where(active, rz_next / rz.clamp(min=torch.finfo(b.dtype).tiny), 0.0)
+        beta = torch.where(active, rz_next / rz.clamp(min=_tiny(b)), 0.0)
         p = z + beta[:, None] * p
         rz = rz_next
         done += 1
         residual = _relative(r, norm_b)
+        if save is not None:
+            save({"x": x, "r": r, "p": p, "rz": rz, "done": torch.tensor(done)})
     return x, done, float(residual.max())
 
 
-def neumann(apply, b, precondition, iterations, tolerance):
-    """x <- x + P (b - A x) from x = 0; returns (x, iterations run, largest residual)."""
-    norm_b = b.norm(dim=1).clamp(min=torch.finfo(b.dtype).tiny)
-    x, r, done = torch.zeros_like(b), b.clone(), 0
+def neumann(apply, b, precondition, iterations, tolerance, state=None, save=None):
+    """x <- x + P (b - A x) from x = 0 (or `state`'s x, r, done); `save(state)` each step."""
+    norm_b = b.norm(dim=1).clamp(min=_tiny(b))
+    if state is None:
+        x, r, done = torch.zeros_like(b), b.clone(), 0
+    else:
+        x, r, done = state["x"], state["r"], int(state["done"])
+    scale = getattr(precondition, "scale", None)
     while done < iterations and float(_relative(r, norm_b).max()) > tolerance:
         x = x + precondition(r)
         r = b - apply(x)
         done += 1
+        if save is not None:
+            kept = {"x": x, "r": r, "done": torch.tensor(done)}
+            save(
+                kept
+                if scale is None
+                else {**kept, "scale": torch.tensor(scale, dtype=torch.float64)}
+            )
     return x, done, float(_relative(r, norm_b).max())
 
 

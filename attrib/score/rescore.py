@@ -28,6 +28,7 @@ from attrib.methods import Method
 from attrib.methods.solve_settings import SolveSettings
 from attrib.methods.solvers import SolveReport, solve
 from attrib.methods.topk import TopK
+from attrib.score.solve_state import SolveState
 from attrib.store import Store
 
 
@@ -103,9 +104,14 @@ class ExactScorer:
             start += width
         if self.curvature is None:
             return out
-        s, c = self.settings, self.curvature
-        x, self.report = solve(s.solver, c.apply, out.double(), c.precondition, s.iterations,
-                               s.tolerance)  # fmt: skip
+        s, c, b = self.settings, self.curvature, out.double()
+        saved = SolveState(self.side.store, b, s.solver, self.method.damping, c.ggn.positions)
+        state = saved.load()
+        if state is not None:
+            log.info(f"resuming the {s.solver} solve at step {int(state['done'])} ({saved.path})")
+        x, self.report = solve(
+            s.solver, c.apply, b, c.precondition, s.iterations, s.tolerance, state, saved.save
+        )
         log.info(
             f"queries solved against exact Gauss-Newton products (relative damping "
             f"{self.method.damping:g}, {len(c.ggn.positions)} rows): {self.report.describe()}"
