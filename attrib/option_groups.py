@@ -39,10 +39,9 @@ class ExactSolve(Options):
     solver: str = option(
         "none",
         choices=SOLVERS,
-        help="With --rescore (ekfac, kfac, shampoo): solve each query against the checkpoint's "
-        "exact Gauss-Newton matrix (averaged over the training rows), preconditioned by the "
-        "method's eigenbases: cg (conjugate gradient), astra (Neumann iteration), lissa "
-        "(plain Neumann). none: the eigenbases alone.",
+        help="With --rescore (ekfac, kfac, shampoo): solve each query against the model's "
+        "exact Gauss-Newton matrix, preconditioned by the method's eigenbases: cg, astra "
+        "(Neumann), lissa. none: the eigenbases alone.",
     )
     iterations: int = option(20, help="--solver: the most iterations (each a pass over rows).")
     tolerance: float = option(
