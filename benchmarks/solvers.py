@@ -30,13 +30,15 @@ from attrib.score.options import ScoreOptions  # noqa: E402
 from attrib.score.run import run_score  # noqa: E402
 
 
-def _scores(train, queries, out: Path, candidates: int, solver: str, rows) -> float:
-    """Writes the dense answer to `out`; returns the call's wall seconds."""
+def _scores(train, queries, out: Path, candidates: int, solver: str, rows, iterations) -> float:
+    """Writes the dense answer to `out`; returns the call's wall seconds. With `iterations`,
+    the solve stops there whatever its residual (early-stopped: --tolerance 1e9)."""
     start = time.perf_counter()
+    stop = {} if iterations is None else {"iterations": iterations, "tolerance": 1e9}
     run_score(
         ScoreOptions(
             train=train, queries=queries, method="ekfac", rescore=candidates, solver=solver,
-            curvature_rows=rows, out=out, top=10, device="cpu", preview=False,
+            curvature_rows=rows, out=out, top=10, device="cpu", preview=False, **stop,
         )
     )  # fmt: skip
     return time.perf_counter() - start
@@ -55,13 +57,17 @@ def run(args) -> dict:
     train = store(root, run_dir, data["train"], "ekfac", "train")
     queries = store(root, run_dir, data["eval"], "ekfac", "eval", args.queries)
     rows = []
-    for candidates, solver in [(0, "none")] + [(args.candidates, s) for s in args.solvers]:
-        out = root / f"solver-{solver}-{candidates}.npy"
-        seconds = _scores(train, queries, out, candidates, solver, args.curvature_rows)
+    runs = [(0, "none", None), (args.candidates, "none", None)]
+    runs += [(args.candidates, s, k) for s in args.solvers for k in args.iterations or [None]]
+    for candidates, solver, iterations in runs:
+        out = root / f"solver-{solver}-{candidates}-{iterations}.npy"
+        rows_g = args.curvature_rows
+        seconds = _scores(train, queries, out, candidates, solver, rows_g, iterations)
         lds = {keep: _lds(train, queries, truth, out) for keep, truth in truths.items()}
         rows.append({
             "solver": solver, "candidates": candidates, "seconds": seconds,
             "curvature_rows": None if solver == "none" else args.curvature_rows,
+            "iterations": iterations,
             **{f"lds_{k:g}": 100 * lds[k]["lds"] for k in truths},
             **{f"ci_{k:g}": 100 * lds[k]["ci_subsets"] for k in truths},
         })  # fmt: skip
@@ -82,6 +88,8 @@ def markdown(result: dict) -> str:
         side = "store alone" if not row["candidates"] else (
             "EK-FAC eigenbases" if row["solver"] == "none" else f"--solver {row['solver']}"
         )  # fmt: skip
+        if row.get("iterations"):
+            side += f", stopped after {row['iterations']} iterations"
         over = "-" if row["curvature_rows"] is None else f"{row['curvature_rows'] or 'all'} rows"
         lines.append(
             f"| {side} | {row['candidates'] or '-'} | {over} "
@@ -95,12 +103,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits-finetune")
     parser.add_argument("--candidates", type=int, default=100)
-    parser.add_argument("--solvers", default="none,cg")
+    parser.add_argument("--solvers", default="cg")
+    parser.add_argument(
+        "--iterations", default="", help="stop each solve after these many iterations (1,3,10)"
+    )
     parser.add_argument("--curvature-rows", type=int, default=256)
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--subsets", type=int, default=64)
     args = parser.parse_args()
     args.solvers = args.solvers.split(",")
+    args.iterations = [int(k) for k in args.iterations.split(",") if k]
     result = run(args)
     text = markdown(result)
     print(text)
