@@ -45,7 +45,9 @@ class ExactSolve(Options):
     )
     iterations: int = option(20, help="--solver: the most iterations (each a pass over rows).")
     tolerance: float = option(
-        1e-3, help="--solver: the relative residual to reach; a solve that ends above it fails."
+        1e-3,
+        help="--solver: the relative residual to reach; a solve that ends above it fails. 0: "
+        "run --iterations steps and keep that answer (early stopping), residual reported.",
     )
     curvature_rows: int | None = option(
         None, help="--solver: average the Gauss-Newton matrix over this many training rows "
@@ -55,7 +57,7 @@ class ExactSolve(Options):
     def check(self) -> None:
         super().check()
         at_least(self.iterations, 1, "--iterations")
-        positive(self.tolerance, "--tolerance")
+        at_least(self.tolerance, 0, "--tolerance")
         at_least(self.curvature_rows, 1, "--curvature-rows")
         if self.solver != "none" and not getattr(self, "rescore", 0):
             raise AttribError(

@@ -32,9 +32,9 @@ from attrib.score.run import run_score  # noqa: E402
 
 def _scores(train, queries, out: Path, candidates: int, solver: str, rows, iterations) -> float:
     """Writes the dense answer to `out`; returns the call's wall seconds. With `iterations`,
-    the solve stops there whatever its residual (early-stopped: --tolerance 1e9)."""
+    the solve stops there whatever its residual (early-stopped: --tolerance 0)."""
     start = time.perf_counter()
-    stop = {} if iterations is None else {"iterations": iterations, "tolerance": 1e9}
+    stop = {} if iterations is None else {"iterations": iterations, "tolerance": 0.0}
     run_score(
         ScoreOptions(
             train=train, queries=queries, method="ekfac", rescore=candidates, solver=solver,

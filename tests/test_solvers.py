@@ -66,6 +66,19 @@ def test_a_killed_solve_resumes_to_the_same_answer_bitwise(solver):
     assert torch.equal(resumed, whole) and again == report
 
 
+def test_tolerance_zero_runs_the_steps_asked_for_and_keeps_the_answer():
+    """Early stopping on request: 3 steps, then the answer and its residual, no error; 3 more
+    from its state equal 6 from the start."""
+    a, b, _ = _system()
+    args = ("cg", lambda v: v @ a, b, lambda r: r)
+    saved = {}
+    x3, report = solve(*args, 3, 0.0, save=saved.update)
+    assert report.iterations == 3 and report.residual > 1e-3
+    x6, again = solve(*args, 6, 0.0, state=dict(saved))
+    whole, report6 = solve(*args, 6, 0.0)
+    assert torch.equal(x6, whole) and again == report6 and not torch.equal(x3, whole)
+
+
 def test_a_solve_that_does_not_converge_says_so_with_its_residual():
     a, b, _ = _system()
     with pytest.raises(AttribError, match=r"did not converge: relative residual .* after 2 "):

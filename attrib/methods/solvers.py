@@ -13,7 +13,9 @@ row, so the result does not depend on which other queries share the block.
   so it always converges, slowly.
 
 Every solve reports its iterations and its largest relative residual |b - A x| / |b|; one that
-ends above the tolerance is an error, never a silently returned answer. A solve saves its
+ends above the tolerance is an error, never a silently returned answer. Tolerance 0 asks for
+a fixed number of steps instead (early-stopped CG, itself a regularized solve), the residual
+reported with the answer. A solve saves its
 state after every step (`save`) and resumes from it (`state`): a killed solve, or one rerun
 with more iterations, goes on where it stopped, to the same answer.
 """
@@ -45,7 +47,8 @@ def solve(solver: str, apply: Operator, b: torch.Tensor, precondition: Operator,
           save: Callable[[dict], None] | None = None,
           ) -> tuple[torch.Tensor, SolveReport]:  # fmt: skip
     """x with (H + Lambda) x = b for each row of b, by `solver`; raises when the largest
-    relative residual after `iterations` in all is above `tolerance`. `state`: a state
+    relative residual after `iterations` in all is above `tolerance` (0: run `iterations`
+    steps and keep the answer, an early-stopped solve; its residual is reported). `state`: a state
     `save` was given by an earlier call on the same system, resumed from (iterations count
     from the first call)."""
     if solver == "cg":
@@ -60,7 +63,7 @@ def solve(solver: str, apply: Operator, b: torch.Tensor, precondition: Operator,
     else:
         raise ValueError(f"unknown solver {solver!r}")
     report = SolveReport(solver, done, residual)
-    if not residual <= tolerance:
+    if tolerance > 0 and not residual <= tolerance:  # 0: a fixed number of steps, asked for
         other = "" if solver == "cg" else ", or use --solver cg"
         raise AttribError(
             f"the {solver} solve did not converge: relative residual {residual:.2e} after "
