@@ -30,7 +30,7 @@ from attrib.score.options import ScoreOptions  # noqa: E402
 from attrib.score.run import run_score  # noqa: E402
 
 
-def _scores(train, queries, out: Path, candidates: int, solver: str, rows, iterations) -> float:
+def _scores(train, queries, out: Path, candidates, solver, rows, iterations, damping) -> float:
     """Writes the dense answer to `out`; returns the call's wall seconds. With `iterations`,
     the solve stops there whatever its residual (early-stopped: --tolerance 0)."""
     start = time.perf_counter()
@@ -38,7 +38,8 @@ def _scores(train, queries, out: Path, candidates: int, solver: str, rows, itera
     run_score(
         ScoreOptions(
             train=train, queries=queries, method="ekfac", rescore=candidates, solver=solver,
-            curvature_rows=rows, out=out, top=10, device="cpu", preview=False, **stop,
+            curvature_rows=rows, out=out, top=10, device="cpu", preview=False, damping=damping,
+            **stop,
         )
     )  # fmt: skip
     return time.perf_counter() - start
@@ -60,24 +61,27 @@ def run(args) -> dict:
     runs = [(0, "none", None), (args.candidates, "none", None)]
     runs += [(args.candidates, s, k) for s in args.solvers for k in args.iterations or [None]]
     for candidates, solver, iterations in runs:
-        out = root / f"solver-{solver}-{candidates}-{iterations}.npy"
+        out = root / (
+            f"solver-{solver}-{candidates}-{iterations}-{args.damping}-{args.curvature_rows}.npy"
+        )
         rows_g = args.curvature_rows
-        seconds = _scores(train, queries, out, candidates, solver, rows_g, iterations)
+        seconds = _scores(train, queries, out, candidates, solver, rows_g, iterations, args.damping)
         lds = {keep: _lds(train, queries, truth, out) for keep, truth in truths.items()}
         rows.append({
             "solver": solver, "candidates": candidates, "seconds": seconds,
             "curvature_rows": None if solver == "none" else args.curvature_rows,
-            "iterations": iterations,
+            "iterations": iterations, "damping": args.damping,
             **{f"lds_{k:g}": 100 * lds[k]["lds"] for k in truths},
             **{f"ci_{k:g}": 100 * lds[k]["ci_subsets"] for k in truths},
         })  # fmt: skip
         print(rows[-1], flush=True)
-    return {"task": args.task, "queries": args.queries, "rows": rows}
+    return {"task": args.task, "queries": args.queries, "damping": args.damping, "rows": rows}
 
 
 def markdown(result: dict) -> str:
     lines = [
-        f"{result['task']}, EK-FAC, default store (same-run ground truth, "
+        f"{result['task']}, EK-FAC (--lambda {result['damping'] or 'default'}), default store "
+        "(same-run ground truth, "
         f"{result['queries']} queries; LDS % ± 95% CI with the subsets' luck)",
         "",
         "| query side | candidates re-scored | G averaged over | keep 0.5 | keep 0.95 | "
@@ -104,6 +108,7 @@ def main() -> None:
     parser.add_argument("--task", default="digits-finetune")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--solvers", default="cg")
+    parser.add_argument("--damping", type=float, default=None, help="--lambda (default: EK-FAC's)")
     parser.add_argument(
         "--iterations", default="", help="stop each solve after these many iterations (1,3,10)"
     )
@@ -116,7 +121,9 @@ def main() -> None:
     result = run(args)
     text = markdown(result)
     print(text)
-    publish(f"solvers-{args.task}", text, [result])
+    suffix = "" if args.damping is None else f"-lambda{args.damping:g}"
+    suffix += "" if args.curvature_rows == 256 else f"-rows{args.curvature_rows}"
+    publish(f"solvers-{args.task}{suffix}", text, [result])
 
 
 if __name__ == "__main__":
