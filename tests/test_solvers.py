@@ -79,6 +79,23 @@ def test_tolerance_zero_runs_the_steps_asked_for_and_keeps_the_answer():
     assert torch.equal(x6, whole) and again == report6 and not torch.equal(x3, whole)
 
 
+def test_a_saved_state_past_the_steps_asked_for_is_not_the_answer():
+    """Rerun with fewer --iterations than a saved state holds: the answer after that many
+    steps, computed afresh, not the saved one."""
+    a, b, _ = _system()
+    args = ("cg", lambda v: v @ a, b, lambda r: r)
+    saved = {}
+    solve(*args, 6, 0.0, save=saved.update)
+    x2, report = solve(*args, 2, 0.0, state=dict(saved))
+    assert report.iterations == 2 and torch.equal(x2, solve(*args, 2, 0.0)[0])
+
+
+def test_a_diverged_solve_fails_even_with_tolerance_zero():
+    a, b, _ = _system()
+    with pytest.raises(AttribError, match="diverged"):
+        solve("cg", lambda v: v @ a * float("nan"), b, lambda r: r, 3, 0.0)
+
+
 def test_a_solve_that_does_not_converge_says_so_with_its_residual():
     a, b, _ = _system()
     with pytest.raises(AttribError, match=r"did not converge: relative residual .* after 2 "):

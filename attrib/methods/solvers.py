@@ -6,8 +6,8 @@ row, so the result does not depend on which other queries share the block.
 
 - cg: preconditioned conjugate gradient (Hestenes & Stiefel; with EK-FAC as the preconditioner
   this is bergson's "EK-FAC + CG"). From x = 0, exact in one step when the preconditioner is exact.
-- astra: the Neumann iteration x <- x + P (b - A x) preconditioned by EK-FAC (ASTRA, Wang et
-  al. 2025); converges when P A's eigenvalues lie in (0, 2).
+- astra: the Neumann iteration x <- x + P (b - A x) / s preconditioned by EK-FAC (ASTRA, Wang
+  et al. 2025), s just above P A's largest eigenvalue (power iteration), so it converges.
 - lissa: the same iteration with P = I / scale (Agarwal et al. 2017), the scale just above A's
   largest eigenvalue (estimated by power iteration; any scale above half of it converges),
   so it always converges, slowly.
@@ -22,6 +22,7 @@ with more iterations, goes on where it stopped, to the same answer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,19 +51,33 @@ def solve(solver: str, apply: Operator, b: torch.Tensor, precondition: Operator,
     relative residual after `iterations` in all is above `tolerance` (0: run `iterations`
     steps and keep the answer, an early-stopped solve; its residual is reported). `state`: a state
     `save` was given by an earlier call on the same system, resumed from (iterations count
-    from the first call)."""
+    from the first call; a state past `iterations` is not used: the answer asked for is the
+    one after `iterations` steps)."""
+    if state is not None and int(state["done"]) > iterations:
+        state = None
     if solver == "cg":
         x, done, residual = conjugate_gradient(
             apply, b, precondition, iterations, tolerance, state, save
         )
     elif solver in ("astra", "lissa"):
-        if solver == "lissa":
-            scale = float(state["scale"]) if state else 1.05 * largest_eigenvalue(apply, b)
-            precondition = _scaled(scale)
+        # The step: 1 / (A's largest eigenvalue) for lissa, 1 / (P A's) for astra (EK-FAC
+        # underestimates some directions of G; an unscaled step diverges there).
+        if state:
+            scale = float(state["scale"])
+        elif solver == "lissa":
+            scale = 1.05 * largest_eigenvalue(apply, b)
+        else:
+            scale = 1.05 * largest_eigenvalue(lambda v: precondition(apply(v)), b)
+        precondition = _scaled(scale, precondition if solver == "astra" else None)
         x, done, residual = neumann(apply, b, precondition, iterations, tolerance, state, save)
     else:
         raise ValueError(f"unknown solver {solver!r}")
     report = SolveReport(solver, done, residual)
+    if not math.isfinite(residual):
+        raise AttribError(
+            f"the {solver} solve diverged (relative residual {residual:.2e} after {done} "
+            "iterations); raise --lambda or use --solver cg"
+        )
     if tolerance > 0 and not residual <= tolerance:  # 0: a fixed number of steps, asked for
         other = "" if solver == "cg" else ", or use --solver cg"
         raise AttribError(
@@ -73,9 +88,9 @@ def solve(solver: str, apply: Operator, b: torch.Tensor, precondition: Operator,
     return x, report
 
 
-def _scaled(scale: float) -> Operator:
+def _scaled(scale: float, inner: Operator | None = None) -> Operator:
     def precondition(r: torch.Tensor) -> torch.Tensor:
-        return r / scale
+        return (r if inner is None else inner(r)) / scale
 
     precondition.scale = scale  # saved with the state: a resumed lissa keeps its step
     return precondition
