@@ -66,7 +66,6 @@ class GaussNewton:
         self.params: list[nn.Parameter] = []
         for module in side.modules:
             self.params += [module.weight] + ([module.bias] if module.bias is not None else [])
-        self.products = 0  # G products computed (each over every chosen row)
 
     def to_params(self, row: torch.Tensor) -> list[torch.Tensor]:
         out, start = [], 0
@@ -111,7 +110,6 @@ class GaussNewton:
         finally:
             for p, flag in zip(self.params, flags):
                 p.requires_grad_(flag)
-        self.products += 1
         return (out / (len(self.positions) * passes)).to(vectors.dtype)
 
     def _add_pass(self, z, loss_of, tangents, out) -> None:

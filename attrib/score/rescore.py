@@ -107,6 +107,8 @@ class ExactScorer:
         s, c, b = self.settings, self.curvature, out.double()
         saved = SolveState(self.side.store, b, s.solver, self.method.damping, c.ggn.positions)
         state = saved.load()
+        if state is not None and int(state["done"]) > s.iterations:
+            state = None  # past the steps asked for: the answer after that many is computed
         if state is not None:
             log.info(f"resuming the {s.solver} solve at step {int(state['done'])} ({saved.path})")
         x, self.report = solve(
