@@ -6,9 +6,10 @@ in `--help`, and a stage redeclares a field only where its default or help diffe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from attrib.errors import AttribError
 from attrib.memory import memory_option
-from attrib.methods.solve_settings import SOLVERS, SolveSettings
 from attrib.options import Options, at_least, device_option, option, positive
 
 
@@ -31,6 +32,21 @@ class Rescaled(Options):
         "method's kernel (exact leave-one-out for ridge regression; trak, trak-block, kfac, "
         "ekfac, dtrak, jtrak).",
     )
+
+
+SOLVERS = ("none", "cg", "astra", "lissa")
+
+
+@dataclass(frozen=True)
+class SolveSettings:
+    """What `--solver`, `--iterations`, `--tolerance` and `--curvature-rows` ask of an
+    iterative solve (methods/solvers.py)."""
+
+    solver: str = "cg"
+    iterations: int = 20
+    tolerance: float = 1e-3
+    rows: int | None = None  # training rows G is averaged over (None: all)
+    batch_size: int = 16
 
 
 class ExactSolve(Options):

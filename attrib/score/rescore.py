@@ -25,9 +25,9 @@ from attrib.errors import AttribError
 from attrib.featurize.curvature import DampedCurvature, GaussNewton
 from attrib.featurize.exact import ExactGradients, exact_kronecker
 from attrib.methods import Method
-from attrib.methods.solve_settings import SolveSettings
 from attrib.methods.solvers import SolveReport, solve
 from attrib.methods.topk import TopK
+from attrib.option_groups import SolveSettings
 from attrib.score.solve_state import SolveState
 from attrib.store import Store
 
