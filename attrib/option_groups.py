@@ -42,11 +42,11 @@ class SolveSettings:
     """What `--solver`, `--iterations`, `--tolerance` and `--curvature-rows` ask of an
     iterative solve (methods/solvers.py)."""
 
-    solver: str = "cg"
-    iterations: int = 20
-    tolerance: float = 1e-3
-    rows: int | None = None  # training rows G is averaged over (None: all)
-    batch_size: int = 16
+    solver: str
+    iterations: int
+    tolerance: float
+    rows: int | None  # training rows G is averaged over (None: all)
+    batch_size: int
 
 
 class ExactSolve(Options):

@@ -64,8 +64,9 @@ def run(args) -> dict:
         out = root / (
             f"solver-{solver}-{candidates}-{iterations}-{args.damping}-{args.curvature_rows}.npy"
         )
-        rows_g = args.curvature_rows
-        seconds = _scores(train, queries, out, candidates, solver, rows_g, iterations, args.damping)
+        seconds = _scores(
+            train, queries, out, candidates, solver, args.curvature_rows, iterations, args.damping
+        )
         lds = {keep: _lds(train, queries, truth, out) for keep, truth in truths.items()}
         rows.append({
             "solver": solver, "candidates": candidates, "seconds": seconds,

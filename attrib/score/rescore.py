@@ -107,9 +107,7 @@ class ExactScorer:
         s, c, b = self.settings, self.curvature, out.double()
         saved = SolveState(self.side.store, b, s.solver, self.method.damping, c.ggn.positions)
         state = saved.load()
-        if state is not None and int(state["done"]) > s.iterations:
-            state = None  # past the steps asked for: the answer after that many is computed
-        if state is not None:
+        if state is not None and int(state["done"]) <= s.iterations:  # solve() skips a later one
             log.info(f"resuming the {s.solver} solve at step {int(state['done'])} ({saved.path})")
         x, self.report = solve(
             s.solver, c.apply, b, c.precondition, s.iterations, s.tolerance, state, saved.save
