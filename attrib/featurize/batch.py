@@ -16,6 +16,25 @@ from attrib.store.module_spec import ModuleSpec
 from attrib.tasks.base import Task
 
 
+def _normalized(projection: ProjectionSpec, model, selected):
+    """The projection with its normalizer's digest, and the per-module scales; a digest
+    already recorded (a store's queries, featurized later) must be met again."""
+    from dataclasses import replace
+
+    from attrib.errors import AttribError
+    from attrib.featurize.normalizer import digest, module_scales
+
+    ref = projection.normalizer
+    scales = module_scales(ref.source, model, selected)
+    found = digest(scales)
+    if ref.sha256 is not None and ref.sha256 != found:
+        raise AttribError(
+            f"the optimizer state {ref.source} is not the one the store was featurized with "
+            "(its second moments changed): featurize the store again, or restore that file"
+        )
+    return replace(projection, normalizer=replace(ref, sha256=found)), scales
+
+
 @dataclass
 class FeatureBatch:
     positions: range
@@ -36,7 +55,13 @@ class Featurizer:
         self.task, self.columns, self.output_function = task, dict(columns), output_function
         self.modules = [spec for spec, _ in selected]
         self.device = task.device
-        self.capture = GradientCapture(selected, projection, self.device, stats=factors)
+        scales = None
+        if projection.normalizer is not None:  # TrackStar's (featurize --optimizer-state)
+            projection, scales = _normalized(projection, task.model, selected)
+        self.projection = projection  # with the normalizer's digest: the store records it
+        self.capture = GradientCapture(
+            selected, projection, self.device, stats=factors, scales=scales
+        )
 
     def __call__(self, rows: dict[str, list], positions: range) -> FeatureBatch:
         batch = self.task.prepare(rows, positions, self.device, self.columns)

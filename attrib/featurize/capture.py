@@ -35,8 +35,12 @@ class ModuleCapture:
         device: torch.device,
         dense_cache_bytes: int,
         stats: bool = False,
+        scales: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         self.spec, self.module, self.projection = spec, module, projection
+        # TrackStar's normalizer (normalizer.py): diag(rows) G diag(cols). Folded into the
+        # factored projection's matrices; applied to dy and the inputs on the other paths.
+        self.scales = None if scales is None else (scales[0].to(device), scales[1].to(device))
         self.factors: Factors | None = None
         if stats:
             k_out, k_in = _side_dims(projection, spec)
@@ -50,10 +54,14 @@ class ModuleCapture:
             self.p_out, self.p_in = p_out.to(device), p_in.to(device)
             # A side kept exactly (an identity matrix) is not multiplied at all: the same
             # numbers without the matmul (ungrouped modules; a grouped conv's identity
-            # spans the groups, so it goes through the grouped product).
-            ungrouped = getattr(module, "groups", 1) == 1
-            self.out_identity = ungrouped and p_out.shape[0] == p_out.shape[1]
-            self.in_identity = ungrouped and p_in.shape[0] == p_in.shape[1]
+            # spans the groups, so it goes through the grouped product; a normalized side is
+            # a diagonal, multiplied like any projection).
+            plain = getattr(module, "groups", 1) == 1 and self.scales is None
+            self.out_identity = plain and p_out.shape[0] == p_out.shape[1]
+            self.in_identity = plain and p_in.shape[0] == p_in.shape[1]
+            if self.scales is not None:
+                self.p_out = self.scales[0][:, None] * self.p_out
+                self.p_in = self.scales[1][:, None] * self.p_in
             if spec.kind == "conv2d" and not self.in_identity:
                 self._conv_weight = self._patch_projection_weight()
         elif projection.dense and spec.d_out * spec.d_in > projection.dim**2:
@@ -103,7 +111,8 @@ class ModuleCapture:
         if factored and not self.in_identity:
             projected = x @ self.p_in[: x.shape[-1]]
             return projected + self.p_in[-1] if spec.bias else projected
-        return _append_ones(x) if spec.bias else x
+        x = _append_ones(x) if spec.bias else x
+        return x if self.scales is None else x * self.scales[1]
 
     def _patch_projection_weight(self) -> torch.Tensor:
         # Projecting every unfolded patch with P_in is a convolution whose kernels are P_in's
@@ -132,12 +141,16 @@ class ModuleCapture:
         if self.spec.bias:
             ones = patches.new_ones(patches.shape[0], conv.groups, 1, patches.shape[-1])
             patches = torch.cat([patches, ones], dim=2)
+        if self.scales is not None and not self.projection.factored:
+            patches = patches * self.scales[1].view(1, 1, -1, 1)
         return patches
 
     # -- features --------------------------------------------------------------------------
     def _features(self, record: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
         batch = dy.shape[0]
         dy = dy.float()
+        if self.scales is not None and not self.projection.factored:
+            dy = _scale_outputs(dy, self.scales[0], self.spec)
         if self.spec.kind == "conv2d":
             groups = self.module.groups
             dy = dy.reshape(batch, groups, self.spec.d_out // groups, -1)  # (B, g, o, L)
@@ -185,6 +198,13 @@ def _side_dims(projection: ProjectionSpec, spec: ModuleSpec) -> tuple[int, int]:
     return projection.side_dims(spec.d_out, spec.d_in)
 
 
+def _scale_outputs(dy: torch.Tensor, rows: torch.Tensor, spec: ModuleSpec) -> torch.Tensor:
+    """dy with each output unit's gradient times its row scale (channels lead a conv's dy)."""
+    if spec.kind == "conv2d":
+        return dy * rows.view(1, -1, *([1] * (dy.dim() - 2)))
+    return dy * rows
+
+
 def _append_ones(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
 
@@ -199,10 +219,14 @@ class GradientCapture:
         device: torch.device,
         dense_cache_bytes: int = 512 * 2**20,
         stats: bool = False,
+        scales: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         self.device = device
+        scales = scales or {}
         self.captures = [
-            ModuleCapture(spec, module, projection, device, dense_cache_bytes, stats)
+            ModuleCapture(
+                spec, module, projection, device, dense_cache_bytes, stats, scales.get(spec.name)
+            )
             for spec, module in selected
         ]
         self._handles: list = []

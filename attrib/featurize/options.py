@@ -69,6 +69,11 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
         choices=PROJECTIONS,
     )
     seed: int = option(0, help="Projection seed.")
+    optimizer_state: str | None = option(
+        None,
+        help="Divide gradients by sqrt(Adam's second moment) before projecting (TrackStar): "
+        "a Trainer checkpoint folder (its optimizer.pt), or an `attrib train` run or snapshot.",
+    )
     modules: tuple[str, ...] = option((), help="Glob over module paths to include (repeatable).")
     exclude: tuple[str, ...] = option((), help="Glob over module paths to leave out (repeatable).")
     no_gradients: bool = option(
@@ -143,11 +148,28 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
                 f"--method {self.method} reads the model's hidden states, not gradients: drop "
                 "--modules/--exclude/--no-gradients"
             )
+        self._check_optimizer_state(needs)
         if self.factors and self.projection == "dense" and self.proj_dim != "full":
             raise AttribError(
                 f"--method {self.method} needs Kronecker-structured features: use the default "
                 "factored projection or --proj-dim full, not --projection dense"
             )
+
+    def _check_optimizer_state(self, needs) -> None:
+        if needs.optimizer_state and not self.optimizer_state:
+            raise AttribError(
+                f"--method {self.method} divides gradients by the optimizer's second moments: "
+                "pass --optimizer-state (the checkpoint folder with optimizer.pt, or the "
+                "`attrib train` run)"
+            )
+        if not self.optimizer_state:
+            return
+        if self.no_gradients or needs.store == REPRESENTATION:
+            raise AttribError(
+                "--optimizer-state scales gradients, and this store holds none: drop it"
+            )
+        if not Path(self.optimizer_state).exists():
+            raise AttribError(f"--optimizer-state {self.optimizer_state} does not exist")
 
     @property
     def factors(self) -> bool:
@@ -172,8 +194,11 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
 
     @property
     def projection_spec(self):
-        from attrib.featurize.projection import ProjectionSpec
+        from attrib.featurize.projection import NormalizerRef, ProjectionSpec
 
+        normalizer = None
+        if self.optimizer_state:  # an absolute path: queries are featurized from elsewhere
+            normalizer = NormalizerRef(str(Path(self.optimizer_state).resolve()))
         if self.proj_dim == "full":
-            return ProjectionSpec("none", None, self.seed)
-        return ProjectionSpec(self.projection, self.proj_dim, self.seed)
+            return ProjectionSpec("none", None, self.seed, normalizer)
+        return ProjectionSpec(self.projection, self.proj_dim, self.seed, normalizer)

@@ -14,6 +14,9 @@ Kinds:
 A module whose gradient is no larger than the projection keeps it exactly (identity), per side
 on the factored path (a 10-class head's output side stays exact) and whole on the dense one.
 - none: the exact per-example gradient (`--proj-dim full`), for small modules and references.
+
+A normalizer (`featurize --optimizer-state`, TrackStar) divides each gradient elementwise by
+the square root of the optimizer's second moment before any of these; normalizer.py.
 """
 
 from __future__ import annotations
@@ -43,10 +46,32 @@ def gaussian(rows: int, cols: int, seed: int, module: str, part: str) -> torch.T
 
 
 @dataclass(frozen=True)
+class NormalizerRef:
+    """The optimizer state gradients are normalized by: where it was read, and the digest of
+    the per-module scales it gave (None until they are computed)."""
+
+    source: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class ProjectionSpec:
     kind: str  # factored | dense | none
     dim: int | None  # p (features per module = p*p); None for kind "none"
     seed: int = 0
+    normalizer: NormalizerRef | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProjectionSpec:
+        data = dict(data)
+        if data.get("normalizer") is not None:
+            data["normalizer"] = NormalizerRef(**data["normalizer"])
+        return cls(**data)
+
+    def unprojected(self) -> ProjectionSpec:
+        """The exact gradients of the same space (`score --rescore`): no projection, the
+        same normalizer."""
+        return ProjectionSpec("none", None, self.seed, self.normalizer)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -86,7 +111,12 @@ class ProjectionSpec:
         return k_out * k_in
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "dim": self.dim, "seed": self.seed}
+        out = {"kind": self.kind, "dim": self.dim, "seed": self.seed}
+        if self.normalizer is not None:  # absent otherwise: older stores' settings still match
+            out["normalizer"] = {
+                "source": self.normalizer.source, "sha256": self.normalizer.sha256,
+            }  # fmt: skip
+        return out
 
 
 def factored_matrices(spec: ProjectionSpec, module: str, d_out: int, d_in: int):

@@ -119,7 +119,7 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
         projection = featurizer.projection
         modules = [{"spec": s.to_dict(), "feature_dim": s.d_in} for s in featurizer.modules]
     else:
-        spec = config.projection_spec
+        spec = featurizer.projection  # with its normalizer's digest, where it has one
         projection = spec.to_dict()
         modules = [
             {"spec": s.to_dict(), "feature_dim": spec.feature_dim(s.d_out, s.d_in)}

@@ -13,6 +13,7 @@ from attrib.methods.gradient import Cosine, TracIn
 from attrib.methods.kfac import EKFac, KFac, Shampoo
 from attrib.methods.lexical import BM25
 from attrib.methods.representation import RepSim
+from attrib.methods.trackstar import TrackStar
 from attrib.methods.trak import Das, DTrak, JourneyTrak, Trak, TrakBlock
 from attrib.store.kinds import PERTURBED
 
@@ -29,6 +30,7 @@ METHODS: dict[str, type[Method]] = {
         KFac,
         EKFac,
         Shampoo,
+        TrackStar,
         DTrak,
         Das,
         JourneyTrak,

@@ -83,6 +83,13 @@ class Method(ABC):
                 f"--method {self.name} reads each row's {missing[0]}, which {store.path} does "
                 f"not hold: featurize with --method {self.name} (on a model that defines it)"
             )
+        normalized = store.settings.get("projection", {}).get("normalizer") is not None
+        if self.requires.optimizer_state and not normalized:
+            raise AttribError(
+                f"--method {self.name} needs gradients divided by the optimizer's second "
+                f"moments, and {store.path} was featurized without them: featurize with "
+                f"--method {self.name} --optimizer-state CHECKPOINT"
+            )
         kind = PRECONDITIONERS.get(self.preconditioner)
         self.kernel: Preconditioner | None = kind(store, damping) if kind else None
         if self.requires.factors and not store.settings.get("factors"):

@@ -27,6 +27,8 @@ class Requirements:
     # and DAS's diffusion outputs).
     fallback: bool = True
     scalars: tuple[str, ...] = ()  # per-row columns it reads beyond index, loss, out_to_loss
+    # Gradients divided by the optimizer's second moments (featurize --optimizer-state).
+    optimizer_state: bool = False
 
     def __post_init__(self) -> None:
         if self.store not in (*KINDS, WORDS):

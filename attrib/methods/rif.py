@@ -24,7 +24,10 @@ def with_rif(cls: type[Method]) -> type[Method]:
             "use it with trak, trak-block, kfac, ekfac, dtrak or jtrak"
         )
     if cls.scale_reads_features:
-        raise AttribError(f"--method {cls.name} corrects for leverage already: drop --rif")
+        raise AttribError(
+            f"--method {cls.name} scales each row by its own features already (DAS's leverage, "
+            "TrackStar's norm): drop --rif"
+        )
 
     class Rescaled(cls):
         summary = f"{cls.summary}; RIF: each row's score over 1 - its leverage"

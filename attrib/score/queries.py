@@ -145,7 +145,7 @@ def _featurizer(train: Store, task, columns: dict, projection: ProjectionSpec | 
     selected = select_modules(task.model, include=names)
     if [spec.name for spec, _ in selected] != names:
         raise AttribError(f"the model's modules differ from those in {train.path}")
-    projection = projection or ProjectionSpec(**settings["projection"])
+    projection = projection or ProjectionSpec.from_dict(settings["projection"])
     return featurizer_for(task, columns, selected, projection, settings["output_function"])
 
 
