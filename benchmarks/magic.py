@@ -35,6 +35,7 @@ from attrib.evaluate.retrain import retrain  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
 from attrib.featurize.options import FeaturizeOptions  # noqa: E402
 from attrib.featurize.run import run_featurize  # noqa: E402
+from attrib.methods import method_class  # noqa: E402
 from attrib.training.magic_options import MagicOptions  # noqa: E402
 from attrib.training.magic_run import run_magic  # noqa: E402
 from attrib.training.options import TrainOptions  # noqa: E402
@@ -116,11 +117,13 @@ def store(root: Path, run: Path, data: Path, method: str, name: str, rows: int |
     suffix = "" if proj_dim is None else f"-{proj_dim}"
     out = root / "stores" / f"{name}-{method}{suffix}"
     if not (out / "manifest.json").exists():
-        dim = {} if proj_dim is None else {"proj_dim": proj_dim}
+        extra = {} if proj_dim is None else {"proj_dim": proj_dim}
+        if method_class(method).requires.optimizer_state:  # TrackStar: the run's last state
+            extra["optimizer_state"] = str(run)
         run_featurize(
             FeaturizeOptions(
                 model=str(run / "model"), data=str(data), out=out, method=method,
-                max_examples=rows, device="cpu", progress=False, store_dtype="float32", **dim,
+                max_examples=rows, device="cpu", progress=False, store_dtype="float32", **extra,
             )
         )  # fmt: skip
     return out
@@ -227,11 +230,13 @@ def task_main(stem: str, default_task: str, run, markdown) -> None:
     parser.add_argument("--task", default=default_task)
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--subsets", type=int, default=64)
+    parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
     args = parser.parse_args()
     result = run(args)
     text = markdown(result)
     print(text)
-    publish(f"{stem}-{args.task}", text, [result])
+    only = f"-{args.methods.replace(',', '-')}" if args.methods else ""
+    publish(f"{stem}-{args.task}{only}", text, [result])
 
 
 def markdown(results: list[dict]) -> str:

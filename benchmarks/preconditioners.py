@@ -8,7 +8,9 @@ makes for it at the default projection (p = 16) and its default damping, unweigh
 weights learned by `learn-weights` with its defaults on the task's weight-learning rows (never
 the evaluation queries): tracin (no curvature), trak-block (Gram per module, the CLI's
 default), kfac and ekfac (featurize's Kronecker factors), shampoo (eigenvalue-corrected
-Shampoo from the stored loss gradients alone, no factors). Through the options
+Shampoo from the stored loss gradients alone, no factors), trackstar (gradients over the
+run's last AdamW second moments, whitened cosine). `--methods a,b` runs those alone (and
+trak-block, the paired reference). Through the options
 objects the CLI is built from. LDS % (95% CI with the subsets' luck) at keep 0.5 and 0.95, and
 the kernel's fit time. Tables: stdout and benchmarks/results/preconditioners-TASK.md (+ .json).
 """
@@ -42,6 +44,7 @@ STORES = {
     "kfac": "ekfac",
     "ekfac": "ekfac",
     "shampoo": "shampoo",
+    "trackstar": "trackstar",  # featurized with the run's last optimizer state
 }
 
 
@@ -56,7 +59,10 @@ def fit_seconds(train: Path, method: str) -> float:
 def run(args) -> dict:
     root, run_dir, data, truths = same_run_setup(args.task, args.queries, args.subsets)
     rows = []
-    for method, kind in STORES.items():
+    chosen = args.methods.split(",") if args.methods else list(STORES)
+    if "trak-block" not in chosen:  # the paired differences need the default's row
+        chosen.insert(0, "trak-block")
+    for method, kind in ((m, STORES[m]) for m in chosen):
         train = store(root, run_dir, data["train"], kind, "train")
         queries = store(root, run_dir, data["eval"], kind, "eval", args.queries)
         learn = store(root, run_dir, data["learn"], kind, "learn")

@@ -54,6 +54,10 @@ def _write(path, rng, count, shard_size, with_factors, kind=None):
         "residual": rng.uniform(0.5, 1.5, count).astype(np.float32),
     }
     settings = {"modules": modules, "factors": with_factors}
+    # Marked as divided by an optimizer's second moments (TrackStar reads only that mark;
+    # the numbers are any gradients), exact (no projection) as write_arrays' default.
+    normalizer = {"source": "synthetic", "sha256": None}
+    settings["projection"] = {"kind": "none", "dim": None, "seed": 0, "normalizer": normalizer}
     if kind:  # read as perturbed copies' outputs (Daunce) or hidden states (repsim): the
         # same numbers, another kind of store
         settings["kind"] = kind

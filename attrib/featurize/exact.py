@@ -54,7 +54,8 @@ class ExactGradients:
         self.specs = [spec for spec, _ in selected]
         self.modules = [module for _, module in selected]
         self.columns = dict(settings["task_options"]["columns"])
-        exact = ProjectionSpec(kind="none", dim=None)
+        # The store's space unprojected: its normalizer (--optimizer-state), if any, kept.
+        exact = ProjectionSpec.from_dict(settings["projection"]).unprojected()
         self.featurizer = Featurizer(
             self.task, self.columns, selected, exact, settings["output_function"], factors
         )

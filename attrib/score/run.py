@@ -278,7 +278,7 @@ def _two_stage(request, runtime, store, method, chosen, weights, artifact, query
             exact_queries = queries.from_values(
                 store, list(chosen.ids), str(runtime.device), request.batch_size,
                 request.trust_remote_code, list(request.prompt) or None,
-                projection=ProjectionSpec(kind="none", dim=None),
+                projection=ProjectionSpec.from_dict(store.settings["projection"]).unprojected(),
             ).features  # fmt: skip
         index = store.column("index")
         top, positions, exact, scale = rescore.rescore_top(
