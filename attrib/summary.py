@@ -159,6 +159,8 @@ def serving_methods(store) -> list[str]:
         needs = method.requires
         if needs.store != kind or (needs.factors and not store.settings.get("factors")):
             continue
+        if needs.optimizer_state and not store.settings.get("projection", {}).get("normalizer"):
+            continue  # TrackStar: gradients divided by the optimizer's second moments
         if needs.train_output not in outputs and not needs.fallback:
             continue  # defined only where the task has its output (a diffusion model's)
         wanted = needs.train_output if needs.train_output in outputs else "loss"
