@@ -163,6 +163,8 @@ def serving_methods(store) -> list[str]:
             continue  # TrackStar: gradients divided by the optimizer's second moments
         if needs.train_output not in outputs and not needs.fallback:
             continue  # defined only where the task has its output (a diffusion model's)
+        if needs.query_output is not None and needs.query_output not in outputs:
+            continue  # Journey-TRAK: queries along a sampling trajectory (diffusion only)
         wanted = needs.train_output if needs.train_output in outputs else "loss"
         if kind == PERTURBED or wanted == have:
             serving.append(name)

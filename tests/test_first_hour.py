@@ -138,6 +138,8 @@ def test_inspect_describes_every_file_attrib_writes(lds_inputs, text_store):
     described = json.loads(out)
     assert described["featurized_for"] == "trak"
     assert "trak" in described["serves"] and "ekfac" not in described["serves"]
+    # Journey-TRAK's queries are diffusion trajectories; TrackStar needs --optimizer-state.
+    assert "jtrak" not in described["serves"] and "trackstar" not in described["serves"]
     code, out, _ = run_cli("inspect", text_store, "--format", "table")
     assert "featurized for" in out and "serves" in out
 
