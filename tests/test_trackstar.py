@@ -260,3 +260,21 @@ def test_rescoring_a_normalized_store_recomputes_normalized_gradients(
     code, _, err = run_cli("score", "-t", plain.path, "--queries", made["full", "q"].path,
                            "--method", "ekfac")  # fmt: skip
     _assert_one_line_error(code, err, "projection")  # the unnormalized space is another
+
+
+def test_a_lora_runs_optimizer_state_maps_to_its_adapter(gpt2_dir, text_data, tmp_path):
+    """A Trainer that trained a LoRA adapter keeps the adapter's moments alone: they map to
+    the adapter's parameters of `--model BASE --adapter CHECKPOINT`, and featurize uses them."""
+    from peft import PeftModel
+
+    keep = _KeepSecondMoments()
+    train_lm(gpt2_dir, text_data, tmp_path / "run", keep, steps=2, lora=True)
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    model = PeftModel.from_pretrained(_model(gpt2_dir), checkpoint)
+    found = second_moments(checkpoint, model)
+    assert found.keys() == keep.moments.keys() and all("lora_" in n for n in found)
+    for name, value in keep.moments.items():
+        assert torch.equal(found[name], value), name
+    args = ("--adapter", checkpoint, "--method", "trackstar", "--optimizer-state", checkpoint)
+    store = _featurize(gpt2_dir, text_data, tmp_path / "s", *args, "--max-examples", "4")
+    assert all("lora_" in name for name in store.module_names)

@@ -30,12 +30,21 @@ def _arguments(out: Path, **extra):
     )
 
 
-def train_lm(gpt2_dir, text_data, out: Path, callback, steps=STEPS, resume=False) -> None:
+def train_lm(gpt2_dir, text_data, out: Path, callback, steps=STEPS, resume=False,
+             lora=False) -> None:  # fmt: skip
     """A tiny GPT-2 fine-tuned by the Trainer, with the callback; `resume`: from the latest
-    checkpoint in `out` when there is one (`trainer.train(resume_from_checkpoint=True)`)."""
+    checkpoint in `out` when there is one (`trainer.train(resume_from_checkpoint=True)`);
+    `lora`: a LoRA adapter on the attention's c_attn trains instead (PEFT)."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2_dir)
     tokenizer.pad_token = tokenizer.eos_token
     model = transformers.AutoModelForCausalLM.from_pretrained(gpt2_dir)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=2, target_modules=["c_attn"], init_lora_weights=False, fan_in_fan_out=True
+        )
+        model = get_peft_model(model, config)
     raw = datasets.load_dataset("parquet", data_files=str(text_data), split="train")
     tokenized = raw.map(  # not from datasets' cache: the tokenizer's state is then saved alike
         lambda row: tokenizer(row["text"], truncation=True, max_length=32),
