@@ -14,6 +14,9 @@ first --queries evaluation passages, each passage's loss the mean over its token
   by ASTRA (`--solver sgd`) for --steps steps per query, Shampoo (`--method shampoo` with the
   eigenvalue correction), TrackStar with the run's last AdamW second moments written as an
   optimizer.pt (bergson reads it by `named_parameters` position);
+  ASTRA and CG run through benchmarks/bergson_cpu_shim.py, which copies each query's
+  starting point before bergson updates it in place (on a CPU it aliases a read-only memory
+  map and the process segfaults);
 - attrib, through the options objects the CLI is built from: trak-block (the default), ekfac,
   shampoo, trackstar (`featurize --optimizer-state RUN`), and ekfac with `--rescore 100`.
 Every score file is evaluated by `evaluate lds` against the same ground truths, with each
@@ -124,7 +127,8 @@ def run(args) -> dict:
         out = work / label.replace(" ", "").replace("+", "-")
         scores = out.with_suffix(".npy")
         if not scores.exists():
-            full = [args.venv / "bin" / "python", "-m", "bergson", command[0], out, *common]
+            shim = Path(__file__).with_name("bergson_cpu_shim.py")  # ASTRA/CG on a CPU
+            full = [args.venv / "bin" / "python", shim, command[0], out, *common]
             seconds[f"bergson {label}"], _ = timed(full + command[1:] + ["--overwrite", "true"])
             np.save(scores, bergson_scores(out / "scores", args.queries))
         files[f"bergson {label}"] = scores
