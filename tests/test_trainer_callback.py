@@ -115,6 +115,22 @@ def test_an_image_classifier_under_the_trainer(tmp_path, vit_dir, image_data):
     assert Store(tmp_path / "stores" / "tracincp" / "train").num_examples == 24
 
 
+def test_trackstar_stores_use_each_checkpoints_own_optimizer_state(tmp_path, gpt2_dir, text_data):
+    """method="trackstar": every checkpoint's stores are divided by the optimizer.pt the
+    Trainer saved beside it (what featurize --optimizer-state CHECKPOINT writes), and no
+    TracInCP ensemble mixes their normalizers."""
+    callback = AttribCallback(tmp_path / "stores", data=str(text_data), method="trackstar",
+                              max_examples=8, max_length=32)  # fmt: skip
+    train_lm(gpt2_dir, text_data, tmp_path / "out", callback)
+    for step in (2, 4):
+        checkpoint = tmp_path / "out" / f"checkpoint-{step}"
+        flags = ["--method", "trackstar", "--optimizer-state", str(checkpoint), "--max-examples",
+                 "8", "--max-length", "32"]  # fmt: skip
+        cli = _featurize_saved(checkpoint, text_data, tmp_path / f"cli-{step}", *flags)
+        assert_same_store(tmp_path / "stores" / f"checkpoint-{step}" / "train", cli)
+    assert not (tmp_path / "stores" / "tracincp").exists()
+
+
 def test_two_processes_write_the_stores_one_process_writes(tmp_path, gpt2_dir, text_data):
     """The Trainer's own DDP (torchrun, gloo): each rank featurizes its shards of the
     checkpoint the ranks trained together; the stores equal one process's featurize of it."""

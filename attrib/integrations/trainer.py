@@ -41,6 +41,7 @@ from attrib.atomic import write_text
 from attrib.featurize.options import FeaturizeOptions
 from attrib.featurize.run import run_featurize
 from attrib.jsonio import load_json_or_none
+from attrib.methods import method_class
 from attrib.store.ensemble import merge
 
 TRAINING_FILE = "attrib-training.json"
@@ -72,11 +73,17 @@ class AttribCallback(TrainerCallback):
                 raise ValueError("the query set name 'train' is taken by the training data")
             self.sets[name] = {"data": value} if isinstance(value, str) else dict(value)
         self.options = {"method": method, **options}
+        # TrackStar: each checkpoint's gradients over its own saved optimizer state (the
+        # Trainer writes optimizer.pt before it calls on_save), unless one state is given.
+        self._own_state = (
+            method_class(method).requires.optimizer_state and "optimizer_state" not in options
+        )
         self.checkpoints: list[tuple[Path, float]] = []  # (stores folder, learning rate)
         self._training: str | None = None
         self._step_lr: float | None = None
+        state = {"optimizer_state": "."} if self._own_state else {}  # a checkpoint's, later
         FeaturizeOptions(
-            model="check", out=self.out / "check", **self.sets["train"], **self.options
+            model="check", out=self.out / "check", **self.sets["train"], **self.options, **state
         )  # fmt: skip  (bad options fail before training)
 
     def on_train_begin(self, args, state, control, processing_class=None, model=None, **kwargs):
@@ -152,7 +159,8 @@ class AttribCallback(TrainerCallback):
         flags = {name: p.requires_grad for name, p in model.named_parameters()}
         try:
             with _full_precision(model):
-                self._featurize(model, reference, stores, in_memory)
+                state = {"optimizer_state": str(folder)} if self._own_state else {}
+                self._featurize(model, reference, stores, in_memory, state)
         finally:
             model.train(was_training)
             for name, p in model.named_parameters():
@@ -163,9 +171,9 @@ class AttribCallback(TrainerCallback):
         self.checkpoints = [c for c in self.checkpoints if c[0] != stores] + [(stores, rate)]
         log.info(f"attrib: featurized {folder.name} into {stores}")
 
-    def _featurize(self, model, reference: dict, stores: Path, in_memory) -> None:
+    def _featurize(self, model, reference: dict, stores: Path, in_memory, state: dict) -> None:
         """`model` gives the dtype and device; `in_memory`: the model to featurize as it is,
-        or None to read the checkpoint folder."""
+        or None to read the checkpoint folder; `state`: the checkpoint's optimizer state."""
         for name, data_options in self.sets.items():
             first = next(model.parameters())
             defaults = {  # the model's own dtype and device; the user's options win
@@ -174,7 +182,7 @@ class AttribCallback(TrainerCallback):
                 "progress": False,
                 "command": ("attrib.integrations.AttribCallback",),
             }
-            values = {**defaults, **self.options, **data_options}
+            values = {**defaults, **self.options, **state, **data_options}
             options = FeaturizeOptions(**reference, out=stores / name, **values)
             run_featurize(options, model=in_memory)
 
@@ -184,6 +192,10 @@ class AttribCallback(TrainerCallback):
         # A checkpoint saved at a learning rate of 0 (a schedule's end) adds nothing to
         # TracInCP's lr-weighted sum.
         members = [(stores, rate) for stores, rate in self.checkpoints if rate > 0]
+        if self.ensemble and self._own_state:
+            log.info("attrib: no TracInCP ensemble of TrackStar stores (each checkpoint's "
+                     "gradients are divided by its own optimizer state)")  # fmt: skip
+            return control
         if not self.ensemble or len(members) < 2:
             if self.ensemble:
                 log.info("attrib: fewer than two checkpoints trained at a learning rate above 0; "
