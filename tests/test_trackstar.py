@@ -29,7 +29,11 @@ class _KeepSecondMoments(transformers.TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         names = {id(p): n for n, p in model.named_parameters()}
-        self.moments = {names[id(p)]: s["exp_avg_sq"].clone() for p, s in optimizer.state.items()}
+        self.states = {
+            names[id(p)]: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+            for p, s in optimizer.state.items()
+        }
+        self.moments = {n: s["exp_avg_sq"] for n, s in self.states.items() if "exp_avg_sq" in s}
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +282,25 @@ def test_a_lora_runs_optimizer_state_maps_to_its_adapter(gpt2_dir, text_data, tm
     args = ("--adapter", checkpoint, "--method", "trackstar", "--optimizer-state", checkpoint)
     store = _featurize(gpt2_dir, text_data, tmp_path / "s", *args, "--max-examples", "4")
     assert all("lora_" in name for name in store.module_names)
+
+
+def test_adafactors_factored_moments_are_read_as_it_applies_them(gpt2_dir, text_data, tmp_path):
+    """optim="adafactor": a matrix's second moment is kept as row and column sums, and
+    Adafactor divides by sqrt((row / mean row) c^T); a vector's as exp_avg_sq."""
+    keep = _KeepSecondMoments()
+    train_lm(gpt2_dir, text_data, tmp_path / "run", keep, steps=2, optim="adafactor")
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    found = second_moments(checkpoint, _model(checkpoint))
+    assert found.keys() == keep.states.keys()
+    factored = 0
+    for name, state in keep.states.items():
+        if "exp_avg_sq_row" in state:
+            row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+            expected = torch.outer(row / row.mean(), col)
+            factored += 1
+        else:
+            expected = state["exp_avg_sq"]
+        assert torch.allclose(found[name], expected, rtol=1e-6), name
+    assert factored >= 8  # every Conv1D and the embeddings
+    _featurize(checkpoint, text_data, tmp_path / "s", "--method", "trackstar",
+               "--optimizer-state", checkpoint, "--max-examples", "4")  # fmt: skip

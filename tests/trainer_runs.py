@@ -31,10 +31,11 @@ def _arguments(out: Path, **extra):
 
 
 def train_lm(gpt2_dir, text_data, out: Path, callback, steps=STEPS, resume=False,
-             lora=False) -> None:  # fmt: skip
+             lora=False, optim=None) -> None:  # fmt: skip
     """A tiny GPT-2 fine-tuned by the Trainer, with the callback; `resume`: from the latest
     checkpoint in `out` when there is one (`trainer.train(resume_from_checkpoint=True)`);
-    `lora`: a LoRA adapter on the attention's c_attn trains instead (PEFT)."""
+    `lora`: a LoRA adapter on the attention's c_attn trains instead (PEFT); `optim`: the
+    Trainer's optimizer name (its default, AdamW, otherwise)."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2_dir)
     tokenizer.pad_token = tokenizer.eos_token
     model = transformers.AutoModelForCausalLM.from_pretrained(gpt2_dir)
@@ -53,7 +54,7 @@ def train_lm(gpt2_dir, text_data, out: Path, callback, steps=STEPS, resume=False
     )
     trainer = transformers.Trainer(
         model=model,
-        args=_arguments(out, max_steps=steps),
+        args=_arguments(out, max_steps=steps, **({"optim": optim} if optim else {})),
         train_dataset=tokenized,
         data_collator=transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,

@@ -3,7 +3,8 @@ of the optimizer's second moment v (Adam's `exp_avg_sq`) at the checkpoint, befo
 
 Sources (`featurize --optimizer-state`):
 - a Trainer checkpoint folder (`checkpoint-N/optimizer.pt`) or that file, read with
-  `torch.load(weights_only=True)` (tensors and plain containers only, never code);
+  `torch.load(weights_only=True)` (tensors and plain containers only, never code): Adam's
+  `exp_avg_sq`, or Adafactor's factored row and column moments;
 - a run `attrib train` recorded (its last snapshot) or one snapshot file (safetensors).
 
 A Trainer's optimizer state names its tensors by position, not by parameter: the positions
@@ -126,25 +127,35 @@ def _trainer_moments(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not {"state", "param_groups"} <= state.keys():
         raise AttribError(f"--optimizer-state {path} is not an optimizer's state_dict")
     positions = [i for group in state["param_groups"] for i in group["params"]]
-    per_position = state["state"]
-    if not any("exp_avg_sq" in per_position.get(i, {}) for i in positions):
+    moments = {i: _second_moment(state["state"].get(i, {})) for i in positions}
+    if not any(v is not None for v in moments.values()):
         raise AttribError(
             f"--optimizer-state {path} holds no exp_avg_sq: TrackStar needs an Adam-type "
-            "optimizer's second moments (AdamW, Adam)"
+            "optimizer's second moments (AdamW, Adam, Adafactor)"
         )
     params = dict(model.named_parameters())
     for order in _trainer_orders(model):
         if len(order) == len(positions) and all(
-            "exp_avg_sq" in per_position.get(i, {})
-            and per_position[i]["exp_avg_sq"].shape == params[name].shape
+            moments[i] is not None and moments[i].shape == params[name].shape
             for name, i in zip(order, positions)
         ):
-            return {name: per_position[i]["exp_avg_sq"] for name, i in zip(order, positions)}
+            return {name: moments[i] for name, i in zip(order, positions)}
     raise AttribError(
         f"--optimizer-state {path} holds {len(positions)} tensors that do not match this "
         "model's parameters (their number or shapes): pass the optimizer state saved with this "
         "checkpoint"
     )
+
+
+def _second_moment(entry: dict) -> torch.Tensor | None:
+    """One parameter's second moment: Adam's exp_avg_sq, or Adafactor's factored one
+    (row and column sums of squares) expanded as Adafactor applies it, (row / mean row) c^T."""
+    if "exp_avg_sq" in entry:
+        return entry["exp_avg_sq"]
+    if "exp_avg_sq_row" in entry and "exp_avg_sq_col" in entry:
+        row, col = entry["exp_avg_sq_row"], entry["exp_avg_sq_col"]
+        return (row / row.mean(-1, keepdim=True)).unsqueeze(-1) * col.unsqueeze(-2)
+    return None
 
 
 def _trainer_orders(model: nn.Module) -> list[list[str]]:
