@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,11 +42,16 @@ def module_scales(
     names = {id(p): n for n, p in model.named_parameters()}
     scales = {}
     for spec, module in selected:
-        v = _module_matrix(spec, module, moments, names, source)
-        mean = v.mean().clamp(min=torch.finfo(torch.float64).tiny)
-        rows = v.mean(1).clamp(min=FLOOR * mean)
-        cols = v.mean(0).clamp(min=FLOOR * mean)
-        scales[spec.name] = ((mean / rows).sqrt().float(), cols.rsqrt().float())
+        # numpy's float64 reductions do not depend on the thread count, so the scales, and
+        # the digest a store records, are the same on every machine.
+        v = _module_matrix(spec, module, moments, names, source).numpy()
+        mean = max(float(v.mean()), np.finfo(np.float64).tiny)
+        rows = np.maximum(v.mean(1), FLOOR * mean)
+        cols = np.maximum(v.mean(0), FLOOR * mean)
+        scales[spec.name] = (
+            torch.from_numpy(np.sqrt(mean / rows).astype(np.float32)),
+            torch.from_numpy((1.0 / np.sqrt(cols)).astype(np.float32)),
+        )
     return scales
 
 
