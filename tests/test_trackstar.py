@@ -212,10 +212,10 @@ def test_a_changed_optimizer_state_is_caught_when_queries_are_featurized(
     code, _, err = run_cli("score", "--train", tmp_path / "train", "--query", "x", "--method",
                            "trackstar")  # fmt: skip
     _assert_one_line_error(code, err, "not the one the store was featurized with")
-    shutil.rmtree(copy)
+    (copy / "optimizer.pt").unlink()
     code, _, err = run_cli("score", "--train", tmp_path / "train", "--query", "x", "--method",
                            "trackstar")  # fmt: skip
-    _assert_one_line_error(code, err, "which is gone")
+    _assert_one_line_error(code, err, "can no longer be read")
 
 
 def test_a_rank_one_second_moment_is_divided_out_exactly(tmp_path):

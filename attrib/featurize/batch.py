@@ -20,18 +20,21 @@ def _normalized(projection: ProjectionSpec, model, selected):
     """The projection with its normalizer's digest, and the per-module scales; a digest
     already recorded (a store's queries, featurized later) must be met again."""
     from dataclasses import replace
-    from pathlib import Path
 
     from attrib.errors import AttribError
     from attrib.featurize.normalizer import digest, module_scales
 
     ref = projection.normalizer
-    if ref.sha256 is not None and not Path(ref.source).exists():
+    try:
+        scales = module_scales(ref.source, model, selected)
+    except AttribError as exc:
+        if ref.sha256 is None:  # featurize's own --optimizer-state: said as it is
+            raise
         raise AttribError(
             f"the store's gradients were divided by the optimizer state at {ref.source}, which "
-            "is gone: restore it there to featurize queries for it (or pass a query store)"
-        )
-    scales = module_scales(ref.source, model, selected)
+            f"can no longer be read ({str(exc).removeprefix('--optimizer-state ')}); restore it "
+            "to featurize queries for the store, or pass a query store"
+        ) from None
     found = digest(scales)
     if ref.sha256 is not None and ref.sha256 != found:
         raise AttribError(
