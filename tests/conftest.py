@@ -57,3 +57,16 @@ def ddpm(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddpm")
     pipe = builders.save_tiny_ddpm(root / "pipe")
     return pipe, builders.save_plain_images(root / "train.parquet", 12, seed=1)
+
+
+@pytest.fixture(scope="session")
+def sd(tmp_path_factory):
+    """A tiny Stable Diffusion pipeline, a LoRA adapter on its UNet, and 10 captioned
+    images: (pipeline folder, adapter folder, data file)."""
+    root = tmp_path_factory.mktemp("sd")
+    pipe = builders.save_tiny_sd(root / "pipe")
+    adapter = builders.save_unet_lora(pipe, root / "lora")
+    data = builders.save_plain_images(
+        root / "train.parquet", 10, seed=2, size=16, captions=builders.CAPTIONS
+    )
+    return pipe, adapter, data
