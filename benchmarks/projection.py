@@ -33,7 +33,10 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def store(task, role: str, method: str, dim, kind: str) -> tuple[Path, float]:
-    output = "trak" if method_class(method).requires.train_output == "margin" else "tracin"
+    needs = method_class(method).requires
+    # the store featurize makes for the method: margin gradients (TRAK's), loss gradients,
+    # or loss gradients with Kronecker factors (kfac, ekfac)
+    output = method if needs.factors else "trak" if needs.train_output == "margin" else "tracin"
     out = task.root / "projection" / f"{role}-{output}-{kind}-p{dim}"
     if (out / "manifest.json").exists():
         return out, 0.0
