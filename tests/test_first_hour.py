@@ -180,3 +180,32 @@ def test_the_demo_does_not_promise_retraining_on_a_warm_cache():
 def test_the_demo_folder_is_ignored_by_git():
     root = os.path.join(os.path.dirname(__file__), "..")
     assert "/attrib-demo/" in open(os.path.join(root, ".gitignore")).read().split()
+
+
+def test_without_method_a_store_is_scored_by_the_method_it_was_featurized_for(
+    tmp_path, gpt2_dir, text_data, text_store
+):
+    """featurize --method ekfac, then score with no --method: EK-FAC, not trak-block; the
+    default store (featurize --method trak) is still scored by trak-block."""
+    from attrib.evaluate.options import MislabelOptions
+    from attrib.weights.options import LearnOptions
+
+    ekfac = tmp_path / "ekfac"
+    code, _, err = run_cli("featurize", "-m", gpt2_dir, "-d", text_data, "-o", ekfac,
+                           "--method", "ekfac", "--max-examples", "8", "-q")  # fmt: skip
+
+    def top(store, *method):
+        code, out, err = run_cli("score", "--train", store, "--query", "the cat sat", "--top",
+                                 "3", "--format", "jsonl", *method)  # fmt: skip
+        assert code == 0, err
+        # rounded: a kernel computed on first use and one read back from its cache differ
+        # in the last float32 bits
+        return [(r["index"], round(r["score"], 4)) for r in map(json.loads, out.splitlines())]
+
+    assert top(ekfac) == top(ekfac, "--method", "ekfac") != top(ekfac, "--method", "trak-block")
+    assert top(text_store) == top(text_store, "--method", "trak-block")
+    assert (
+        LearnOptions(train=ekfac, queries=ekfac, out=tmp_path / "w.safetensors").method == "ekfac"
+    )
+    np.save(tmp_path / "planted.npy", np.array([0]))
+    assert MislabelOptions(train=ekfac, mislabeled=tmp_path / "planted.npy").methods == ("ekfac",)

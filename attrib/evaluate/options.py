@@ -7,7 +7,7 @@ from pathlib import Path
 from attrib.errors import AttribError
 from attrib.execution import ArrayTask
 from attrib.hub import check_source
-from attrib.methods import DEFAULT_METHOD, method_names
+from attrib.methods import STORE_DEFAULT_HELP, default_for_store, method_names
 from attrib.option_groups import ExactSolve, OnDevice, Rescaled, WithMemory
 from attrib.options import (
     Options,
@@ -30,11 +30,11 @@ def _train() -> Path:
 
 def _methods() -> tuple[str, ...]:
     return option(
-        (DEFAULT_METHOD,),
+        (),
         flag="--method",
         separator=",",
         choices=method_names,
-        help="Methods, comma-separated or repeated.",
+        help="Methods, comma-separated or repeated " + STORE_DEFAULT_HELP + ".",
     )
 
 
@@ -73,6 +73,8 @@ class _Compared(Rescaled, WithMemory, OnDevice, _Evaluation):
     device: str = device_option("scoring (and tail-patch's steps)")
 
     def check(self) -> None:
+        if not self.methods:
+            object.__setattr__(self, "methods", (default_for_store(self.train),))
         super().check()
         at_least(getattr(self, "damping", None), 0, "--lambda")
 
@@ -261,8 +263,10 @@ class GroupsOptions(WithMemory, _Evaluation):
     train: Path = _train()
     queries: Path = option(help="Query store (evaluation queries).")
     groundtruth: Path = option(help="Ground truth .npz from `evaluate retrain`.")
-    method: str = option(
-        DEFAULT_METHOD, choices=method_names, help="Method whose per-group scores are measured."
+    method: str | None = option(
+        None,
+        choices=method_names,
+        help="Method whose per-group scores are measured " + STORE_DEFAULT_HELP + ".",
     )
     groups: str = option("module", help=groups_help())
     depth: int = option(3, help="Path components that name a block (--groups block).")
@@ -272,6 +276,8 @@ class GroupsOptions(WithMemory, _Evaluation):
     )
 
     def check(self) -> None:
+        if self.method is None:
+            object.__setattr__(self, "method", default_for_store(self.train))
         super().check()
         at_least(self.depth, 1, "--depth")
         at_least(self.damping, 0, "--lambda")

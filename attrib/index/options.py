@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrib.errors import AttribError
-from attrib.methods import DEFAULT_METHOD, method_names, require_features
+from attrib.methods import STORE_DEFAULT_HELP, default_for_store, method_names, require_features
 from attrib.options import Options, at_least, existing_store, option
 
 # What each kind stores and how it searches (docs/score.md: "Millions of rows: an index").
@@ -20,7 +20,9 @@ class IndexOptions(Options):
     and kind); one index serves every weights file (weights act on the query side)."""
 
     store: Path = option(help="Training store (from featurize).", argument=True)
-    method: str = option(DEFAULT_METHOD, help="Attribution method.", choices=method_names)
+    method: str | None = option(
+        None, help="Attribution method " + STORE_DEFAULT_HELP + ".", choices=method_names
+    )
     damping: float | None = option(
         None, flag="--lambda", help="Relative kernel damping (default: the method's own)."
     )
@@ -54,6 +56,8 @@ class IndexOptions(Options):
 
     def check(self) -> None:
         existing_store(self.store, "STORE")
+        if self.method is None:
+            object.__setattr__(self, "method", default_for_store(self.store))
         require_features(self.method, "an index")
         at_least(self.damping, 0, "--lambda")
         for flag, value in (

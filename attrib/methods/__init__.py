@@ -42,10 +42,16 @@ METHODS: dict[str, type[Method]] = {
 }
 base.DEFINED[:] = METHODS.values()  # messages in base.py list methods in the CLI's order
 DEFAULT_METHOD = TrakBlock.name  # best LDS among the methods any store supports (docs/quality.md)
+# What a command's --method defaults to: the training store's featurize --method, or this for
+# featurize's default store (trak: margin gradients, best scored per module).
+STORE_DEFAULT_HELP = (
+    "(default: the method the training store was featurized for; trak-block for "
+    "featurize's default store)"
+)
 
 __all__ = [
-    "DEFAULT_METHOD", "METHODS", "Method", "get_method", "method_class", "method_names",
-    "require_features",
+    "DEFAULT_METHOD", "METHODS", "STORE_DEFAULT_HELP", "Method", "default_for_store",
+    "get_method", "method_class", "method_names", "require_features",
 ]  # fmt: skip
 
 
@@ -57,6 +63,22 @@ def method_class(name: str) -> type[Method]:
     if name not in METHODS:
         raise AttribError(f"unknown --method {name!r}; choose {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def default_for_store(train) -> str:
+    """--method when none is given: the one `train` was featurized for (`featurize --method
+    ekfac` is scored by ekfac), trak-block for featurize's default (trak) store, and for a
+    store that does not say (perturbed copies, stores from before attrib recorded it)."""
+    from pathlib import Path
+
+    from attrib.store.manifest import read_json
+
+    try:
+        manifest = read_json(Path(train) / "manifest.json")
+    except (AttribError, OSError):
+        return DEFAULT_METHOD  # the store's own check says what is wrong with it
+    chosen = (manifest.get("options") or {}).get("method")
+    return chosen if chosen in METHODS and chosen != Trak.name else DEFAULT_METHOD
 
 
 def require_features(name: str, command: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from attrib.errors import AttribError
 from attrib.index.options import KINDS
-from attrib.methods import DEFAULT_METHOD, method_class, method_names
+from attrib.methods import STORE_DEFAULT_HELP, default_for_store, method_class, method_names
 from attrib.option_groups import ExactSolve, OnDevice, Rescaled, WithMemory
 from attrib.options import Options, at_least, device_option, existing_store, option
 
@@ -44,9 +44,11 @@ class ScoreOptions(ExactSolve, Rescaled, WithMemory, OnDevice, Options):
         help="Text-to-image diffusion: the prompt of each --query image "
         "(one for all, or one per query).",
     )
-    method: str = option(
-        DEFAULT_METHOD,
-        help="Attribution method (kfac and ekfac need a store featurized with that --method).",
+    method: str | None = option(
+        None,
+        help="Attribution method (kfac and ekfac need a store featurized with that --method) "
+        + STORE_DEFAULT_HELP
+        + ".",
         choices=method_names,
     )
     damping: float | None = option(
@@ -113,6 +115,8 @@ class ScoreOptions(ExactSolve, Rescaled, WithMemory, OnDevice, Options):
     def check(self) -> None:
         existing_store(self.train, "--train")
         existing_store(self.queries, "--queries")
+        if self.method is None:
+            object.__setattr__(self, "method", default_for_store(self.train))
         super().check()
         at_least(self.top, 1, "--top")
         at_least(self.damping, 0, "--lambda")

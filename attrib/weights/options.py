@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attrib.methods import DEFAULT_METHOD, method_names, require_features
+from attrib.methods import STORE_DEFAULT_HELP, default_for_store, method_names, require_features
 from attrib.option_groups import OnDevice, Rescaled, WithMemory
 from attrib.options import Options, at_least, device_option, existing_store, option, positive
 from attrib.weights.groups import groups_help
@@ -27,8 +27,10 @@ class LearnOptions(Rescaled, WithMemory, OnDevice, Options):
     out: Path = option(
         help="Weights file to write (.safetensors).", output="file", suffixes=(".safetensors",)
     )
-    method: str = option(
-        DEFAULT_METHOD, help="Base method whose top-k supervises the weights.", choices=method_names
+    method: str | None = option(
+        None,
+        help="Base method whose top-k supervises the weights " + STORE_DEFAULT_HELP + ".",
+        choices=method_names,
     )
     k: int = option(
         10,
@@ -69,6 +71,8 @@ class LearnOptions(Rescaled, WithMemory, OnDevice, Options):
     def check(self) -> None:
         existing_store(self.train, "--train")
         existing_store(self.queries, "--queries")
+        if self.method is None:
+            object.__setattr__(self, "method", default_for_store(self.train))
         super().check()
         require_features(self.method, "learn-weights")
         at_least(self.k, 1, "--k")
