@@ -74,13 +74,39 @@ def _batched_grad(outputs, inputs, cotangents) -> list[torch.Tensor]:
     """Vector-Jacobian products for a batch of cotangents (leading dimension Q) in one
     vectorized backward pass; an input the outputs do not reach gets zeros."""
     count = cotangents[0].shape[0]
-    parts = torch.autograd.grad(
-        outputs, inputs, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True
-    )
+    try:  # the graph is kept so that a refused vectorized pass can be redone row by row
+        parts = torch.autograd.grad(
+            outputs, inputs, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True,
+            retain_graph=True,
+        )  # fmt: skip
+    except RuntimeError:  # PyTorch's vectorized backward lacks a rule for some op, or
+        # gets its shapes wrong (seen on a UNet): redone row by row, where a genuine error
+        # is raised again
+        parts = _looped_grad(outputs, inputs, cotangents, count)
     return [
         torch.zeros((count, *x.shape), dtype=x.dtype, device=x.device) if g is None else g.detach()
         for x, g in zip(inputs, parts)
     ]
+
+
+def _looped_grad(outputs, inputs, cotangents, count: int) -> list[torch.Tensor | None]:
+    """The same products one cotangent row at a time, for a graph the vectorized backward
+    cannot run (a UNet convolution's backward in some memory layouts)."""
+    rows = [
+        torch.autograd.grad(
+            outputs,
+            inputs,
+            grad_outputs=[c[i] for c in cotangents],
+            allow_unused=True,
+            retain_graph=True,
+        )  # fmt: skip
+        for i in range(count)
+    ]
+    return [
+        None if all(r[j] is None for r in rows)
+        else torch.stack([torch.zeros_like(x) if r[j] is None else r[j] for r in rows])
+        for j, x in enumerate(inputs)
+    ]  # fmt: skip
 
 
 def _stat_leaves(loaded: Loaded, state: State) -> dict[str, torch.Tensor]:
