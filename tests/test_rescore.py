@@ -91,7 +91,7 @@ def test_few_candidates_are_ranked_by_their_exact_scores(stores, tmp_path):
         np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)  # one factor per query
 
 
-def test_evaluate_lds_rescore_measures_the_dense_answer_score_writes(stores, tmp_path):
+def test_evaluate_lds_rescore_measures_the_dense_answer_score_writes(stores, tmp_path, monkeypatch):
     root, made = stores
     mixed_out = tmp_path / "mixed.npy"
     _score(
@@ -102,16 +102,24 @@ def test_evaluate_lds_rescore_measures_the_dense_answer_score_writes(stores, tmp
     outputs = masks.astype(float) @ np.load(mixed_out).T + rng.normal(0, 1e-3, (20, QUERIES))
     truth = tmp_path / "truth.npz"
     save_groundtruth(truth, GroundTruth(masks, outputs, True))
-    code, stdout, stderr = run_cli(
+    command = (
         "evaluate", "lds", "--train", made["p", "train"].path, "--queries",
         made["p", "queries"].path, "--groundtruth", truth, "--method", "ekfac", "--rescore", "6",
         "--scores", mixed_out, "--device", "cpu",
     )  # fmt: skip
+    code, stdout, stderr = run_cli(*command)
     assert code == 0, stderr
     rows = [json.loads(line) for line in stdout.splitlines()]
     assert rows[0]["method"] == "ekfac+rescore6"
     assert rows[0]["lds"] == pytest.approx(rows[1]["lds"], abs=1e-9)
     assert rows[0]["lds"] > 90  # the outputs were made from that very answer
+    # queries re-scored one at a time (a small --memory-gb) measure the same answer
+    from attrib.score import rescore
+
+    monkeypatch.setattr(rescore, "plan_queries", lambda *args: 1)
+    code, stdout, stderr = run_cli(*command)
+    assert code == 0, stderr
+    assert json.loads(stdout.splitlines()[0])["lds"] == pytest.approx(rows[0]["lds"], abs=1e-6)
 
 
 def test_methods_without_an_exact_form_are_refused_in_one_line(stores, tmp_path):
@@ -157,3 +165,65 @@ def test_text_queries_on_a_language_model_are_rescored_exactly(gpt2_dir, text_da
         assert code == 0, stderr
     want = np.load(outs["full"])
     np.testing.assert_allclose(np.load(outs[2]), want, rtol=0, atol=RTOL * np.abs(want).max())
+
+
+@pytest.mark.parametrize("solver", ["none", "cg"])
+def test_queries_rescored_in_blocks_equal_all_at_once(stores, tmp_path, monkeypatch, solver):
+    """A --memory-gb that fits one query's full-space vectors at a time gives the answer of
+    all queries together (each query is its own system; a solve's steps are per query)."""
+    from attrib.score import rescore
+
+    root, made = stores
+    extra = ("--method", "ekfac", "--rescore", "6", "--opponents", "--solver", solver)
+    if solver == "cg":
+        extra += ("--iterations", "2", "--tolerance", "0")
+    whole = _score(made["p", "train"], made["p", "queries"], tmp_path / "all.npy", *extra)
+    original, planned = rescore.plan_queries, []
+
+    def one_at_a_time(*args):
+        planned.append(original(*args))
+        return 1
+
+    monkeypatch.setattr(rescore, "plan_queries", one_at_a_time)
+    blocked = _score(made["p", "train"], made["p", "queries"], tmp_path / "one.npy", *extra)
+    want, got = np.load(tmp_path / "all.npy"), np.load(tmp_path / "one.npy")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+    assert [r["index"] for r in blocked] == [r["index"] for r in whole]
+    assert planned == [QUERIES]  # the default budget held every query in one block
+
+
+def test_the_rescoring_plan_follows_the_memory_budget(stores):
+    from attrib.errors import AttribError
+    from attrib.methods import get_method
+    from attrib.score.rescore import RESCORE_COPIES, SOLVE_COPIES, plan_queries
+
+    root, made = stores
+    store = made["p", "train"]
+    method = get_method("ekfac", store)
+    dims = sum(s.d_out * s.d_in for s in store.modules)
+    assert plan_queries(6.0, store, method, QUERIES, 6, 16, solving=True) == QUERIES  # all fit
+    # a budget that leaves room for about two queries' solve vectors
+    per_query = RESCORE_COPIES * dims * 4 + SOLVE_COPIES * dims * 8
+    fixed = 2 * 16 * dims * 4 + 4 * QUERIES * 6 * 8
+    eigen = sum(4 * (s.d_out**2 + s.d_in**2) + 8 * s.d_out * s.d_in for s in store.modules)
+    budget_gb = (eigen + fixed + 2.5 * per_query) / 2**30
+    assert plan_queries(budget_gb, store, method, QUERIES, 6, 16, solving=True) == 2
+    assert plan_queries(budget_gb, store, method, QUERIES, 6, 16, solving=False) == QUERIES
+    with pytest.raises(
+        AttribError, match="exact query vectors .* raise --memory-gb, or drop --solver"
+    ):
+        plan_queries((eigen + fixed) / 2**30, store, method, QUERIES, 6, 16, solving=True)
+
+
+def test_a_budget_too_small_to_rescore_is_one_line(stores, tmp_path):
+    root, made = stores
+    out = tmp_path / "scores.npy"
+    code, _, err = run_cli(
+        "score", "-t", made["p", "train"].path, "--queries", made["p", "queries"].path,
+        "--method", "ekfac", "--rescore", "6", "--device", "cpu", "--memory-gb", "0.0005",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert "--memory-gb 0.0005" in last and "exact gradients" in last, last
+    assert not out.exists()

@@ -139,15 +139,31 @@ def two_stage_lds(train, queries, features, truth, options, combinations, runtim
     """LDS of `score --rescore N`'s dense answer for every method x weights: the projected
     scores with each query's N candidates re-scored exactly (score/rescore.py)."""
     from attrib.featurize.exact import ExactGradients
-    from attrib.score.rescore import ExactScorer, check_rescorable, rescore_dense
+    from attrib.score.rescore import (
+        DEFAULT_BATCH,
+        ExactScorer,
+        check_rescorable,
+        plan_queries,
+        rescore_dense,
+    )
 
-    exact_queries = None
-    results = []
+    side, cached, results = None, {}, []
     for prepared, vector, label in combinations(train, options, queries.num_examples, truth=truth):
         check_rescorable(prepared, train)
-        if exact_queries is None:  # checked first: no model is loaded for a refused method
+        if side is None:  # checked first: no model is loaded for a refused method
             side = ExactGradients(queries, runtime.device)
-            exact_queries = side.gradients(range(queries.num_examples))
+        block = plan_queries(
+            options.memory_gb, train, prepared, queries.num_examples, options.rescore,
+            DEFAULT_BATCH, options.solver != "none",
+        )  # fmt: skip
+
+        def query_gradients(rows, block=block, side=side):
+            if block < queries.num_examples:  # blocks: recomputed, never all held
+                return side.gradients(rows, DEFAULT_BATCH)
+            if "all" not in cached:  # one block: computed once for every method
+                cached["all"] = side.gradients(range(queries.num_examples), DEFAULT_BATCH)
+            return cached["all"][rows]
+
         dense = torch.cat(
             [scores.cpu() for _, _, scores in stream(train, prepared, features, vector)], 1
         )
@@ -156,7 +172,7 @@ def two_stage_lds(train, queries, features, truth, options, combinations, runtim
             per_module = np.array([float(vector[part.start]) for part in train.layout.slices])
         scorer = ExactScorer.fit(train, prepared, runtime.device, module_weights=per_module,
                                  progress=False, settings=options.solve_settings())  # fmt: skip
-        mixed = rescore_dense(scorer, dense, exact_queries, options.rescore).double()
+        mixed = rescore_dense(scorer, dense, query_gradients, options.rescore, block).double()
         predicted = (mixed @ torch.from_numpy(truth.masks.astype(np.float64)).T).numpy()
         per_query = lds(predicted, truth.outputs.T, truth.higher_is_better)
         mean, ci = mean_ci(per_query)

@@ -31,6 +31,8 @@ from attrib.option_groups import SolveSettings
 from attrib.score.solve_state import SolveState
 from attrib.store import Store
 
+DEFAULT_BATCH = 16  # exact gradients a forward/backward pass (evaluate lds has no --batch-size)
+
 
 def check_rescorable(method: Method, store: Store) -> None:
     from attrib.methods import method_class, method_names
@@ -73,7 +75,7 @@ class ExactScorer:
     report: SolveReport | None = None  # the last solve's
 
     @classmethod
-    def fit(cls, store, method, device, batch_size=16, trust_remote_code=False,
+    def fit(cls, store, method, device, batch_size=DEFAULT_BATCH, trust_remote_code=False,
             module_weights=None, progress=True, settings=None) -> ExactScorer:  # fmt: skip
         check_rescorable(method, store)
         if settings is not None:
@@ -109,28 +111,81 @@ class ExactScorer:
         state = saved.load()
         if state is not None and int(state["done"]) <= s.iterations:  # solve() skips a later one
             log.info(f"resuming the {s.solver} solve at step {int(state['done'])} ({saved.path})")
-        x, self.report = solve(
+        x, report = solve(
             s.solver, c.apply, b, c.precondition, s.iterations, s.tolerance, state, saved.save
         )
         log.info(
-            f"queries solved against exact Gauss-Newton products (relative damping "
-            f"{self.method.damping:g}, {len(c.ggn.positions)} rows): {self.report.describe()}"
+            f"{len(b)} queries solved against exact Gauss-Newton products (relative damping "
+            f"{self.method.damping:g}, {len(c.ggn.positions)} rows): {report.describe()}"
         )
+        if self.report is not None:  # query blocks (plan_queries): the worst of them
+            report = SolveReport(
+                report.solver, max(report.iterations, self.report.iterations),
+                max(report.residual, self.report.residual),
+            )  # fmt: skip
+        self.report = report
         return x.float()
 
     def candidates(self, vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Exact scores (Q x C) of each query's candidate rows (store positions, Q x C). Each
-        distinct row's gradient is computed once, a batch at a time (a batch of full
-        gradients is all that is held)."""
+        distinct row's gradient is computed once, a batch at a time; what is held is that
+        batch of full gradients and its (Q x batch) products, never a (Q x rows) matrix."""
         unique, where = torch.unique(positions, return_inverse=True)
         names = [spec.name for spec in self.side.specs]
-        every = torch.empty(len(vectors), len(unique), dtype=vectors.dtype)
+        out = torch.empty(positions.shape, dtype=vectors.dtype)
         done = 0
         for chunk, batch in self.side.batches(unique.tolist(), self.batch_size):
             g = torch.cat([batch.features[name] for name in names], dim=1).cpu()
-            every[:, done : done + len(chunk)] = vectors @ g.T.to(vectors.dtype)
+            here = (where >= done) & (where < done + len(chunk))
+            products = vectors @ g.T.to(vectors.dtype)  # (Q x batch)
+            rows = torch.nonzero(here, as_tuple=True)[0]
+            out[here] = products[rows, where[here] - done]
             done += len(chunk)
-        return torch.gather(every, 1, where)
+        return out
+
+    def exact_scores(self, query_gradients, positions: torch.Tensor, block: int) -> torch.Tensor:
+        """Exact scores (Q x C) at `positions`, `block` queries at a time (what --memory-gb
+        allows, plan_queries): `query_gradients(rows)` gives those queries' exact gradients."""
+        out = torch.empty(positions.shape, dtype=torch.float32)
+        for start in range(0, len(positions), block):
+            rows = list(range(start, min(start + block, len(positions))))
+            vectors = self.query_vectors(query_gradients(rows))
+            out[rows] = self.candidates(vectors, positions[rows]).float()
+        return out
+
+
+# A query's full-space vectors while it is re-scored: its exact gradient and its weighted,
+# preconditioned copy (float32); with --solver also the solve's float64 vectors (b, x, r, p,
+# z, A p, the G product's sum and its float32 tangents, and the copies a saved state makes).
+RESCORE_COPIES, SOLVE_COPIES = 2, 10
+
+
+def plan_queries(memory_gb: float, store: Store, method: Method, queries: int,
+                 candidates: int, batch_size: int, solving: bool) -> int:  # fmt: skip
+    """How many queries are re-scored together within --memory-gb (the model aside): the
+    full-space eigenbases, a batch of exact training gradients and every query's candidate
+    scores are held whole; the queries' full-space vectors are planned in blocks. Raises in
+    one line when not even one query fits."""
+    from attrib.memory import Budget
+
+    budget = Budget(memory_gb)
+    specs = store.modules
+    dims = sum(s.d_out * s.d_in for s in specs)
+    if method.exact_preconditioner() not in (None, "identity"):
+        eigen = sum(4 * (s.d_out**2 + s.d_in**2) + 8 * s.d_out * s.d_in for s in specs)
+        budget.reserve(eigen, "the full-space eigenbases", "use --method tracin")
+    budget.reserve(
+        2 * batch_size * dims * 4, f"a batch of {batch_size} exact gradients ({dims} parameters)",
+        "lower --batch-size",
+    )  # fmt: skip
+    budget.reserve(
+        4 * queries * candidates * 8, f"{queries} x {candidates} candidate scores",
+        "re-score fewer candidates (--rescore) or queries per run",
+    )  # fmt: skip
+    per_query = RESCORE_COPIES * dims * 4 + (SOLVE_COPIES * dims * 8 if solving else 0)
+    per_query += batch_size * 4 + candidates * 8
+    fix = "drop --solver" if solving else "re-score with fewer --modules"
+    return min(budget.rows(per_query, "exact query vectors", fix), max(queries, 1))
 
 
 def on_exact_scale(approx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
@@ -154,19 +209,19 @@ def candidate_positions(scores: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cat([top, bottom], dim=1)
 
 
-def rescore_dense(scorer: ExactScorer, scores: torch.Tensor, exact_queries: torch.Tensor,
-                  count: int) -> torch.Tensor:  # fmt: skip
+def rescore_dense(scorer: ExactScorer, scores: torch.Tensor, query_gradients, count: int,
+                  block: int) -> torch.Tensor:  # fmt: skip
     """A dense (Q x N) projected score matrix with each query's candidates scored exactly and
-    the rest put on the exact scale."""
+    the rest put on the exact scale (`query_gradients`, `block`: ExactScorer.exact_scores)."""
     positions = candidate_positions(scores, count)
-    exact = scorer.candidates(scorer.query_vectors(exact_queries), positions)
+    exact = scorer.exact_scores(query_gradients, positions, block)
     approx = torch.gather(scores, 1, positions)
     out = scores.double() * on_exact_scale(approx, exact)[:, None]
     out.scatter_(1, positions, exact.double())
     return out.to(scores.dtype)
 
 
-def rescore_top(scorer: ExactScorer, found: TopK, exact_queries: torch.Tensor, count: int,
+def rescore_top(scorer: ExactScorer, found: TopK, query_gradients, count: int, block: int,
                 keep: int, opponents: bool, index: np.ndarray) -> tuple:  # fmt: skip
     """rescore_dense's answer from a pass's top and bottom lists (each at least `count`/2 and
     `keep` long) instead of a dense matrix: the `keep` best rows of the mixed scores (with
@@ -181,7 +236,7 @@ def rescore_top(scorer: ExactScorer, found: TopK, exact_queries: torch.Tensor, c
     chosen[:, :high] = True
     chosen[:, width : width + low] = True
     positions = listed[:, chosen[0]]
-    exact = scorer.candidates(scorer.query_vectors(exact_queries), positions)
+    exact = scorer.exact_scores(query_gradients, positions, block)
     scale = on_exact_scale(approx[:, chosen[0]], exact)
     mixed = approx.double() * scale[:, None]
     mixed[:, chosen[0]] = exact.double()

@@ -271,19 +271,31 @@ def _two_stage(request, runtime, store, method, chosen, weights, artifact, query
             store, method, runtime.device, request.batch_size, request.trust_remote_code,
             per_module, request.progress, request.solve_settings(request.batch_size),
         )  # fmt: skip
+        block = rescore.plan_queries(
+            request.memory_gb, store, method, len(found.positions), request.rescore,
+            request.batch_size, request.solver != "none",
+        )  # fmt: skip
         if query_store is not None:
             side = ExactGradients(query_store, runtime.device, request.trust_remote_code)
-            exact_queries = side.gradients(range(query_store.num_examples), request.batch_size)
+
+            def query_gradients(rows):
+                return side.gradients(rows, request.batch_size)
         else:
-            exact_queries = queries.from_values(
-                store, list(chosen.ids), str(runtime.device), request.batch_size,
-                request.trust_remote_code, list(request.prompt) or None,
-                projection=ProjectionSpec.from_dict(store.settings["projection"]).unprojected(),
-            ).features  # fmt: skip
+            ids, prompts = list(chosen.ids), list(request.prompt)
+            exact_space = ProjectionSpec.from_dict(store.settings["projection"]).unprojected()
+
+            def query_gradients(rows):
+                return queries.from_values(
+                    store, [ids[r] for r in rows], str(runtime.device), request.batch_size,
+                    request.trust_remote_code, _prompts_of(prompts, rows),
+                    projection=exact_space,
+                ).features  # fmt: skip
+
         index = store.column("index")
         top, positions, exact, scale = rescore.rescore_top(
-            scorer, found, exact_queries, request.rescore, keep, request.opponents, index
-        )
+            scorer, found, query_gradients, request.rescore, block, keep, request.opponents,
+            index,
+        )  # fmt: skip
         if request.out is not None:
             rescore.patch_dense_file(request.out, positions, exact, scale)
     except BaseException:
@@ -293,6 +305,13 @@ def _two_stage(request, runtime, store, method, chosen, weights, artifact, query
     if not request.opponents:
         top.bottom = None
     return top
+
+
+def _prompts_of(prompts: list[str], rows: list[int]) -> list[str] | None:
+    """--prompt for some of the queries: none, the one for all, or theirs."""
+    if len(prompts) <= 1:
+        return prompts or None
+    return [prompts[r] for r in rows]
 
 
 def _report(request: ScoreOptions, scored: _Scored) -> None:
