@@ -266,14 +266,14 @@ def _two_stage(request, runtime, store, method, chosen, weights, artifact, query
         return None
     try:  # a failed re-scoring (a solve that did not converge) leaves no projected --out
         log.status(f"re-scoring {request.rescore} candidates per query on exact gradients ...")
+        block = rescore.plan_queries(
+            request.memory_gb, store, method, len(found.positions), request.rescore,
+            request.batch_size, request.solver != "none",
+        )  # fmt: skip
         per_module = None if artifact is None else artifact.module_weights(store.module_names)
         scorer = rescore.ExactScorer.fit(
             store, method, runtime.device, request.batch_size, request.trust_remote_code,
             per_module, request.progress, request.solve_settings(request.batch_size),
-        )  # fmt: skip
-        block = rescore.plan_queries(
-            request.memory_gb, store, method, len(found.positions), request.rescore,
-            request.batch_size, request.solver != "none",
         )  # fmt: skip
         if query_store is not None:
             side = ExactGradients(query_store, runtime.device, request.trust_remote_code)
