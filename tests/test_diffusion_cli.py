@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from helpers import run_cli
+from test_cli_errors import _assert_one_line_error
 from test_diffusion import _featurize, _phi
 
 
@@ -222,3 +223,23 @@ def test_a_pixel_space_unet_in_bfloat16_featurizes_close_to_float32(tmp_path, dd
     half = _featurize(pipe, data, tmp_path / "bf16", "trak", "--dtype", "bfloat16")
     # bfloat16 keeps 8 bits of mantissa: per-example features agree to a few percent.
     assert np.corrcoef(_phi(full).ravel(), _phi(half).ravel())[0, 1] > 0.99
+
+
+def test_generate_run_again_keeps_its_query_set_and_refuses_another(tmp_path, ddpm):
+    """The same command after it finished (a rerun, or one killed after its folder was in
+    place) answers with the folder as it is; other settings need --overwrite."""
+    pipe, _ = ddpm
+    out = tmp_path / "g"
+    args = ["generate", "--model", pipe, "--out", out, "--n", "1", "--steps", "3", "--trajectory", "2", "--device",
+            "cpu"]  # fmt: skip
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = run_cli(*args)
+    assert code == 0 and "already holds these generated queries" in err, err
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    code, _, err = run_cli(*args, "--seed", "3")
+    _assert_one_line_error(code, err, "holds other generated queries; pass --overwrite")
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    code, _, err = run_cli(*args, "--seed", "3", "--overwrite")
+    assert code == 0, err

@@ -24,6 +24,7 @@ from attrib import log
 from attrib.atomic import atomic_dir, write_text
 from attrib.data import GENERATED_MARKER
 from attrib.errors import AttribError
+from attrib.jsonio import load_json_or_none
 from attrib.generate.options import GenerateOptions
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.tasks.diffusion import STEPS_COLUMN, TRAJECTORY_COLUMN, DiffusionTask
@@ -142,14 +143,6 @@ def run_generate(request: GenerateOptions) -> Path:
         raise AttribError("this pipeline is unconditional: it takes no --prompt")
     prompts = expand(list(request.prompt), values) if list(request.prompt) else [(None, {})]
     out = Path(request.out)
-    if out.exists() and any(out.iterdir()):
-        if not (out / GENERATED_MARKER).is_file():
-            raise AttribError(
-                f"--out {out} is not empty and is not a query set attrib generated; attrib "
-                "only replaces its own folders: choose another --out"
-            )
-        if not request.overwrite:
-            raise AttribError(f"--out {out} is not empty; pass --overwrite or another folder")
     keep = (
         sorted(
             {
@@ -160,6 +153,32 @@ def run_generate(request: GenerateOptions) -> Path:
         if request.trajectory
         else []
     )
+    record = {
+        "model": request.model,
+        "prompts": list(request.prompt),
+        "values": values,
+        "n": request.n,
+        "seed": request.seed,
+        "steps": request.steps,
+        "trajectory_steps": keep,
+        "guidance": request.guidance,
+    }
+    if out.exists() and any(out.iterdir()):
+        marker = out / GENERATED_MARKER
+        if not marker.is_file():
+            raise AttribError(
+                f"--out {out} is not empty and is not a query set attrib generated; attrib "
+                "only replaces its own folders: choose another --out"
+            )
+        # The same command again (a rerun, or one killed after its folder was in place):
+        # the query set is already there, and sampling is seeded, so it is the answer.
+        if not request.overwrite and load_json_or_none(marker) == record:
+            log.info(f"{out} already holds these generated queries (featurize with --data {out})")
+            return out
+        if not request.overwrite:
+            raise AttribError(
+                f"--out {out} holds other generated queries; pass --overwrite or another folder"
+            )
     rows: dict[str, list] = {
         "image": [],
         "prompt": [],
@@ -199,16 +218,6 @@ def run_generate(request: GenerateOptions) -> Path:
         )
         table = datasets.Dataset.from_dict(rows, features=features)
         table.to_parquet(str(folder / "queries.parquet"))
-        record = {
-            "model": request.model,
-            "prompts": list(request.prompt),
-            "values": values,
-            "n": request.n,
-            "seed": request.seed,
-            "steps": request.steps,
-            "trajectory_steps": keep,
-            "guidance": request.guidance,
-        }
         write_text(folder / GENERATED_MARKER, json.dumps(record, indent=1))
     log.info(f"wrote {len(rows['image'])} images to {out} (featurize with --data {out})")
     return out
