@@ -196,3 +196,25 @@ def test_tracincp_weights_come_from_the_trainer_state(tmp_path, resnet_dir, imag
     code, _, err = run_cli("ensemble", *(stores["train", j] for j in (0, 0)), "--lr-weights",
                            "-o", tmp_path / "x", "--member-weights", "1,2")  # fmt: skip
     _assert_one_line_error(code, err, "not both")
+
+
+def test_an_ensemble_written_over_one_of_its_members_keeps_the_factors(tmp_path, members):
+    """--out naming a member: the member's factors are read before it is replaced, and the
+    factor files are in place when the store is (written with each shard, not afterwards)."""
+    import shutil
+
+    from attrib.store import Store
+    from attrib.store.factors import shard_factor_path
+
+    root, stores = members
+    first = tmp_path / "train-0"
+    shutil.copytree(stores["train", 0], first, ignore=shutil.ignore_patterns(".lock", "cache"))
+    reference = _ensemble(root, stores, "train", "1,0.5", name="reference")
+    args = ["ensemble", first, stores["train", 1], "--out", first, "--overwrite", "-q"]
+    code, _, err = run_cli(*args, "--member-weights", "1,0.5")
+    assert code == 0, err
+    merged, want = Store(first), Store(reference)
+    assert merged.shards and len(merged.shards) == len(want.shards)
+    for shard, expected in zip(merged.shards, want.shards):
+        got = shard_factor_path(first, shard.file).read_bytes()
+        assert got == shard_factor_path(reference, expected.file).read_bytes()

@@ -51,11 +51,14 @@ def write_generated(
     shard_size: int = 1024,
     store_dtype: str = "float32",
     overwrite: bool = True,
+    beside=None,
 ) -> Path:
     """Write a store whose rows [start, end) come from `rows(start, end) -> (features, scalars)`,
     one shard at a time (so stores larger than memory can be generated). Like featurize, a
     rerun after a kill keeps the complete shards, and an equal complete store is left as it
-    is; without `overwrite` a store of other settings at `path` is refused."""
+    is; without `overwrite` a store of other settings at `path` is refused. `beside(folder,
+    start, end, shard_file)` writes a shard's companion files (an ensemble's Kronecker
+    factors) into the folder being written, before the store is committed."""
     names = list(dims)
     scalar_names = list(dict.fromkeys([*(scalar_names or []), "loss", "out_to_loss"]))
     modules = [
@@ -88,6 +91,8 @@ def write_generated(
     for start, end in shard_ranges(count, shard_size):
         done = writer.resumable(start, end)
         if done is not None:
+            if beside is not None:
+                beside(writer.path, start, end, done.file)
             records.append(done)
             continue
         features, scalars = rows(start, end)
@@ -103,6 +108,8 @@ def write_generated(
             {n: np.asarray(features[n], dtype) for n in names},
         )
         records.append(writer.write_shard(start, end, data))
+        if beside is not None:
+            beside(writer.path, start, end, records[-1].file)
     writer.report(0, records)
     writer.finish(writer.merged_records(1, array=False), {"processes": 1})
     return Path(path)

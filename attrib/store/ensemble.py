@@ -184,22 +184,23 @@ def merge(
         # Weighted members are kept in float32: float16 would round the scaled features again.
         "float32" if any(w != 1 for w in weights) else first.settings.get("store_dtype", "float32"),
         overwrite=overwrite,
+        # The factors are written with their shards, before the store replaces --out (which
+        # may be one of the members: its factors are read before it is retired).
+        beside=_factor_merger(stores, weights) if first.settings.get("factors") else None,
     )
-    if first.settings.get("factors"):
-        _merge_factors(Store(path), stores, weights)
     return path
 
 
-def _merge_factors(merged: Store, stores: list[Store], weights: list[float]) -> None:
+def _factor_merger(stores: list[Store], weights: list[float]):
     from attrib.store.factors import load_factors, save_factors, shard_factor_path
 
-    for shard in merged.shards:
-        target = shard_factor_path(merged.path, shard.file)
+    def merge_shard(folder: Path, start: int, end: int, shard_file: str) -> None:
+        target = shard_factor_path(folder, shard_file)
         if target.exists():  # written by an earlier run that was stopped after it
-            continue
+            return
         combined = {}
         for j, store in enumerate(stores):
-            member_shard = next(s for s in store.shards if s.start == shard.start)
+            member_shard = next(s for s in store.shards if s.start == start)
             path = shard_factor_path(store.path, member_shard.file)
             if not path.exists():
                 raise AttribError(f"ensemble member {store.path} has no factors for {path.name}")
@@ -207,3 +208,5 @@ def _merge_factors(merged: Store, stores: list[Store], weights: list[float]) -> 
                 factor.s = factor.s * weights[j]  # dy scaled by sqrt(w): S by w
                 combined[f"{PREFIX}{j}/{name}"] = factor
         save_factors(target, combined)
+
+    return merge_shard
