@@ -24,8 +24,8 @@ from attrib import log
 from attrib.atomic import atomic_dir, write_text
 from attrib.data import GENERATED_MARKER
 from attrib.errors import AttribError
-from attrib.jsonio import load_json_or_none
 from attrib.generate.options import GenerateOptions
+from attrib.jsonio import load_json_or_none
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.tasks.diffusion import STEPS_COLUMN, TRAJECTORY_COLUMN, DiffusionTask
 
