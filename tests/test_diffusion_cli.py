@@ -230,8 +230,8 @@ def test_generate_run_again_keeps_its_query_set_and_refuses_another(tmp_path, dd
     place) answers with the folder as it is; other settings need --overwrite."""
     pipe, _ = ddpm
     out = tmp_path / "g"
-    args = ["generate", "--model", pipe, "--out", out, "--n", "1", "--steps", "3", "--trajectory", "2", "--device",
-            "cpu"]  # fmt: skip
+    args = ["generate", "--model", pipe, "--out", out, "--n", "1", "--steps", "3",
+            "--trajectory", "2", "--device", "cpu"]  # fmt: skip
     code, _, err = run_cli(*args)
     assert code == 0, err
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
