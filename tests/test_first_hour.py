@@ -23,8 +23,9 @@ COMMON = ["--proj-dim", "4", "--batch-size", "8", "--device", "cpu", "-q"]
 def text_store(tmp_path_factory, gpt2_dir, text_data):
     root = tmp_path_factory.mktemp("first-hour")
     code, _, err = run_cli(
-        "featurize", "--model", gpt2_dir, "--data", text_data, "--out", root / "train", *COMMON
-    )
+        "featurize", "--model", gpt2_dir, "--data", text_data, "--out", root / "train",
+        "--method", "trak", *COMMON,
+    )  # fmt: skip
     assert code == 0, err
     return root / "train"
 
@@ -185,14 +186,18 @@ def test_the_demo_folder_is_ignored_by_git():
 def test_without_method_a_store_is_scored_by_the_method_it_was_featurized_for(
     tmp_path, gpt2_dir, text_data, text_store
 ):
-    """featurize --method ekfac, then score with no --method: EK-FAC, not trak-block; the
-    default store (featurize --method trak) is still scored by trak-block."""
+    """featurize --method ekfac (its default for a language model), then score with no
+    --method: EK-FAC, not trak-block; a trak store is scored by trak-block."""
     from attrib.evaluate.options import MislabelOptions
     from attrib.weights.options import LearnOptions
 
     ekfac = tmp_path / "ekfac"
     code, _, err = run_cli("featurize", "-m", gpt2_dir, "-d", text_data, "-o", ekfac,
-                           "--method", "ekfac", "--max-examples", "8", "-q")  # fmt: skip
+                           "--max-examples", "8", "-q")  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((ekfac / "manifest.json").read_text())
+    assert manifest["options"]["method"] == "ekfac" and manifest["settings"]["factors"]
+    assert manifest["settings"]["projection"]["dim"] == 32  # K-FAC's family: p = 32
 
     def top(store, *method):
         code, out, err = run_cli("score", "--train", store, "--query", "the cat sat", "--top",

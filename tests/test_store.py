@@ -31,7 +31,9 @@ def shard_bytes(store: Path) -> dict[str, bytes]:
 
 
 def test_store_holds_the_features_in_training_order(tmp_path, resnet_dir, image_data):
-    out = featurize(config(resnet_dir, image_data, tmp_path / "s", store_dtype="float32"))
+    out = featurize(
+        config(resnet_dir, image_data, tmp_path / "s", store_dtype="float32", method="trak")
+    )
     store = Store(out)
     assert store.num_examples == 24
     assert [(s.start, s.end) for s in store.shards] == [

@@ -145,7 +145,8 @@ def test_two_processes_write_the_stores_one_process_writes(tmp_path, gpt2_dir, t
         ours = tmp_path / "stores" / checkpoint / "train"
         assert len(list((ours / "shards").glob("*.arrow"))) == 3  # split across the ranks
         cli = _featurize_saved(tmp_path / "out" / checkpoint, text_data, tmp_path / checkpoint,
-                               "--proj-dim", "16", "--shard-size", "16")  # fmt: skip
+                               "--method", "trak", "--proj-dim", "16",
+                               "--shard-size", "16")  # fmt: skip
         assert_same_store(ours, cli)
     assert Store(tmp_path / "stores" / "tracincp" / "train").num_examples == 40
 

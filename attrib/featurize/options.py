@@ -17,6 +17,17 @@ from attrib.tasks.options import ModelRef, TaskOptions
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 STORE_DTYPES = ("float16", "float32")
 PROJECTIONS = ("factored", "dense")  # --proj-dim full keeps exact gradients instead
+# The defaults follow docs/quality.md ("The defaults"): EK-FAC at p = 32 (a store 4x p =
+# 16's) leads trak-block at p = 16 on classifiers and language models; on diffusion models
+# trak-block at p = 16 leads, so diffusion pipelines keep it. K-FAC's family gains from a
+# larger projection, TRAK's does not: --proj-dim defaults by method.
+DEFAULT_METHOD, DIFFUSION_METHOD = "ekfac", "trak"
+FACTORS_PROJ_DIM, DEFAULT_PROJ_DIM = 32, 16
+
+
+def default_method(task: str) -> str:
+    """featurize's --method when none is given, for a task family."""
+    return DIFFUSION_METHOD if task == "diffusion" else DEFAULT_METHOD
 
 
 def parse_proj_dim(value: str) -> int | str:
@@ -49,18 +60,20 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
     task: str | None = option(
         None, help="Model family (default: read from the model).", choices=task_names
     )
-    method: str = option(
-        "trak",
-        help="Method the features are for; picks the output function (classifiers: margin for "
+    method: str | None = option(
+        None,
+        help="Method the features are for (default: ekfac; trak for diffusion pipelines); "
+        "picks the output function (classifiers: margin for "
         "trak and its relatives, loss otherwise; diffusion: L_simple, L_square for dtrak, DAS's "
         "for das, the sampling trajectory for jtrak queries) and whether Kronecker factors are "
         "collected (kfac, ekfac); repsim stores the model's pooled hidden states instead of "
         "gradients (never projected).",
         choices=method_names,
     )
-    proj_dim: int | str = option(
-        16,
-        help="Projection size p: p*p features per module; 'full' keeps exact gradients.",
+    proj_dim: int | str | None = option(
+        None,
+        help="Projection size p: p*p features per module; 'full' keeps exact gradients "
+        "(default: 32 for kfac/ekfac, whose answers gain from it, 16 otherwise).",
         parse=parse_proj_dim,
     )
     projection: str = option(
@@ -125,6 +138,11 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
         super().check()
         for name in ("batch_size", "shard_size", "max_examples", "timesteps"):
             at_least(getattr(self, name), 1, "--" + name.replace("_", "-"))
+        if self.method is None:  # the model's config is read only when the default is needed
+            object.__setattr__(self, "method", default_method(self._task_name()))
+        if self.proj_dim is None:
+            factors = method_class(self.method).requires.factors
+            object.__setattr__(self, "proj_dim", FACTORS_PROJ_DIM if factors else DEFAULT_PROJ_DIM)
         if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
             raise AttribError(
                 f"--proj-dim must be a positive integer or 'full', not {self.proj_dim!r}"
@@ -154,6 +172,14 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
                 f"--method {self.method} needs Kronecker-structured features: use the default "
                 "factored projection or --proj-dim full, not --projection dense"
             )
+
+    def _task_name(self) -> str:
+        """The task family, --task or read from the model's config (what featurize loads)."""
+        if self.task is not None:
+            return self.task
+        from attrib.tasks.loading import detect_task
+
+        return detect_task(self.model_ref)
 
     def _check_optimizer_state(self, needs) -> None:
         if needs.optimizer_state and not self.optimizer_state:

@@ -55,17 +55,18 @@ class AttribCallback(TrainerCallback):
         out: str | Path,
         data: str,
         queries: dict[str, str | dict] | None = None,
-        method: str = "trak",
+        method: str | None = None,
         base_model: str | None = None,
         ensemble: bool = True,
         **options,
     ):
         """`out`: the folder of the stores. `data`: the training data as featurize reads it.
         `queries`: name -> data source, or name -> dict of featurize options for that set
-        (`{"data": ..., "split": "test"}`). `method`: the method the stores are made for.
-        `base_model`: for a PEFT model, the base model's id or folder (default: the one the
-        adapter's config names). `options`: any other `attrib featurize` option, by its
-        Python name (`max_examples=1000`, `proj_dim=2048`, `text_column="text"`)."""
+        (`{"data": ..., "split": "test"}`). `method`: the method the stores are made for
+        (default: featurize's). `base_model`: for a PEFT model, the base model's id or folder
+        (default: the one the adapter's config names). `options`: any other `attrib
+        featurize` option, by its Python name (`max_examples=1000`, `proj_dim=2048`,
+        `text_column="text"`)."""
         self.out, self.base_model, self.ensemble = Path(out), base_model, ensemble
         self.sets = {"train": {"data": data}}
         for name, value in (queries or {}).items():
@@ -76,7 +77,9 @@ class AttribCallback(TrainerCallback):
         # TrackStar: each checkpoint's gradients over its own saved optimizer state (the
         # Trainer writes optimizer.pt before it calls on_save), unless one state is given.
         self._own_state = (
-            method_class(method).requires.optimizer_state and "optimizer_state" not in options
+            method is not None
+            and method_class(method).requires.optimizer_state
+            and "optimizer_state" not in options
         )
         self.checkpoints: list[tuple[Path, float]] = []  # (stores folder, learning rate)
         self._training: str | None = None
