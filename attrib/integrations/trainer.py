@@ -38,7 +38,7 @@ from transformers import TrainerCallback
 
 from attrib import log
 from attrib.atomic import write_text
-from attrib.featurize.options import FeaturizeOptions
+from attrib.featurize.options import DEFAULT_METHOD, FeaturizeOptions
 from attrib.featurize.run import run_featurize
 from attrib.jsonio import load_json_or_none
 from attrib.methods import method_class
@@ -55,7 +55,7 @@ class AttribCallback(TrainerCallback):
         out: str | Path,
         data: str,
         queries: dict[str, str | dict] | None = None,
-        method: str | None = None,
+        method: str = DEFAULT_METHOD,
         base_model: str | None = None,
         ensemble: bool = True,
         **options,
@@ -63,10 +63,10 @@ class AttribCallback(TrainerCallback):
         """`out`: the folder of the stores. `data`: the training data as featurize reads it.
         `queries`: name -> data source, or name -> dict of featurize options for that set
         (`{"data": ..., "split": "test"}`). `method`: the method the stores are made for
-        (default: featurize's). `base_model`: for a PEFT model, the base model's id or folder
-        (default: the one the adapter's config names). `options`: any other `attrib
-        featurize` option, by its Python name (`max_examples=1000`, `proj_dim=2048`,
-        `text_column="text"`)."""
+        (default: featurize's for the models a Trainer trains, ekfac). `base_model`: for a
+        PEFT model, the base model's id or folder (default: the one the adapter's config
+        names). `options`: any other `attrib featurize` option, by its Python name
+        (`max_examples=1000`, `proj_dim=2048`, `text_column="text"`)."""
         self.out, self.base_model, self.ensemble = Path(out), base_model, ensemble
         self.sets = {"train": {"data": data}}
         for name, value in (queries or {}).items():
@@ -77,9 +77,7 @@ class AttribCallback(TrainerCallback):
         # TrackStar: each checkpoint's gradients over its own saved optimizer state (the
         # Trainer writes optimizer.pt before it calls on_save), unless one state is given.
         self._own_state = (
-            method is not None
-            and method_class(method).requires.optimizer_state
-            and "optimizer_state" not in options
+            method_class(method).requires.optimizer_state and "optimizer_state" not in options
         )
         self.checkpoints: list[tuple[Path, float]] = []  # (stores folder, learning rate)
         self._training: str | None = None
