@@ -21,13 +21,13 @@ PROJECTIONS = ("factored", "dense")  # --proj-dim full keeps exact gradients ins
 # 16's) leads trak-block at p = 16 on classifiers and language models; on diffusion models
 # trak-block at p = 16 leads, so diffusion pipelines keep it. K-FAC's family gains from a
 # larger projection, TRAK's does not: --proj-dim defaults by method.
-DEFAULT_METHOD, DIFFUSION_METHOD = "ekfac", "trak"
+FEATURIZE_METHOD, DIFFUSION_METHOD = "ekfac", "trak"
 FACTORS_PROJ_DIM, DEFAULT_PROJ_DIM = 32, 16
 
 
 def default_method(task: str) -> str:
     """featurize's --method when none is given, for a task family."""
-    return DIFFUSION_METHOD if task == "diffusion" else DEFAULT_METHOD
+    return DIFFUSION_METHOD if task == "diffusion" else FEATURIZE_METHOD
 
 
 def parse_proj_dim(value: str) -> int | str:

@@ -170,12 +170,14 @@ def run_generate(request: GenerateOptions) -> Path:
                 f"--out {out} is not empty and is not a query set attrib generated; attrib "
                 "only replaces its own folders: choose another --out"
             )
-        # The same command again (a rerun, or one killed after its folder was in place):
-        # the query set is already there, and sampling is seeded, so it is the answer.
-        if not request.overwrite and load_json_or_none(marker) == record:
-            log.info(f"{out} already holds these generated queries (featurize with --data {out})")
-            return out
         if not request.overwrite:
+            # The same command again (a rerun, or one killed after its folder was in place):
+            # the query set is already there, and sampling is seeded, so it is the answer.
+            if load_json_or_none(marker) == record:
+                log.info(
+                    f"{out} already holds these generated queries (featurize with --data {out})"
+                )
+                return out
             raise AttribError(
                 f"--out {out} holds other generated queries; pass --overwrite or another folder"
             )

@@ -38,7 +38,7 @@ from transformers import TrainerCallback
 
 from attrib import log
 from attrib.atomic import write_text
-from attrib.featurize.options import DEFAULT_METHOD, FeaturizeOptions
+from attrib.featurize.options import FEATURIZE_METHOD, FeaturizeOptions
 from attrib.featurize.run import run_featurize
 from attrib.jsonio import load_json_or_none
 from attrib.methods import method_class
@@ -55,7 +55,7 @@ class AttribCallback(TrainerCallback):
         out: str | Path,
         data: str,
         queries: dict[str, str | dict] | None = None,
-        method: str = DEFAULT_METHOD,
+        method: str = FEATURIZE_METHOD,
         base_model: str | None = None,
         ensemble: bool = True,
         **options,

@@ -132,16 +132,22 @@ class ExactScorer:
         batch of full gradients and its (Q x batch) products, never a (Q x rows) matrix."""
         unique, where = torch.unique(positions, return_inverse=True)
         names = [spec.name for spec in self.side.specs]
-        out = torch.empty(positions.shape, dtype=vectors.dtype)
+        out = torch.empty(positions.numel(), dtype=vectors.dtype)
+        # The (query, candidate) entries sorted by distinct row: a batch's entries are one
+        # contiguous run, found by binary search instead of a scan of every entry.
+        flat = where.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        sorted_rows = flat[order]
+        owner = order // positions.shape[1]  # each sorted entry's query
         done = 0
         for chunk, batch in self.side.batches(unique.tolist(), self.batch_size):
             g = torch.cat([batch.features[name] for name in names], dim=1).cpu()
-            here = (where >= done) & (where < done + len(chunk))
             products = vectors @ g.T.to(vectors.dtype)  # (Q x batch)
-            rows = torch.nonzero(here, as_tuple=True)[0]
-            out[here] = products[rows, where[here] - done]
+            bounds = torch.tensor([done, done + len(chunk)])
+            lo, hi = torch.searchsorted(sorted_rows, bounds).tolist()
+            out[order[lo:hi]] = products[owner[lo:hi], sorted_rows[lo:hi] - done]
             done += len(chunk)
-        return out
+        return out.reshape(positions.shape)
 
     def exact_scores(self, query_gradients, positions: torch.Tensor, block: int) -> torch.Tensor:
         """Exact scores (Q x C) at `positions`, `block` queries at a time (what --memory-gb
