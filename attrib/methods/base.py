@@ -47,6 +47,10 @@ class Method(ABC):
     # or None for a method without curvature or damping.
     preconditioner: ClassVar[str | None] = None
     default_damping: ClassVar[float] = DEFAULT_DAMPING
+    # The damping of the exact stage of `score --rescore` (full-space eigenbases, solves)
+    # when --lambda is not given; None: default_damping. Full space has many more small
+    # eigenvalues than a projection keeps, so damping relative to their mean wants more.
+    default_exact_damping: ClassVar[float | None] = None
     linear: ClassVar[bool] = True  # score linear in the query features
     # A kernel fit to the training features' own second moments (TRAK's Gram, EK-FAC's
     # corrected eigenvalues) already puts every group on the scale the influence needs;
@@ -71,7 +75,14 @@ class Method(ABC):
             DEFINED.append(cls)
 
     def __init__(self, store: Store, damping: float | None = None):
-        damping = self.default_damping if damping is None else damping
+        exact = self.default_exact_damping
+        exact = self.default_damping if exact is None else exact
+        # `score --rescore`'s exact stage: --lambda when given, else the exact default; a
+        # store of exact gradients (--proj-dim full) is scored as that stage would score it.
+        self.exact_damping = exact if damping is None else damping
+        if damping is None:
+            full = store.settings.get("projection", {}).get("kind") == "none"
+            damping = exact if full else self.default_damping
         if damping < 0:
             raise AttribError("--lambda must be at least 0")
         self.store, self.damping = store, damping

@@ -13,6 +13,9 @@ class KFac(Method):
     requires = Requirements(factors=True)
     preconditioner = "kfac"
     default_damping = 1e-3  # digits validation queries: LDS rises as damping falls to ~1e-3
+    # Exact gradients (`score --rescore`, --proj-dim full): chosen on the fine-tuning tasks'
+    # validation queries (docs/quality.md, "How many candidates").
+    default_exact_damping = 0.1
     ensembles = True
 
     def query_vectors(self, g, weights):

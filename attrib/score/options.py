@@ -55,7 +55,9 @@ class ScoreOptions(ExactSolve, Rescaled, WithMemory, OnDevice, Options):
         None,
         flag="--lambda",
         help="Kernel damping, relative: lambda = c * mean diagonal of the kernel's Gram matrix "
-        "(default: the method's own, see the method table in docs/score.md).",
+        "(default: the method's own, see docs/score.md; kfac, ekfac and shampoo use 1e-3 on "
+        "projected features and 0.1 on exact gradients: --proj-dim full stores and "
+        "--rescore's exact stage).",
     )
     weights: Path | None = option(
         None, help="Per-group weights (from learn-weights), applied on the query side."

@@ -87,7 +87,7 @@ class ExactScorer:
             blocks = exact_kronecker(store, device, kind, batch_size, trust_remote_code, progress)
         if settings is not None:
             ggn = GaussNewton(side, settings.rows, settings.batch_size)
-            curvature = DampedCurvature(ggn, blocks, method.damping)
+            curvature = DampedCurvature(ggn, blocks, method.exact_damping)
         return cls(side, method, blocks, module_weights, batch_size, settings, curvature)
 
     def query_vectors(self, g: torch.Tensor) -> torch.Tensor:
@@ -101,13 +101,13 @@ class ExactScorer:
             if self.module_weights is not None:
                 part = part * float(self.module_weights[m])
             if self.blocks is not None and self.curvature is None:
-                part = self.blocks[m].apply_inverse(part, self.method.damping)
+                part = self.blocks[m].apply_inverse(part, self.method.exact_damping)
             out[:, start : start + width] = part
             start += width
         if self.curvature is None:
             return out
         s, c, b = self.settings, self.curvature, out.double()
-        saved = SolveState(self.side.store, b, s.solver, self.method.damping, c.ggn.positions)
+        saved = SolveState(self.side.store, b, s.solver, self.method.exact_damping, c.ggn.positions)
         state = saved.load()
         if state is not None and int(state["done"]) <= s.iterations:  # solve() skips a later one
             log.info(f"resuming the {s.solver} solve at step {int(state['done'])} ({saved.path})")
@@ -116,7 +116,7 @@ class ExactScorer:
         )
         log.info(
             f"{len(b)} queries solved against exact Gauss-Newton products (relative damping "
-            f"{self.method.damping:g}, {len(c.ggn.positions)} rows): {report.describe()}"
+            f"{self.method.exact_damping:g}, {len(c.ggn.positions)} rows): {report.describe()}"
         )
         if self.report is not None:  # query blocks (plan_queries): the worst of them
             report = SolveReport(
