@@ -227,3 +227,21 @@ def test_a_budget_too_small_to_rescore_is_one_line(stores, tmp_path):
     last = err.strip().splitlines()[-1]
     assert "--memory-gb 0.0005" in last and "exact gradients" in last, last
     assert not out.exists()
+
+
+def test_exact_gradients_get_their_own_default_damping(stores):
+    # Chosen on the fine-tuning tasks' validation queries (docs/quality.md, "How many
+    # candidates"): 1e-3 on projected features, 0.1 on exact gradients; --lambda sets both.
+    from attrib.methods import get_method
+    from attrib.store import Store
+
+    _, made = stores
+    projected, full = Store(made["p", "train"].path), Store(made["full", "train"].path)
+    for name in ("ekfac", "kfac", "shampoo"):
+        on_projected, on_full = get_method(name, projected), get_method(name, full)
+        assert (on_projected.damping, on_projected.exact_damping) == (1e-3, 0.1)
+        assert (on_full.damping, on_full.exact_damping) == (0.1, 0.1)
+        given = get_method(name, projected, 0.5)
+        assert (given.damping, given.exact_damping) == (0.5, 0.5)
+    tracin = get_method("tracin", projected)
+    assert tracin.exact_damping == tracin.damping
