@@ -78,8 +78,10 @@ def run(args) -> dict:
     root, task = build(args.task)
     run_dir, _ = record_run(root, task) if not (root / "run/model").exists() else (root / "run", 0)
     data = task["data"]
-    stores = {role: default_store(root, run_dir, data[role], role if rows is None else role, rows)
-              for role, rows in {"train": None, "val": args.queries, "eval": args.queries}.items()}
+    roles = {"train": None, "val": args.queries, "eval": args.queries}
+    stores = {
+        role: default_store(root, run_dir, data[role], role, rows) for role, rows in roles.items()
+    }
     truths = {"val": root / f"same-run-val-{args.subsets}-0.5.npz"}
     truths |= {keep: root / f"same-run-{args.subsets}-{keep:g}.npz" for keep in args.keeps}
     for key, path in truths.items():
@@ -96,12 +98,17 @@ def run(args) -> dict:
     for n in args.candidates:
         val = {c: lds(stores["train"], stores["val"], truths["val"], n, c)["lds"] for c in DAMPINGS}
         chosen = max(val, key=val.get)
-        row = {"candidates": n, "damping": chosen, "val": {f"{c:g}": 100 * v for c, v in val.items()}}
+        row = {"candidates": n, "damping": chosen}
+        row["val"] = {f"{c:g}": 100 * v for c, v in val.items()}
         for keep in args.keeps:
             plain = lds(stores["train"], stores["eval"], truths[keep], n)
             tuned = lds(stores["train"], stores["eval"], truths[keep], n, chosen)
-            row[f"{keep:g}"] = [100 * plain["lds"], 100 * plain["ci_subsets"],
-                                100 * tuned["lds"], 100 * tuned["ci_subsets"]]
+            row[f"{keep:g}"] = [
+                100 * plain["lds"],
+                100 * plain["ci_subsets"],
+                100 * tuned["lds"],
+                100 * tuned["ci_subsets"],
+            ]
         row["seconds"] = seconds(stores["train"], stores["eval"], n) if n else None
         rows.append(row)
         print(row, flush=True)
@@ -110,11 +117,13 @@ def run(args) -> dict:
         magic_row = {f"{k:g}": lds(stores["train"], stores["eval"], truths[k], 0, scores=(magic,))
                      for k in args.keeps}  # fmt: skip
         magic_row = {k: [100 * r["lds"], 100 * r["ci_subsets"]] for k, r in magic_row.items()}
-    return {"task": args.task, "queries": args.queries, "rows": rows, "magic": magic_row}
+    keeps = [f"{k:g}" for k in args.keeps]
+    return {"task": args.task, "queries": args.queries, "keeps": keeps, "rows": rows,
+            "magic": magic_row}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
-    keeps = list(result["rows"][0])[3:-1]
+    keeps = result["keeps"]
     lines = [
         f"{result['task']}: featurize's default store (EK-FAC, p = 32), `--rescore N`; "
         "LDS % ± 95% CI with the subsets' luck, the default damping (EK-FAC's: 1e-3 on the "
@@ -122,7 +131,8 @@ def markdown(result: dict) -> str:
         "validation queries",
         "",
         "| candidates re-scored | damping chosen on val | "
-        + " | ".join(f"keep {k}" for k in keeps) + " | score s (first / cached) |",
+        + " | ".join(f"keep {k}" for k in keeps)
+        + " | score s (first / cached) |",
         "|---|---|" + "---|" * len(keeps) + "---|",
     ]
     for row in result["rows"]:
