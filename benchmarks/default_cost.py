@@ -1,6 +1,7 @@
 """What the defaults cost: featurize and score with no method or projection flags (EK-FAC at
-p = 32 for classifiers and language models) beside the previous defaults (`--method trak
---proj-dim 16`, scored by trak-block), through the options objects the CLI is built from.
+p = 45 in int8 for classifiers and language models) beside the previous defaults (`--method
+trak --proj-dim 16`, scored by trak-block; EK-FAC at `--proj-dim 32` in float16), through the
+options objects the CLI is built from.
 
     python benchmarks/default_cost.py [--tasks pydoc,digits] [--queries 64]
 
@@ -30,7 +31,11 @@ from attrib.score.run import run_score  # noqa: E402
 from attrib.store import Store  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-CONFIGS = {"previous default (trak, p = 16)": {"method": "trak", "proj_dim": 16}, "default": {}}
+CONFIGS = {
+    "earlier default (trak, p = 16)": {"method": "trak", "proj_dim": 16},
+    "previous default (ekfac, p = 32, float16)": {"method": "ekfac", "proj_dim": 32},
+    "default": {},
+}
 
 
 def _bytes(folder: Path) -> int:
@@ -56,7 +61,8 @@ def measure(task, flags: dict, root: Path, queries: int) -> dict:
         score_s.append(time.perf_counter() - start)
     rows = Store(root / "train").num_examples
     return {
-        "method": train.method, "proj_dim": train.proj_dim, "scored_by": score.method,
+        "method": train.method, "proj_dim": train.proj_dim, "dtype": train.store_dtype,
+        "scored_by": score.method,
         "featurize_s": featurize_s, "bytes_per_row": _bytes(root / "train") / rows,
         "score_s": score_s,
     }  # fmt: skip
@@ -70,7 +76,8 @@ def main() -> None:
     lines = [
         f"Command: `python benchmarks/default_cost.py --tasks {args.tasks}` (this CPU)",
         "",
-        "| task | configuration | featurize --method | p | scored by | featurize s (1,000 rows) "
+        "| task | configuration | featurize --method | p, store dtype | scored by "
+        "| featurize s (1,000 rows) "
         f"| store KiB a row | score s ({args.queries} queries): first / cached |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -80,7 +87,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 r = measure(task, flags, Path(tmp), args.queries)
             lines.append(
-                f"| {name} | {label} | {r['method']} | {r['proj_dim']} | {r['scored_by']} | "
+                f"| {name} | {label} | {r['method']} | {r['proj_dim']}, {r['dtype']} | "
+                f"{r['scored_by']} | "
                 f"{r['featurize_s']:.1f} | {r['bytes_per_row'] / 1024:.1f} | "
                 f"{r['score_s'][0]:.1f} / {r['score_s'][1]:.1f} |"
             )

@@ -114,18 +114,19 @@ def store(root: Path, run: Path, data: Path, method: str, name: str, rows: int |
           proj_dim=None):  # fmt: skip
     """The run's store of `data` for `method` (featurize's default projection unless
     `proj_dim`), made once under root/stores."""
-    suffix = "" if proj_dim is None else f"-{proj_dim}"
+    extra = {} if proj_dim is None else {"proj_dim": proj_dim}
+    if method_class(method).requires.optimizer_state:  # TrackStar: the run's last state
+        extra["optimizer_state"] = str(run)
+    options = FeaturizeOptions(
+        model=str(run / "model"), data=str(data), out=root / "stores", method=method,
+        max_examples=rows, device="cpu", progress=False, store_dtype="float32", **extra,
+    )  # fmt: skip
+    # Named by the projection featurize resolved, so a cache made under other defaults is
+    # never taken for this one.
+    suffix = "" if proj_dim is None and options.proj_dim == 32 else f"-{options.proj_dim}"
     out = root / "stores" / f"{name}-{method}{suffix}"
     if not (out / "manifest.json").exists():
-        extra = {} if proj_dim is None else {"proj_dim": proj_dim}
-        if method_class(method).requires.optimizer_state:  # TrackStar: the run's last state
-            extra["optimizer_state"] = str(run)
-        run_featurize(
-            FeaturizeOptions(
-                model=str(run / "model"), data=str(data), out=out, method=method,
-                max_examples=rows, device="cpu", progress=False, store_dtype="float32", **extra,
-            )
-        )  # fmt: skip
+        run_featurize(replace(options, out=out))
     return out
 
 

@@ -7,7 +7,7 @@ which damping (issue 35's "candidates" default).
 On benchmarks/magic.py's fine-tuning task (the run, its same-run ground truths, as
 benchmarks/error_split.py makes them and under the same file names): the training,
 validation and evaluation rows featurized with featurize's defaults (no --method, no
---proj-dim: EK-FAC at p = 32), scored by `evaluate lds --rescore N` for each N (0: the store
+--proj-dim: EK-FAC at p = 45 in int8), scored by `evaluate lds --rescore N` for each N (0: the store
 alone; N >= the training rows: every row re-scored, the exact method), each with EK-FAC's
 default damping (1e-3 on the store, 0.1 on the exact stage) and with one damping for both,
 chosen on the validation queries (their own same-run ground truth at keep 0.5, never the
@@ -23,6 +23,7 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -44,18 +45,18 @@ DAMPINGS = (1e-3, 1e-2, 1e-1, 1.0)
 
 def default_store(root: Path, run: Path, data: Path, name: str, rows: int | None) -> Path:
     """featurize with its defaults (what a user who passes no flags gets), made once."""
-    out = root / "stores" / f"{name}-default"
+    options = FeaturizeOptions(model=str(run / "model"), data=str(data), out=root / "stores",
+                               max_examples=rows, device="cpu", progress=False)  # fmt: skip
+    # Named by the defaults featurize resolved: a cache of earlier defaults is not reused.
+    out = root / "stores" / f"{name}-default-p{options.proj_dim}-{options.store_dtype}"
     if not (out / "manifest.json").exists():
-        run_featurize(
-            FeaturizeOptions(model=str(run / "model"), data=str(data), out=out, max_examples=rows,
-                             device="cpu", progress=False, store_dtype="float32")
-        )  # fmt: skip
+        run_featurize(replace(options, out=out))
     return out
 
 
-def lds(train, queries, truth, rescore: int, damping=None, scores=()) -> dict:
+def lds(train, queries, truth, rescore: int, damping=None, scores=(), weights="none") -> dict:
     rows = run_lds(
-        LdsOptions(train=train, queries=queries, groundtruth=truth, weights=("none",),
+        LdsOptions(train=train, queries=queries, groundtruth=truth, weights=(weights,),
                    rescore=rescore, damping=damping, scores=tuple(str(s) for s in scores),
                    device="cpu")
     )  # fmt: skip
@@ -125,7 +126,7 @@ def run(args) -> dict:
 def markdown(result: dict) -> str:
     keeps = result["keeps"]
     lines = [
-        f"{result['task']}: featurize's default store (EK-FAC, p = 32), `--rescore N`; "
+        f"{result['task']}: featurize's default store (EK-FAC, p = 45 in int8), `--rescore N`; "
         "LDS % ± 95% CI with the subsets' luck, the default damping (EK-FAC's: 1e-3 on the "
         "store, 0.1 on the re-scored candidates) / one damping for both, chosen on the "
         "validation queries",

@@ -197,7 +197,9 @@ def test_without_method_a_store_is_scored_by_the_method_it_was_featurized_for(
     assert code == 0, err
     manifest = json.loads((ekfac / "manifest.json").read_text())
     assert manifest["options"]["method"] == "ekfac" and manifest["settings"]["factors"]
-    assert manifest["settings"]["projection"]["dim"] == 32  # K-FAC's family: p = 32
+    # K-FAC's family: p = 45 kept in int8 (docs/quality.md, "Bits for dimensions")
+    assert manifest["settings"]["projection"]["dim"] == 45
+    assert manifest["settings"]["store_dtype"] == "int8"
 
     def top(store, *method):
         code, out, err = run_cli("score", "--train", store, "--query", "the cat sat", "--top",

@@ -24,7 +24,9 @@ from attrib.store.lock import unlock_store
 from attrib.store.writer import ShardRecord, StoreWriter
 from attrib.tasks.loading import DTYPES, load_task
 
-NUMPY_STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
+# Quantized dtypes are written from float32 (shards.table rounds them).
+NUMPY_STORE_DTYPES = {"float16": np.float16, "float32": np.float32, "int8": np.float32,
+                      "int4": np.float32}  # fmt: skip
 
 
 def run_featurize(config: FeaturizeOptions, model=None) -> Path:

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from attrib import log
 from attrib.atomic import atomic_path
+from attrib.eigh import eigh
 from attrib.errors import AttribError
 from attrib.store import Store
 
@@ -96,7 +97,7 @@ def uses_dual(store: Store, part: slice) -> bool:
 
 def dual_eigen(phi: torch.Tensor) -> Eigen:
     """A block's nonzero eigenpairs from the N x N dual Phi Phi^T (phi: N x d, float64)."""
-    values, v = torch.linalg.eigh(phi @ phi.T)
+    values, v = eigh(phi @ phi.T)
     # Directions below float64's resolution of the largest eigenvalue are numerically zero:
     # they join the complement (eigenvalue 0) instead of dividing by ~0 here.
     keep = values > values.max().clamp(min=0) * phi.shape[1] * torch.finfo(torch.float64).eps
@@ -183,7 +184,7 @@ def eigen(store: Store, kind: str) -> list[Eigen]:
         if uses_dual(store, part):
             result.append(dual_eigen(next(features)))
         else:
-            values, vectors = torch.linalg.eigh(next(grams))
+            values, vectors = eigh(next(grams))
             result.append(Eigen(vectors.float().contiguous(), values))
     _save(path, result)
     return result

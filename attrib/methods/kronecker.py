@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from attrib import log
+from attrib.eigh import eigh
 from attrib.methods.kernels import CACHE_DIR, save_tensors
 from attrib.store import Store
 from attrib.store.factors import total_factors
@@ -84,8 +85,8 @@ def kronecker_eigen(store: Store, corrected: bool) -> list[KroneckerEigen]:
 
 def eigen_of(a: torch.Tensor, s: torch.Tensor) -> KroneckerEigen:
     """K-FAC's eigenbasis and eigenvalues from a module's mean factors A and S."""
-    a_values, q_in = torch.linalg.eigh(a)
-    s_values, q_out = torch.linalg.eigh(s)
+    a_values, q_in = eigh(a)
+    s_values, q_out = eigh(s)
     values = torch.outer(s_values.clamp(min=0), a_values.clamp(min=0))
     return KroneckerEigen(q_out.float(), q_in.float(), values)
 
@@ -140,7 +141,7 @@ class ShampooMoments:
         """Each module's eigenbases of the means; eigenvalues left to the correction pass."""
         result = []
         for left, right in zip(self.left, self.right):
-            q_out, q_in = torch.linalg.eigh(left / count)[1], torch.linalg.eigh(right / count)[1]
+            q_out, q_in = eigh(left / count)[1], eigh(right / count)[1]
             values = torch.zeros(len(q_out), len(q_in), dtype=torch.float64)
             result.append(KroneckerEigen(q_out.float(), q_in.float(), values))
         return result

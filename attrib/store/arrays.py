@@ -87,7 +87,7 @@ def write_generated(
         return Path(path)
     writer.create()
     records = []
-    dtype = np.float16 if store_dtype == "float16" else np.float32
+    dtype = np.float16 if store_dtype == "float16" else np.float32  # int8/int4: table() rounds
     for start, end in shard_ranges(count, shard_size):
         done = writer.resumable(start, end)
         if done is not None:

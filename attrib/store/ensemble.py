@@ -24,7 +24,8 @@ import numpy as np
 
 from attrib.errors import AttribError
 from attrib.jsonio import load_json
-from attrib.store.reader import Store, column_matrix
+from attrib.store.reader import Store
+from attrib.store.shards import feature_matrix
 
 PREFIX = "member-"
 _MEMBER = re.compile(r"^member-\d+/")
@@ -165,7 +166,7 @@ def merge(
             data = store.read_shard(by_range[j][(start, end)])
             scale = math.sqrt(weights[j])
             for name in store.module_names:
-                matrix = column_matrix(data.column(name))
+                matrix = feature_matrix(data, name, store.feature_dims[name])
                 features[f"{PREFIX}{j}/{name}"] = matrix * scale if scale != 1 else matrix
             if j == 0:  # the rows' own scalars (index, loss) are the first member's
                 scalars = {n: data.column(n).to_numpy() for n in ["index", *store.scalar_names]}

@@ -15,6 +15,7 @@ from attrib.store import shards
 from attrib.store.lock import lock_store
 from attrib.store.manifest import FORMAT_VERSION, MANIFEST, SHARD_DIR, read_json
 from attrib.store.module_spec import ModuleSpec
+from attrib.store.shards import column_matrix, feature_matrix  # noqa: F401 (re-exported)
 from attrib.store.verify import VERIFY, check_checksum, check_manifest, check_rows, damaged
 
 
@@ -157,7 +158,8 @@ class Store:
             columns = self._scalar_columns(data, shard, block)
             parts = []
             for name in self.module_names:
-                part = _readonly_tensor(column_matrix(data.column(name), dtype=None))
+                values = feature_matrix(data, name, self.feature_dims[name], dtype=None)
+                part = _readonly_tensor(values)
                 parts.append(part.float() if device.type == "cpu" else part)  # float(): a view
         except (KeyError, ValueError, RuntimeError) as exc:
             raise damaged(self.path, f"shard {shard.file}: {exc}") from None
@@ -190,7 +192,7 @@ class Store:
             columns = self._scalar_columns(data, shard, block)
             phi = torch.empty(block.rows, self.layout.total, dtype=torch.float32)
             for name, part in zip(self.module_names, self.layout.slices):
-                values = column_matrix(data.column(name), dtype=None)
+                values = feature_matrix(data, name, self.feature_dims[name], dtype=None)
                 phi[:, part].copy_(_readonly_tensor(values))
         except (KeyError, ValueError, RuntimeError) as exc:  # missing columns, wrong widths
             raise damaged(self.path, f"shard {shard.file}: {exc}") from None
@@ -248,7 +250,11 @@ class Store:
 
     def matrix(self, module: str, dtype=np.float32) -> np.ndarray:
         """All rows of one module's features as an (N x F) array (for tests and small stores)."""
-        parts = [column_matrix(t.column(module), dtype) for _, t in self.iter_shards([module])]
+        columns = [module]
+        if self.settings.get("store_dtype") in shards.QUANTIZED_BITS:
+            columns.append(shards.scale_column(module))
+        dim = self.feature_dims[module]
+        parts = [feature_matrix(t, module, dim, dtype) for _, t in self.iter_shards(columns)]
         return np.concatenate(parts, axis=0)
 
     def column(self, name: str) -> np.ndarray:
@@ -283,14 +289,3 @@ def _readonly_tensor(values: np.ndarray):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(values)
-
-
-def column_matrix(column: pa.ChunkedArray, dtype=np.float32) -> np.ndarray:
-    """A fixed_size_list column as a 2-D numpy array (zero-copy when the dtype matches)."""
-    chunks = []
-    for chunk in column.chunks:
-        width = chunk.type.list_size
-        values = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten honours slices
-        chunks.append(values.reshape(-1, width))
-    matrix = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
-    return matrix if dtype is None else matrix.astype(dtype, copy=False)
