@@ -86,6 +86,8 @@ def run(args) -> dict:
     truths = {"val": root / f"same-run-val-{args.subsets}-0.5.npz"}
     truths |= {keep: root / f"same-run-{args.subsets}-{keep:g}.npz" for keep in args.keeps}
     for key, path in truths.items():
+        if path.exists():  # made from the rows, not the features: any store's serve
+            continue
         retrain(
             RetrainOptions(train=stores["train"], queries=stores["val" if key == "val" else "eval"],
                            out=path, subsets=args.subsets, alpha=0.5 if key == "val" else key,

@@ -6,7 +6,8 @@
 On benchmarks/magic.py's fine-tuning task (the run and its same-run ground truths, as
 benchmarks/rescore_default.py makes them and under the same file names): the training,
 validation and evaluation rows featurized with featurize's defaults except `--proj-dim P
---store-dtype D` for each P:D (queries with the same flags, as a user passes them), scored by
+--store-dtype D` for each P:D (queries with the same flags, as a user passes them; P:D/Q
+featurizes the query stores, validation, evaluation and weight-learning rows, in dtype Q), scored by
 `evaluate lds` with EK-FAC's default damping and with the damping chosen on the validation
 queries (keep 0.5, never the evaluation queries) from DAMPINGS. Bytes a row: the training
 store's shards over its rows. Score seconds: `score` of the evaluation queries (factors
@@ -55,15 +56,17 @@ def run(args) -> dict:
     truths = {"val": root / f"same-run-val-{args.subsets}-0.5.npz"}
     truths |= {keep: root / f"same-run-{args.subsets}-{keep:g}.npz" for keep in args.keeps}
     rows = []
-    for dim, dtype in args.configs:
+    for dim, dtype, query_dtype in args.configs:
+        dtypes = {"train": dtype, "val": query_dtype, "eval": query_dtype}
+        sizes = {"train": None, "val": args.queries, "eval": args.queries}
         stores = {
-            role: store(root, run_dir, task["data"][role], role, n, dim, dtype)
-            for role, n in (("train", None), ("val", args.queries), ("eval", args.queries))
+            r: store(root, run_dir, task["data"][r], r, sizes[r], dim, dtypes[r]) for r in sizes
         }
         weights = None
         if args.weights:  # learn-weights with its defaults, on the weight-learning rows
-            learn = store(root, run_dir, task["data"]["learn"], "learn", None, dim, dtype)
-            weights = root / f"weights-p{dim}-{dtype}.safetensors"
+            learn = store(root, run_dir, task["data"]["learn"], "learn", None, dim, query_dtype)
+            suffix = "" if query_dtype == dtype else f"-{query_dtype}-queries"
+            weights = root / f"weights-p{dim}-{dtype}{suffix}.safetensors"
             if not weights.exists():
                 run_learn(LearnOptions(train=stores["train"], queries=learn, out=weights))
         for key, path in truths.items():  # made once (from the rows, not the features)
@@ -78,7 +81,7 @@ def run(args) -> dict:
         val = {c: lds(stores["train"], stores["val"], truths["val"], 0, c)["lds"] for c in DAMPINGS}
         chosen = max(val, key=val.get)
         train = Store(stores["train"])
-        row = {"p": dim, "dtype": dtype, "damping": chosen,
+        row = {"p": dim, "dtype": dtype, "query_dtype": query_dtype, "damping": chosen,
                "bytes_per_row": train.size_bytes() / train.num_examples,
                "val": {f"{c:g}": 100 * v for c, v in val.items()}}  # fmt: skip
         for keep in args.keeps:
@@ -100,6 +103,13 @@ def run(args) -> dict:
     return {"task": args.task, "keeps": [f"{k:g}" for k in args.keeps], "rows": rows}
 
 
+def _config(text: str) -> tuple[int, str, str]:
+    """P:D or P:D/Q -> (p, training store dtype, query stores' dtype)."""
+    dim, dtypes = text.split(":")
+    dtype, _, query_dtype = dtypes.partition("/")
+    return int(dim), dtype, query_dtype or dtype
+
+
 def markdown(result: dict) -> str:
     keeps = result["keeps"]
     lines = [
@@ -119,7 +129,12 @@ def markdown(result: dict) -> str:
             "{:.1f} ± {:.1f}".format(*row[f"{k} weighted"]) if f"{k} weighted" in row else "-"
             for k in keeps
         )
-        head = f"| {row['p']} | {row['dtype']} | {row['bytes_per_row']:,.0f} | {row['damping']:g}"
+        dtypes = (
+            row["dtype"]
+            if row["query_dtype"] == row["dtype"]
+            else (f"{row['dtype']}, queries {row['query_dtype']}")
+        )
+        head = f"| {row['p']} | {dtypes} | {row['bytes_per_row']:,.0f} | {row['damping']:g}"
         lines.append(f"{head} | {cells} | {learned} | {row['score_s']:.1f} |")
     return "\n".join(lines)
 
@@ -130,11 +145,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--subsets", type=int, default=64)
     parser.add_argument("--keeps", default="0.5,0.95")
-    parser.add_argument("--configs", default="32:float16,45:int8,64:int4,64:float16")
+    parser.add_argument(
+        "--configs", default="32:float16,45:int8,45:int8/float16,64:int4,64:int4/float16,64:float16"
+    )
     parser.add_argument("--weights", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     args.keeps = [float(k) for k in args.keeps.split(",")]
-    args.configs = [(int(c.split(":")[0]), c.split(":")[1]) for c in args.configs.split(",")]
+    args.configs = [_config(c) for c in args.configs.split(",")]
     result = run(args)
     text = markdown(result)
     print(text)

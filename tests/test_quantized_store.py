@@ -104,3 +104,19 @@ def test_a_quantized_store_scores_and_ensembles_from_the_cli(tmp_path, gpt2_dir,
     np.testing.assert_allclose(
         ensemble.matrix(f"{ensemble.module_names[0]}"), member.matrix(name), rtol=1e-6
     )
+
+
+def test_scoring_an_int4_query_store_says_what_it_costs(tmp_path, gpt2_dir, text_data):
+    base = ["featurize", "--model", gpt2_dir, "--data", text_data, "--proj-dim", "4", "-q"]
+    stores = {}
+    for dtype in ("int4", "int8"):
+        stores[dtype] = tmp_path / dtype
+        code, _, err = run_cli(*base, "--out", stores[dtype], "--max-examples", "3",
+                               "--store-dtype", dtype)  # fmt: skip
+        assert code == 0, err
+    warned = {}
+    for dtype, store in stores.items():
+        code, _, err = run_cli("score", "-t", stores["int8"], "--queries", store, "--top", "2")
+        assert code == 0, err
+        warned[dtype] = "featurize queries with --store-dtype int8 or float16" in err
+    assert warned == {"int4": True, "int8": False}

@@ -68,6 +68,16 @@ def check_compatible(train: Store, settings: dict, what: str) -> None:
 
 def from_store(train: Store, queries: Store) -> Queries:
     check_compatible(train, queries.settings, f"query store {queries.path}")
+    if queries.settings.get("store_dtype") == "int4":
+        # A query's rounding error shifts its score of every training row alike, so it does
+        # not average out over rows as a training row's does (docs/quality.md, "Bits for
+        # dimensions": pydoc-finetune 73.1 with int4 queries, 78.9 with float16 ones).
+        from attrib import log
+
+        log.warn(
+            f"query store {queries.path} keeps its features in 4 bits, which costs LDS that "
+            "int4 training rows do not; featurize queries with --store-dtype int8 or float16"
+        )
     matrix = np.concatenate([queries.matrix(name) for name in train.module_names], axis=1)
     return Queries(torch.from_numpy(matrix), [int(i) for i in queries.column("index")])
 
