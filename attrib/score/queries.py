@@ -66,9 +66,13 @@ def check_compatible(train: Store, settings: dict, what: str) -> None:
         )
 
 
+_WARNED_INT4: set = set()
+
+
 def from_store(train: Store, queries: Store) -> Queries:
     check_compatible(train, queries.settings, f"query store {queries.path}")
-    if queries.settings.get("store_dtype") == "int4":
+    if queries.settings.get("store_dtype") == "int4" and queries.path not in _WARNED_INT4:
+        _WARNED_INT4.add(queries.path)  # once: evaluate reads a query store per method
         # A query's rounding error shifts its score of every training row alike, so it does
         # not average out over rows as a training row's does (docs/quality.md, "Bits for
         # dimensions": pydoc-finetune 73.1 with int4 queries, 78.9 with float16 ones).
