@@ -33,7 +33,7 @@ from quality_tasks import CACHE  # noqa: E402
 from attrib.evaluate.options import LdsOptions, RetrainOptions  # noqa: E402
 from attrib.evaluate.retrain import retrain  # noqa: E402
 from attrib.evaluate.run import run_lds  # noqa: E402
-from attrib.featurize.options import FeaturizeOptions  # noqa: E402
+from attrib.featurize.options import DEFAULT_PROJ_DIM, FeaturizeOptions  # noqa: E402
 from attrib.featurize.run import run_featurize  # noqa: E402
 from attrib.methods import method_class  # noqa: E402
 from attrib.training.magic_options import MagicOptions  # noqa: E402
@@ -121,9 +121,11 @@ def store(root: Path, run: Path, data: Path, method: str, name: str, rows: int |
         model=str(run / "model"), data=str(data), out=root / "stores", method=method,
         max_examples=rows, device="cpu", progress=False, store_dtype="float32", **extra,
     )  # fmt: skip
-    # Named by the projection featurize resolved, so a cache made under other defaults is
-    # never taken for this one.
-    suffix = "" if proj_dim is None and options.proj_dim == 32 else f"-{options.proj_dim}"
+    # Named by the projection featurize resolved (TRAK's unchanged default keeps the bare
+    # name other benchmarks read), so a cache made under K-FAC's earlier default (p = 32)
+    # is never taken for this one.
+    bare = proj_dim is None and options.proj_dim == DEFAULT_PROJ_DIM
+    suffix = "" if bare else f"-{options.proj_dim}"
     out = root / "stores" / f"{name}-{method}{suffix}"
     if not (out / "manifest.json").exists():
         run_featurize(replace(options, out=out))

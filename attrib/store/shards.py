@@ -78,14 +78,19 @@ def dequantize(values: np.ndarray, scale: np.ndarray, dim: int, store_dtype: str
     return values.astype(np.float32) * np.asarray(scale, dtype=np.float32)[:, None]
 
 
+def _quantized(value_type: pa.DataType) -> str | None:
+    """The store dtype a module column's value type stands for, if it is a quantized one."""
+    return {"int8": "int8", "uint8": "int4"}.get(str(value_type))
+
+
 def feature_matrix(data: pa.Table, module: str, dim: int, dtype=np.float32) -> np.ndarray:
     """A module's features in a shard (or a slice of one) as (rows x dim): floats as stored
     (zero-copy where the dtype matches; `dtype=None` keeps float16), quantized ones decoded."""
     values = column_matrix(data.column(module), dtype=None)
-    kind = str(data.schema.field(module).type.value_type)
-    if kind in ("int8", "uint8"):
+    store_dtype = _quantized(data.schema.field(module).type.value_type)
+    if store_dtype is not None:
         scale = data.column(scale_column(module)).to_numpy()
-        matrix = dequantize(values, scale, dim, "int8" if kind == "int8" else "int4")
+        matrix = dequantize(values, scale, dim, store_dtype)
         return matrix if dtype is None else matrix.astype(dtype, copy=False)
     return values if dtype is None else values.astype(dtype, copy=False)
 
@@ -119,8 +124,8 @@ def table(
             columns.append(encoded[field.name])
         else:
             matrix = np.ascontiguousarray(features[field.name])
-            if str(field.type.value_type) in ("int8", "uint8"):
-                store_dtype = "int8" if str(field.type.value_type) == "int8" else "int4"
+            store_dtype = _quantized(field.type.value_type)
+            if store_dtype is not None:
                 matrix, scale = quantize(matrix, store_dtype)
                 encoded[scale_column(field.name)] = pa.array(scale, type=pa.float32())
             flat = pa.array(matrix.reshape(-1), type=field.type.value_type)
