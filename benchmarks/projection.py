@@ -2,6 +2,10 @@
 
     python benchmarks/projection.py [--tasks pydoc,digits] [--dims 8,16,32,64,full]
         [--methods tracin,trak-block] [--subsets 100] [--kinds factored,dense]
+        [--results projection-NAME]
+
+A size may carry a store dtype, `45:int8` (`featurize --store-dtype`); without one the store
+is float32.
 
 For each task of the quality benchmark and each factored projection size p (and exact
 gradients, `full`), the train, val and eval rows are featurized through `FeaturizeOptions`
@@ -32,12 +36,14 @@ from attrib.methods import method_class  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
-def store(task, role: str, method: str, dim, kind: str) -> tuple[Path, float]:
+def store(task, role: str, method: str, dim, kind: str, dtype: str) -> tuple[Path, float]:
     needs = method_class(method).requires
     # the store featurize makes for the method: margin gradients (TRAK's), loss gradients,
     # or loss gradients with Kronecker factors (kfac, ekfac)
     output = method if needs.factors else "trak" if needs.train_output == "margin" else "tracin"
     out = task.root / "projection" / f"{role}-{output}-{kind}-p{dim}"
+    if dtype != "float32":  # the tables' float32 stores keep their names
+        out = out.with_name(f"{out.name}-{dtype}")
     if (out / "manifest.json").exists():
         return out, 0.0
     start = time.perf_counter()
@@ -52,10 +58,16 @@ def store(task, role: str, method: str, dim, kind: str) -> tuple[Path, float]:
             batch_size=64,
             progress=False,
             device="cpu",
-            store_dtype="float32",
+            store_dtype=dtype,
         )
     )
     return out, time.perf_counter() - start
+
+
+def _size(text: str) -> tuple[int | str, str]:
+    """`45`, `full` or `45:int8` -> (projection size, store dtype)."""
+    dim, _, dtype = text.partition(":")
+    return (dim if dim == "full" else int(dim)), dtype or "float32"
 
 
 def main() -> None:
@@ -65,19 +77,21 @@ def main() -> None:
     parser.add_argument("--methods", default="tracin,trak-block")
     parser.add_argument("--subsets", type=int, default=100)
     parser.add_argument("--kinds", default="factored", help="factored,dense")
+    parser.add_argument("--results", help="the results file's stem (default: from the tasks)")
     args = parser.parse_args()
-    dims = [d if d == "full" else int(d) for d in args.dims.split(",")]
+    dims = [_size(d) for d in args.dims.split(",")]
     rows = []
     for name in args.tasks.split(","):
         task = TASKS[name]()
         task.groundtruth(args.subsets)
         for method in args.methods.split(","):
-            for kind, dim in [(k, d) for k in args.kinds.split(",") for d in dims]:
+            for kind, (dim, dtype) in [(k, d) for k in args.kinds.split(",") for d in dims]:
                 paths, seconds = {}, 0.0
                 for role in ("train", "val", "eval"):
-                    paths[role], spent = store(task, role, method, dim, kind)
+                    paths[role], spent = store(task, role, method, dim, kind, dtype)
                     seconds += spent
                 result = {"task": name, "method": method, "proj": f"{kind} {dim}"}
+                result["proj"] += "" if dtype == "float32" else f" {dtype}"
                 for role in ("val", "eval"):
                     truth = task.root / f"groundtruth-{args.subsets}-{role}.npz"
                     options = LdsOptions(
@@ -92,11 +106,13 @@ def main() -> None:
                         print(f"{method} {dim}: {exc}", flush=True)
                         result[role] = (float("nan"), float("nan"))
                         continue
-                    result[role] = (100 * lds["lds"], 100 * lds["ci"])
+                    # the CI with the subsets' luck, not the queries' alone
+                    result[role] = (100 * lds["lds"], 100 * lds["ci_subsets"])
                 result["featurize_s"] = seconds
                 rows.append(result)
                 print(json.dumps(result), flush=True)
-    lines = ["| task | method | projection | val LDS % | eval LDS % | featurize s (3 roles) |"]
+    head = "| task | method | projection | val LDS % (± 95% CI with the subsets' luck) |"
+    lines = [head + " eval LDS % | featurize s (3 roles) |"]
     lines.append("|---|---|---|---|---|---|")
     for r in rows:
         lines.append(
@@ -106,7 +122,8 @@ def main() -> None:
     text = f"Command: `python {' '.join(sys.argv)}`\n\n" + "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.kinds == "factored" else "-" + args.kinds.replace(",", "-")
-    (RESULTS / f"projection-{args.tasks.replace(',', '-')}{suffix}.md").write_text(text)
+    stem = args.results or f"projection-{args.tasks.replace(',', '-')}{suffix}"
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text)
 
 

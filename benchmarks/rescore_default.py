@@ -7,9 +7,10 @@ which damping (issue 35's "candidates" default).
 On benchmarks/magic.py's fine-tuning task (the run, its same-run ground truths, as
 benchmarks/error_split.py makes them and under the same file names): the training,
 validation and evaluation rows featurized with featurize's defaults (no --method, no
---proj-dim: EK-FAC at p = 45 in int8), scored by `evaluate lds --rescore N` for each N (0: the store
-alone; N >= the training rows: every row re-scored, the exact method), each with EK-FAC's
-default damping (1e-3 on the store, 0.1 on the exact stage) and with one damping for both,
+--proj-dim: Shampoo's store at p = 45 in int8), scored by `evaluate lds --rescore N` for
+each N (0: the store alone; N >= the training rows: every row re-scored, the exact method),
+each with the method's default damping (1e-3 on the store, 0.1 on the exact stage for K-FAC's
+family) and with one damping for both,
 chosen on the validation queries (their own same-run ground truth at keep 0.5, never the
 evaluation queries) from DAMPINGS. Then magic. Every
 figure through the options objects the CLI is built from. Cost: `score --rescore N`'s wall
@@ -43,12 +44,17 @@ from attrib.training.magic_run import run_magic  # noqa: E402
 DAMPINGS = (1e-3, 1e-2, 1e-1, 1.0)
 
 
-def default_store(root: Path, run: Path, data: Path, name: str, rows: int | None) -> Path:
-    """featurize with its defaults (what a user who passes no flags gets), made once."""
+def default_store(
+    root: Path, run: Path, data: Path, name: str, rows: int | None, method: str | None = None
+) -> Path:
+    """featurize with its defaults (what a user who passes no flags gets; with `method`, only
+    --method given), made once."""
     options = FeaturizeOptions(model=str(run / "model"), data=str(data), out=root / "stores",
-                               max_examples=rows, device="cpu", progress=False)  # fmt: skip
+                               max_examples=rows, method=method, device="cpu",
+                               progress=False)  # fmt: skip
     # Named by the defaults featurize resolved: a cache of earlier defaults is not reused.
-    out = root / "stores" / f"{name}-default-p{options.proj_dim}-{options.store_dtype}"
+    resolved = f"{options.method}-p{options.proj_dim}-{options.store_dtype}"
+    out = root / "stores" / f"{name}-default-{resolved}"
     if not (out / "manifest.json").exists():
         run_featurize(replace(options, out=out))
     return out
@@ -128,8 +134,8 @@ def run(args) -> dict:
 def markdown(result: dict) -> str:
     keeps = result["keeps"]
     lines = [
-        f"{result['task']}: featurize's default store (EK-FAC, p = 45 in int8), `--rescore N`; "
-        "LDS % ± 95% CI with the subsets' luck, the default damping (EK-FAC's: 1e-3 on the "
+        f"{result['task']}: featurize's default store, `--rescore N`; "
+        "LDS % ± 95% CI with the subsets' luck, the default damping (K-FAC's family: 1e-3 on the "
         "store, 0.1 on the re-scored candidates) / one damping for both, chosen on the "
         "validation queries",
         "",

@@ -186,20 +186,24 @@ def test_the_demo_folder_is_ignored_by_git():
 def test_without_method_a_store_is_scored_by_the_method_it_was_featurized_for(
     tmp_path, gpt2_dir, text_data, text_store
 ):
-    """featurize --method ekfac (its default for a language model), then score with no
-    --method: EK-FAC, not trak-block; a trak store is scored by trak-block."""
+    """featurize with no --method (shampoo for a language model), then score with no
+    --method: Shampoo, not trak-block; an EK-FAC store is scored by EK-FAC and a trak store
+    by trak-block."""
     from attrib.evaluate.options import MislabelOptions
     from attrib.weights.options import LearnOptions
 
-    ekfac = tmp_path / "ekfac"
-    code, _, err = run_cli("featurize", "-m", gpt2_dir, "-d", text_data, "-o", ekfac,
-                           "--max-examples", "8", "-q")  # fmt: skip
-    assert code == 0, err
-    manifest = json.loads((ekfac / "manifest.json").read_text())
-    assert manifest["options"]["method"] == "ekfac" and manifest["settings"]["factors"]
+    default, ekfac = tmp_path / "default", tmp_path / "ekfac"
+    for out, extra in ((default, ()), (ekfac, ("--method", "ekfac"))):
+        code, _, err = run_cli("featurize", "-m", gpt2_dir, "-d", text_data, "-o", out,
+                               "--max-examples", "8", "-q", *extra)  # fmt: skip
+        assert code == 0, err
+    manifest = json.loads((default / "manifest.json").read_text())
+    # no factor pass: Shampoo's eigenbases come from the stored gradients
+    assert manifest["options"]["method"] == "shampoo" and not manifest["settings"]["factors"]
     # K-FAC's family: p = 45 kept in int8 (docs/quality.md, "Bits for dimensions")
     assert manifest["settings"]["projection"]["dim"] == 45
     assert manifest["settings"]["store_dtype"] == "int8"
+    assert json.loads((ekfac / "manifest.json").read_text())["settings"]["factors"]
 
     def top(store, *method):
         code, out, err = run_cli("score", "--train", store, "--query", "the cat sat", "--top",
@@ -209,10 +213,14 @@ def test_without_method_a_store_is_scored_by_the_method_it_was_featurized_for(
         # in the last float32 bits
         return [(r["index"], round(r["score"], 4)) for r in map(json.loads, out.splitlines())]
 
-    assert top(ekfac) == top(ekfac, "--method", "ekfac") != top(ekfac, "--method", "trak-block")
+    plain = top(default)
+    assert plain == top(default, "--method", "shampoo") != top(default, "--method", "trak-block")
+    assert top(ekfac) == top(ekfac, "--method", "ekfac") != top(ekfac, "--method", "shampoo")
     assert top(text_store) == top(text_store, "--method", "trak-block")
-    assert (
-        LearnOptions(train=ekfac, queries=ekfac, out=tmp_path / "w.safetensors").method == "ekfac"
-    )
+    learn = LearnOptions(train=default, queries=default, out=tmp_path / "w.safetensors")
+    assert learn.method == "shampoo"
     np.save(tmp_path / "planted.npy", np.array([0]))
+    assert MislabelOptions(train=default, mislabeled=tmp_path / "planted.npy").methods == (
+        "shampoo",
+    )
     assert MislabelOptions(train=ekfac, mislabeled=tmp_path / "planted.npy").methods == ("ekfac",)

@@ -159,7 +159,7 @@ def test_inspect_reads_a_store_without_heavy_imports(tmp_path, resnet_dir, image
     )
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "s")], capture_output=True,
                          text=True, check=True)  # fmt: skip
-    assert '"featurized_for": "ekfac"' in out.stdout and '"serves": [' in out.stdout
+    assert '"featurized_for": "shampoo"' in out.stdout and '"serves": [' in out.stdout
     assert out.stdout.strip().endswith("HEAVY")
 
 

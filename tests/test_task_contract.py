@@ -169,5 +169,5 @@ def test_task_options_round_trip_through_the_manifest(request, tmp_path, name):
     recorded = Store(out).manifest["options"]
     assert recorded["max_length"] == 7 and recorded["model"] == str(model)
     # the defaults resolved for the task family are what is recorded (docs/quality.md)
-    want = ("trak", 16, "float16") if name == "diffusion" else ("ekfac", 45, "int8")
+    want = ("trak", 16, "float16") if name == "diffusion" else ("shampoo", 45, "int8")
     assert (recorded["method"], recorded["proj_dim"], recorded["store_dtype"]) == want

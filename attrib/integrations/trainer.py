@@ -63,7 +63,7 @@ class AttribCallback(TrainerCallback):
         """`out`: the folder of the stores. `data`: the training data as featurize reads it.
         `queries`: name -> data source, or name -> dict of featurize options for that set
         (`{"data": ..., "split": "test"}`). `method`: the method the stores are made for
-        (default: featurize's for the models a Trainer trains, ekfac). `base_model`: for a
+        (default: featurize's for the models a Trainer trains, shampoo). `base_model`: for a
         PEFT model, the base model's id or folder (default: the one the adapter's config
         names). `options`: any other `attrib featurize` option, by its Python name
         (`max_examples=1000`, `proj_dim=2048`, `text_column="text"`)."""

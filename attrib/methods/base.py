@@ -64,6 +64,9 @@ class Method(ABC):
     scale_reads_features: ClassVar[bool] = False
     # Scores divided by 1 - leverage (`--rif`, methods/rif.py).
     rif: ClassVar[bool] = False
+    # LDS keeps rising with the projection's size (K-FAC's family; TRAK's does not), so
+    # featurize's default store for it is larger (featurize/options.py, docs/quality.md).
+    gains_from_projection: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -17,6 +17,7 @@ class KFac(Method):
     # validation queries (docs/quality.md, "How many candidates").
     default_exact_damping = 0.1
     ensembles = True
+    gains_from_projection = True
 
     def query_vectors(self, g, weights):
         return self._apply(weighted(g, weights))
