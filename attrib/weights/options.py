@@ -54,7 +54,7 @@ class LearnOptions(Rescaled, WithMemory, OnDevice, Options):
         "auto",
         help="Where weight decay pulls the weights: uniform (the method's own score), balanced "
         "(each group's contributions scaled to equal size), or auto (uniform for methods whose "
-        "kernel is fit to the features' second moments: trak, trak-block, ekfac and the "
+        "kernel is fit to the features' second moments: trak, trak-block, ekfac, shampoo and the "
         "diffusion TRAKs; balanced for tracin, cosine, kfac).",
         choices=PRIORS,
     )
