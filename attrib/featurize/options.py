@@ -24,11 +24,11 @@ PROJECTIONS = ("factored", "dense")  # --proj-dim full keeps exact gradients ins
 # diffusion models trak-block at p = 16 leads, so diffusion pipelines keep it. K-FAC's family
 # gains from a larger projection, TRAK's does not: --proj-dim defaults by method.
 FEATURIZE_METHOD, DIFFUSION_METHOD = "shampoo", "trak"
-FACTORS_PROJ_DIM, DEFAULT_PROJ_DIM = 45, 16
+KFAC_FAMILY_PROJ_DIM, DEFAULT_PROJ_DIM = 45, 16
 # Bits for dimensions (docs/quality.md): K-FAC's family at its default p = 45 keeps its
 # features in int8, twice p = 32's features in float16's bytes, and ranks better (pydoc-finetune
 # 77.6 against 73.2, digits-finetune 58.4 against 56.9); any other store keeps float16.
-FACTORS_STORE_DTYPE, DEFAULT_STORE_DTYPE = "int8", "float16"
+KFAC_FAMILY_STORE_DTYPE, DEFAULT_STORE_DTYPE = "int8", "float16"
 
 
 def default_method(task: str) -> str:
@@ -155,9 +155,10 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
             object.__setattr__(self, "method", default_method(self._task_name()))
         if self.proj_dim is None:
             larger = method_class(self.method).gains_from_projection
-            object.__setattr__(self, "proj_dim", FACTORS_PROJ_DIM if larger else DEFAULT_PROJ_DIM)
+            dim = KFAC_FAMILY_PROJ_DIM if larger else DEFAULT_PROJ_DIM
+            object.__setattr__(self, "proj_dim", dim)
             if self.store_dtype is None and larger:  # the measured pair: p = 45 in int8
-                object.__setattr__(self, "store_dtype", FACTORS_STORE_DTYPE)
+                object.__setattr__(self, "store_dtype", KFAC_FAMILY_STORE_DTYPE)
         if self.store_dtype is None:
             object.__setattr__(self, "store_dtype", DEFAULT_STORE_DTYPE)
         if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
