@@ -7,11 +7,12 @@ On benchmarks/magic.py's fine-tuning task (the run and its same-run ground truth
 benchmarks/rescore_default.py makes them and under the same file names): the training,
 validation and evaluation rows featurized with featurize's defaults except `--proj-dim P
 --store-dtype D` for each P:D (queries with the same flags, as a user passes them; P:D/Q
-featurizes the query stores, validation, evaluation and weight-learning rows, in dtype Q), scored by
-`evaluate lds` with EK-FAC's default damping and with the damping chosen on the validation
-queries (keep 0.5, never the evaluation queries) from DAMPINGS. Bytes a row: the training
-store's shards over its rows. Score seconds: `score` of the evaluation queries (factors
-cached). Every figure through the options objects the CLI is built from.
+featurizes the query stores, validation, evaluation and weight-learning rows, in dtype Q),
+scored by `evaluate lds` with the store's method (featurize's default: Shampoo; EK-FAC for
+the tables of its earlier default) at its default damping and at the damping chosen on the
+validation queries (keep 0.5, never the evaluation queries) from DAMPINGS. Bytes a row: the
+training store's shards over its rows. Score seconds: `score` of the evaluation queries
+(eigenbases cached). Every figure through the options objects the CLI is built from.
 Tables: stdout and benchmarks/results/store-bits-TASK.md (+ .json).
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -41,12 +43,15 @@ DAMPINGS = (1e-3, 1e-2, 1e-1)
 
 
 def store(root: Path, run: Path, data: Path, name: str, rows, dim: int, dtype: str) -> Path:
-    out = root / "stores" / f"{name}-p{dim}-{dtype}"
+    options = FeaturizeOptions(model=str(run / "model"), data=str(data), out=root / "stores",
+                               max_examples=rows, proj_dim=dim, store_dtype=dtype, device="cpu",
+                               progress=False)  # fmt: skip
+    # Named by the method featurize resolved too: a cache made under an earlier default
+    # method (ekfac, named without it) is not taken for this one.
+    method = "" if options.method == "ekfac" else f"{options.method}-"
+    out = root / "stores" / f"{name}-{method}p{dim}-{dtype}"
     if not (out / "manifest.json").exists():
-        run_featurize(
-            FeaturizeOptions(model=str(run / "model"), data=str(data), out=out, max_examples=rows,
-                             proj_dim=dim, store_dtype=dtype, device="cpu", progress=False)
-        )  # fmt: skip
+        run_featurize(replace(options, out=out))
     return out
 
 
@@ -66,7 +71,7 @@ def run(args) -> dict:
         if args.weights:  # learn-weights with its defaults, on the weight-learning rows
             learn = store(root, run_dir, task["data"]["learn"], "learn", None, dim, query_dtype)
             suffix = "" if query_dtype == dtype else f"-{query_dtype}-queries"
-            weights = root / f"weights-p{dim}-{dtype}{suffix}.safetensors"
+            weights = root / f"weights-{stores['train'].name[len('train-') :]}{suffix}.safetensors"
             if not weights.exists():
                 run_learn(LearnOptions(train=stores["train"], queries=learn, out=weights))
         for key, path in truths.items():  # made once (from the rows, not the features)
@@ -81,6 +86,7 @@ def run(args) -> dict:
         val = {c: lds(stores["train"], stores["val"], truths["val"], 0, c)["lds"] for c in DAMPINGS}
         chosen = max(val, key=val.get)
         train = Store(stores["train"])
+        method = train.manifest["options"]["method"]
         row = {"p": dim, "dtype": dtype, "query_dtype": query_dtype, "damping": chosen,
                "bytes_per_row": train.size_bytes() / train.num_examples,
                "val": {f"{c:g}": 100 * v for c, v in val.items()}}  # fmt: skip
@@ -100,7 +106,8 @@ def run(args) -> dict:
         row["score_s"] = time.perf_counter() - start
         rows.append(row)
         print(row, flush=True)
-    return {"task": args.task, "keeps": [f"{k:g}" for k in args.keeps], "rows": rows}
+    return {"task": args.task, "method": method, "keeps": [f"{k:g}" for k in args.keeps],
+            "rows": rows}  # fmt: skip
 
 
 def _config(text: str) -> tuple[int, str, str]:
@@ -113,8 +120,9 @@ def _config(text: str) -> tuple[int, str, str]:
 def markdown(result: dict) -> str:
     keeps = result["keeps"]
     lines = [
-        f"{result['task']}: EK-FAC stores of one size in other shapes; LDS % ± 95% CI with the "
-        "subsets' luck, EK-FAC's default damping / the damping chosen on the validation queries",
+        f"{result['task']}: stores of one size in other shapes, scored by "
+        f"{result.get('method', 'ekfac')}; LDS % ± 95% CI with the subsets' luck, its default "
+        "damping / the damping chosen on the validation queries",
         "",
         "| p | store dtype | bytes a row | damping chosen on val | "
         + " | ".join(f"keep {k}" for k in keeps)
