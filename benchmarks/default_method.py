@@ -96,6 +96,9 @@ def run(args) -> dict:
     return {"task": args.task, "keeps": [f"{k:g}" for k in args.keeps], "rows": rows}
 
 
+DAMPING_TEXT = [f"{c:g}" for c in DAMPINGS]
+
+
 def markdown(result: dict) -> str:
     keeps = result["keeps"]
     cols = [f"{k}{label}" for k in keeps for label in ("", " weighted")]
@@ -116,9 +119,6 @@ def markdown(result: dict) -> str:
         minus = " | ".join("{:+.1f} ± {:.1f}".format(*row[f"{k} minus first"]) for k in keeps)
         lines.append(f"| {row['method']} | {row['damping']:g} | {val} | {cells} | {minus} |")
     return "\n".join(lines)
-
-
-DAMPING_TEXT = [f"{c:g}" for c in DAMPINGS]
 
 
 def main() -> None:

@@ -90,8 +90,7 @@ def feature_matrix(data: pa.Table, module: str, dim: int, dtype=np.float32) -> n
     store_dtype = _quantized(data.schema.field(module).type.value_type)
     if store_dtype is not None:
         scale = data.column(scale_column(module)).to_numpy()
-        matrix = dequantize(values, scale, dim, store_dtype)
-        return matrix if dtype is None else matrix.astype(dtype, copy=False)
+        values = dequantize(values, scale, dim, store_dtype)
     return values if dtype is None else values.astype(dtype, copy=False)
 
 
