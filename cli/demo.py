@@ -82,7 +82,11 @@ def _answer(console, result, shipped: bool) -> None:
     from rich.table import Table
 
     if result.validation:
-        shown = ", ".join(f"{m} {100 * v:.2f}" for m, v in result.validation.items())
+        from attrib.demo.run import store_words
+
+        shown = ", ".join(
+            f"{m} on {store_words(m)} {100 * v:.2f}" for m, v in result.validation.items()
+        )
         console.print(
             f"the method, chosen on the validation queries (LDS %: {shown}): {result.method}"
         )

@@ -18,13 +18,14 @@ def test_demo_runs_offline_and_reuses_its_cache(tmp_path, monkeypatch):
         digits, "RECIPE", Recipe(init="scratch", epochs=2, lr=3e-3, batch_size=32, seed=0)
     )
     out = tmp_path / "demo"
-    code, stdout, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "3")
+    # 8 subsets: with fewer, Spearman over a handful of values may not see the weights at all.
+    code, stdout, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "8")
     assert code == 0, err
     result = json.loads(stdout)
     assert len(result["proponents"]) == 8 and len(result["opponents"]) == 8
     assert [r["score"] for r in result["proponents"]] > [r["score"] for r in result["opponents"]]
     # The method is the better candidate on the validation queries, whatever eval says.
-    assert set(result["validation"]) == {"ekfac", "trak-block"}
+    assert set(result["validation"]) == {"ekfac", "shampoo"}
     assert result["method"] == max(result["validation"], key=result["validation"].get)
     lds = result["lds"]
     assert set(lds) == {"unweighted", "weighted"}
@@ -37,10 +38,10 @@ def test_demo_runs_offline_and_reuses_its_cache(tmp_path, monkeypatch):
     assert page.count('class="row"') == 16 and 'class="list opp"' in page
     cached = tmp_path / "cache" / "attrib" / "demo" / "image"
     assert (cached / "model" / "config.json").exists()
-    assert (cached / "groundtruth-3-val+eval.npz").exists()
+    assert (cached / "groundtruth-8-val+eval.npz").exists()
     assert (cached / f"weights-{result['method']}.safetensors").exists()
     before = {p: p.stat().st_mtime_ns for p in cached.rglob("*") if p.is_file()}
-    code, stdout2, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "3")
+    code, stdout2, err = run_cli("demo", "--task", "image", "--out", out, "--subsets", "8")
     assert code == 0, err
     after = {p: p.stat().st_mtime_ns for p in cached.rglob("*") if p.is_file()}
     assert before == after  # nothing rebuilt
