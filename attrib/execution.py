@@ -84,6 +84,14 @@ class Execution:
         cover each unit exactly once, whatever the mix of processes and array tasks."""
         return list(units)[self.worker :: self.workers]
 
+    def together(self, units: Sequence[T], done: Callable[[T], bool]) -> list[T]:
+        """The units every process of this launch works on together (a model sharded over
+        them): this array task's share of those not `done`, as the main process reads the
+        disk, so that every process runs the same list in step."""
+        share = [u for u in list(units)[self.array.index :: self.array.count]]
+        todo = [u for u in share if not done(u)] if self.runtime.is_main else None
+        return self.runtime.broadcast(todo) if self.runtime.world_size > 1 else todo
+
     def record(self) -> dict:
         """How many processes made an output (recorded in it, as stores record theirs)."""
         made = {"processes": self.runtime.world_size}

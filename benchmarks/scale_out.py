@@ -1,14 +1,16 @@
 """Every stage under one process, two and four processes (torchrun) and two nodes simulated
 on this machine (two torchrun agents meeting through c10d on localhost), through the console
 script with its defaults: wall time, peak RSS per process, and whether the result equals one
-process's. Plus `featurize --fsdp` (GPT-2 sharded over 2 processes) against unsharded.
+process's. Plus `featurize --fsdp` and `evaluate retrain --fsdp` (GPT-2 sharded over 2
+processes) against unsharded.
 
     python benchmarks/scale_out.py [--out benchmarks/results/scale-out.md]
 
 The task: the bundled digits example (a ResNet, 1,600 training rows, EK-FAC at p = 32, 100
 queries), a run `attrib train` recorded on it (1 epoch), 24 retrained subsets (2 epochs
 each), 24 same-run replays, magic for 24 queries; then a GPT-2 of 6 blocks of width 512
-featurized (EK-FAC) unsharded and with --fsdp over 2 processes. Each process gets one thread
+featurized (EK-FAC) and retrained on 4 subsets of its 256 rows (1 epoch), unsharded and with
+--fsdp over 2 processes. Each process gets one thread
 (OMP_NUM_THREADS=1), so two processes use both cores of a 2-core machine (four share them);
 the ratios are to one process with one thread. Peak RSS comes from /usr/bin/time around each
 process (the launcher's own agent is not counted).
@@ -161,6 +163,24 @@ def stages(work: Path, inputs: dict, mode: str) -> list[tuple[str, list, object]
     ]  # fmt: skip
 
 
+def _fsdp_retrain(work: Path, inputs: dict) -> list[tuple]:
+    """`evaluate retrain` of the GPT-2 on 4 subsets, unsharded and with --fsdp."""
+    queries = work / "lm-q"
+    featurize = ["featurize", "--model", inputs["gpt2"], "--data", inputs["text"]]
+    launch("1 process", [*featurize, "--out", queries, "--max-examples", "8", "--device", "cpu"])
+    retrain = ["evaluate", "retrain", "--train", work / "lm-one", "--queries", queries]
+    retrain += ["--subsets", "4", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "-q"]
+    wall1, peak1, _ = launch("1 process", [*retrain, "--out", work / "lm-gt-one.npz"])
+    wall2, peak2, _ = launch(
+        "2 processes", [*retrain[:-1], "--out", work / "lm-gt-fsdp.npz", "--fsdp"]
+    )
+    verdict = same_arrays(work / "lm-gt-one.npz", work / "lm-gt-fsdp.npz", "outputs")
+    return [
+        ("evaluate retrain GPT-2 (4 subsets)", "1 process", wall1, 1.0, peak1, "(reference)"),
+        ("evaluate retrain GPT-2 --fsdp", "2 processes", wall2, wall1 / wall2, peak2, verdict),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/scale-out.md")
@@ -195,6 +215,7 @@ def main() -> None:
     verdict += f"; {held[1]} of {held[2]} MiB of parameters a process"
     rows.append(("featurize GPT-2 (EK-FAC)", "1 process", wall1, 1.0, peak1, "(reference)"))
     rows.append(("featurize GPT-2 --fsdp", "2 processes", wall2, wall1 / wall2, peak2, verdict))
+    rows += _fsdp_retrain(work, inputs)
     lines = [
         "| stage | launch | wall s | speed-up | peak RSS a process (GiB) | result vs 1 process |",
         "|---|---|---|---|---|---|",

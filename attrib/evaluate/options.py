@@ -170,6 +170,12 @@ class RetrainOptions(_Evaluation):
     noise_seed: int | None = option(
         None, help="Diffusion: seed of the recorded loss's noise (default: the training store's)."
     )
+    fsdp: bool = option(
+        False,
+        help="Shard each retrained model over the launch's processes (FSDP2), for a model "
+        "larger than one device: every process trains every subset, so it saves memory, not "
+        "time; the ground truth is the one an unsharded run writes.",
+    )
     shard: str = option(
         "0/1",
         help="This array job's share i/n of the subsets, e.g. "
@@ -186,6 +192,11 @@ class RetrainOptions(_Evaluation):
             raise AttribError("--alpha must be between 0 and 1")
         ArrayTask.parse(self.shard)
         self.recipe_resolved  # noqa: B018  (a bad recipe fails here, before any work)
+        if self.fsdp and self.same_run is None and self.recipe_resolved.init != "finetune":
+            raise AttribError(
+                "--fsdp retrains from the checkpoint, sharded: it needs --init finetune "
+                "(a model built from its config starts unsharded on every process)"
+            )
         if self.start_from is not None:
             if self.recipe_resolved.init != "finetune":
                 raise AttribError(

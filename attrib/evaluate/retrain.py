@@ -29,6 +29,7 @@ from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.start_from import start_from
 from attrib.execution import start_execution
 from attrib.progress import progress_bar
+from attrib.sharding import require_launch, shard_model
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
 from attrib.tasks.output_functions import output_function
@@ -77,6 +78,8 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     recipe = config.recipe_resolved
     task = _output_task(settings, config)
     execution = start_execution(config.device, config.shard)
+    if config.fsdp:
+        require_launch(execution.runtime)
     device = execution.device
     task.to(device)
     output = config.output or task.evaluation_output
@@ -112,14 +115,16 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     query_count = query_store.num_examples
     if start is not None:
         task.model.load_state_dict(start[0])
+    if config.fsdp:
+        log.info(f"--fsdp: {shard_model(task.model, execution.runtime)}")
     initial = InitialState(task)
     seeds = range(config.seeds)
-    todo = [
-        (m, r)
-        for m in execution.mine(range(config.subsets))
-        for r in seeds
-        if not part_done(parts, m, r, query_count)
-    ]
+    finished = lambda unit: part_done(parts, *unit, query_count)  # noqa: E731
+    if config.fsdp:  # every process trains every model, sharded over them
+        todo = execution.together([(m, r) for m in range(config.subsets) for r in seeds], finished)
+    else:
+        todo = [(m, r) for m in execution.mine(range(config.subsets)) for r in seeds]
+        todo = [unit for unit in todo if not finished(unit)]
     with progress_bar(config.progress and execution.is_writer, unit="models") as bar:
         bar_task = bar.add_task("retrain", total=len(todo))
         started = time.perf_counter()
@@ -131,7 +136,8 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
             torch.manual_seed(seed)
             train(task, train_source, np.flatnonzero(masks[m]), recipe, seed)
             values = outputs(task, query_source, query_count, output)
-            save_part(parts, m, r, values)
+            if execution.is_writer or not config.fsdp:
+                save_part(parts, m, r, values)
             bar.advance(bar_task)
     if not all_parts_done(execution, parts, config.subsets, config.seeds, query_count, config.out):
         return None
@@ -143,7 +149,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         "output_function": output,
         "train_rows": train_store.rows_key(),
         "queries_rows": query_store.rows_key(),
-        "made_by": json.dumps(execution.record()),
+        "made_by": json.dumps(execution.record() | ({"fsdp": True} if config.fsdp else {})),
     }
     if config.seeds > 1:
         extra["outputs_by_seed"] = by_seed

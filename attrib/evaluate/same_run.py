@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
 from attrib.execution import start_execution
 from attrib.progress import progress_bar
+from attrib.sharding import require_launch, shard_model
 from attrib.store import Store
 from attrib.tasks.output_functions import output_function
 from attrib.training.engine import replay, set_buffers, state_from_snapshot
@@ -37,6 +39,7 @@ from attrib.training.parts import (
     say_cost,
 )
 from attrib.training.record import Run
+from attrib.training.sharded import stepper_for
 from attrib.training.sources import fixed_query_labels, store_source
 
 
@@ -48,8 +51,13 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     check_store_is_the_runs(run, train_store)
     check_query_task(run, query_store)
     execution = start_execution(config.device, config.shard)
+    if config.fsdp:
+        require_launch(execution.runtime)
     loaded = load_run(run, str(execution.device))
     task = loaded.task
+    if config.fsdp:  # before any state is read: each process then reads its shard of it
+        log.info(f"--fsdp: {shard_model(task.model, execution.runtime)}")
+        loaded = replace(loaded, stepper=stepper_for(task, loaded.stepper.seed))
     output = config.output or task.evaluation_output
     if output not in task.output_functions:
         raise AttribError(f"--output {output} is not available for {task.name}")
@@ -81,7 +89,11 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     )
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
     queries = query_store.num_examples
-    todo = [m for m in execution.mine(range(config.subsets)) if not part_done(parts, m, 0, queries)]
+    finished = lambda m: part_done(parts, m, 0, queries)  # noqa: E731
+    if config.fsdp:  # every process replays every subset, the model sharded over them
+        todo = execution.together(range(config.subsets), finished)
+    else:
+        todo = [m for m in execution.mine(range(config.subsets)) if not finished(m)]
     start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)  # read once
     with progress_bar(config.progress and execution.is_writer, unit="models") as bar:
         bar_task = bar.add_task("replay", total=len(todo))
@@ -92,7 +104,9 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
             state = replay(run, loaded, masks[m].astype(np.float64), start)
             loaded.stepper.load_into_model(state.params)
             set_buffers(loaded.stepper, state.buffers)
-            save_part(parts, m, 0, outputs(task, query_source, queries, output))
+            values = outputs(task, query_source, queries, output)
+            if execution.is_writer or not config.fsdp:
+                save_part(parts, m, 0, values)
             bar.advance(bar_task)
     if not all_parts_done(execution, parts, config.subsets, 1, queries, config.out):
         return None
@@ -103,7 +117,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
         "same_run": str(run.path),
         "train_rows": train_store.rows_key(),
         "queries_rows": query_store.rows_key(),
-        "made_by": json.dumps(execution.record()),
+        "made_by": json.dumps(execution.record() | ({"fsdp": True} if config.fsdp else {})),
     }
     truth = GroundTruth(masks, values, output_function(output).higher_is_better, extra)
     save_groundtruth(config.out, truth)

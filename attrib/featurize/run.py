@@ -42,7 +42,7 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
     task = load_task(config.model_ref, config.task, dtype, config.task_options, model)
     task.to(runtime.device)
     if config.fsdp:
-        from attrib.featurize.sharded import shard_model
+        from attrib.sharding import shard_model
 
         held = shard_model(task.model, runtime)
         log.info(f"--fsdp: the model sharded over {runtime.world_size} processes ({held})")

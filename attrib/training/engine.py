@@ -53,9 +53,10 @@ def state_from_snapshot(run: Run, step: int, stepper: Stepper, optimizer: Optimi
     missing = [k for k in wanted if k not in tensors]
     if missing:
         raise damaged(run.path, f"{snapshot_name(step)} lacks {missing[0]}")
-    params = [tensors[f"param.{n}"].to(device) for n in stepper.names]
+    own = stepper.own_part  # a sharded model's process keeps its shard of each
+    params = [own(i, tensors[f"param.{n}"].to(device)) for i, n in enumerate(stepper.names)]
     opt = [
-        [tensors[f"{kind}.{n}"].to(device) for n in stepper.names]
+        [own(i, tensors[f"{kind}.{n}"].to(device)) for i, n in enumerate(stepper.names)]
         for kind in optimizer.state_names()
     ]
     buffers = {

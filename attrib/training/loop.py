@@ -20,6 +20,7 @@ from attrib.training.batches import epoch_batches
 from attrib.training.engine import State, model_buffers, run_steps, set_buffers
 from attrib.training.optim import Optimizer
 from attrib.training.recipe import Recipe
+from attrib.training.sharded import stepper_for
 from attrib.training.stepper import Stepper, trainable_names
 
 CACHE_LIMIT_BYTES = 2 * 2**30
@@ -109,7 +110,7 @@ def train(
     `progress`: a bar over the steps (the demo's checkpoint takes a minute to train)."""
     batches = epoch_batches(positions, recipe, seed)
     optimizer = Optimizer.from_recipe(recipe, len(batches))
-    stepper = Stepper(task, seed, objective)
+    stepper = stepper_for(task, seed, objective)
     with progress_bar(progress, unit="steps") as bar:
         phase = bar.add_task("training", total=len(batches))
         advance = (lambda step, state: bar.advance(phase)) if progress else None
@@ -137,7 +138,7 @@ def one_step(task: Task, source: BatchSource, rows: list[int], kind: str, lr: fl
     decay 0.01) on `rows`, from the model's weights: tail-patch's probe."""
     weight_decay = 0.01 if kind == "adamw" else 0.0
     optimizer = Optimizer(kind, lr, weight_decay, 0.0, "constant", 0, 1)
-    run_steps_from_model(task, Stepper(task, 0), optimizer, source, [np.asarray(rows)])
+    run_steps_from_model(task, stepper_for(task, 0), optimizer, source, [np.asarray(rows)])
 
 
 @torch.no_grad()

@@ -73,6 +73,11 @@ class Stepper:
         named = dict(self.task.model.named_parameters())
         return [named[n].detach().clone() for n in self.names]
 
+    def own_part(self, index: int, full: torch.Tensor) -> torch.Tensor:
+        """The part of a whole tensor of trainable parameter `index` this process steps: all
+        of it (a sharded model's stepper keeps its shard)."""
+        return full
+
     def per_example_losses(self, params: list[torch.Tensor], batch: dict, step: int):
         return self._call(params, step, self.task.training_losses, batch)
 

@@ -1,0 +1,51 @@
+"""A model's parameters sharded over the processes of a launch with PyTorch's fully_shard
+(FSDP2), for a model that does not fit on one device: `featurize --fsdp` and `evaluate
+retrain --fsdp` share it.
+
+Each transformer block (the classes a Hugging Face model lists in `_no_split_modules`) and
+then the whole model become FSDP units: a unit's weights are gathered for its forward and its
+backward and freed after, so a device holds its own share plus one block at a time. Every
+forward is a collective: every process of the launch must run it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attrib.distributed import Runtime
+from attrib.errors import AttribError
+
+
+def require_launch(runtime: Runtime) -> None:
+    """Refuse --fsdp in a single process (called before anything is written)."""
+    if runtime.world_size < 2:
+        raise AttribError(
+            "--fsdp shards the model over the processes of a launch: start 2 or more with "
+            "torchrun or accelerate launch"
+        )
+
+
+def shard_model(model: torch.nn.Module, runtime: Runtime) -> str:
+    """Shard `model` in place over every process of the launch; says what each holds."""
+    require_launch(runtime)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(runtime.device.type, (runtime.world_size,))
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    units = [m for m in model.modules() if type(m).__name__ in blocks]  # before any wrap
+    for module in units:
+        fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    local = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
+    return (
+        f"{len(units) + 1} FSDP units; this process holds {local / 2**20:.2f} of "
+        f"{total / 2**20:.2f} MiB of parameters"
+    )
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
