@@ -1,7 +1,7 @@
 """`evaluate retrain --fsdp`: each retrained model sharded over 2 processes (FSDP2 on gloo)
 gives the ground truth of one unsharded process, bitwise, for random subsets and for the
-same-run replay of a recorded run; without a launch it is refused before anything is
-written."""
+same-run replay of a recorded run, and its parts resume without the launch; without a
+launch it is refused before anything is written."""
 
 from __future__ import annotations
 
@@ -63,7 +63,13 @@ def test_fsdp_retrain_equals_one_unsharded_process(gpt2_run, tmp_path, kind):
     assert np.array_equal(one["outputs"], two["outputs"])  # the same models: equal, not close
     assert not np.array_equal(two["outputs"][0], two["outputs"][1])  # the subsets differ
     assert json.loads(str(two["made_by"])) == {"processes": 2, "fsdp": True}
-    assert len(list((tmp_path / "two.npz.parts").glob("subset-*.npy"))) == 2
+    parts = sorted((tmp_path / "two.npz.parts").glob("subset-*.npy"))
+    assert len(parts) == 2
+    # The sharded launch's parts resume under one unsharded process: only subset 1 retrains.
+    parts[1].unlink()
+    (tmp_path / "two.npz").unlink()
+    _attrib(*args, "--out", tmp_path / "two.npz", "-q")
+    assert np.array_equal(_truth(tmp_path / "two.npz")["outputs"], one["outputs"])
 
 
 def test_fsdp_retrain_is_refused_without_a_launch_or_from_scratch(gpt2_run, tmp_path):
