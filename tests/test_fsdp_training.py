@@ -1,7 +1,8 @@
-"""`evaluate retrain --fsdp`: each retrained model sharded over 2 processes (FSDP2 on gloo)
-gives the ground truth of one unsharded process, bitwise, for random subsets and for the
-same-run replay of a recorded run, and its parts resume without the launch; without a
-launch it is refused before anything is written."""
+"""`--fsdp` training: each model sharded over 2 processes (FSDP2 on gloo). `evaluate retrain
+--fsdp` gives the ground truth of one unsharded process, bitwise, for random subsets and for
+the same-run replay of a recorded run, and its parts resume without the launch; `train
+--fsdp` records the run one process records. Without a launch it is refused before anything
+is written."""
 
 from __future__ import annotations
 
@@ -72,11 +73,41 @@ def test_fsdp_retrain_equals_one_unsharded_process(gpt2_run, tmp_path, kind):
     assert np.array_equal(_truth(tmp_path / "two.npz")["outputs"], one["outputs"])
 
 
-def test_fsdp_retrain_is_refused_without_a_launch_or_from_scratch(gpt2_run, tmp_path):
+def test_fsdp_is_refused_without_a_launch_or_from_scratch(gpt2_run, text_data, tmp_path):
     base = ["evaluate", "retrain", "--train", gpt2_run / "train", "--queries", gpt2_run / "q"]
     out = tmp_path / "gt.npz"
     code, _, err = run_cli(*base, "--out", out, "--fsdp", "--device", "cpu")
     _assert_one_line_error(code, err, "start 2 or more with torchrun")
     code, _, err = run_cli(*base, "--out", out, "--fsdp", "--init", "scratch")
     _assert_one_line_error(code, err, "--fsdp retrains from the checkpoint")
+    train = ["train", "--model", gpt2_run / "run" / "model", "--data", text_data]
+    code, _, err = run_cli(*train, "--out", tmp_path / "run", "--fsdp", "--device", "cpu")
+    _assert_one_line_error(code, err, "start 2 or more with torchrun")
+    code, _, err = run_cli("train", "--check", gpt2_run / "run", "--fsdp")
+    _assert_one_line_error(code, err, "drop --fsdp")
     assert not list(tmp_path.iterdir())  # nothing written, not even the parts folder
+
+
+def test_fsdp_train_records_the_unsharded_run(gpt2_run, gpt2_dir, text_data, tmp_path):
+    """`train --fsdp` over 2 processes writes the run one process writes: every snapshot,
+    the checkpoint and the batches bitwise; one unsharded process then replays it."""
+    from safetensors.numpy import load_file
+
+    args = ["train", "--model", gpt2_dir, "--data", text_data, "--batch-size", "4"]
+    args += ["--epochs", "1", "--device", "cpu"]
+    _attrib(*args, "--out", tmp_path / "run", "--fsdp", launch=True)
+    one, two = gpt2_run / "run", tmp_path / "run"
+    files = sorted(p.relative_to(one) for p in one.rglob("*.safetensors"))
+    assert any(str(f).startswith("snapshots") for f in files) and Path("model") in {
+        f.parent for f in files
+    }
+    for name in files:
+        a, b = load_file(one / name), load_file(two / name)
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k], b[k]) for k in a), name
+    for key in ("rows", "offsets"):
+        assert np.array_equal(np.load(one / "batches.npz")[key], np.load(two / "batches.npz")[key])
+    made = json.loads((two / "run.json").read_text())
+    assert made["complete"] and made["environment"]["processes"] == 2
+    checked = _attrib("train", "--check", two, "--device", "cpu", "-q")  # stdout is a pipe
+    assert json.loads(checked.stdout)["identical"] is True

@@ -49,6 +49,12 @@ class TrainOptions(RecipeFlags, TaskColumns, WithMemory, OnDevice, Options):
     dtype: str = option(
         "float32", choices=TRAIN_DTYPES, help="Parameter dtype (float64: exact checks)."
     )
+    fsdp: bool = option(
+        False,
+        help="Shard the model over the launch's processes (FSDP2), for a model larger than "
+        "one device: every process runs every step, so it saves memory, not time; the run "
+        "recorded is the one an unsharded process records.",
+    )
     trust_remote_code: bool = option(False, help="Allow model code from the hub to run.")
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
@@ -58,6 +64,7 @@ class TrainOptions(RecipeFlags, TaskColumns, WithMemory, OnDevice, Options):
             if not (Path(self.check_run) / "run.json").is_file():
                 raise AttribError(f"--check {self.check_run} is not a recorded run (no run.json)")
             given = [f for f in ("model", "data", "out") if getattr(self, f) is not None]
+            given += ["fsdp"] if self.fsdp else []
             if given:
                 flags = ", ".join("--" + f for f in given)
                 raise AttribError(f"--check replays the recorded run as it is: drop {flags}")

@@ -1,5 +1,6 @@
 """Training a model whose parameters are sharded over the launch's processes (FSDP2,
-attrib/sharding.py): `evaluate retrain --fsdp`, for a model too large for one device.
+attrib/sharding.py): `train --fsdp` and `evaluate retrain --fsdp`, for a model too large
+for one device.
 
 Every process runs every step on the same batch. What is split is memory: each process
 holds its shard of the parameters, of their gradients and of the optimizer's state, and FSDP
@@ -48,6 +49,14 @@ class ShardedStepper(Stepper):
         param = self.sharded[index]
         local = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
         return local.to_local()
+
+    def whole(self, index: int, part: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.tensor import DTensor
+
+        param = self.sharded[index]
+        return DTensor.from_local(
+            part, param.device_mesh, param.placements, shape=param.shape, stride=param.stride()
+        ).full_tensor()
 
     def load_into_model(self, params: list[torch.Tensor]) -> None:
         # FSDP keeps the root unit gathered after a forward without backward (the outputs

@@ -78,6 +78,11 @@ class Stepper:
         of it (a sharded model's stepper keeps its shard)."""
         return full
 
+    def whole(self, index: int, part: torch.Tensor) -> torch.Tensor:
+        """The whole tensor of trainable parameter `index` from this process's part (a
+        sharded model's stepper gathers the shards: a collective)."""
+        return part
+
     def per_example_losses(self, params: list[torch.Tensor], batch: dict, step: int):
         return self._call(params, step, self.task.training_losses, batch)
 

@@ -23,6 +23,7 @@ from attrib.errors import AttribError
 from attrib.jsonio import load_json_or_none
 from attrib.memory import GIB
 from attrib.progress import progress_bar
+from attrib.sharding import shard_model
 from attrib.store.lock import lock_store, unlock_store
 from attrib.tasks import load_task
 from attrib.tasks.loading import DTYPES
@@ -42,7 +43,7 @@ from attrib.training.record import (
     snapshot_name,
     write_meta,
 )
-from attrib.training.stepper import Stepper
+from attrib.training.sharded import stepper_for
 
 # Keys of run.json that do not say which run it is (compared when resuming or repairing).
 _UNCOMPARED = ("environment", "seconds", "complete", "files", "format")
@@ -77,21 +78,40 @@ def run_train(options: TrainOptions) -> Path:
         and any(p.name != ".lock" for p in out.iterdir())
     ):
         raise AttribError(f"--out {out} exists and is not a run; choose another --out")
-    prepared = _Prepared(options)
+    runtime = _launch(options)
+    prepared = _Prepared(options, runtime)
+    writer = runtime is None or runtime.is_main  # under --fsdp, the main process writes
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    lock_store(out, exclusive=True)  # one writer per run folder
+    if runtime is not None:  # every process has looked at --out before anything is written
+        runtime.barrier()
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        lock_store(out, exclusive=True)  # one writer per run folder
     try:
-        return _train(prepared, out)
+        return _train(prepared, out, runtime)
     except BaseException as exc:
-        if created and (isinstance(exc, _Diverged) or not (out / RUN_FILE).exists()):
+        cut = isinstance(exc, _Diverged) or not (out / RUN_FILE).exists()
+        if writer and created and cut:
             unlock_store(out)  # nothing of a run that cannot finish is left behind
             shutil.rmtree(out, ignore_errors=True)
         if isinstance(exc, _Diverged):
             raise AttribError(str(exc)) from None
         raise
     finally:
-        unlock_store(out)
+        if writer:
+            unlock_store(out)
+
+
+def _launch(options: TrainOptions):
+    """--fsdp: this process's place in the launch (refused outside one); else None."""
+    if not options.fsdp:
+        return None
+    from attrib import distributed
+    from attrib.sharding import require_launch
+
+    runtime = distributed.init(options.device)
+    require_launch(runtime)
+    return runtime
 
 
 class _Diverged(Exception):
@@ -101,9 +121,10 @@ class _Diverged(Exception):
 class _Prepared:
     """The model, data, batches and record of a run, before its folder is touched."""
 
-    def __init__(self, options: TrainOptions):
+    def __init__(self, options: TrainOptions, runtime=None):
         recipe = options.recipe
         self.options, self.device = options, resolve_device(options.device)
+        self.runtime = runtime
         log.status(f"loading {options.model} ...")
         model_ref, dtype = options.model_ref, DTYPES[options.dtype]
         task = load_task(model_ref, options.task, dtype, options.task_options)
@@ -115,14 +136,17 @@ class _Prepared:
         check_batches_fit(rows, recipe, options.memory_gb)
         data_record["content"] = rows_fingerprint(dataset, rows, self.columns)
         self.dataset = undecoded(dataset, self.columns.get("image")).select(range(rows))
-        if recipe.init == "scratch":
+        if recipe.init == "scratch":  # seeded: every process of a launch builds the same
             InitialState(task).restore(recipe, recipe.seed)
-        self.task, self.stepper = task, Stepper(task, recipe.seed)
+        if runtime is not None:
+            log.info(f"--fsdp: {shard_model(task.model, runtime)}")
+        self.task, self.stepper = task, stepper_for(task, recipe.seed)
         self.batches = make_batches(rows, recipe)
         self.optimizer = Optimizer.from_recipe(recipe, len(self.batches))
         self.params = self.stepper.initial_params()
+        named = dict(task.model.named_parameters())  # whole sizes, sharded or not
         state_bytes = (1 + len(self.optimizer.state_names())) * sum(
-            p.numel() * p.element_size() for p in self.params
+            named[n].numel() * named[n].element_size() for n in self.stepper.names
         )
         every, budget = options.snapshot_every, options.memory_gb
         snapshots = snapshot_steps(len(self.batches), every, state_bytes, budget)
@@ -141,25 +165,35 @@ class _Prepared:
         }
 
 
-def _train(prepared: _Prepared, out: Path) -> Path:
+def _train(prepared: _Prepared, out: Path, runtime=None) -> Path:
     task, stepper, optimizer = prepared.task, prepared.stepper, prepared.optimizer
     meta, batches = prepared.meta, prepared.batches
+    writer = runtime is None or runtime.is_main
     start, state, files = _resume(out, meta, stepper, optimizer, prepared.params)
+    if runtime is not None:  # every process has read the folder before the writer changes it
+        runtime.barrier()
     if start is None:
         log.info(f"{out} is already a complete run with these settings; nothing to do")
-        return out
+        return _finished(out, runtime)
     env = environment(prepared.device)
+    if runtime is not None:
+        env |= {"processes": runtime.world_size, "fsdp": True}
 
     def record(complete: bool, **extra) -> None:
-        write_meta(out, {**meta, "environment": env, **extra, "files": files, "complete": complete})
+        if writer:
+            meta_now = {**meta, "environment": env, **extra, "files": files}
+            write_meta(out, {**meta_now, "complete": complete})
 
     def keep_snapshot(step: int, current: State) -> None:
+        current = _whole(stepper, current)  # gathered on every process when sharded
         if not all(bool(torch.isfinite(p).all()) for p in current.params):
             raise _Diverged(
                 f"training diverged before step {step} (parameters are not finite); lower "
                 "--lr (or use --dtype float64) and train again"
             )
-        files[snapshot_name(step)] = save_snapshot(out, step, *current.named(stepper, optimizer))
+        if writer:
+            named = current.named(stepper, optimizer)
+            files[snapshot_name(step)] = save_snapshot(out, step, *named)
         record(False)
 
     if start == 0:
@@ -182,14 +216,51 @@ def _train(prepared: _Prepared, out: Path) -> Path:
             stepper, optimizer, source, batches, state, start, len(batches), after_step=after_step
         )
     stepper.load_into_model(final.params)
-    _save_checkpoint(task, out / "model")
-    for file in sorted((out / "model").rglob("*")):
-        if file.is_file():
-            files[str(file.relative_to(out))] = file_entry(file)
-    files["batches.npz"] = save_batches(out, batches)
-    record(True, seconds=time.perf_counter() - started)
+    weights = _whole_weights(task.model) if runtime is not None else None  # a collective
+    if writer:
+        _save_checkpoint(task, out / "model", weights)
+        for file in sorted((out / "model").rglob("*")):
+            if file.is_file():
+                files[str(file.relative_to(out))] = file_entry(file)
+        files["batches.npz"] = save_batches(out, batches)
+        record(True, seconds=time.perf_counter() - started)
     snapshots = len(meta["snapshots"])
     log.info(f"wrote {out}: {len(batches)} steps, {snapshots} snapshots, model in {out / 'model'}")
+    return _finished(out, runtime)
+
+
+def _finished(out: Path, runtime) -> Path:
+    if runtime is not None:
+        runtime.finish()  # the writer's files are complete before any process returns
+    return out
+
+
+def _whole(stepper, state: State) -> State:
+    """The state with whole tensors (gathered from every process's shards when sharded)."""
+    whole = stepper.whole
+    return State(
+        [whole(i, p) for i, p in enumerate(state.params)],
+        [[whole(i, t) for i, t in enumerate(kind)] for kind in state.opt],
+        state.buffers,
+    )
+
+
+def _whole_weights(model) -> dict:
+    """A sharded model's state dict with whole tensors (every process gathers them). Tied
+    weights (GPT-2's embedding and head) stay one tensor, so the checkpoint saves them once,
+    as an unsharded model's does."""
+    from torch.distributed.tensor import DTensor
+
+    owner = {name: id(p) for name, p in model.named_parameters(remove_duplicate=False)}
+    gathered: dict[int, torch.Tensor] = {}
+    out = {}
+    for key, value in model.state_dict().items():
+        if isinstance(value, DTensor):
+            tie = owner.get(key, id(value))
+            if tie not in gathered:
+                gathered[tie] = value.full_tensor()
+            value = gathered[tie]
+        out[key] = value
     return out
 
 
@@ -230,17 +301,19 @@ def _intact(run: Run, names: list[str]) -> bool:
     return True
 
 
-def _save_checkpoint(task, folder: Path) -> None:
+def _save_checkpoint(task, folder: Path, weights: dict | None = None) -> None:
     """The trained model where featurize can read it: a transformers checkpoint (with its
-    processor), a PEFT adapter folder, or a diffusers pipeline with the trained UNet."""
+    processor), a PEFT adapter folder, or a diffusers pipeline with the trained UNet.
+    `weights`: the whole state dict of a sharded model."""
     source = Path(task.info["source"])
+    given = {} if weights is None else {"state_dict": weights}
     with atomic_dir(folder) as tmp:
         if task.name == "diffusion":
             shutil.copytree(source, tmp, dirs_exist_ok=True)
             shutil.rmtree(tmp / "unet")
-            task.model.save_pretrained(tmp / "unet")
+            task.model.save_pretrained(tmp / "unet", **given)
         else:
-            task.model.save_pretrained(tmp)
+            task.model.save_pretrained(tmp, **given)
             plain_processor(task.processor).save_pretrained(tmp)
 
 
