@@ -1,16 +1,16 @@
 """Every stage under one process, two and four processes (torchrun) and two nodes simulated
 on this machine (two torchrun agents meeting through c10d on localhost), through the console
 script with its defaults: wall time, peak RSS per process, and whether the result equals one
-process's. Plus `featurize --fsdp` and `evaluate retrain --fsdp` (GPT-2 sharded over 2
-processes) against unsharded.
+process's. Plus `featurize --fsdp`, `train --fsdp` and `evaluate retrain --fsdp` (GPT-2
+sharded over 2 processes) against unsharded.
 
     python benchmarks/scale_out.py [--out benchmarks/results/scale-out.md]
 
 The task: the bundled digits example (a ResNet, 1,600 training rows, EK-FAC at p = 32, 100
 queries), a run `attrib train` recorded on it (1 epoch), 24 retrained subsets (2 epochs
 each), 24 same-run replays, magic for 24 queries; then a GPT-2 of 6 blocks of width 512
-featurized (EK-FAC) and retrained on 4 subsets of its 256 rows (1 epoch), unsharded and with
---fsdp over 2 processes. Each process gets one thread
+featurized (EK-FAC), trained for an epoch and retrained on 4 subsets of its 256 rows (1
+epoch), unsharded and with --fsdp over 2 processes. Each process gets one thread
 (OMP_NUM_THREADS=1), so two processes use both cores of a 2-core machine (four share them);
 the ratios are to one process with one thread. Peak RSS comes from /usr/bin/time around each
 process (the launcher's own agent is not counted).
@@ -91,6 +91,20 @@ def same_records(a: str, b: str) -> str:
     return "same rows" + ("" if gap == 0 else f", rel. {gap:.0e}")
 
 
+def same_run(a: Path, b: Path) -> str:
+    """Whether two recorded runs hold the same tensors (snapshots and checkpoint)."""
+    from safetensors.numpy import load_file
+
+    names = sorted(p.relative_to(a) for p in a.rglob("*.safetensors"))
+    if names != sorted(p.relative_to(b) for p in b.rglob("*.safetensors")):
+        return "other files"
+    for name in names:
+        x, y = load_file(a / name), load_file(b / name)
+        if x.keys() != y.keys() or not all(np.array_equal(x[k], y[k]) for k in x):
+            return f"{name} differs"
+    return "bitwise"
+
+
 def same_arrays(a: Path, b: Path, key: str | None = None) -> str:
     x, y = (np.load(p)[key] if key else np.load(p) for p in (a, b))
     return "bitwise" if np.array_equal(x, y) else f"max diff {np.abs(x - y).max():.1e}"
@@ -163,8 +177,17 @@ def stages(work: Path, inputs: dict, mode: str) -> list[tuple[str, list, object]
     ]  # fmt: skip
 
 
-def _fsdp_retrain(work: Path, inputs: dict) -> list[tuple]:
-    """`evaluate retrain` of the GPT-2 on 4 subsets, unsharded and with --fsdp."""
+def _fsdp_training(work: Path, inputs: dict) -> list[tuple]:
+    """`train` (1 epoch) and `evaluate retrain` (4 subsets) of the GPT-2, unsharded and with
+    --fsdp."""
+    rows = []
+    train = ["train", "--model", inputs["gpt2"], "--data", inputs["text"], "--epochs", "1"]
+    train += ["--batch-size", "32", "--device", "cpu", "-q"]
+    wall1, peak1, _ = launch("1 process", [*train, "--out", work / "lm-run-one"])
+    wall2, peak2, _ = launch("2 processes", [*train[:-1], "--out", work / "lm-run", "--fsdp"])
+    verdict = same_run(work / "lm-run-one", work / "lm-run")
+    rows.append(("train GPT-2 (1 epoch)", "1 process", wall1, 1.0, peak1, "(reference)"))
+    rows.append(("train GPT-2 --fsdp", "2 processes", wall2, wall1 / wall2, peak2, verdict))
     queries = work / "lm-q"
     featurize = ["featurize", "--model", inputs["gpt2"], "--data", inputs["text"]]
     launch("1 process", [*featurize, "--out", queries, "--max-examples", "8", "--device", "cpu"])
@@ -175,7 +198,7 @@ def _fsdp_retrain(work: Path, inputs: dict) -> list[tuple]:
         "2 processes", [*retrain[:-1], "--out", work / "lm-gt-fsdp.npz", "--fsdp"]
     )
     verdict = same_arrays(work / "lm-gt-one.npz", work / "lm-gt-fsdp.npz", "outputs")
-    return [
+    return rows + [
         ("evaluate retrain GPT-2 (4 subsets)", "1 process", wall1, 1.0, peak1, "(reference)"),
         ("evaluate retrain GPT-2 --fsdp", "2 processes", wall2, wall1 / wall2, peak2, verdict),
     ]
@@ -215,7 +238,7 @@ def main() -> None:
     verdict += f"; {held[1]} of {held[2]} MiB of parameters a process"
     rows.append(("featurize GPT-2 (EK-FAC)", "1 process", wall1, 1.0, peak1, "(reference)"))
     rows.append(("featurize GPT-2 --fsdp", "2 processes", wall2, wall1 / wall2, peak2, verdict))
-    rows += _fsdp_retrain(work, inputs)
+    rows += _fsdp_training(work, inputs)
     lines = [
         "| stage | launch | wall s | speed-up | peak RSS a process (GiB) | result vs 1 process |",
         "|---|---|---|---|---|---|",
