@@ -11,8 +11,9 @@
 # GPU); featurize against a plain forward+backward (float32 and bfloat16 compute); stores
 # computed in float32, float16 and bfloat16 (float16 on disk), half against float32; the scoring GEMM rate against a bare GEMM; a recorded run and magic
 # on it; a FAISS index build and search; with 2 or more GPUs, featurize launched on every GPU
-# through accelerate, its store compared with one process's, and `featurize --fsdp` sharded
-# over every GPU against the unsharded store (on the CPU: over 2 gloo processes).
+# through accelerate, its store compared with one process's, and `featurize --fsdp` and
+# `evaluate retrain --fsdp` sharded over every GPU against one unsharded process (on the
+# CPU: over 2 gloo processes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .ci/env
@@ -96,7 +97,17 @@ if [ "$GPUS" -ge 2 ] || [ "$DEVICE" = cpu ]; then
         --data '$WORK/images.parquet' --out '$WORK/store-fsdp' --store-dtype float32 --fsdp \
         --device '$DEVICE' -q && python benchmarks/same_store.py '$WORK/store-unsharded' \
         '$WORK/store-fsdp' --tolerance 1e-6"
+    # Ground truth with each retrained model sharded, against one unsharded process.
+    step retrain-fsdp 150 sh -c "attrib featurize --model '$WORK/resnet' \
+        --data '$WORK/images.parquet' --out '$WORK/queries' --max-examples 8 \
+        --device '$DEVICE' -q && attrib evaluate retrain --train '$WORK/store-unsharded' \
+        --queries '$WORK/queries' --subsets 2 --epochs 1 --out '$WORK/gt-one.npz' \
+        --device '$DEVICE' -q && torchrun --nproc-per-node $NPROC --no-python -- attrib \
+        evaluate retrain --train '$WORK/store-unsharded' --queries '$WORK/queries' --subsets 2 \
+        --epochs 1 --out '$WORK/gt-fsdp.npz' --fsdp --device '$DEVICE' -q && \
+        python benchmarks/same_truth.py '$WORK/gt-one.npz' '$WORK/gt-fsdp.npz' --tolerance 1e-5"
 else
     printf '| fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
+    printf '| retrain-fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
 fi
 cat "$TABLE"

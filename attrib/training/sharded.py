@@ -81,7 +81,7 @@ class ShardedStepper(Stepper):
         if create_graph:
             raise AttribError(
                 "the metagradient differentiates through each step, which FSDP's gathers do "
-                "not allow: run magic without --fsdp"
+                "not allow: magic runs on an unsharded model"
             )
         self.task.model.train()
         for param in self.sharded:
