@@ -15,7 +15,8 @@ chosen on the validation queries (their own same-run ground truth at keep 0.5, n
 evaluation queries) from DAMPINGS. Then magic. Every
 figure through the options objects the CLI is built from. Cost: `score --rescore N`'s wall
 seconds for the evaluation queries, first call (the exact factors fitted) and cached.
-Tables: stdout and benchmarks/results/rescore-default-TASK.md (+ .json).
+Tables: stdout and benchmarks/results/rescore-default-TASK-STORE.md (+ .json), STORE the
+default store's method, p and dtype (e.g. shampoo-p45-int8).
 """
 
 from __future__ import annotations
@@ -127,8 +128,10 @@ def run(args) -> dict:
                      for k in args.keeps}  # fmt: skip
         magic_row = {k: [100 * r["lds"], 100 * r["ci_subsets"]] for k, r in magic_row.items()}
     keeps = [f"{k:g}" for k in args.keeps]
+    # The default store's resolved method, p and dtype: the published table is named by them.
+    store = stores["train"].name.removeprefix("train-default-")
     return {"task": args.task, "queries": args.queries, "keeps": keeps, "rows": rows,
-            "magic": magic_row}  # fmt: skip
+            "magic": magic_row, "store": store}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
@@ -175,7 +178,9 @@ def main() -> None:
     result = run(args)
     text = markdown(result)
     print(text)
-    publish(f"rescore-default-{args.task}", text, [result])
+    # Named by the default store, so a later default does not overwrite the tables the docs
+    # cite for an earlier one.
+    publish(f"rescore-default-{args.task}-{result['store']}", text, [result])
 
 
 if __name__ == "__main__":

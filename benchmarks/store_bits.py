@@ -13,7 +13,8 @@ the tables of its earlier default) at its default damping and at the damping cho
 validation queries (keep 0.5, never the evaluation queries) from DAMPINGS. Bytes a row: the
 training store's shards over its rows. Score seconds: `score` of the evaluation queries
 (eigenbases cached). Every figure through the options objects the CLI is built from.
-Tables: stdout and benchmarks/results/store-bits-TASK.md (+ .json).
+Tables: stdout and benchmarks/results/store-bits-TASK-METHOD.md (+ .json); EK-FAC's tables
+keep the bare store-bits-TASK.md.
 """
 
 from __future__ import annotations
@@ -163,7 +164,10 @@ def main() -> None:
     result = run(args)
     text = markdown(result)
     print(text)
-    publish(f"store-bits-{args.task}", text, [result])
+    # Named by the method scoring the stores (EK-FAC's tables, the first, keep the bare name),
+    # so a later default does not overwrite the tables the docs cite for an earlier one.
+    method = "" if result["method"] == "ekfac" else f"-{result['method']}"
+    publish(f"store-bits-{args.task}{method}", text, [result])
 
 
 if __name__ == "__main__":
