@@ -15,6 +15,13 @@ import torch
 from attrib.distributed import Runtime
 from attrib.errors import AttribError
 
+# Set once this process has sharded a model: the console script then ends it without the
+# interpreter's teardown (cli/__init__.py), because FSDP's objects keep the gloo process
+# group alive past destroy_process_group, and its destructor at interpreter exit aborted a
+# process now and then (4 launches in 20 in a probe: "terminate called without an active
+# exception").
+SHARDED_HERE: list[bool] = []
+
 
 def require_launch(runtime: Runtime) -> None:
     """Refuse --fsdp in a single process (called before anything is written)."""
@@ -37,6 +44,7 @@ def shard_model(model: torch.nn.Module, runtime: Runtime) -> str:
     for module in units:
         fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    SHARDED_HERE.append(True)
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     local = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
     return (

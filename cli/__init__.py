@@ -46,4 +46,22 @@ def main() -> None:
         message, code = interrupted_message()
         sys.stderr.write(f"error: {message}\n")
         sys.exit(code)
-    run()
+    try:
+        run()
+    except SystemExit as exc:
+        sharding = sys.modules.get("attrib.sharding")
+        if sharding is not None and sharding.SHARDED_HERE:
+            _exit_now(exc.code)  # everything is written: skip the teardown (sharding.py)
+        raise
+
+
+def _exit_now(code) -> None:
+    """End the process at once with `code` (as sys.exit reads it), its output flushed."""
+    import os
+    import sys
+
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))

@@ -39,7 +39,9 @@ def train(values: dict, quiet: bool) -> None:
         return
     from attrib.training.train import run_train
 
-    print(run_train(options))
+    out = run_train(options)
+    if log.is_main_process():  # under --fsdp every process returns; one says where the run is
+        print(out)
 
 
 train.__doc__ = TrainOptions.__doc__

@@ -95,7 +95,8 @@ def test_fsdp_train_records_the_unsharded_run(gpt2_run, gpt2_dir, text_data, tmp
 
     args = ["train", "--model", gpt2_dir, "--data", text_data, "--batch-size", "4"]
     args += ["--epochs", "1", "--device", "cpu"]
-    _attrib(*args, "--out", tmp_path / "run", "--fsdp", launch=True)
+    launched = _attrib(*args, "--out", tmp_path / "run", "--fsdp", launch=True)
+    assert launched.stdout.split() == [str(tmp_path / "run")]  # said once, not per process
     one, two = gpt2_run / "run", tmp_path / "run"
     files = sorted(p.relative_to(one) for p in one.rglob("*.safetensors"))
     assert any(str(f).startswith("snapshots") for f in files) and Path("model") in {
