@@ -88,7 +88,7 @@ class Execution:
         """The units every process of this launch works on together (a model sharded over
         them): this array task's share of those not `done`, as the main process reads the
         disk, so that every process runs the same list in step."""
-        share = [u for u in list(units)[self.array.index :: self.array.count]]
+        share = list(units)[self.array.index :: self.array.count]
         todo = [u for u in share if not done(u)] if self.runtime.is_main else None
         return self.runtime.broadcast(todo) if self.runtime.world_size > 1 else todo
 

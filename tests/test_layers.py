@@ -9,9 +9,9 @@ from pathlib import Path
 
 ATTRIB = Path(__file__).resolve().parents[1] / "attrib"
 # Bottom to top; a package may import those before it.
-FLOORS = """__version__ errors eigh jsonio log atomic progress distributed execution outputs options
-memory option_groups hub data tasks store report methods featurize index score weights training
-perturb evaluate generate integrations examples summary demo""".split()
+FLOORS = """__version__ errors eigh jsonio log atomic progress distributed sharding execution
+outputs options memory option_groups hub data tasks store report methods featurize index score
+weights training perturb evaluate generate integrations examples summary demo""".split()
 
 
 def _module_name(path: Path) -> str:
