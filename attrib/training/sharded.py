@@ -6,9 +6,9 @@ Every process runs every step on the same batch. What is split is memory: each p
 holds its shard of the parameters, of their gradients and of the optimizer's state, and FSDP
 gathers one unit's weights at a time for the forward and the backward pass. The gradients
 FSDP reduce-scatters are the same on every process, so their mean is each of them (exactly
-with 2, 4 or 8 processes; within rounding otherwise), and the optimizer, elementwise, updates
-each shard as it would the whole tensor: the model trained is the one a single process
-trains, bitwise. The optimizer is attrib's functional one (optim.py), run on the shards.
+when the count of processes is a power of two; it may round with 3 or 6). The optimizer,
+elementwise, updates each shard as it would the whole tensor: the model trained is the one
+a single process trains, bitwise. The optimizer is attrib's functional one (optim.py), run on the shards.
 """
 
 from __future__ import annotations
