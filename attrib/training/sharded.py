@@ -8,7 +8,8 @@ gathers one unit's weights at a time for the forward and the backward pass. The 
 FSDP reduce-scatters are the same on every process, so their mean is each of them (exactly
 when the count of processes is a power of two; it may round with 3 or 6). The optimizer,
 elementwise, updates each shard as it would the whole tensor: the model trained is the one
-a single process trains, bitwise. The optimizer is attrib's functional one (optim.py), run on the shards.
+a single process trains, bitwise. The optimizer is attrib's functional one (optim.py), run
+on the shards.
 """
 
 from __future__ import annotations
