@@ -33,7 +33,9 @@ def require_launch(runtime: Runtime) -> None:
 
 
 def shard_model(model: torch.nn.Module, runtime: Runtime) -> str:
-    """Shard `model` in place over every process of the launch; says what each holds."""
+    """Shard `model` in place over every process of the launch; says what each holds. Call it
+    before moving the model to the device: fully_shard moves one unit at a time there and
+    keeps each process's pieces, so the whole model never has to fit on one device."""
     require_launch(runtime)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -57,3 +59,23 @@ def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def load_state(model: torch.nn.Module, state: dict) -> None:
+    """Load a whole (unsharded) state dict into `model`; a sharded one keeps its pieces."""
+    if not is_sharded(model):
+        model.load_state_dict(state)
+        return
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    current = model.state_dict()
+    pieces = {}
+    for key, value in state.items():
+        target = current.get(key)
+        if isinstance(target, DTensor):
+            value = value.to(target.device)  # one whole tensor on the device at a time
+            value = distribute_tensor(
+                value, target.device_mesh, target.placements, src_data_rank=None
+            )
+        pieces[key] = value
+    model.load_state_dict(pieces)

@@ -49,11 +49,11 @@ def _truth(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["subsets", "same-run"])
-def test_fsdp_retrain_equals_one_unsharded_process(gpt2_run, tmp_path, kind):
+def test_fsdp_retrain_equals_one_unsharded_process(gpt2_run, gpt2_dir, tmp_path, kind):
     args = ["evaluate", "retrain", "--train", gpt2_run / "train", "--queries", gpt2_run / "q"]
     args += ["--subsets", "2", "--device", "cpu"]
-    if kind == "subsets":
-        args += ["--epochs", "1", "--batch-size", "4", "--lr", "1e-2"]
+    if kind == "subsets":  # from the model the run started from: loaded into the shards
+        args += ["--epochs", "1", "--batch-size", "4", "--lr", "1e-2", "--start-from", gpt2_dir]
     else:
         args += ["--same-run", gpt2_run / "run"]
     _attrib(*args, "--out", tmp_path / "one.npz", "-q")

@@ -29,7 +29,7 @@ from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.start_from import start_from
 from attrib.execution import start_execution
 from attrib.progress import progress_bar
-from attrib.sharding import require_launch, shard_model
+from attrib.sharding import load_state, require_launch, shard_model
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
 from attrib.tasks.output_functions import output_function
@@ -81,6 +81,8 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     if config.fsdp:
         require_launch(execution.runtime)
     device = execution.device
+    if config.fsdp:  # sharded first: each process then moves only its pieces to the device
+        log.info(f"--fsdp: {shard_model(task.model, execution.runtime)}")
     task.to(device)
     output = config.output or task.evaluation_output
     if output not in task.output_functions:
@@ -114,9 +116,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     query_source = store_source(task, query_store, device, labels)
     query_count = query_store.num_examples
     if start is not None:
-        task.model.load_state_dict(start[0])
-    if config.fsdp:
-        log.info(f"--fsdp: {shard_model(task.model, execution.runtime)}")
+        load_state(task.model, start[0])
     initial = InitialState(task)
     seeds = range(config.seeds)
     finished = lambda unit: part_done(parts, *unit, query_count)  # noqa: E731

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
 from attrib.execution import start_execution
 from attrib.progress import progress_bar
-from attrib.sharding import require_launch, shard_model
+from attrib.sharding import require_launch
 from attrib.store import Store
 from attrib.tasks.output_functions import output_function
 from attrib.training.engine import replay, set_buffers, state_from_snapshot
@@ -39,7 +38,6 @@ from attrib.training.parts import (
     say_cost,
 )
 from attrib.training.record import Run
-from attrib.training.sharded import stepper_for
 from attrib.training.sources import fixed_query_labels, store_source
 
 
@@ -53,11 +51,9 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     execution = start_execution(config.device, config.shard)
     if config.fsdp:
         require_launch(execution.runtime)
-    loaded = load_run(run, str(execution.device))
+    # --fsdp: sharded before any state is read, so each process reads its pieces of it.
+    loaded = load_run(run, str(execution.device), execution.runtime if config.fsdp else None)
     task = loaded.task
-    if config.fsdp:  # before any state is read: each process then reads its shard of it
-        log.info(f"--fsdp: {shard_model(task.model, execution.runtime)}")
-        loaded = replace(loaded, stepper=stepper_for(task, loaded.stepper.seed))
     output = config.output or task.evaluation_output
     if output not in task.output_functions:
         raise AttribError(f"--output {output} is not available for {task.name}")

@@ -40,12 +40,12 @@ def run_featurize(config: FeaturizeOptions, model=None) -> Path:
         log.warn(f"--dtype {config.dtype} on a CPU is slow and inexact; float32 is the default")
     log.status(f"loading {config.model_ref.source} ...")  # seconds of silence otherwise
     task = load_task(config.model_ref, config.task, dtype, config.task_options, model)
-    task.to(runtime.device)
-    if config.fsdp:
+    if config.fsdp:  # sharded first: each process then moves only its pieces to the device
         from attrib.sharding import shard_model
 
         held = shard_model(task.model, runtime)
         log.info(f"--fsdp: the model sharded over {runtime.world_size} processes ({held})")
+    task.to(runtime.device)
     log.status(f"reading {config.data_ref.source} ...")
     dataset = open_dataset(config.data_ref)
     data_record = dataset_info(dataset, config.data_ref)

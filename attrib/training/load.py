@@ -9,15 +9,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attrib import log
 from attrib.data import open_dataset, ref_from_settings, rows_fingerprint, undecoded
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
+from attrib.sharding import shard_model
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.tasks.loading import DTYPES
 from attrib.training.loop import BatchSource
 from attrib.training.optim import Optimizer
 from attrib.training.recipe import Recipe
 from attrib.training.record import Run
+from attrib.training.sharded import stepper_for
 from attrib.training.stepper import Stepper
 
 
@@ -75,8 +78,9 @@ def check_data_unchanged(run: Run, dataset, columns: dict) -> None:
         )
 
 
-def load_run(run: Run, device: str = "auto") -> Loaded:
-    """Reopen a recorded run's model and data, ready to replay."""
+def load_run(run: Run, device: str = "auto", runtime=None) -> Loaded:
+    """Reopen a recorded run's model and data, ready to replay; with `runtime`, the model
+    sharded over its processes (--fsdp) before it moves to the device."""
     meta = run.meta
     model = meta["model"]
     ref = ModelRef(model["source"], None, model.get("adapter"), None, False)
@@ -87,6 +91,8 @@ def load_run(run: Run, device: str = "auto") -> Loaded:
     task = load_task(ref, meta["task"], DTYPES[meta["dtype"]], options)
     check_model_unchanged(run, task)
     resolved = resolve_device(device)
+    if runtime is not None:
+        log.info(f"--fsdp: {shard_model(task.model, runtime)}")
     task.to(resolved)
     dataset = open_dataset(ref_from_settings(meta["data"]))
     columns = dict(meta["columns"])
@@ -95,7 +101,7 @@ def load_run(run: Run, device: str = "auto") -> Loaded:
     source = BatchSource(task, dataset, columns, resolved)
     recipe = Recipe(**meta["recipe"])
     batches = run.batches()
-    stepper = Stepper(task, recipe.seed)
+    stepper = stepper_for(task, recipe.seed)
     if stepper.names != meta["trainable"]:
         raise AttribError(
             f"run {run.path} trained other parameters than the model at {model['source']} has "

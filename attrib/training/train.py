@@ -123,12 +123,14 @@ class _Prepared:
 
     def __init__(self, options: TrainOptions, runtime=None):
         recipe = options.recipe
-        self.options, self.device = options, resolve_device(options.device)
-        self.runtime = runtime
+        self.options, self.runtime = options, runtime
+        # A launched process's own device (cuda:RANK), where its shards go.
+        self.device = runtime.device if runtime is not None else resolve_device(options.device)
         log.status(f"loading {options.model} ...")
         model_ref, dtype = options.model_ref, DTYPES[options.dtype]
         task = load_task(model_ref, options.task, dtype, options.task_options)
-        task.to(self.device)
+        if runtime is None:  # a sharded model moves to the device in pieces, below
+            task.to(self.device)
         dataset = open_dataset(options.data_ref)
         data_record = dataset_info(dataset, options.data_ref)
         self.columns = task.bind_columns(dataset)
@@ -140,6 +142,7 @@ class _Prepared:
             InitialState(task).restore(recipe, recipe.seed)
         if runtime is not None:
             log.info(f"--fsdp: {shard_model(task.model, runtime)}")
+            task.to(self.device)
         self.task, self.stepper = task, stepper_for(task, recipe.seed)
         self.batches = make_batches(rows, recipe)
         self.optimizer = Optimizer.from_recipe(recipe, len(self.batches))
