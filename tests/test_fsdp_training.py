@@ -112,3 +112,13 @@ def test_fsdp_train_records_the_unsharded_run(gpt2_run, gpt2_dir, text_data, tmp
     assert made["complete"] and made["environment"]["processes"] == 2
     checked = _attrib("train", "--check", two, "--device", "cpu", "-q")  # stdout is a pipe
     assert json.loads(checked.stdout)["identical"] is True
+
+
+def test_fsdp_train_refuses_a_node_started_with_another_recipe(gpt2_dir, text_data, tmp_path):
+    from test_two_nodes import two_nodes
+
+    args = ["train", "--model", gpt2_dir, "--data", text_data, "--out", tmp_path / "run"]
+    args += ["--batch-size", "4", "--device", "cpu", "--fsdp"]
+    _, err = two_nodes(*args, expect=2, node_args={1: [*args, "--lr", "1e-2"]})
+    assert "was given other run settings (model, data or recipe) than process 0" in err
+    assert not (tmp_path / "run").exists()

@@ -20,6 +20,7 @@ from attrib.atomic import atomic_dir
 from attrib.data import dataset_info, open_dataset, rows_fingerprint, undecoded
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
+from attrib.execution import Execution
 from attrib.jsonio import load_json_or_none
 from attrib.memory import GIB
 from attrib.progress import progress_bar
@@ -83,7 +84,9 @@ def run_train(options: TrainOptions) -> Path:
     writer = runtime is None or runtime.is_main  # under --fsdp, the main process writes
     created = not out.exists()
     if runtime is not None:  # every process has looked at --out before anything is written
-        runtime.barrier()
+        # A node started with another model, data or recipe is refused on every process.
+        what = "run settings (model, data or recipe)"
+        Execution(runtime).agree(_comparable(prepared.meta), what)
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         lock_store(out, exclusive=True)  # one writer per run folder
