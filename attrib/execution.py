@@ -60,14 +60,19 @@ MERGE_LOCK = ".merge.lock"  # in a stage's folder of units: held by the task tha
 class Execution:
     runtime: Runtime
     array: ArrayTask = ArrayTask()
+    # The launch's processes hold one model sharded over them (--fsdp): together they are
+    # one worker, running each unit in step, and the main process writes what they make.
+    sharded: bool = False
     _merge_lock: int | None = field(default=None, repr=False)
 
     @property
     def workers(self) -> int:
-        return self.runtime.world_size * self.array.count
+        return self.array.count if self.sharded else self.runtime.world_size * self.array.count
 
     @property
     def worker(self) -> int:
+        if self.sharded:
+            return self.array.index
         return self.array.index * self.runtime.world_size + self.runtime.rank
 
     @property
@@ -84,19 +89,26 @@ class Execution:
         cover each unit exactly once, whatever the mix of processes and array tasks."""
         return list(units)[self.worker :: self.workers]
 
-    def together(self, units: Sequence[T], done: Callable[[T], bool]) -> list[T]:
-        """The units every process of this launch works on together (a model sharded over
-        them): this array task's share of those not `done`, as the main process reads the
-        disk, so that every process runs the same list in step."""
-        share = list(units)[self.array.index :: self.array.count]
-        todo = [u for u in share if not done(u)] if self.runtime.is_main else None
-        return self.runtime.broadcast(todo) if self.runtime.world_size > 1 else todo
+    def pending(self, mine: Sequence[T], done: Callable[[T], bool]) -> list[T]:
+        """Of this worker's units, those not `done`. When sharded, the main process reads
+        the disk and every process gets its list, so that all run the same units in step."""
+        if not self.sharded:
+            return [u for u in mine if not done(u)]
+        todo = [u for u in mine if not done(u)] if self.runtime.is_main else None
+        return self.runtime.broadcast(todo)
+
+    @property
+    def saves_units(self) -> bool:
+        """Whether this process writes the units it makes (when sharded, only the main)."""
+        return not self.sharded or self.runtime.is_main
 
     def record(self) -> dict:
         """How many processes made an output (recorded in it, as stores record theirs)."""
         made = {"processes": self.runtime.world_size}
         if self.array.count > 1:
             made["array_tasks"] = self.array.count
+        if self.sharded:
+            made["fsdp"] = True
         return made
 
     def agree(self, settings: dict, what: str) -> None:
@@ -178,9 +190,15 @@ def write_provenance(out: Path, record: dict) -> None:
         tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
-def start_execution(device: str = "auto", shard: str = "0/1") -> Execution:
-    """This process's place: the launcher's rank and world size, and the array task."""
+def start_execution(device: str = "auto", shard: str = "0/1", sharded: bool = False) -> Execution:
+    """This process's place: the launcher's rank and world size, and the array task.
+    `sharded` (--fsdp) is refused outside a launch of 2 or more processes."""
     from attrib import distributed
 
     array = ArrayTask.parse(shard)
-    return Execution(distributed.init(device), array)
+    runtime = distributed.init(device)
+    if sharded:
+        from attrib.sharding import require_launch
+
+        require_launch(runtime)
+    return Execution(runtime, array, sharded)

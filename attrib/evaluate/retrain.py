@@ -29,7 +29,7 @@ from attrib.evaluate.reliability import split_half_reliability
 from attrib.evaluate.start_from import start_from
 from attrib.execution import start_execution
 from attrib.progress import progress_bar
-from attrib.sharding import load_state, require_launch, shard_model
+from attrib.sharding import load_state, shard_model
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
 from attrib.tasks.output_functions import output_function
@@ -77,9 +77,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
     settings = train_store.settings
     recipe = config.recipe_resolved
     task = _output_task(settings, config)
-    execution = start_execution(config.device, config.shard)
-    if config.fsdp:
-        require_launch(execution.runtime)
+    execution = start_execution(config.device, config.shard, sharded=config.fsdp)
     device = execution.device
     if config.fsdp:  # sharded first: each process then moves only its pieces to the device
         log.info(f"--fsdp: {shard_model(task.model, execution.runtime)}")
@@ -119,12 +117,10 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         load_state(task.model, start[0])
     initial = InitialState(task)
     seeds = range(config.seeds)
-    finished = lambda unit: part_done(parts, *unit, query_count)  # noqa: E731
-    if config.fsdp:  # every process trains every model, sharded over them
-        todo = execution.together([(m, r) for m in range(config.subsets) for r in seeds], finished)
-    else:
-        todo = [(m, r) for m in execution.mine(range(config.subsets)) for r in seeds]
-        todo = [unit for unit in todo if not finished(unit)]
+    todo = execution.pending(
+        [(m, r) for m in execution.mine(range(config.subsets)) for r in seeds],
+        lambda unit: part_done(parts, *unit, query_count),
+    )
     with progress_bar(config.progress and execution.is_writer, unit="models") as bar:
         bar_task = bar.add_task("retrain", total=len(todo))
         started = time.perf_counter()
@@ -136,7 +132,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
             torch.manual_seed(seed)
             train(task, train_source, np.flatnonzero(masks[m]), recipe, seed)
             values = outputs(task, query_source, query_count, output)
-            if execution.is_writer or not config.fsdp:
+            if execution.saves_units:
                 save_part(parts, m, r, values)
             bar.advance(bar_task)
     if not all_parts_done(execution, parts, config.subsets, config.seeds, query_count, config.out):
@@ -149,7 +145,7 @@ def retrain(config: RetrainOptions) -> GroundTruth | None:
         "output_function": output,
         "train_rows": train_store.rows_key(),
         "queries_rows": query_store.rows_key(),
-        "made_by": json.dumps(execution.record() | ({"fsdp": True} if config.fsdp else {})),
+        "made_by": json.dumps(execution.record()),
     }
     if config.seeds > 1:
         extra["outputs_by_seed"] = by_seed

@@ -22,7 +22,6 @@ from attrib.evaluate.groundtruth import GroundTruth, save_groundtruth
 from attrib.evaluate.options import RetrainOptions
 from attrib.execution import start_execution
 from attrib.progress import progress_bar
-from attrib.sharding import require_launch
 from attrib.store import Store
 from attrib.tasks.output_functions import output_function
 from attrib.training.engine import replay, set_buffers, state_from_snapshot
@@ -48,9 +47,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     train_store, query_store = Store(config.train), Store(config.queries)
     check_store_is_the_runs(run, train_store)
     check_query_task(run, query_store)
-    execution = start_execution(config.device, config.shard)
-    if config.fsdp:
-        require_launch(execution.runtime)
+    execution = start_execution(config.device, config.shard, sharded=config.fsdp)
     # --fsdp: sharded before any state is read, so each process reads its pieces of it.
     loaded = load_run(run, str(execution.device), execution.runtime if config.fsdp else None)
     task = loaded.task
@@ -85,11 +82,9 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
     )
     masks = make_masks(train_store.num_examples, config.subsets, config.alpha, config.seed)
     queries = query_store.num_examples
-    finished = lambda m: part_done(parts, m, 0, queries)  # noqa: E731
-    if config.fsdp:  # every process replays every subset, the model sharded over them
-        todo = execution.together(range(config.subsets), finished)
-    else:
-        todo = [m for m in execution.mine(range(config.subsets)) if not finished(m)]
+    todo = execution.pending(
+        execution.mine(range(config.subsets)), lambda m: part_done(parts, m, 0, queries)
+    )
     start = state_from_snapshot(run, 0, loaded.stepper, loaded.optimizer)  # read once
     with progress_bar(config.progress and execution.is_writer, unit="models") as bar:
         bar_task = bar.add_task("replay", total=len(todo))
@@ -101,7 +96,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
             loaded.stepper.load_into_model(state.params)
             set_buffers(loaded.stepper, state.buffers)
             values = outputs(task, query_source, queries, output)
-            if execution.is_writer or not config.fsdp:
+            if execution.saves_units:
                 save_part(parts, m, 0, values)
             bar.advance(bar_task)
     if not all_parts_done(execution, parts, config.subsets, 1, queries, config.out):
@@ -113,7 +108,7 @@ def retrain_same_run(config: RetrainOptions) -> GroundTruth | None:
         "same_run": str(run.path),
         "train_rows": train_store.rows_key(),
         "queries_rows": query_store.rows_key(),
-        "made_by": json.dumps(execution.record() | ({"fsdp": True} if config.fsdp else {})),
+        "made_by": json.dumps(execution.record()),
     }
     truth = GroundTruth(masks, values, output_function(output).higher_is_better, extra)
     save_groundtruth(config.out, truth)
