@@ -232,6 +232,15 @@ def test_every_method_declares_its_needs():
             assert kind.factors == cls.requires.factors
 
 
+def test_the_method_help_names_featurize_s_defaults():
+    """--method's help says what a default store is scored by; it went stale once."""
+    from attrib.featurize.options import DIFFUSION_METHOD, FEATURIZE_METHOD
+    from attrib.methods import DEFAULT_METHOD, STORE_DEFAULT_HELP
+
+    assert f"{FEATURIZE_METHOD} for featurize's default store" in STORE_DEFAULT_HELP
+    assert f"{DEFAULT_METHOD} for a {DIFFUSION_METHOD} store" in STORE_DEFAULT_HELP
+
+
 @pytest.mark.parametrize("name", sorted(PRECONDITIONERS))
 def test_every_preconditioner_is_a_symmetric_positive_definite_inverse_cached_by_the_store(
     stores, name

@@ -42,10 +42,10 @@ METHODS: dict[str, type[Method]] = {
 }
 base.DEFINED[:] = METHODS.values()  # messages in base.py list methods in the CLI's order
 DEFAULT_METHOD = TrakBlock.name  # best LDS among the methods any store supports (docs/quality.md)
-# What a command's --method defaults to: the training store's featurize --method (ekfac by
+# What a command's --method defaults to: the training store's featurize --method (shampoo by
 # default), or this for a trak store (margin gradients, best scored per module).
 STORE_DEFAULT_HELP = (
-    "(default: the method the training store was featurized for, ekfac for featurize's "
+    "(default: the method the training store was featurized for, shampoo for featurize's "
     "default store; trak-block for a trak store)"
 )
 
@@ -66,8 +66,8 @@ def method_class(name: str) -> type[Method]:
 
 
 def default_for_store(train) -> str:
-    """--method when none is given: the one `train` was featurized for (`featurize --method
-    ekfac`, featurize's default, is scored by ekfac), trak-block for a trak store, and for a
+    """--method when none is given: the one `train` was featurized for (featurize's
+    default store, `--method shampoo`, is scored by shampoo), trak-block for a trak store, and for a
     store that does not say (perturbed copies, stores from before attrib recorded it)."""
     from pathlib import Path
 
