@@ -55,6 +55,8 @@ def default_store(
                                progress=False)  # fmt: skip
     # Named by the defaults featurize resolved: a cache of earlier defaults is not reused.
     resolved = f"{options.method}-p{options.proj_dim}-{options.store_dtype}"
+    if options.proj_allocation != "uniform":
+        resolved += f"-{options.proj_allocation}"
     out = root / "stores" / f"{name}-default-{resolved}"
     if not (out / "manifest.json").exists():
         run_featurize(replace(options, out=out))

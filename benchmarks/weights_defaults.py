@@ -34,7 +34,8 @@ def run(args) -> dict:
     root, task = build(args.task)
     run_dir, _ = record_run(root, task) if not (root / "run/model").exists() else (root / "run", 0)
     roles = {"train": None, "val": args.queries, "eval": args.queries, "learn": None}
-    stores = {r: default_store(root, run_dir, task["data"][r], r, n) for r, n in roles.items()}
+    stores = {r: default_store(root, run_dir, task["data"][r], r, n, args.method)
+              for r, n in roles.items()}  # fmt: skip
     truths = {"val": root / f"same-run-val-{args.subsets}-0.5.npz"}
     truths["eval"] = root / f"same-run-{args.subsets}-0.5.npz"
     missing = [str(p) for p in truths.values() if not p.exists()]
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--task", default="pydoc-finetune")
     parser.add_argument("--ks", default="3,10,30,100")
     parser.add_argument("--decays", default="1,0.1")
+    parser.add_argument("--method", default=None, help="featurize --method (default: its own)")
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--subsets", type=int, default=64)
     args = parser.parse_args()
@@ -109,7 +111,8 @@ def main() -> None:
     result = run(args)
     text = markdown(result)
     print(text)
-    publish(f"weights-defaults-{args.task}", text, [result])
+    suffix = f"-{args.method}" if args.method else ""
+    publish(f"weights-defaults-{args.task}{suffix}", text, [result])
 
 
 if __name__ == "__main__":

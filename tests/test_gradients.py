@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import autograd_gradients, features, load
 
+from attrib.featurize.allocation import allocate
 from attrib.featurize.modules import select_modules
 from attrib.featurize.projection import DenseProjector, ProjectionSpec, factored_matrices
 from attrib.tasks import TaskOptions
@@ -39,16 +40,20 @@ def test_hook_gradients_equal_per_example_autograd(request, model, data, output)
         _close(got[name], want[name])
 
 
+@pytest.mark.parametrize("allocation", ["uniform", "sqrt-size"])
 @pytest.mark.parametrize("model, data, output", CASES)
 def test_factored_projection_equals_kronecker_projection_of_full_gradient(
-    request, model, data, output
+    request, model, data, output, allocation
 ):
     task, dataset = load(request.getfixturevalue(model), request.getfixturevalue(data))
     rows = range(0, 5)
-    spec = ProjectionSpec("factored", 6, seed=3)
+    modules = [spec for spec, _ in select_modules(task.model)]
+    spec = allocate(ProjectionSpec("factored", 6, seed=3, allocation=allocation), modules)
     got = features(task, dataset, spec, rows, output)
     full = features(task, dataset, FULL, rows, output)
     projected_sides = 0
+    if allocation == "sqrt-size":  # the modules' sides differ, each within its gradient
+        assert len({(k_out, k_in) for _, k_out, k_in in spec.sides}) > 1
     for module_spec, _ in select_modules(task.model):
         p_out, p_in = factored_matrices(spec, module_spec.name, module_spec.d_out, module_spec.d_in)
         projected_sides += (p_out.shape[0] != p_out.shape[1]) + (p_in.shape[0] != p_in.shape[1])

@@ -16,6 +16,7 @@ from attrib.data import DataRef, open_dataset, undecoded
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.training.loop import BatchSource, Recipe, train
 from attrib.weights.artifact import load_weights
+from attrib.weights.options import DECAY_BY_PRIOR
 
 
 @pytest.fixture(scope="module")
@@ -132,4 +133,22 @@ def test_cli_and_library_write_byte_identical_weights(trained, tmp_path):
     assert code == 0, err
     run_learn(LearnOptions(train=train_store.path, queries=query_store.path, out=lib_out))
     assert cli_out.read_bytes() == lib_out.read_bytes()
-    assert load_weights(cli_out).info["weight_decay"] == 1.0
+    info = load_weights(cli_out).info
+    assert info["weight_decay"] == DECAY_BY_PRIOR[info["prior"]]
+
+
+def test_weight_decay_defaults_by_prior(trained, tmp_path):
+    """Held closer to a calibrated kernel's own weighting (uniform prior) than to the balanced
+    start of an uncalibrated method; an explicit value is kept."""
+    from attrib.weights.options import LearnOptions
+
+    _, train_store, query_store = trained
+    stores = {
+        "train": train_store.path,
+        "queries": query_store.path,
+        "out": tmp_path / "w.safetensors",
+    }
+    decay = {m: LearnOptions(**stores, method=m).weight_decay for m in ("shampoo", "tracin")}
+    assert decay == {"shampoo": 3.0, "tracin": 1.0}
+    assert LearnOptions(**stores, method="tracin", prior="uniform").weight_decay == 3.0
+    assert LearnOptions(**stores, method="shampoo", weight_decay=0.5).weight_decay == 0.5

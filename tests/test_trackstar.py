@@ -78,7 +78,7 @@ def test_normalized_features_are_the_gradients_times_the_factored_scales(
     model = _model(checkpoint)
     selected = select_modules(model)
     scales = module_scales(str(checkpoint), model, selected)
-    spec4 = ProjectionSpec("factored", 4)
+    spec4 = ProjectionSpec.from_dict(small.settings["projection"])  # its allocation's sides
     for spec, _ in selected:
         rows, cols = (s.double() for s in scales[spec.name])
         gradient = torch.from_numpy(plain.matrix(spec.name)).double()
@@ -110,7 +110,7 @@ def test_conv_layers_under_a_snapshots_second_moments(resnet_dir, image_data, tm
     exact = _featurize(resnet_dir, image_data, tmp_path / "exact", "--proj-dim", "full", *args)
     small = _featurize(resnet_dir, image_data, tmp_path / "small", "--proj-dim", "2", *args)
     assert {s.kind for s in small.modules} == {"conv2d", "linear"}
-    spec2 = ProjectionSpec("factored", 2)
+    spec2 = ProjectionSpec.from_dict(small.settings["projection"])  # its allocation's sides
     for spec in small.modules:
         gradient = torch.from_numpy(exact.matrix(spec.name)).double()
         p_out, p_in = factored_matrices(spec2, spec.name, spec.d_out, spec.d_in)

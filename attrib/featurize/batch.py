@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from attrib.featurize.allocation import allocate
 from attrib.featurize.capture import GradientCapture
 from attrib.featurize.projection import ProjectionSpec
 from attrib.store.module_spec import ModuleSpec
@@ -64,6 +65,7 @@ class Featurizer:
         self.task, self.columns, self.output_function = task, dict(columns), output_function
         self.modules = [spec for spec, _ in selected]
         self.device = task.device
+        projection = allocate(projection, self.modules)  # sqrt-size: each module's sides
         scales = None
         if projection.normalizer is not None:  # TrackStar's (featurize --optimizer-state)
             projection, scales = _normalized(projection, task.model, selected)

@@ -94,7 +94,7 @@ class ModuleCapture:
         """This batch's (B x F) float32 features; zeros if the output never got a gradient."""
         feature = self._feature
         if feature is None:
-            dim = self.projection.feature_dim(self.spec.d_out, self.spec.d_in)
+            dim = self.projection.feature_dim(self.spec.d_out, self.spec.d_in, self.spec.name)
             feature = torch.zeros(batch_size, dim, device=device)
         self._feature, self._records, self.anchors = None, [], []
         return feature
@@ -195,7 +195,7 @@ class ModuleCapture:
 def _side_dims(projection: ProjectionSpec, spec: ModuleSpec) -> tuple[int, int]:
     if projection.exact:
         return spec.d_out, spec.d_in
-    return projection.side_dims(spec.d_out, spec.d_in)
+    return projection.side_dims(spec.d_out, spec.d_in, spec.name)
 
 
 def _scale_outputs(dy: torch.Tensor, rows: torch.Tensor, spec: ModuleSpec) -> torch.Tensor:

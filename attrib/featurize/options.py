@@ -17,6 +17,7 @@ from attrib.tasks.options import ModelRef, TaskOptions
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 STORE_DTYPES = ("float16", "float32", "int8", "int4")
 PROJECTIONS = ("factored", "dense")  # --proj-dim full keeps exact gradients instead
+ALLOCATIONS = ("uniform", "sqrt-size")  # featurize/allocation.py
 # The defaults follow docs/quality.md ("The defaults"): K-FAC's family at p = 45 kept in
 # int8 leads trak-block at p = 16 on classifiers and language models, and of that family
 # eigenvalue-corrected Shampoo ranks at least as well as EK-FAC on every task's validation
@@ -87,6 +88,14 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
         "factored",
         help="factored (fast) or dense (TRAK-style Gaussian, slow reference).",
         choices=PROJECTIONS,
+    )
+    proj_allocation: str | None = option(
+        None,
+        help="How the factored projection's features are shared among modules: uniform "
+        "(p x p each) or sqrt-size (the same total, by the square root of each module's "
+        "size, in its own aspect) (default: sqrt-size for kfac/ekfac/shampoo, where it ranks "
+        "better; uniform otherwise).",
+        choices=ALLOCATIONS,
     )
     seed: int = option(0, help="Projection seed.")
     optimizer_state: str | None = option(
@@ -161,6 +170,17 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
                 object.__setattr__(self, "store_dtype", KFAC_FAMILY_STORE_DTYPE)
         if self.store_dtype is None:
             object.__setattr__(self, "store_dtype", DEFAULT_STORE_DTYPE)
+        if self.proj_allocation == "sqrt-size" and (
+            self.proj_dim == "full" or self.projection != "factored"
+        ):
+            raise AttribError(
+                "--proj-allocation sqrt-size shares the factored projection's features among "
+                "modules: drop it, or use the default --projection factored with a --proj-dim"
+            )
+        if self.proj_allocation is None:  # measured for K-FAC's family on factored stores
+            shared = method_class(self.method).gains_from_projection
+            shared = shared and self.projection == "factored" and self.proj_dim != "full"
+            object.__setattr__(self, "proj_allocation", "sqrt-size" if shared else "uniform")
         if self.proj_dim != "full" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
             raise AttribError(
                 f"--proj-dim must be a positive integer or 'full', not {self.proj_dim!r}"
@@ -245,4 +265,6 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
             normalizer = NormalizerRef(str(Path(self.optimizer_state).resolve()))
         if self.proj_dim == "full":
             return ProjectionSpec("none", None, self.seed, normalizer)
-        return ProjectionSpec(self.projection, self.proj_dim, self.seed, normalizer)
+        return ProjectionSpec(
+            self.projection, self.proj_dim, self.seed, normalizer, self.proj_allocation
+        )

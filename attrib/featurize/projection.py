@@ -13,6 +13,10 @@ Kinds:
   generated in fixed row blocks so it never needs to exist at once.
 A module whose gradient is no larger than the projection keeps it exactly (identity), per side
 on the factored path (a 10-class head's output side stays exact) and whole on the dense one.
+
+Allocations of the factored path's features (allocation.py): uniform, p x p a module; or
+sqrt-size, the same total shared among modules by the square root of each one's size, each
+module's sides in its own aspect (the default for K-FAC's family: docs/quality.md).
 - none: the exact per-example gradient (`--proj-dim full`), for small modules and references.
 
 A normalizer (`featurize --optimizer-state`, TrackStar) divides each gradient elementwise by
@@ -30,6 +34,7 @@ import torch
 from attrib.errors import AttribError
 
 KINDS = ("factored", "dense", "none")
+ALLOCATIONS = ("uniform", "sqrt-size")
 DENSE_BLOCK_ROWS = 16384  # rows of the dense matrix generated from one seed
 
 
@@ -60,12 +65,18 @@ class ProjectionSpec:
     dim: int | None  # p (features per module = p*p); None for kind "none"
     seed: int = 0
     normalizer: NormalizerRef | None = None
+    allocation: str = "uniform"
+    # Each module's (name, k_out, k_in) under a sqrt-size allocation, set once the modules
+    # are known (allocation.allocate); None for a uniform one, where p decides every side.
+    sides: tuple[tuple[str, int, int], ...] | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> ProjectionSpec:
         data = dict(data)
         if data.get("normalizer") is not None:
             data["normalizer"] = NormalizerRef(**data["normalizer"])
+        if data.get("sides") is not None:
+            data["sides"] = tuple((str(n), int(o), int(i)) for n, o, i in data["sides"])
         return cls(**data)
 
     def unprojected(self) -> ProjectionSpec:
@@ -80,6 +91,16 @@ class ProjectionSpec:
             raise AttribError("projection kind 'none' (--proj-dim full) takes no dimension")
         if self.kind != "none" and (self.dim is None or self.dim < 1):
             raise AttribError(f"--proj-dim must be a positive integer or 'full', got {self.dim}")
+        if self.allocation not in ALLOCATIONS:
+            raise AttribError(
+                f"--proj-allocation must be one of {', '.join(ALLOCATIONS)}, got "
+                f"{self.allocation!r}"
+            )
+        if self.allocation != "uniform" and not self.factored:
+            raise AttribError(
+                f"--proj-allocation {self.allocation} shares the factored projection's features "
+                "among modules: drop it, or use the default --projection factored"
+            )
 
     @property
     def factored(self) -> bool:
@@ -96,18 +117,24 @@ class ProjectionSpec:
         """No projection: the per-example gradient itself (`--proj-dim full`)."""
         return self.kind == "none"
 
-    def side_dims(self, d_out: int, d_in: int) -> tuple[int, int]:
+    def side_dims(self, d_out: int, d_in: int, module: str | None = None) -> tuple[int, int]:
         """Factored projection sizes per side: p, or the side itself when it is not larger
-        (a side of at most p entries is kept exactly: projecting it would only add noise)."""
-        return min(self.dim, d_out), min(self.dim, d_in)
+        (a side of at most p entries is kept exactly: projecting it would only add noise);
+        under a sqrt-size allocation, the module's own sides."""
+        if self.allocation == "uniform":
+            return min(self.dim, d_out), min(self.dim, d_in)
+        for name, k_out, k_in in self.sides or ():  # allocation.allocate set them
+            if name == module:
+                return k_out, k_in
+        raise AttribError(f"the projection allocates no features to module {module!r}")
 
-    def feature_dim(self, d_out: int, d_in: int) -> int:
+    def feature_dim(self, d_out: int, d_in: int, module: str | None = None) -> int:
         """Features per example for a module whose gradient is a (d_out x d_in) matrix."""
         if self.exact:
             return d_out * d_in
         if self.dense:
             return min(self.dim * self.dim, d_out * d_in)
-        k_out, k_in = self.side_dims(d_out, d_in)
+        k_out, k_in = self.side_dims(d_out, d_in, module)
         return k_out * k_in
 
     def to_dict(self) -> dict:
@@ -116,13 +143,16 @@ class ProjectionSpec:
             out["normalizer"] = {
                 "source": self.normalizer.source, "sha256": self.normalizer.sha256,
             }  # fmt: skip
+        if self.allocation != "uniform":  # likewise
+            out["allocation"] = self.allocation
+            out["sides"] = [list(side) for side in self.sides or ()]
         return out
 
 
 def factored_matrices(spec: ProjectionSpec, module: str, d_out: int, d_in: int):
     """(P_out: d_out x k_out, P_in: d_in x k_in) for a module; d_in includes the bias column.
     A side no larger than p gets the identity."""
-    k_out, k_in = spec.side_dims(d_out, d_in)
+    k_out, k_in = spec.side_dims(d_out, d_in, module)
     p_out = torch.eye(d_out) if k_out == d_out else gaussian(d_out, k_out, spec.seed, module, "out")
     p_in = torch.eye(d_in) if k_in == d_in else gaussian(d_in, k_in, spec.seed, module, "in")
     return p_out, p_in

@@ -124,7 +124,7 @@ def store_settings(config, task, featurizer, data_record, num_examples) -> dict:
         spec = featurizer.projection  # with its normalizer's digest, where it has one
         projection = spec.to_dict()
         modules = [
-            {"spec": s.to_dict(), "feature_dim": spec.feature_dim(s.d_out, s.d_in)}
+            {"spec": s.to_dict(), "feature_dim": spec.feature_dim(s.d_out, s.d_in, s.name)}
             for s in featurizer.modules
         ]
     return {

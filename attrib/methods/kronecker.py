@@ -109,10 +109,13 @@ def matrix_shapes(store: Store) -> list[tuple[int, int]] | None:
     """Each module's stored feature as a (k_out x k_in) matrix (row-major), or None when the
     store's projection does not keep that shape (dense: one Gaussian over the whole gradient)."""
     projection = store.settings["projection"]
+    sides = {name: (k_out, k_in) for name, k_out, k_in in projection.get("sides") or ()}
     shapes = []
     for spec in store.modules:
         if projection["kind"] == "none":
             shape = (spec.d_out, spec.d_in)
+        elif spec.name in sides:  # a sqrt-size allocation's (featurize/allocation.py)
+            shape = sides[spec.name]
         elif projection["kind"] == "factored":
             shape = (min(projection["dim"], spec.d_out), min(projection["dim"], spec.d_in))
         else:

@@ -9,31 +9,14 @@ from attrib import __version__, log
 from attrib.distributed import resolve_device
 from attrib.errors import AttribError
 from attrib.memory import Budget, plan_streaming
-from attrib.methods import get_method, method_class
+from attrib.methods import get_method
 from attrib.score import queries as query_features
 from attrib.store import Store
 from attrib.weights.artifact import WeightsArtifact, save_weights
 from attrib.weights.contributions import STREAM_SHARE, Contributions, group_columns
 from attrib.weights.groups import group_modules
 from attrib.weights.learn import balanced_prior, learn, mean_loss
-from attrib.weights.options import LearnOptions
-
-
-def prior_kind(method: str, requested: str) -> str:
-    """`auto`: uniform for methods whose kernel is fit to the training features' own second
-    moments (trak, trak-block, ekfac), balanced for the others (tracin, cosine, kfac).
-
-    A calibrated kernel already weighs each group by its curvature, so the method's own
-    (uniform) weighting is the reference to stay near. Without one, a group's raw scale is an
-    accident of parametrization (TracIn's groups differ 100x on the digits task, K-FAC's
-    uncorrected eigenvalues likewise), and equal-sized contributions are the better start.
-    With a global kernel, moreover, group j's contribution g_j(q) . [K g(n)]_j mixes in every
-    other group through K's off-diagonal blocks: it is not a separate measurement, so
-    rescaling it has no meaning. Measurements behind this are in docs/quality.md.
-    """
-    if requested != "auto":
-        return requested
-    return "uniform" if method_class(method).calibrated else "balanced"
+from attrib.weights.options import LearnOptions, prior_kind
 
 
 def _warn_overlap(train: Store, queries: Store) -> None:
