@@ -2,7 +2,7 @@
 
     python benchmarks/projection.py [--tasks pydoc,digits] [--dims 8,16,32,64,full]
         [--methods tracin,trak-block] [--subsets 100] [--kinds factored,dense]
-        [--results projection-NAME]
+        [--allocations uniform,sqrt-size] [--results projection-NAME]
 
 A size may carry a store dtype, `45:int8` (`featurize --store-dtype`); without one the store
 is float32.
@@ -36,7 +36,8 @@ from attrib.methods import method_class  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
-def store(task, role: str, method: str, dim, kind: str, dtype: str) -> tuple[Path, float]:
+def store(task, role: str, method: str, dim, kind: str, dtype: str,
+          allocation: str = "uniform") -> tuple[Path, float]:  # fmt: skip
     needs = method_class(method).requires
     # the store featurize makes for the method: margin gradients (TRAK's), loss gradients,
     # or loss gradients with Kronecker factors (kfac, ekfac)
@@ -44,6 +45,8 @@ def store(task, role: str, method: str, dim, kind: str, dtype: str) -> tuple[Pat
     out = task.root / "projection" / f"{role}-{output}-{kind}-p{dim}"
     if dtype != "float32":  # the tables' float32 stores keep their names
         out = out.with_name(f"{out.name}-{dtype}")
+    if allocation != "uniform":  # likewise the uniform ones
+        out = out.with_name(f"{out.name}-{allocation}")
     if (out / "manifest.json").exists():
         return out, 0.0
     start = time.perf_counter()
@@ -59,6 +62,7 @@ def store(task, role: str, method: str, dim, kind: str, dtype: str) -> tuple[Pat
             progress=False,
             device="cpu",
             store_dtype=dtype,
+            proj_allocation=allocation,
         )
     )
     return out, time.perf_counter() - start
@@ -77,6 +81,7 @@ def main() -> None:
     parser.add_argument("--methods", default="tracin,trak-block")
     parser.add_argument("--subsets", type=int, default=100)
     parser.add_argument("--kinds", default="factored", help="factored,dense")
+    parser.add_argument("--allocations", default="uniform", help="uniform,sqrt-size")
     parser.add_argument("--results", help="the results file's stem (default: from the tasks)")
     args = parser.parse_args()
     dims = [_size(d) for d in args.dims.split(",")]
@@ -85,13 +90,16 @@ def main() -> None:
         task = TASKS[name]()
         task.groundtruth(args.subsets)
         for method in args.methods.split(","):
-            for kind, (dim, dtype) in [(k, d) for k in args.kinds.split(",") for d in dims]:
+            shapes = [(k, d, a) for k in args.kinds.split(",") for d in dims
+                      for a in args.allocations.split(",")]  # fmt: skip
+            for kind, (dim, dtype), allocation in shapes:
                 paths, seconds = {}, 0.0
                 for role in ("train", "val", "eval"):
-                    paths[role], spent = store(task, role, method, dim, kind, dtype)
+                    paths[role], spent = store(task, role, method, dim, kind, dtype, allocation)
                     seconds += spent
                 result = {"task": name, "method": method, "proj": f"{kind} {dim}"}
                 result["proj"] += "" if dtype == "float32" else f" {dtype}"
+                result["proj"] += "" if allocation == "uniform" else f" {allocation}"
                 for role in ("val", "eval"):
                     truth = task.root / f"groundtruth-{args.subsets}-{role}.npz"
                     options = LdsOptions(
