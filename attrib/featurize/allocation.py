@@ -9,7 +9,7 @@ k_in follows its own aspect, k_out / k_in = d_out / d_in. A language model's out
 (1024 x 64 on the test GPT-2) then gets a wide matrix instead of 45 x 45 of a 64-wide input,
 and a 64 x 65 attention projection fewer features than a 256-wide MLP. Measured on exact
 gradients at one byte budget (docs/quality.md, "Sharing the features among modules"): it
-ranks better than uniform on both fine-tuning tasks, by 2 points on pydoc and 1.6 on digits.
+ranks better than uniform on both fine-tuning tasks, by 2.2 points on pydoc and 1.9 on digits.
 The sides are a function of the module shapes and p alone, so a query featurized later gets
 the same ones from the store's settings, where they are recorded.
 """
