@@ -51,6 +51,8 @@ def store(root: Path, run: Path, data: Path, name: str, rows, dim: int, dtype: s
     # method (ekfac, named without it) is not taken for this one.
     method = "" if options.method == "ekfac" else f"{options.method}-"
     out = root / "stores" / f"{name}-{method}p{dim}-{dtype}"
+    if options.proj_allocation != "uniform":  # likewise a store of p x p a module
+        out = out.with_name(f"{out.name}-{options.proj_allocation}")
     if not (out / "manifest.json").exists():
         run_featurize(replace(options, out=out))
     return out
@@ -88,7 +90,9 @@ def run(args) -> dict:
         chosen = max(val, key=val.get)
         train = Store(stores["train"])
         method = train.manifest["options"]["method"]
+        allocation = train.settings["projection"].get("allocation", "uniform")
         row = {"p": dim, "dtype": dtype, "query_dtype": query_dtype, "damping": chosen,
+               "allocation": allocation,
                "bytes_per_row": train.size_bytes() / train.num_examples,
                "val": {f"{c:g}": 100 * v for c, v in val.items()}}  # fmt: skip
         for keep in args.keeps:
@@ -167,6 +171,8 @@ def main() -> None:
     # Named by the method scoring the stores (EK-FAC's tables, the first, keep the bare name),
     # so a later default does not overwrite the tables the docs cite for an earlier one.
     method = "" if result["method"] == "ekfac" else f"-{result['method']}"
+    allocations = {row.get("allocation", "uniform") for row in result["rows"]}
+    method += "".join(sorted(f"-{a}" for a in allocations if a != "uniform"))
     publish(f"store-bits-{args.task}{method}", text, [result])
 
 

@@ -98,14 +98,17 @@ def test_registries_are_the_choice_lists():
 
 
 def test_learn_weights_weight_decay_default_is_the_documented_one():
-    """The drift that started this: the CLI defaulted to 0.0 while the library said 1.0."""
+    """The drift that started this: the CLI defaulted to 0.0 while the library said 1.0.
+    Both now leave it unset, resolved by the prior (3 uniform, 1 balanced) in check()."""
     import typer
 
-    from attrib.weights.options import LearnOptions
+    from attrib.weights.options import DECAY_BY_PRIOR, LearnOptions
 
     command = typer.main.get_command(app).commands["learn-weights"]
     param = next(p for p in command.params if p.name == "weight_decay")
-    assert param.default == LearnOptions.default("weight_decay") == 1.0
+    assert param.default is None and LearnOptions.default("weight_decay") is None
+    assert DECAY_BY_PRIOR == {"uniform": 3.0, "balanced": 1.0}
+    assert "3 toward the uniform prior, 1 toward the balanced one" in " ".join(param.help.split())
 
 
 def test_help_starts_without_heavy_imports():
