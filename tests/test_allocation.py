@@ -8,10 +8,12 @@ import pytest
 from helpers import run_cli
 
 from attrib.errors import AttribError
-from attrib.featurize.allocation import aspect_sides, feature_counts
+from attrib.featurize.allocation import allocate, aspect_sides, feature_counts
 from attrib.featurize.options import FeaturizeOptions
+from attrib.featurize.projection import ProjectionSpec
 from attrib.methods.kronecker import matrix_shapes
 from attrib.store import Store
+from attrib.store.module_spec import ModuleSpec
 
 # A language model's shapes: attention, its projection, the MLP's two and a wide head.
 SHAPES = [(192, 65), (64, 65), (256, 65), (64, 257), (1024, 64)]
@@ -33,6 +35,15 @@ def test_a_module_never_gets_more_than_its_gradient_and_the_rest_goes_elsewhere(
     # more than their whole gradients (287 and 916), so they keep them and the wide layer
     # takes the rest.
     assert counts == pytest.approx([64, 64 * 64 + 640 - 650, 650])
+
+
+def test_a_store_s_sides_are_kept_and_refused_for_other_modules():
+    modules = [ModuleSpec(f"m{i}", "linear", a, b, False) for i, (a, b) in enumerate(SHAPES)]
+    fresh = allocate(ProjectionSpec("factored", 45, allocation="sqrt-size"), modules)
+    assert [name for name, _, _ in fresh.sides] == [m.name for m in modules]
+    assert allocate(fresh, modules) is fresh  # a store's queries get the store's sides
+    with pytest.raises(AttribError, match="featurize with the model .* the store was made with"):
+        allocate(fresh, modules[:-1])
 
 
 @pytest.mark.parametrize("count, d_out, d_in", [(900, 192, 65), (4128, 1024, 64), (50, 3, 400),

@@ -32,7 +32,10 @@ def allocate(projection: ProjectionSpec, modules: list[ModuleSpec]) -> Projectio
     names = [m.name for m in modules]
     if projection.sides is not None:
         if [name for name, _, _ in projection.sides] != names:
-            raise AttribError("the model's modules differ from those the projection allocates")
+            raise AttribError(
+                "the model's modules differ from those the store's projection allocates: "
+                "featurize with the model (and --modules) the store was made with"
+            )
         return projection
     sizes = [(m.d_out, m.d_in) for m in modules]
     counts = feature_counts(projection.dim, sizes)
