@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from magic import build, publish  # noqa: E402
-from projection_kinds import exact_store, matrices, shampoo_scores  # noqa: E402
+from projection_kinds import exact_store, matrices, project, shampoo_scores  # noqa: E402
 
 from attrib.evaluate.groundtruth import load_groundtruth  # noqa: E402
 from attrib.evaluate.lds import lds_of_dense, paired_to_first  # noqa: E402
@@ -67,15 +67,20 @@ def rules(p: int, shapes: list) -> dict[str, list[tuple[int, int]]]:
     }
 
 
-def scores(train: list, queries: list, sides: list, seed: int, damping: float) -> torch.Tensor:
+def gaussian_sides(shapes: list, sides: list, seed: int) -> tuple[list, list]:
+    """Each module's left (d_out x k_out) and right (d_in x k_in) Gaussian matrices, drawn
+    module by module."""
     generator = torch.Generator().manual_seed(seed)
-    projected_train, projected_queries = [], []
-    for rows, q, (k_out, k_in) in zip(train, queries, sides):
-        left = torch.randn(rows.shape[1], k_out, generator=generator, dtype=torch.float64)
-        right = torch.randn(rows.shape[2], k_in, generator=generator, dtype=torch.float64)
-        projected_train.append(left.T @ rows @ right)
-        projected_queries.append(left.T @ q @ right)
-    return shampoo_scores(projected_train, projected_queries, damping)
+    lefts, rights = [], []
+    for (d_out, d_in), (k_out, k_in) in zip(shapes, sides):
+        lefts.append(torch.randn(d_out, k_out, generator=generator, dtype=torch.float64))
+        rights.append(torch.randn(d_in, k_in, generator=generator, dtype=torch.float64))
+    return lefts, rights
+
+
+def scores(train: list, queries: list, sides: list, seed: int, damping: float) -> torch.Tensor:
+    lefts, rights = gaussian_sides([tuple(m.shape[1:]) for m in train], sides, seed)
+    return shampoo_scores(project(train, lefts, rights), project(queries, lefts, rights), damping)
 
 
 def run(args) -> dict:

@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from magic import build, publish  # noqa: E402
-from projection_allocation import rules  # noqa: E402
-from projection_kinds import Eigen, exact_store, matrices  # noqa: E402
+from projection_allocation import gaussian_sides, rules  # noqa: E402
+from projection_kinds import Eigen, damped_scores, exact_store, matrices, project  # noqa: E402
 
 from attrib.evaluate.groundtruth import load_groundtruth  # noqa: E402
 from attrib.evaluate.lds import lds_of_dense  # noqa: E402
@@ -44,29 +44,10 @@ EQUIVALENT = (0.1, 0.3, 1.0, 3.0)  # lambda of the full-space-equivalent damping
 WHITENING = (0.01, 0.1, 1.0, 3.0)  # full-space damping of the whitening (and exact Shampoo)
 
 
-def gaussians(shapes: list, sides: list, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(seed)
-    draw = lambda d, k: torch.randn(d, k, generator=generator, dtype=torch.float64)  # noqa: E731
-    return [(draw(a, ko), draw(b, ki)) for (a, b), (ko, ki) in zip(shapes, sides)]
-
-
-def project(mats: list, pairs: list) -> list:
-    return [left.T @ m @ right for m, (left, right) in zip(mats, pairs)]
-
-
 def whiten(mats: list, eigens: list, damping: float) -> list:
     """Full-space Shampoo's inverse square root, in its eigenbasis (a random projection of
     the rotated rows is as random as one of the rows themselves)."""
     return [e.rotate(m) * e.scale(damping, 0.5) for m, e in zip(mats, eigens)]
-
-
-def damped_scores(eigens: list, train: list, queries: list, dampings: list) -> torch.Tensor:
-    """Shampoo's (queries x rows) scores with one relative damping a module."""
-    total = 0
-    for e, rows, q, c in zip(eigens, train, queries, dampings):
-        inverse = e.scale(c, 1.0)
-        total = total + torch.einsum("qab,nab->qn", e.rotate(q) * inverse, e.rotate(rows))
-    return total
 
 
 def run(args) -> dict:
@@ -84,8 +65,8 @@ def run(args) -> dict:
              "lds": lds(damped_scores(full, train, queries, [c] * len(full)))}
             for c in WHITENING]  # fmt: skip
     for seed in args.seeds:
-        pairs = gaussians(shapes, sides, seed)
-        p_train, p_queries = project(train, pairs), project(queries, pairs)
+        lefts, rights = gaussian_sides(shapes, sides, seed)
+        p_train, p_queries = project(train, lefts, rights), project(queries, lefts, rights)
         eigens = [Eigen(m) for m in p_train]
         for c in UNIFORM:
             scores = damped_scores(eigens, p_train, p_queries, [c] * len(eigens))
@@ -94,8 +75,8 @@ def run(args) -> dict:
             scores = damped_scores(eigens, p_train, p_queries, [c * r for r in ratios])
             rows.append({"probe": "equivalent", "damping": c, "seed": seed, "lds": lds(scores)})
         for c in WHITENING:
-            w_train = project(whiten(train, full, c), pairs)
-            w_queries = project(whiten(queries, full, c), pairs)
+            w_train = project(whiten(train, full, c), lefts, rights)
+            w_queries = project(whiten(queries, full, c), lefts, rights)
             scores = sum(torch.einsum("qab,nab->qn", q, m) for q, m in zip(w_queries, w_train))
             rows.append({"probe": "whitened", "damping": c, "seed": seed, "lds": lds(scores)})
         print(rows[-1], flush=True)

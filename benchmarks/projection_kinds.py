@@ -89,9 +89,14 @@ class Eigen:
 
 def shampoo_scores(train: list, queries: list, damping: float) -> torch.Tensor:
     """(queries x rows) Shampoo scores, fitted on `train`, summed over modules."""
+    return damped_scores([Eigen(rows) for rows in train], train, queries, [damping] * len(train))
+
+
+def damped_scores(eigens: list, train: list, queries: list, dampings: list) -> torch.Tensor:
+    """Shampoo's scores from each module's fitted `eigens`, with one relative damping a
+    module (fitted once, scored at many dampings)."""
     total = 0
-    for rows, q in zip(train, queries):
-        eigen = Eigen(rows)
+    for eigen, rows, q, damping in zip(eigens, train, queries, dampings):
         inverse = eigen.scale(damping, 1.0)
         total = total + torch.einsum("qab,nab->qn", eigen.rotate(q) * inverse, eigen.rotate(rows))
     return total

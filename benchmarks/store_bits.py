@@ -171,7 +171,7 @@ def main() -> None:
     # Named by the method scoring the stores (EK-FAC's tables, the first, keep the bare name),
     # so a later default does not overwrite the tables the docs cite for an earlier one.
     method = "" if result["method"] == "ekfac" else f"-{result['method']}"
-    allocations = {row.get("allocation", "uniform") for row in result["rows"]}
+    allocations = {row["allocation"] for row in result["rows"]}
     method += "".join(sorted(f"-{a}" for a in allocations if a != "uniform"))
     publish(f"store-bits-{args.task}{method}", text, [result])
 
