@@ -94,10 +94,13 @@ def test_text_demo_draws_its_answer_as_a_token_heat_map(tmp_path, monkeypatch):
         pydoc_text, "RECIPE", Recipe(init="scratch", epochs=1, lr=3e-3, batch_size=16, seed=0)
     )
     out = tmp_path / "demo"
+    out.mkdir()
+    (out / "query-and-proponents.png").write_bytes(b"an image demo's grid, from before")
     code, stdout, err = run_cli("demo", "--task", "text", "--out", out, "--subsets", "3")
     assert code == 0, err
     result = json.loads(stdout)
     assert result["method"] in result["validation"] and result["grid"] is None
+    assert not (out / "query-and-proponents.png").exists()  # it would show another query
     page = (out / "report.html").read_text()
     # Every token of the query's text is drawn, each with its top rows behind a click.
     assert page.count('class="tok"') == page.count('class="tokrows') > 10

@@ -161,6 +161,8 @@ def run_demo(options: DemoOptions, on_answer=None) -> DemoResult:
     grid = out / "query-and-proponents.png" if task in ("image", "diffusion") else None
     if grid is not None:
         _grid(chosen["train"], chosen["eval"], explained.proponents, grid)
+    else:  # an image task's grid left in the same folder would not show this report's query
+        (out / "query-and-proponents.png").unlink(missing_ok=True)
     result = DemoResult(
         _query(chosen["eval"]), explained.proponents, {}, grid, weights,
         {role: store.path for role, store in chosen.items()}, method, retraining=retraining,
