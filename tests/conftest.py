@@ -70,3 +70,14 @@ def sd(tmp_path_factory):
         root / "train.parquet", 10, seed=2, size=16, captions=builders.CAPTIONS
     )
     return pipe, adapter, data
+
+
+@pytest.fixture(scope="session")
+def lm_run(tmp_path_factory, gpt2_dir, text_data):
+    """A run `attrib train` recorded on the tiny GPT-2: AdamW with weight decay, warm-up and a
+    cosine schedule, in float64, 2 epochs of 40 rows (tests/test_runs.py, test_magic.py)."""
+    from helpers import train_run
+
+    out = tmp_path_factory.mktemp("runs") / "lm"
+    flags = ["--epochs", "2", "--lr", "1e-3", "--weight-decay", "0.1", "--schedule", "cosine"]
+    return train_run(gpt2_dir, text_data, out, *flags, "--warmup", "2", "--dtype", "float64")

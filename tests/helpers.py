@@ -86,3 +86,16 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 
         log.set_quiet(False)  # a -q run must not silence the next test's library calls
     return code, out.getvalue(), err.getvalue()
+
+
+# `attrib train`'s flags for the tests' tiny runs: small batches on the CPU, quiet.
+TRAIN_FLAGS = ["--batch-size", "8", "--device", "cpu", "-q"]
+
+
+def train_run(model, data, out, *extra):
+    """Record a run with `attrib train` into `out` (asserting it succeeded); `out`."""
+    code, _, err = run_cli(
+        "train", "--model", model, "--data", data, "--out", out, *TRAIN_FLAGS, *extra
+    )
+    assert code == 0, err
+    return out
