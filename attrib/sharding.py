@@ -61,11 +61,11 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
-def load_state(model: torch.nn.Module, state: dict) -> None:
-    """Load a whole (unsharded) state dict into `model`; a sharded one keeps its pieces."""
+def load_state(model: torch.nn.Module, state: dict, strict: bool = True):
+    """Load a whole (unsharded) state dict into `model`; a sharded one keeps its pieces.
+    Returns load_state_dict's (missing keys, unexpected keys)."""
     if not is_sharded(model):
-        model.load_state_dict(state)
-        return
+        return model.load_state_dict(state, strict=strict)
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     current = model.state_dict()
@@ -78,4 +78,23 @@ def load_state(model: torch.nn.Module, state: dict) -> None:
                 value, target.device_mesh, target.placements, src_data_rank=None
             )
         pieces[key] = value
-    model.load_state_dict(pieces)
+    return model.load_state_dict(pieces, strict=strict)
+
+
+def whole_state_dict(model: torch.nn.Module) -> dict:
+    """A sharded model's state dict with whole tensors (every process gathers them). Tied
+    weights (GPT-2's embedding and head) stay one tensor, so the checkpoint saves them once,
+    as an unsharded model's does."""
+    from torch.distributed.tensor import DTensor
+
+    owner = {name: id(p) for name, p in model.named_parameters(remove_duplicate=False)}
+    gathered: dict[int, torch.Tensor] = {}
+    out = {}
+    for key, value in model.state_dict().items():
+        if isinstance(value, DTensor):
+            tie = owner.get(key, id(value))
+            if tie not in gathered:
+                gathered[tie] = value.full_tensor()
+            value = gathered[tie]
+        out[key] = value
+    return out

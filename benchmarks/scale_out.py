@@ -1,19 +1,19 @@
 """Every stage under one process, two and four processes (torchrun) and two nodes simulated
 on this machine (two torchrun agents meeting through c10d on localhost), through the console
 script with its defaults: wall time, peak RSS per process, and whether the result equals one
-process's. Plus `featurize --fsdp`, `train --fsdp` and `evaluate retrain --fsdp` (GPT-2
-sharded over 2 processes) against unsharded.
+process's. Plus `featurize --fsdp`, `train --fsdp`, `evaluate retrain --fsdp` and `perturb
+--fsdp` (GPT-2 sharded over 2 processes) against unsharded.
 
     python benchmarks/scale_out.py [--out benchmarks/results/scale-out.md]
 
 The task: the bundled digits example (a ResNet, 1,600 training rows, EK-FAC at p = 32, 100
 queries), a run `attrib train` recorded on it (1 epoch), 24 retrained subsets (2 epochs
 each), 24 same-run replays, magic for 24 queries; then a GPT-2 of 6 blocks of width 512
-featurized (EK-FAC), trained for an epoch and retrained on 4 subsets of its 256 rows (1
-epoch), unsharded and with --fsdp over 2 processes. Each process gets one thread
-(OMP_NUM_THREADS=1), so two processes use both cores of a 2-core machine (four share them);
-the ratios are to one process with one thread. Peak RSS comes from /usr/bin/time around each
-process (the launcher's own agent is not counted).
+featurized (EK-FAC), trained for an epoch, retrained on 4 subsets of its 256 rows (1
+epoch) and perturbed into 4 Daunce copies, unsharded and with --fsdp over 2 processes.
+Each process gets one thread (OMP_NUM_THREADS=1), so two processes use both cores of a
+2-core machine (four share them); the ratios are to one process with one thread. Peak RSS
+comes from /usr/bin/time around each process (the launcher's own agent is not counted).
 """
 
 from __future__ import annotations
@@ -178,8 +178,8 @@ def stages(work: Path, inputs: dict, mode: str) -> list[tuple[str, list, object]
 
 
 def _fsdp_training(work: Path, inputs: dict) -> list[tuple]:
-    """`train` (1 epoch) and `evaluate retrain` (4 subsets) of the GPT-2, unsharded and with
-    --fsdp."""
+    """`train` (1 epoch), `evaluate retrain` (4 subsets) and `perturb` (4 copies) of the
+    GPT-2, unsharded and with --fsdp."""
     rows = []
     train = ["train", "--model", inputs["gpt2"], "--data", inputs["text"], "--epochs", "1"]
     train += ["--batch-size", "32", "--device", "cpu", "-q"]
@@ -198,9 +198,20 @@ def _fsdp_training(work: Path, inputs: dict) -> list[tuple]:
         "2 processes", [*retrain[:-1], "--out", work / "lm-gt-fsdp.npz", "--fsdp"]
     )
     verdict = same_arrays(work / "lm-gt-one.npz", work / "lm-gt-fsdp.npz", "outputs")
-    return rows + [
+    rows += [
         ("evaluate retrain GPT-2 (4 subsets)", "1 process", wall1, 1.0, peak1, "(reference)"),
         ("evaluate retrain GPT-2 --fsdp", "2 processes", wall2, wall1 / wall2, peak2, verdict),
+    ]
+    perturb = ["perturb", "--train", work / "lm-one", "--queries", queries, "--copies", "4"]
+    perturb += ["--batch-size", "32", "--device", "cpu", "-q"]
+    one, two = work / "lm-perturb-one", work / "lm-perturb-fsdp"
+    wall1, peak1, _ = launch("1 process", [*perturb, "--out", one])
+    wall2, peak2, _ = launch("2 processes", [*perturb[:-1], "--out", two, "--fsdp"])
+    verdict = same_run(one / "copies", two / "copies")  # the copies' weights
+    verdict = verdict if verdict != "bitwise" else same_store(one / "train", two / "train")
+    return rows + [
+        ("perturb GPT-2 (4 copies)", "1 process", wall1, 1.0, peak1, "(reference)"),
+        ("perturb GPT-2 --fsdp", "2 processes", wall2, wall1 / wall2, peak2, verdict),
     ]
 
 

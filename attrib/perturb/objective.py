@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attrib.sharding import is_sharded
 from attrib.training.loop import trainable_parameters
 
 
@@ -45,32 +46,47 @@ class Perturbation:
 
 class PerturbedObjective:
     """The scalar one training step minimizes, for `task` (being trained) next to `frozen`
-    (the same model, held at the checkpoint; None for black-box objectives)."""
+    (the same model, held at the checkpoint; None for black-box objectives). Either model may
+    be sharded over a launch's processes (`perturb --fsdp`): then `terms` gives this process's
+    shards of the first-order constant."""
 
     def __init__(self, task, frozen, objective: str, xi: np.ndarray, black_box: bool):
         self.task, self.frozen, self.kind, self.black_box = task, frozen, objective, black_box
         self.xi = torch.from_numpy(xi)
         self.output = "margin" if objective == "trak" else "loss"
         self.frozen_params = None if frozen is None else trainable_parameters(frozen)
+        self.sharded = frozen is not None and is_sharded(frozen.model)
+        if self.sharded:  # set once: FSDP fixes at its first forward which parameters train
+            for p in self.frozen_params:
+                p.requires_grad_(True)
 
     def __call__(self, batch: dict, rows: np.ndarray, params: list) -> torch.Tensor:
         """The objective at `params` (the trainable parameters being trained, in
         `trainable_parameters` order; the model's forward uses them)."""
+        base, constant = self.terms(batch, rows)
+        if constant is None:
+            return base
+        return base - sum((g * p).sum() for g, p in zip(constant, params))
+
+    def terms(self, batch: dict, rows: np.ndarray):
+        """(the part through the model's forward, the first-order term's constant G): the
+        objective is base - G . theta, so its gradient is grad(base) - G. G is None for
+        black-box objectives. The trained model runs first, then the frozen one (the order
+        of their random draws)."""
         values = self.task.outputs(batch, self.output).values.float()
         if self.black_box:
-            return values.mean() if self.kind == "hessian" else 0.5 * values.pow(2).mean()
+            return (values.mean() if self.kind == "hessian" else 0.5 * values.pow(2).mean()), None
         xi = self.xi[torch.as_tensor(rows)].to(values.device, values.dtype)
         coefficient = 2 * xi if self.kind == "hessian" else 2 * xi - 1
         start, gradient = self._at_checkpoint(batch, coefficient / len(rows))
         if self.kind == "hessian":
-            base = values.mean()
-        else:
-            base = 0.5 * (values - start).pow(2).mean()
-        linear = sum((g * p).sum() for g, p in zip(gradient, params))
-        return base - linear
+            return values.mean(), gradient
+        return 0.5 * (values - start).pow(2).mean(), gradient
 
     def _at_checkpoint(self, batch: dict, weights: torch.Tensor):
         """(out_i(theta0) per example, grad of sum_i weights_i out_i(theta0))."""
+        if self.sharded:
+            return self._at_sharded_checkpoint(batch, weights)
         for p in self.frozen_params:
             p.requires_grad_(True)
         try:
@@ -81,3 +97,19 @@ class PerturbedObjective:
             for p in self.frozen_params:
                 p.requires_grad_(False)
         return start.detach(), [g.detach() for g in gradient]
+
+    def _at_sharded_checkpoint(self, batch: dict, weights: torch.Tensor):
+        """The same through FSDP's backward (autograd cannot differentiate with respect to
+        the shards): this process's shard of each gradient."""
+        for p in self.frozen_params:
+            p.grad = None
+        with torch.enable_grad():
+            start = self.frozen.outputs(batch, self.output).values.float()
+            (weights * start).sum().backward()
+        gradient = [
+            torch.zeros_like(p.to_local()) if p.grad is None else p.grad.to_local().detach()
+            for p in self.frozen_params
+        ]
+        for p in self.frozen_params:
+            p.grad = None
+        return start.detach(), gradient

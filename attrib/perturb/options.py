@@ -57,6 +57,12 @@ class PerturbOptions(RecipeFlags, OnDevice, Options):
     keep_models: bool = option(
         True, help="Save each copy's weights (needed to record outputs for later --queries)."
     )
+    fsdp: bool = option(
+        False,
+        help="Shard each copy over the launch's processes (FSDP2), for a model larger than one "
+        "device: every process trains every copy, so it saves memory, not time; the copies "
+        "are the ones an unsharded run trains.",
+    )
     progress: bool = option(True, help="Show a progress bar on stderr.", cli=False)
 
     def check(self) -> None:
@@ -71,6 +77,11 @@ class PerturbOptions(RecipeFlags, OnDevice, Options):
             raise AttribError(
                 "--init scratch trains each copy from a fresh initialization, but the "
                 "first-order term is taken at the checkpoint: add --black-box"
+            )
+        if self.fsdp and self.init != "finetune":
+            raise AttribError(
+                "--fsdp trains each copy from the checkpoint, sharded: it needs --init finetune "
+                "(a model built from its config starts unsharded on every process)"
             )
         names = [Path(p).name for p in self.queries]
         if "train" in names or len(set(names)) != len(names):

@@ -28,6 +28,7 @@ from attrib.perturb.options import PerturbOptions
 from attrib.perturb.stores import write_output_store
 from attrib.progress import progress_bar
 from attrib.score.queries import check_compatible
+from attrib.sharding import is_sharded, load_state, shard_model, whole_state_dict
 from attrib.store import Store
 from attrib.tasks import load_task_from_settings
 from attrib.training.loop import InitialState, outputs, train
@@ -52,7 +53,7 @@ def _save(path: Path, values: np.ndarray) -> None:
 def run_perturb(options: PerturbOptions) -> list[Path]:
     """Train the missing copies, record the missing outputs; returns the stores written
     (empty on processes other than the first, or while other processes' copies are due)."""
-    execution = start_execution(options.device)
+    execution = start_execution(options.device, sharded=options.fsdp)
     runtime = execution.runtime
     train_store = Store(options.train)
     query_stores = [Store(path) for path in options.queries]
@@ -68,21 +69,23 @@ def run_perturb(options: PerturbOptions) -> list[Path]:
             f"--objective {options.objective} needs a {options.recorded} output, which "
             f"{task.name} models do not have; use --objective hessian or fisher"
         )
-    task.to(runtime.device)
+    task = _placed(task, options.fsdp, runtime)
     frozen = None
     if not options.black_box:
-        frozen = load_task_from_settings(train_store.settings).to(runtime.device)
+        frozen = _placed(load_task_from_settings(train_store.settings), options.fsdp, runtime)
     sources = {None: store_source(task, train_store, runtime.device)}
     for store in query_stores:  # label-less queries: the checkpoint's predicted class
         labels = fixed_query_labels(task, store, runtime.device)
         sources[store] = store_source(task, store, runtime.device, labels)
     initial = InitialState(task)
-    mine = execution.mine(range(options.copies))
-    todo = [k for k in mine if not all(_outputs_file(out, k, s).exists() for s in sources)]
+    todo = execution.pending(  # sharded: the main process reads the disk, all run in step
+        execution.mine(range(options.copies)),
+        lambda k: all(_outputs_file(out, k, s).exists() for s in sources),
+    )
     with progress_bar(options.progress and execution.is_writer, unit="copies") as bar:
         bar_task = bar.add_task("perturb", total=len(todo))
         for k in todo:
-            _one_copy(options, out, k, task, frozen, initial, sources, train_store)
+            _one_copy(options, out, k, task, frozen, initial, sources, train_store, execution)
             bar.advance(bar_task)
     runtime.barrier()
     if not runtime.is_main:
@@ -98,43 +101,71 @@ def run_perturb(options: PerturbOptions) -> list[Path]:
         )
         source = train_store if store is None else store
         name = "train" if store is None else source.path.name
-        written.append(write_output_store(out / name, source, values, options, meta))
+        made_by = execution.record()
+        written.append(write_output_store(out / name, source, values, options, meta, made_by))
     return written
 
 
-def _one_copy(options, out, k, task, frozen, initial, sources, train_store) -> None:
+def _placed(task, fsdp: bool, runtime):
+    """The task on this process's device; with --fsdp sharded first, so that each process
+    moves only its pieces there."""
+    if fsdp:
+        log.info(f"--fsdp: {shard_model(task.model, runtime)}")
+    return task.to(runtime.device)
+
+
+def _one_copy(options, out, k, task, frozen, initial, sources, train_store, execution) -> None:
     """Train copy k if its training outputs are missing (else reload it), then record every
-    missing output."""
+    missing output. Sharded, every process runs each forward (a collective) and the main
+    process, which alone reads and writes the files, decides what is missing."""
     seed = copy_seed(options.seed, k)
     folder = copy_dir(out, k)
-    if not _outputs_file(out, k, None).exists():
+    stores = list(sources)
+    missing = [
+        stores[i]
+        for i in execution.pending(
+            range(len(stores)), lambda i: _outputs_file(out, k, stores[i]).exists()
+        )
+    ]
+    kept = (folder / "model").exists()
+    if execution.sharded:  # what the main process sees
+        kept = execution.runtime.broadcast(kept)
+    if None in missing:
         initial.restore(options.recipe, seed)  # the checkpoint, or a fresh seeded init
         draw = Perturbation.draw(train_store.num_examples, options.ratio, seed)
         objective = PerturbedObjective(task, frozen, options.objective, draw.xi, options.black_box)
         torch.manual_seed(seed)
         train(task, sources[None], draw.rows, options.recipe, seed, objective)
         if options.keep_models:
-            with atomic_dir(folder / "model") as tmp:
-                task.model.save_pretrained(tmp)
-                # With its processor or tokenizer, the copy is a checkpoint featurize can read.
-                if hasattr(task.processor, "save_pretrained"):
-                    task.processor.save_pretrained(tmp)
-    elif (folder / "model").exists():
+            _save_copy(task, folder / "model", execution)
+    elif kept:
         _load_copy(task, folder / "model")
     else:
         raise AttribError(
             f"copy {k} in {out} kept no model (--no-keep-models), so outputs for new "
             "--queries cannot be recorded; rerun with another --out"
         )
-    for store, source in sources.items():
-        path = _outputs_file(out, k, store)
-        if store is not None and not path.exists():
-            count = store.num_examples
-            _save(path, outputs(task, source, count, options.recorded))
-    train_path = _outputs_file(out, k, None)
-    if not train_path.exists():  # last: it marks the copy done
-        values = outputs(task, sources[None], train_store.num_examples, options.recorded)
-        _save(train_path, values)
+    # The training rows' outputs last: their file marks the copy done.
+    for store in [s for s in missing if s is not None] + [s for s in missing if s is None]:
+        source = sources[store]
+        count = train_store.num_examples if store is None else store.num_examples
+        values = outputs(task, source, count, options.recorded)
+        if execution.saves_units:
+            _save(_outputs_file(out, k, store), values)
+
+
+def _save_copy(task, folder: Path, execution) -> None:
+    """The copy's weights as a checkpoint (gathered from every process when sharded: a
+    collective; the main process writes)."""
+    weights = whole_state_dict(task.model) if execution.sharded else None
+    if not execution.saves_units:
+        return
+    given = {} if weights is None else {"state_dict": weights}
+    with atomic_dir(folder) as tmp:
+        task.model.save_pretrained(tmp, **given)
+        # With its processor or tokenizer, the copy is a checkpoint featurize can read.
+        if hasattr(task.processor, "save_pretrained"):
+            task.processor.save_pretrained(tmp)
 
 
 def _load_copy(task, folder: Path) -> None:
@@ -143,10 +174,17 @@ def _load_copy(task, folder: Path) -> None:
     if task.info.get("adapter"):
         from peft import set_peft_model_state_dict
 
+        if is_sharded(task.model):
+            raise AttribError(
+                f"{folder} holds an adapter, which a sharded model cannot reload; record "
+                "outputs for new --queries without --fsdp"
+            )
+
         set_peft_model_state_dict(task.model, load_file(str(folder / "adapter_model.safetensors")))
         return
     state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = task.model.load_state_dict(state, strict=False)
+    # A sharded model keeps its pieces of each whole tensor (every process reads the file).
+    missing, unexpected = load_state(task.model, state, strict=False)
     tied = {name for name in missing if _is_tied(task.model, name)}
     if unexpected or set(missing) - tied:
         raise AttribError(f"{folder} does not hold this model's weights; choose another --out")
@@ -157,5 +195,8 @@ def _is_tied(model, name: str) -> bool:
     params = dict(model.named_parameters(remove_duplicate=False))
     if name not in params:
         return False
-    pointer = params[name].data_ptr()
+    target = params[name]
+    if is_sharded(model):  # FSDP keeps one parameter object for tied names
+        return any(p is target and n != name for n, p in params.items())
+    pointer = target.data_ptr()
     return any(p.data_ptr() == pointer and n != name for n, p in params.items())

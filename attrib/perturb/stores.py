@@ -26,8 +26,11 @@ def copies_fingerprint(meta: dict) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def write_output_store(path: Path, source: Store, values: np.ndarray, options, meta: dict):
-    """`values` (rows x K): each row's output under each copy."""
+def write_output_store(
+    path: Path, source: Store, values: np.ndarray, options, meta: dict, made_by: dict
+):
+    """`values` (rows x K): each row's output under each copy; `made_by`: the processes that
+    trained the copies (Execution.record())."""
     settings = {
         key: source.settings[key]
         for key in ("model", "task", "task_options", "dataset")
@@ -55,4 +58,5 @@ def write_output_store(path: Path, source: Store, values: np.ndarray, options, m
         scalars,
         settings,
         shard_size=int(source.settings.get("shard_size", 1024)),
+        made_by=made_by,
     )

@@ -24,9 +24,11 @@ def write_arrays(
     settings: dict | None = None,
     shard_size: int = 1024,
     store_dtype: str = "float32",
+    made_by: dict | None = None,
 ) -> Path:
     """Write `features` (module -> N x F) as a store; `settings` entries override defaults.
-    `scalars` may hold an `index` column (rows of the source split; default 0..N-1)."""
+    `scalars` may hold an `index` column (rows of the source split; default 0..N-1).
+    `made_by`: the processes that computed the rows (Execution.record(); default one)."""
     dims = {name: int(matrix.shape[1]) for name, matrix in features.items()}
     count = len(next(iter(features.values())))
     scalars = scalars or {}
@@ -38,7 +40,9 @@ def write_arrays(
         )
 
     names = [name for name in scalars if name != "index"]
-    return write_generated(path, dims, count, rows, names, settings, shard_size, store_dtype)
+    return write_generated(
+        path, dims, count, rows, names, settings, shard_size, store_dtype, made_by=made_by
+    )
 
 
 def write_generated(
@@ -52,6 +56,7 @@ def write_generated(
     store_dtype: str = "float32",
     overwrite: bool = True,
     beside=None,
+    made_by: dict | None = None,
 ) -> Path:
     """Write a store whose rows [start, end) come from `rows(start, end) -> (features, scalars)`,
     one shard at a time (so stores larger than memory can be generated). Like featurize, a
@@ -111,5 +116,5 @@ def write_generated(
         if beside is not None:
             beside(writer.path, start, end, records[-1].file)
     writer.report(0, records)
-    writer.finish(writer.merged_records(1, array=False), {"processes": 1})
+    writer.finish(writer.merged_records(1, array=False), made_by or {"processes": 1})
     return Path(path)

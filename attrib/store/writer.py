@@ -217,6 +217,8 @@ class StoreWriter:
         manifest["world_size"] = made_by["processes"]
         if "array_tasks" in made_by:
             manifest["array_tasks"] = made_by["array_tasks"]
+        if made_by.get("fsdp"):
+            manifest["fsdp"] = True
         write_json_atomic(self.path / MANIFEST, manifest)
         for report in self.path.glob(".rank-*.json"):  # an earlier launch's too (resumed)
             report.unlink(missing_ok=True)

@@ -105,8 +105,8 @@ def train(
 ):
     """Train `task.model` in place on the rows at `positions` with the recipe (its optimizer,
     schedule and warm-up), through the same functional steps `attrib train` records and
-    magic differentiates. `objective(batch, rows, params)` is the scalar each step minimizes
-    (default: the task's training loss); `rows` are the batch's positions in the source.
+    magic differentiates. `objective` (a PerturbedObjective) is what each step minimizes
+    (default: the task's training loss; stepper.py).
     `progress`: a bar over the steps (the demo's checkpoint takes a minute to train)."""
     batches = epoch_batches(positions, recipe, seed)
     optimizer = Optimizer.from_recipe(recipe, len(batches))

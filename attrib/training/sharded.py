@@ -1,6 +1,6 @@
 """Training a model whose parameters are sharded over the launch's processes (FSDP2,
-attrib/sharding.py): `train --fsdp` and `evaluate retrain --fsdp`, for a model too large
-for one device.
+attrib/sharding.py): `train --fsdp`, `evaluate retrain --fsdp` and `perturb --fsdp`, for a
+model too large for one device.
 
 Every process runs every step on the same batch. What is split is memory: each process
 holds its shard of the parameters, of their gradients and of the optimizer's state, and FSDP
@@ -28,12 +28,7 @@ class ShardedStepper(Stepper):
     functional_call, which would bypass its gathers) yields the gradients' shards."""
 
     def __init__(self, task: Task, seed: int, objective=None):
-        if objective is not None:
-            raise AttribError(
-                "--fsdp trains on the task's loss only; perturbed objectives (perturb, "
-                "daunce) run on an unsharded model"
-            )
-        super().__init__(task, seed)
+        super().__init__(task, seed, objective)
         named = dict(task.model.named_parameters())
         self.sharded = [named[n] for n in self.names]
         for param in self.sharded:  # tasks load models frozen; FSDP's backward needs leaves
@@ -87,8 +82,15 @@ class ShardedStepper(Stepper):
         self.task.model.train()
         for param in self.sharded:
             param.grad = None
-        losses = self.per_example_losses(params, batch, step)
-        loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
+        constant = None
+        if self.objective is not None:  # perturb --fsdp: base - G . theta (objective.py)
+            self.load_into_model(params)
+            torch.manual_seed(step_seed(self.seed, step))
+            with exact_attention():
+                loss, constant = self.objective.terms(batch, rows)
+        else:
+            losses = self.per_example_losses(params, batch, step)
+            loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
         loss.backward()
         grads = [
             torch.zeros_like(local) if p.grad is None else p.grad.to_local()
@@ -96,6 +98,8 @@ class ShardedStepper(Stepper):
         ]
         for param in self.sharded:
             param.grad = None
+        if constant is not None:  # the linear term's gradient, exactly as autograd adds it
+            grads = [g + (-c) for g, c in zip(grads, constant)]
         return grads
 
 

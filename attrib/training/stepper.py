@@ -54,9 +54,10 @@ class _Call(torch.nn.Module):
 
 
 class Stepper:
-    """`objective(batch, rows, params)`, when given, is the scalar each step minimizes in
-    place of the weighted training loss (Daunce's perturbed objectives); `params` are the
-    trainable parameters the step differentiates, in `names` order."""
+    """`objective`, when given, is what each step minimizes in place of the weighted
+    training loss (Daunce's perturbed objectives, attrib/perturb/objective.py): its
+    `terms(batch, rows)` are a part through the model and a constant G, the objective being
+    part - G . theta over the trainable parameters, in `names` order."""
 
     def __init__(self, task: Task, seed: int, objective: Callable | None = None):
         self.task, self.seed, self.objective = task, seed, objective
@@ -98,13 +99,17 @@ class Stepper:
         """d/dtheta of sum_i w_i l_i / B at `params` (leaves that require grad), or of the
         objective's value; `rows` are the batch's positions in its source."""
         self.task.model.train()
-        if self.objective is not None:
-            loss = self._call(params, step, self.objective, batch, rows, params)
+        constant = None
+        if self.objective is not None:  # base - G . theta: its gradient is grad(base) - G
+            loss, constant = self._call(params, step, self.objective.terms, batch, rows)
         else:
             losses = self.per_example_losses(params, batch, step)
             loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
         grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        if constant is not None:  # added last, as a sharded model's stepper must (sharded.py)
+            grads = [g + (-c) for g, c in zip(grads, constant)]
+        return grads
 
     def load_into_model(self, params: list[torch.Tensor]) -> None:
         named = dict(self.task.model.named_parameters())

@@ -24,7 +24,7 @@ from attrib.execution import Execution
 from attrib.jsonio import load_json_or_none
 from attrib.memory import GIB
 from attrib.progress import progress_bar
-from attrib.sharding import shard_model
+from attrib.sharding import shard_model, whole_state_dict
 from attrib.store.lock import lock_store, unlock_store
 from attrib.tasks import load_task
 from attrib.tasks.loading import DTYPES
@@ -222,7 +222,7 @@ def _train(prepared: _Prepared, out: Path, runtime=None) -> Path:
             stepper, optimizer, source, batches, state, start, len(batches), after_step=after_step
         )
     stepper.load_into_model(final.params)
-    weights = _whole_weights(task.model) if runtime is not None else None  # a collective
+    weights = whole_state_dict(task.model) if runtime is not None else None  # a collective
     if writer:
         _save_checkpoint(task, out / "model", weights)
         for file in sorted((out / "model").rglob("*")):
@@ -249,25 +249,6 @@ def _whole(stepper, state: State) -> State:
         [[whole(i, t) for i, t in enumerate(kind)] for kind in state.opt],
         state.buffers,
     )
-
-
-def _whole_weights(model) -> dict:
-    """A sharded model's state dict with whole tensors (every process gathers them). Tied
-    weights (GPT-2's embedding and head) stay one tensor, so the checkpoint saves them once,
-    as an unsharded model's does."""
-    from torch.distributed.tensor import DTensor
-
-    owner = {name: id(p) for name, p in model.named_parameters(remove_duplicate=False)}
-    gathered: dict[int, torch.Tensor] = {}
-    out = {}
-    for key, value in model.state_dict().items():
-        if isinstance(value, DTensor):
-            tie = owner.get(key, id(value))
-            if tie not in gathered:
-                gathered[tie] = value.full_tensor()
-            value = gathered[tie]
-        out[key] = value
-    return out
 
 
 def _resume(out: Path, meta: dict, stepper, optimizer, params) -> tuple[int | None, State, dict]:
