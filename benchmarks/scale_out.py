@@ -70,7 +70,9 @@ def launch(mode: str, args: list) -> tuple[float, float, str]:
     LAST_ERR[0] = err
     if any(p.returncode for p in procs):
         raise SystemExit(f"{mode}: attrib {' '.join(map(str, args))} failed\n{err[-3000:]}")
-    peak = max(int(k) for k in re.findall(r"peak_kb=(\d+)", err)) / 2**20
+    # /usr/bin/time's line was missing once from a launch that succeeded: nan, not a crash.
+    peaks = [int(k) for k in re.findall(r"peak_kb=(\d+)", err)]
+    peak = max(peaks) / 2**20 if peaks else float("nan")
     return wall, peak, "".join(o for o, _ in outs)
 
 

@@ -99,3 +99,12 @@ def train_run(model, data, out, *extra):
     )
     assert code == 0, err
     return out
+
+
+def featurize_store(model, data, out, *extra):
+    """Featurize `data` with `model` into the store `out` at p = 4 (asserting it succeeded)."""
+    code, _, err = run_cli(
+        "featurize", "--model", model, "--data", data, "--out", out, "--proj-dim", "4", "-q", *extra
+    )
+    assert code == 0, err
+    return out

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import run_cli, train_run
+from helpers import featurize_store, run_cli, train_run
 from test_cli_errors import _assert_one_line_error
 
 from attrib.training.engine import run_steps, state_from_snapshot
@@ -90,20 +90,7 @@ def test_metagradients_follow_batchnorm_running_statistics(tmp_path, resnet_dir,
 def magic_inputs(lm_run, text_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("magic")
     for name, extra in (("train", []), ("q", ["--max-examples", "3"])):
-        code, _, err = run_cli(
-            "featurize",
-            "--model",
-            lm_run / "model",
-            "--data",
-            text_data,
-            "--out",
-            root / name,
-            "--proj-dim",
-            "4",
-            "-q",
-            *extra,
-        )
-        assert code == 0, err
+        featurize_store(lm_run / "model", text_data, root / name, *extra)
     return root
 
 
@@ -208,21 +195,7 @@ def test_the_same_run_ground_truth_is_the_replay_without_the_rows(
     )
     _assert_one_line_error(code, err, "missing.npy")
     # The same rows featurized for another method: the ground truth serves that store too.
-    code, _, err = run_cli(
-        "featurize",
-        "--model",
-        lm_run / "model",
-        "--data",
-        text_data,
-        "--out",
-        tmp_path / "ekfac",
-        "--method",
-        "ekfac",
-        "--proj-dim",
-        "4",
-        "-q",
-    )
-    assert code == 0, err
+    featurize_store(lm_run / "model", text_data, tmp_path / "ekfac", "--method", "ekfac")
     code, _, err = run_cli(
         "evaluate",
         "lds",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from builders import save_lora_adapter
-from helpers import TRAIN_FLAGS, run_cli, train_run
+from helpers import TRAIN_FLAGS, featurize_store, run_cli, train_run
 from test_cli_errors import _assert_one_line_error
 
 from attrib.training.record import snapshot_path
@@ -20,19 +20,7 @@ def test_a_recorded_run_replays_bitwise_and_its_checkpoint_loads(
     assert code == 0, err
     result = json.loads(out)
     assert result["identical"] and result["steps"] == 10
-    code, _, err = run_cli(
-        "featurize",
-        "--model",
-        lm_run / "model",
-        "--data",
-        text_data,
-        "--out",
-        tmp_path / "s",
-        "--proj-dim",
-        "4",
-        "-q",
-    )
-    assert code == 0, err
+    featurize_store(lm_run / "model", text_data, tmp_path / "s")
     code, _, err = run_cli(
         "train", "--model", gpt2_dir, "--data", text_data, "--out", lm_run, *TRAIN_FLAGS
     )

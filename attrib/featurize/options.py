@@ -79,7 +79,8 @@ class FeaturizeOptions(TaskColumns, OnDevice, Options):
     )
     proj_dim: int | str | None = option(
         None,
-        help="Projection size p: p*p features per module; 'full' keeps exact gradients "
+        help="Projection size p: p*p features a module (on average where --proj-allocation "
+        "shares them by size); 'full' keeps exact gradients "
         "(default: 45 for kfac/ekfac/shampoo, whose answers gain from it, kept in int8; 16 "
         "otherwise).",
         parse=parse_proj_dim,
