@@ -22,6 +22,7 @@ import torch
 
 from attrib.sharding import is_sharded
 from attrib.training.loop import trainable_parameters
+from attrib.training.sharded import sharded_gradients
 
 
 def copy_seed(seed: int, copy: int) -> int:
@@ -99,17 +100,8 @@ class PerturbedObjective:
         return start.detach(), [g.detach() for g in gradient]
 
     def _at_sharded_checkpoint(self, batch: dict, weights: torch.Tensor):
-        """The same through FSDP's backward (autograd cannot differentiate with respect to
-        the shards): this process's shard of each gradient."""
-        for p in self.frozen_params:
-            p.grad = None
+        """The same through FSDP's backward: this process's shard of each gradient."""
         with torch.enable_grad():
             start = self.frozen.outputs(batch, self.output).values.float()
-            (weights * start).sum().backward()
-        gradient = [
-            torch.zeros_like(p.to_local()) if p.grad is None else p.grad.to_local().detach()
-            for p in self.frozen_params
-        ]
-        for p in self.frozen_params:
-            p.grad = None
+            gradient = sharded_gradients((weights * start).sum(), self.frozen_params)
         return start.detach(), gradient

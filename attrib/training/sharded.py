@@ -80,8 +80,6 @@ class ShardedStepper(Stepper):
                 "not allow: magic runs on an unsharded model"
             )
         self.task.model.train()
-        for param in self.sharded:
-            param.grad = None
         constant = None
         if self.objective is not None:  # perturb --fsdp: base - G . theta (objective.py)
             self.load_into_model(params)
@@ -91,16 +89,26 @@ class ShardedStepper(Stepper):
         else:
             losses = self.per_example_losses(params, batch, step)
             loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
-        loss.backward()
-        grads = [
-            torch.zeros_like(local) if p.grad is None else p.grad.to_local()
-            for p, local in zip(self.sharded, params)
-        ]
-        for param in self.sharded:
-            param.grad = None
+        grads = sharded_gradients(loss, self.sharded)
         if constant is not None:  # the linear term's gradient, exactly as autograd adds it
             grads = [g + (-c) for g, c in zip(grads, constant)]
         return grads
+
+
+def sharded_gradients(value: torch.Tensor, params: list) -> list[torch.Tensor]:
+    """d value / d params for a sharded model's parameters, through FSDP's backward
+    (autograd.grad cannot differentiate with respect to the shards): this process's shard of
+    each gradient. The parameters' .grad are left empty."""
+    for param in params:
+        param.grad = None
+    value.backward()
+    grads = [
+        torch.zeros_like(p.to_local()) if p.grad is None else p.grad.to_local().detach()
+        for p in params
+    ]
+    for param in params:
+        param.grad = None
+    return grads
 
 
 def stepper_for(task: Task, seed: int, objective=None) -> Stepper:
