@@ -1,13 +1,16 @@
 """Featurize throughput next to plain batched forward+backward of the same model and batch.
 
     python benchmarks/featurize_speed.py [--device cuda] [--batches 5] [--sizes tiny,small]
+        [--proj-dim P]   # default: the store featurize writes for each model with no flags
 
 For each model the baseline is batching the rows (tokenizing / image processing), a forward
 pass and `loss.backward()` computing parameter gradients (a training step without the
 optimizer), measured in the same run on the same rows. For diffusion both sides cover the
 same K timesteps (`--timesteps`): the baseline backpropagates the loss averaged over them,
 featurize runs one pass per timestep. `featurize` is the per-batch work of
-`attrib featurize`: the same batching, forward, backward with hooks, projection. The last
+`attrib featurize`: the same batching, forward, backward with hooks, projection, for the
+store featurize writes with no flags (K-FAC's family's p = 45, shared by size, for
+classifiers and language models; trak's p = 16 for diffusion), or `--proj-dim P`. The last
 column is the whole command on a saved dataset (opening it and writing shards included,
 model loading excluded).
 Target: featurize / forward+backward >= 0.5.
@@ -35,7 +38,6 @@ from attrib.data import DataRef, open_dataset, undecoded  # noqa: E402
 from attrib.featurize.batch import Featurizer  # noqa: E402
 from attrib.featurize.modules import select_modules  # noqa: E402
 from attrib.featurize.options import FeaturizeOptions  # noqa: E402
-from attrib.featurize.projection import ProjectionSpec  # noqa: E402
 from attrib.featurize.run import run_featurize  # noqa: E402
 from attrib.methods import method_class  # noqa: E402
 from attrib.tasks import ModelRef, TaskOptions, load_task  # noqa: E402
@@ -117,6 +119,9 @@ def _sync(device):
 
 
 def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype, timesteps):
+    """(name, batch, modules, fwd+bwd ex/s, featurize ex/s, whole command ex/s, store): the
+    store is the one `attrib featurize` writes for this model with these flags (its defaults
+    where `proj_dim` is None)."""
     options = TaskOptions(max_length=128, timesteps=timesteps)
     task = load_task(ModelRef(str(model_dir)), None, dtype, options)
     task.to(device)
@@ -125,34 +130,6 @@ def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype,
     dataset = undecoded(dataset, columns.get("image"))
     rows = [dataset[i * batch : (i + 1) * batch] for i in range(batches + 1)]
     positions = [range(i * batch, (i + 1) * batch) for i in range(batches + 1)]
-    output = task.output_for(method_class("trak"), columns)
-
-    params = [p for p in task.model.parameters()]
-
-    def forward_backward(rows_positions):
-        b = task.prepare(*rows_positions, device, columns)
-        for p in params:
-            p.requires_grad_(True)
-        task.outputs(b, output).values.sum().backward()
-        for p in params:
-            p.grad = None
-            p.requires_grad_(False)
-
-    selected = select_modules(task.model)
-    projection = ProjectionSpec("factored", proj_dim)
-    featurizer = Featurizer(task, columns, selected, projection, output)
-
-    def timed(fn, items):
-        fn(items[0])  # warm-up
-        _sync(device)
-        start = time.perf_counter()
-        for item in items[1:]:
-            fn(item)
-        _sync(device)
-        return batch * batches / (time.perf_counter() - start)
-
-    plain = timed(forward_backward, list(zip(rows, positions)))
-    feat = timed(lambda rp: featurizer(*rp), list(zip(rows, positions)))
     with tempfile.TemporaryDirectory() as tmp:
         config = FeaturizeOptions(
             model=str(model_dir),
@@ -165,13 +142,41 @@ def measure(name, model_dir, data_path, batch, batches, device, proj_dim, dtype,
             device=str(device),
             proj_dim=proj_dim,
             dtype=str(dtype).split(".")[1],
-        )
+        )  # its defaults resolved: the method, projection and allocation a user gets
+        output = task.output_for(method_class(config.method), columns)
+        params = [p for p in task.model.parameters()]
+
+        def forward_backward(rows_positions):
+            b = task.prepare(*rows_positions, device, columns)
+            for p in params:
+                p.requires_grad_(True)
+            task.outputs(b, output).values.sum().backward()
+            for p in params:
+                p.grad = None
+                p.requires_grad_(False)
+
+        selected = select_modules(task.model)
+        featurizer = Featurizer(task, columns, selected, config.projection_spec, output)
+
+        def timed(fn, items):
+            fn(items[0])  # warm-up
+            _sync(device)
+            start = time.perf_counter()
+            for item in items[1:]:
+                fn(item)
+            _sync(device)
+            return batch * batches / (time.perf_counter() - start)
+
+        plain = timed(forward_backward, list(zip(rows, positions)))
+        feat = timed(lambda rp: featurizer(*rp), list(zip(rows, positions)))
         run_featurize(config)  # loads the model and warms caches
         config = config.replace(out=Path(tmp) / "s2")
         start = time.perf_counter()
         run_featurize(config)
         whole = time.perf_counter() - start
-    return name, batch, len(selected), plain, feat, batch * batches / whole
+    store = f"{config.method}, p = {config.proj_dim} {config.store_dtype}"
+    store += ", sqrt-size" if config.proj_allocation == "sqrt-size" else ""
+    return name, batch, len(selected), plain, feat, batch * batches / whole, store
 
 
 def main():
@@ -179,7 +184,9 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--sizes", default="digits,tiny,small")
-    parser.add_argument("--proj-dim", type=int, default=16)
+    parser.add_argument(
+        "--proj-dim", type=int, default=None, help="default: featurize's own for each model"
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--timesteps", type=int, default=10, help="diffusion timesteps K")
@@ -206,10 +213,11 @@ def main():
         ]
     table = Table(
         title=f"featurize vs forward+backward on {device} ({args.dtype}, "
-        f"p={args.proj_dim}, images {args.image_size}px, texts <=128 tokens)"
+        f"images {args.image_size}px, texts <=128 tokens)"
     )
     for column in (
         "model",
+        "store",
         "batch",
         "modules",
         "fwd+bwd ex/s",
@@ -218,9 +226,10 @@ def main():
         "whole command ex/s",
     ):
         table.add_column(column, justify="right")
-    for name, batch, modules, plain, feat, whole in rows:
+    for name, batch, modules, plain, feat, whole, store in rows:
         table.add_row(
             name,
+            store,
             str(batch),
             str(modules),
             f"{plain:,.1f}",
