@@ -1,15 +1,17 @@
 """Scoring speed against a bare GEMM of the same shapes, at N and 10N training rows.
 
     python benchmarks/score_speed.py [--n 20000] [--queries 256] [--modules 16] [--dim 256]
-                                       [--device auto] [--methods tracin,trak-block]
+                                       [--device auto] [--methods shampoo,tracin,trak-block]
+                                       [--store-dtypes int8,float16,float32]
 
-For each N a float32 store of N x (modules x dim) features and a query store are generated
-on disk (cold page cache is not attempted: the store is read as a user's second run reads
-it). `attrib score` runs through `run_score(ScoreOptions(...))`, the options object the CLI is
-built from, with its defaults (top 10, no --out), best of --repeats; the baseline is one
-in-memory `queries @ train.T` of the same shapes on the same device (plus its top-k), best of
---repeats. ratio = baseline / attrib: 1.0 means scoring costs no more than the bare product,
-reading the shards included. Peak RSS comes from the console script (`attrib score`) in a
+For each N and store dtype (int8, the default store's, first) a store of N x (modules x
+dim) features and a query store are generated on disk (cold page cache is not attempted:
+the store is read as a user's second run reads it). `attrib score` runs through
+`run_score(ScoreOptions(...))`, the options object the CLI is built from, with its defaults
+(top 10, no --out), best of --repeats; the baseline is one in-memory `queries @ train.T` of
+the same shapes on the same device (plus its top-k), best of --repeats. ratio = baseline /
+attrib: 1.0 means scoring costs no more than the bare product, reading the shards included.
+Peak RSS comes from the console script (`attrib score`) in a
 fresh process under /usr/bin/time, minus the same command on a 64-row store (start-up).
 """
 
@@ -47,6 +49,11 @@ def make_store(
         return {name: rng.standard_normal((end - start, dim), np.float32) for name in names}, {}
 
     return write_generated(path, names, n, rows, shard_size=4096, store_dtype=dtype)
+
+
+def _bytes(store: Path) -> int:
+    """The store's size on disk (its shards, scales of int8 and int4 rows included)."""
+    return sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
 
 
 def best_of(repeats: int, work) -> float:
@@ -89,10 +96,10 @@ def main() -> None:
     parser.add_argument("--modules", type=int, default=16)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--methods", default="tracin,trak-block")
+    parser.add_argument("--methods", default="shampoo,tracin,trak-block", help="default first")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scales", default="1,10", help="multiples of --n")
-    parser.add_argument("--store-dtypes", default="float16,float32", help="default first")
+    parser.add_argument("--store-dtypes", default="int8,float16,float32", help="default first")
     args = parser.parse_args()
     console = Console(stderr=True)
     device = resolve_device(args.device)
@@ -128,7 +135,7 @@ def main() -> None:
                     method,
                     dtype,
                     f"{n:,}",
-                    f"{n * width * (2 if dtype == 'float16' else 4) / 2**30:.2f}",
+                    f"{_bytes(train) / 2**30:.2f}",
                     f"{baseline:.3f}",
                     f"{seconds:.3f}",
                     f"{baseline / seconds:.2f}",
