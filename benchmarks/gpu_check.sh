@@ -11,9 +11,9 @@
 # GPU); featurize against a plain forward+backward (float32 and bfloat16 compute); stores
 # computed in float32, float16 and bfloat16 (float16 on disk), half against float32; the scoring GEMM rate against a bare GEMM; a recorded run and magic
 # on it; a FAISS index build and search; with 2 or more GPUs, featurize launched on every GPU
-# through accelerate, its store compared with one process's, and `featurize --fsdp` and
-# `evaluate retrain --fsdp` sharded over every GPU against one unsharded process (on the
-# CPU: over 2 gloo processes).
+# through accelerate, its store compared with one process's, and `featurize --fsdp`,
+# `evaluate retrain --fsdp` and `perturb --fsdp` sharded over every GPU against one
+# unsharded process (on the CPU: over 2 gloo processes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .ci/env
@@ -69,7 +69,7 @@ done
 step "half-vs-float32" 30 python benchmarks/same_store.py "$WORK/store-float32" \
     "$WORK/store-bfloat16" --tolerance 0.1
 step score-gemm 150 python benchmarks/score_speed.py --device "$DEVICE" --n "$N" --scales 1,10 \
-    --repeats 2
+    --repeats 2 --methods shampoo,trak-block --store-dtypes int8,float16
 step train 90 attrib train --model "$WORK/resnet" --data "$WORK/images.parquet" \
     --out "$WORK/run" --epochs 1 --batch-size 64 --lr 1e-4 --device "$DEVICE" -q
 step run-store 90 attrib featurize --model "$WORK/run/model" --data "$WORK/images.parquet" \
@@ -106,8 +106,16 @@ if [ "$GPUS" -ge 2 ] || [ "$DEVICE" = cpu ]; then
         evaluate retrain --train '$WORK/store-unsharded' --queries '$WORK/queries' --subsets 2 \
         --epochs 1 --out '$WORK/gt-fsdp.npz' --fsdp --device '$DEVICE' -q && \
         python benchmarks/same_truth.py '$WORK/gt-one.npz' '$WORK/gt-fsdp.npz' --tolerance 1e-5"
+    # Daunce's perturbed copies, each sharded, against one unsharded process's.
+    step perturb-fsdp 150 sh -c "attrib perturb --train '$WORK/store-unsharded' \
+        --out '$WORK/copies-one' --copies 2 --batch-size 16 --device '$DEVICE' -q && \
+        torchrun --nproc-per-node $NPROC --no-python -- attrib perturb \
+        --train '$WORK/store-unsharded' --out '$WORK/copies-fsdp' --copies 2 --batch-size 16 \
+        --fsdp --device '$DEVICE' -q && python benchmarks/same_store.py \
+        '$WORK/copies-one/train' '$WORK/copies-fsdp/train' --tolerance 1e-5"
 else
     printf '| fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
     printf '| retrain-fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
+    printf '| perturb-fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
 fi
 cat "$TABLE"
