@@ -174,12 +174,11 @@ def _load_copy(task, folder: Path) -> None:
     if task.info.get("adapter"):
         from peft import set_peft_model_state_dict
 
-        if is_sharded(task.model):
+        if is_sharded(task.model):  # peft loads whole tensors into the model's parameters
             raise AttribError(
                 f"{folder} holds an adapter, which a sharded model cannot reload; record "
                 "outputs for new --queries without --fsdp"
             )
-
         set_peft_model_state_dict(task.model, load_file(str(folder / "adapter_model.safetensors")))
         return
     state = load_file(str(folder / "model.safetensors"))
