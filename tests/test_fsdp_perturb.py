@@ -89,3 +89,33 @@ def test_fsdp_perturb_is_refused_without_a_launch_or_from_scratch(gpt2_stores, t
     code, _, err = run_cli(*base, "--fsdp", "--init", "scratch", "--black-box")
     _assert_one_line_error(code, err, "--fsdp trains each copy from the checkpoint")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_fsdp_perturb_trains_a_lora_adapter_as_one_process(gpt2_dir, text_data, tmp_path):
+    """Copies of a LoRA adapter (the case FSDP is for: a large base, a small adapter) are one
+    process's, bitwise. Such a copy cannot be reloaded into a sharded model for new queries:
+    refused on every process, naming the way out."""
+    import subprocess
+
+    from builders import save_lora_adapter
+    from test_fsdp_training import ATTRIB, ENV, TORCHRUN
+
+    adapter = save_lora_adapter(gpt2_dir, tmp_path / "adapter", ["c_attn"])
+    for name, extra in (("train", []), ("q", ["--max-examples", "3"])):
+        flags = ["--adapter", adapter, "--proj-dim", "4", "--device", "cpu", "-q", *extra]
+        _attrib("featurize", "--model", gpt2_dir, "--data", text_data, "--out", tmp_path / name,
+                *flags)  # fmt: skip
+    args = ["perturb", "--train", tmp_path / "train", *FLAGS, "-q"]
+    _attrib(*args, "--out", tmp_path / "one")
+    _attrib(*args, "--out", tmp_path / "two", "--fsdp", launch=True)
+    _assert_same_copies(tmp_path / "one", tmp_path / "two")
+    assert (tmp_path / "two" / "copies" / "copy-00000" / "model" / "adapter_config.json").is_file()
+    more = [*args, "--queries", tmp_path / "q", "--out", tmp_path / "two", "--fsdp"]
+    refused = subprocess.run(
+        [*TORCHRUN, "--no-python", "--", ATTRIB, *map(str, more)],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "holds an adapter, which a sharded model cannot reload" in refused.stderr
+    assert "attrib/perturb" not in refused.stderr  # no traceback through attrib's own code
+    assert not list((tmp_path / "two" / "copies" / "copy-00000" / "outputs").glob("queries-*"))
