@@ -172,14 +172,13 @@ def _load_copy(task, folder: Path) -> None:
     from safetensors.torch import load_file
 
     if task.info.get("adapter"):
-        from peft import set_peft_model_state_dict
+        saved = load_file(str(folder / "adapter_model.safetensors"))
+        if not is_sharded(task.model):
+            from peft import set_peft_model_state_dict
 
-        if is_sharded(task.model):  # peft loads whole tensors into the model's parameters
-            raise AttribError(
-                f"{folder} holds an adapter, which a sharded model cannot reload; record "
-                "outputs for new --queries without --fsdp"
-            )
-        set_peft_model_state_dict(task.model, load_file(str(folder / "adapter_model.safetensors")))
+            set_peft_model_state_dict(task.model, saved)
+            return
+        _load_sharded_adapter(task.model, saved, folder)
         return
     state = load_file(str(folder / "model.safetensors"))
     # A sharded model keeps its pieces of each whole tensor (every process reads the file).
@@ -187,6 +186,21 @@ def _load_copy(task, folder: Path) -> None:
     tied = {name for name in missing if _is_tied(task.model, name)}
     if unexpected or set(missing) - tied:
         raise AttribError(f"{folder} does not hold this model's weights; choose another --out")
+
+
+def _load_sharded_adapter(model, saved: dict, folder: Path) -> None:
+    """An adapter file into a sharded PEFT model (peft's own loader writes whole tensors into
+    the parameters): peft saves each key without the adapter's name, which the model's own
+    keys hold (`...lora_A.default.weight` saved as `...lora_A.weight`)."""
+    name = f".{model.active_adapter}."
+    state = {}
+    for key in model.state_dict():
+        plain = key.replace(name, ".")
+        if plain in saved:
+            state[key] = saved[plain]
+    if len(state) != len(saved):
+        raise AttribError(f"{folder} does not hold this adapter's weights; choose another --out")
+    load_state(model, state, strict=False)
 
 
 def _is_tied(model, name: str) -> bool:
