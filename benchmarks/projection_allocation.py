@@ -144,8 +144,10 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_main(description: str, name: str, run, markdown) -> None:
+    """A projection probe's command (this one's and projection_damping.py's): its flags, its
+    run, its table printed and published as `name-TASK`."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--task", default="pydoc-finetune")
     parser.add_argument("--p", type=int, default=45)
     parser.add_argument("--seeds", default="0,1,2")
@@ -156,7 +158,11 @@ def main() -> None:
     result = run(args)
     text = markdown(result)
     print(text)
-    publish(f"projection-allocation-{args.task}", text, [result])
+    publish(f"{name}-{args.task}", text, [result])
+
+
+def main() -> None:
+    probe_main(__doc__.splitlines()[0], "projection-allocation", run, markdown)
 
 
 if __name__ == "__main__":

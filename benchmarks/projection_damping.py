@@ -24,7 +24,6 @@ benchmarks/results/projection-damping-TASK.md (+ .json).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -32,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from magic import build, publish  # noqa: E402
-from projection_allocation import gaussian_sides, rules  # noqa: E402
+from magic import build  # noqa: E402
+from projection_allocation import gaussian_sides, probe_main, rules  # noqa: E402
 from projection_kinds import Eigen, damped_scores, exact_store, matrices, project  # noqa: E402
 
 from attrib.evaluate.groundtruth import load_groundtruth  # noqa: E402
@@ -109,18 +108,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="pydoc-finetune")
-    parser.add_argument("--p", type=int, default=45)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--queries", type=int, default=64)
-    parser.add_argument("--subsets", type=int, default=64)
-    args = parser.parse_args()
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    result = run(args)
-    text = markdown(result)
-    print(text)
-    publish(f"projection-damping-{args.task}", text, [result])
+    probe_main(__doc__.splitlines()[0], "projection-damping", run, markdown)
 
 
 if __name__ == "__main__":

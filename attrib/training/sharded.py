@@ -67,11 +67,13 @@ class ShardedStepper(Stepper):
             for sharded, local in zip(self.sharded, params):
                 sharded.to_local().copy_(local)
 
-    def per_example_losses(self, params: list[torch.Tensor], batch: dict, step: int):
+    def _call(self, params: list[torch.Tensor], step: int, function, *args):
+        """`function(*args)` with `params` written into the sharded model (FSDP's forward
+        gathers them), seeded by the step as the unsharded stepper's is."""
         self.load_into_model(params)
         torch.manual_seed(step_seed(self.seed, step))
         with exact_attention():
-            return self.task.training_losses(batch)
+            return function(*args)
 
     def gradient(self, params, batch, weights, step, create_graph=False, rows=None):
         if create_graph:
@@ -79,20 +81,10 @@ class ShardedStepper(Stepper):
                 "the metagradient differentiates through each step, which FSDP's gathers do "
                 "not allow: magic runs on an unsharded model"
             )
-        self.task.model.train()
-        constant = None
-        if self.objective is not None:  # perturb --fsdp: base - G . theta (objective.py)
-            self.load_into_model(params)
-            torch.manual_seed(step_seed(self.seed, step))
-            with exact_attention():
-                loss, constant = self.objective.terms(batch, rows)
-        else:
-            losses = self.per_example_losses(params, batch, step)
-            loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
-        grads = sharded_gradients(loss, self.sharded)
-        if constant is not None:  # the linear term's gradient, exactly as autograd adds it
-            grads = [g + (-c) for g, c in zip(grads, constant)]
-        return grads
+        return super().gradient(params, batch, weights, step, rows=rows)
+
+    def _differentiate(self, loss, params: list[torch.Tensor], create_graph: bool) -> list:
+        return sharded_gradients(loss, self.sharded)
 
 
 def sharded_gradients(value: torch.Tensor, params: list) -> list[torch.Tensor]:

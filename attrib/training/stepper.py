@@ -105,11 +105,15 @@ class Stepper:
         else:
             losses = self.per_example_losses(params, batch, step)
             loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
-        grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        grads = self._differentiate(loss, params, create_graph)
         if constant is not None:  # added last, as a sharded model's stepper must (sharded.py)
             grads = [g + (-c) for g, c in zip(grads, constant)]
         return grads
+
+    def _differentiate(self, loss, params: list[torch.Tensor], create_graph: bool) -> list:
+        """d loss / d params (zeros for a parameter the loss does not reach)."""
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
     def load_into_model(self, params: list[torch.Tensor]) -> None:
         named = dict(self.task.model.named_parameters())
