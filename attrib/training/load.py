@@ -16,6 +16,7 @@ from attrib.errors import AttribError
 from attrib.sharding import shard_model
 from attrib.tasks import ModelRef, TaskOptions, load_task
 from attrib.tasks.loading import DTYPES
+from attrib.training.gathered import GatheredStepper
 from attrib.training.loop import BatchSource
 from attrib.training.optim import Optimizer
 from attrib.training.recipe import Recipe
@@ -78,9 +79,11 @@ def check_data_unchanged(run: Run, dataset, columns: dict) -> None:
         )
 
 
-def load_run(run: Run, device: str = "auto", runtime=None) -> Loaded:
+def load_run(run: Run, device: str = "auto", runtime=None, gathered: bool = False) -> Loaded:
     """Reopen a recorded run's model and data, ready to replay; with `runtime`, the model
-    sharded over its processes (--fsdp) before it moves to the device."""
+    sharded over its processes (--fsdp) before it moves to the device, or, `gathered`, the
+    trainable state sharded and the weights gathered inside each step's graph (magic
+    --fsdp, gathered.py)."""
     meta = run.meta
     model = meta["model"]
     ref = ModelRef(model["source"], None, model.get("adapter"), None, False)
@@ -91,7 +94,13 @@ def load_run(run: Run, device: str = "auto", runtime=None) -> Loaded:
     task = load_task(ref, meta["task"], DTYPES[meta["dtype"]], options)
     check_model_unchanged(run, task)
     resolved = resolve_device(device)
-    if runtime is not None:
+    recipe = Recipe(**meta["recipe"])
+    stepper = None
+    if gathered:  # the shards are cut before the model moves: it never has to fit whole
+        stepper = GatheredStepper(task, recipe.seed, runtime.world_size, runtime.rank)
+        stepper.to(resolved)
+        log.info(f"--fsdp: {stepper.describe()}")
+    elif runtime is not None:
         log.info(f"--fsdp: {shard_model(task.model, runtime)}")
     task.to(resolved)
     dataset = open_dataset(ref_from_settings(meta["data"]))
@@ -99,9 +108,8 @@ def load_run(run: Run, device: str = "auto", runtime=None) -> Loaded:
     check_data_unchanged(run, dataset, columns)
     dataset = undecoded(dataset, columns.get("image")).select(range(run.rows))
     source = BatchSource(task, dataset, columns, resolved)
-    recipe = Recipe(**meta["recipe"])
     batches = run.batches()
-    stepper = stepper_for(task, recipe.seed)
+    stepper = stepper or stepper_for(task, recipe.seed)
     if stepper.names != meta["trainable"]:
         raise AttribError(
             f"run {run.path} trained other parameters than the model at {model['source']} has "

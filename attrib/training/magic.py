@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from attrib.training.engine import (
     State,
@@ -34,18 +33,6 @@ from attrib.training.engine import (
 from attrib.training.load import Loaded
 from attrib.training.record import Run
 from attrib.training.running_stats import differentiable_eval, stat_names, updated_stats
-from attrib.training.stepper import exact_attention
-
-
-class _Outputs(torch.nn.Module):
-    """The task's output function as a module over the model (for functional_call)."""
-
-    def __init__(self, task, output: str):
-        super().__init__()
-        self.model, self.task, self.output = task.model, task, output
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.task.outputs(batch, self.output).values
 
 
 def output_gradients(
@@ -54,26 +41,36 @@ def output_gradients(
     """The queries' outputs at `state` (eval mode) and their gradients w.r.t. the trainable
     parameters, then w.r.t. the running statistics (`stat_names` order): one tensor per
     input, with a leading dimension over the queries."""
-    task, names = loaded.task, loaded.stepper.names
-    set_buffers(loaded.stepper, state.buffers)
+    task, stepper = loaded.task, loaded.stepper
+    set_buffers(stepper, state.buffers)
     task.model.eval()
-    module = _Outputs(task, output)
     leaves = [p.detach().requires_grad_(True) for p in state.params]
     stats = _stat_leaves(loaded, state)
-    substituted = {f"model.{n}": p for n, p in zip(names, leaves)}
-    with exact_attention(), differentiable_eval(task.model, stats):
-        values = functional_call(module, substituted, (batch,), strict=False)
+    with differentiable_eval(task.model, stats):
+        values = stepper.call(leaves, lambda b: task.outputs(b, output).values, batch)
     inputs = [*leaves, *stats.values()]
     # One backward for all queries: the identity's rows as batched cotangents.
-    eye = torch.eye(len(values), dtype=values.dtype, device=values.device)
-    parts = _batched_grad([values], inputs, [eye])
+    eye = stepper.share(torch.eye(len(values), dtype=values.dtype, device=values.device))
+    parts = _batched_grad([values], inputs, [eye], stepper.batched_backward)
     return values.detach().double().cpu().numpy(), parts
 
 
-def _batched_grad(outputs, inputs, cotangents) -> list[torch.Tensor]:
+def _batched_grad(outputs, inputs, cotangents, batched: bool = True) -> list[torch.Tensor]:
     """Vector-Jacobian products for a batch of cotangents (leading dimension Q) in one
-    vectorized backward pass; an input the outputs do not reach gets zeros."""
+    vectorized backward pass (one pass per row where not `batched`); an input the outputs do
+    not reach gets zeros."""
     count = cotangents[0].shape[0]
+    if not batched:
+        parts = _looped_grad(outputs, inputs, cotangents, count)
+    else:
+        parts = _vectorized_grad(outputs, inputs, cotangents, count)
+    return [
+        torch.zeros((count, *x.shape), dtype=x.dtype, device=x.device) if g is None else g.detach()
+        for x, g in zip(inputs, parts)
+    ]
+
+
+def _vectorized_grad(outputs, inputs, cotangents, count: int) -> list[torch.Tensor | None]:
     try:  # the graph is kept so that a refused vectorized pass can be redone row by row
         parts = torch.autograd.grad(
             outputs, inputs, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True,
@@ -83,10 +80,7 @@ def _batched_grad(outputs, inputs, cotangents) -> list[torch.Tensor]:
         # gets its shapes wrong (seen on a UNet): redone row by row, where a genuine error
         # is raised again
         parts = _looped_grad(outputs, inputs, cotangents, count)
-    return [
-        torch.zeros((count, *x.shape), dtype=x.dtype, device=x.device) if g is None else g.detach()
-        for x, g in zip(inputs, parts)
-    ]
+    return parts
 
 
 def _looped_grad(outputs, inputs, cotangents, count: int) -> list[torch.Tensor | None]:
@@ -146,9 +140,11 @@ def metagradients(
         for t in reversed(range(s0, s1)):
             rows = loaded.batches[t]
             graph = graphs.pop() if graphs else _step_graph(loaded, states[t - s0], rows, t)
-            adjoint_params, adjoint_state, moved = graph.vjps(adjoint_params, adjoint_state)
-            for q, weights_bar in enumerate(moved):
-                np.add.at(result[q], rows, weights_bar)
+            adjoint_params, adjoint_state, moved = graph.vjps(
+                adjoint_params, adjoint_state, stepper.batched_backward
+            )
+            for q, weights_bar in enumerate(moved):  # each process holds 1/replicas of it
+                np.add.at(result[q], rows, weights_bar * stepper.replicas)
             if on_step is not None:
                 on_step()
     return result
@@ -226,11 +222,11 @@ class _StepGraph:
         ]
         return State(params, opt, model_buffers(stepper))
 
-    def vjps(self, adjoint_params, adjoint_state):
+    def vjps(self, adjoint_params, adjoint_state, batched: bool = True):
         """(parameter and statistics adjoints, optimizer state adjoints, each query's
-        d f / d w for the step's rows), in one vectorized double backward."""
+        d f / d w for the step's rows), in one vectorized double backward (`batched`)."""
         cotangents = [*adjoint_params, *(s for group in adjoint_state for s in group)]
-        parts = _batched_grad(self.outputs, self.inputs, cotangents)
+        parts = _batched_grad(self.outputs, self.inputs, cotangents, batched)
         self.inputs = self.outputs = None  # the graph is used once
         flat, size = parts[self.carried : -1], self.size
         state_adjoints = [flat[k * size : (k + 1) * size] for k in range(self.groups)]

@@ -55,6 +55,14 @@ class MagicOptions(WithMemory, OnDevice, Options):
         help="This array job's share i/n of the query blocks, e.g. "
         "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (the last job to finish reports).",
     )
+    fsdp: bool = option(
+        False,
+        help="Shard the run's weights, optimizer state and the queries' adjoints over the "
+        "launch's processes, for a run too large for one process's memory: every process "
+        "replays every step on the whole batch (memory is split, not time), the weights "
+        "gathered inside each step's graph; the scores equal one process's within float "
+        "tolerance.",
+    )
     smoothness: int = option(
         0,
         help="Before scoring, replay the run K times with a random --drop of the rows removed "

@@ -45,6 +45,8 @@ def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> int:
     segment = max(b - a for a, b in zip(run.snapshots, run.snapshots[1:]))
     block = min(options.block, 10**9)
     needed = per_state * (segment + 2 * block)
+    if loaded.stepper.replicas > 1:  # --fsdp: a step also holds the weights gathered whole
+        needed += state * loaded.stepper.replicas
     budget = Budget(options.memory_gb)
     budget.reserve(
         needed,
@@ -62,8 +64,9 @@ def run_magic(options: MagicOptions) -> tuple[list[dict] | None, dict | None]:
     run = Run.open(options.run)
     queries = Store(options.queries)
     check_queries_are_the_runs(run, queries)
-    execution = start_execution(options.device, options.shard)
-    loaded = load_run(run, str(execution.device))
+    execution = start_execution(options.device, options.shard, sharded=options.fsdp)
+    runtime = execution.runtime if options.fsdp else None
+    loaded = load_run(run, str(execution.device), runtime, gathered=options.fsdp)
     graph_bytes = check_budget(run, loaded, options)
     output = options.output or loaded.task.evaluation_output
     if output not in loaded.task.output_functions:
@@ -151,9 +154,10 @@ def _all_blocks(
     declare(parts)  # a full disk is said of the cache, not of --out
     # One magic per run and query store at a time; the workers of one (a launch's processes,
     # an array's jobs) share the folder, each writing only its own blocks.
-    lock_store(parts, exclusive=execution.workers == 1)
+    lock_store(parts, exclusive=execution.runtime.world_size * execution.array.count == 1)
     mine = execution.mine(blocks)
-    todo = [b for b in mine if not _block_done(parts, b[0], len(b[2]), run.rows)]
+    done = lambda i: _block_done(parts, mine[i][0], len(mine[i][2]), run.rows)  # noqa: E731
+    todo = [mine[i] for i in execution.pending(range(len(mine)), done)]  # numbers: picklable
     if len(todo) < len(mine):
         log.info(f"resuming: {len(mine) - len(todo)} of {len(mine)} query blocks kept")
     with progress_bar(options.progress and execution.is_writer, unit="steps") as bar:
@@ -162,6 +166,8 @@ def _all_blocks(
             block = metagradients(
                 run, loaded, batch(), output, lambda: bar.advance(task), graph_bytes
             )
+            if not execution.saves_units:  # --fsdp: every process made it; the main saves it
+                continue
             parts.mkdir(parents=True, exist_ok=True)
             with atomic_path(parts / f"{name}.npy", ".npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, block)

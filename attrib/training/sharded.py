@@ -19,7 +19,7 @@ import torch
 from attrib.errors import AttribError
 from attrib.sharding import is_sharded
 from attrib.tasks.base import Task
-from attrib.training.stepper import Stepper, exact_attention, step_seed
+from attrib.training.stepper import Stepper, exact_attention
 
 
 class ShardedStepper(Stepper):
@@ -67,19 +67,18 @@ class ShardedStepper(Stepper):
             for sharded, local in zip(self.sharded, params):
                 sharded.to_local().copy_(local)
 
-    def _call(self, params: list[torch.Tensor], step: int, function, *args):
+    def call(self, params: list[torch.Tensor], function, *args):
         """`function(*args)` with `params` written into the sharded model (FSDP's forward
-        gathers them), seeded by the step as the unsharded stepper's is."""
+        gathers them)."""
         self.load_into_model(params)
-        torch.manual_seed(step_seed(self.seed, step))
         with exact_attention():
             return function(*args)
 
     def gradient(self, params, batch, weights, step, create_graph=False, rows=None):
         if create_graph:
             raise AttribError(
-                "the metagradient differentiates through each step, which FSDP's gathers do "
-                "not allow: magic runs on an unsharded model"
+                "the metagradient differentiates through each step, which fully_shard's "
+                "gathers do not allow: magic --fsdp shards a run its own way (gathered.py)"
             )
         return super().gradient(params, batch, weights, step, rows=rows)
 

@@ -54,10 +54,17 @@ class _Call(torch.nn.Module):
 
 
 class Stepper:
-    """`objective`, when given, is what each step minimizes in place of the weighted
+    """One process computes each step whole here: `replicas` counts the processes that each
+    compute the same step (gathered.py), `batched_backward` whether vectorized backward
+    passes may run through the step's graph.
+
+    `objective`, when given, is what each step minimizes in place of the weighted
     training loss (Daunce's perturbed objectives, attrib/perturb/objective.py): its
     `terms(batch, rows)` are a part through the model and a constant G, the objective being
     part - G . theta over the trainable parameters, in `names` order."""
+
+    replicas = 1
+    batched_backward = True
 
     def __init__(self, task: Task, seed: int, objective: Callable | None = None):
         self.task, self.seed, self.objective = task, seed, objective
@@ -66,9 +73,17 @@ class Stepper:
 
     def _call(self, params: list[torch.Tensor], step: int, function, *args):
         torch.manual_seed(step_seed(self.seed, step))
+        return self.call(params, function, *args)
+
+    def call(self, params: list[torch.Tensor], function, *args):
+        """`function(*args)` with the model's trainable parameters replaced by `params`."""
         substituted = {f"model.{n}": p for n, p in zip(self.names, params)}
         with exact_attention():
             return functional_call(self.call_module, substituted, (function, *args), strict=False)
+
+    def share(self, value: torch.Tensor) -> torch.Tensor:
+        """The part of a scalar this process differentiates: all of it (see `replicas`)."""
+        return value
 
     def initial_params(self) -> list[torch.Tensor]:
         named = dict(self.task.model.named_parameters())
@@ -105,7 +120,7 @@ class Stepper:
         else:
             losses = self.per_example_losses(params, batch, step)
             loss = (weights.to(losses.dtype) * losses).sum() / len(losses)
-        grads = self._differentiate(loss, params, create_graph)
+        grads = self._differentiate(self.share(loss), params, create_graph)
         if constant is not None:  # added last, as a sharded model's stepper must (sharded.py)
             grads = [g + (-c) for g, c in zip(grads, constant)]
         return grads
