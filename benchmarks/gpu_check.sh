@@ -12,8 +12,8 @@
 # computed in float32, float16 and bfloat16 (float16 on disk), half against float32; the scoring GEMM rate against a bare GEMM; a recorded run and magic
 # on it; a FAISS index build and search; with 2 or more GPUs, featurize launched on every GPU
 # through accelerate, its store compared with one process's, and `featurize --fsdp`,
-# `evaluate retrain --fsdp` and `perturb --fsdp` sharded over every GPU against one
-# unsharded process (on the CPU: over 2 gloo processes).
+# `evaluate retrain --fsdp`, `perturb --fsdp` and `magic --fsdp` sharded over every GPU
+# against one unsharded process (on the CPU: over 2 gloo processes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .ci/env
@@ -113,9 +113,15 @@ if [ "$GPUS" -ge 2 ] || [ "$DEVICE" = cpu ]; then
         --train '$WORK/store-unsharded' --out '$WORK/copies-fsdp' --copies 2 --batch-size 16 \
         --fsdp --device '$DEVICE' -q && python benchmarks/same_store.py \
         '$WORK/copies-one/train' '$WORK/copies-fsdp/train' --tolerance 1e-5"
+    # Magic with the run's weights, state and adjoints sharded, against the magic step's.
+    step magic-fsdp 150 sh -c "torchrun --nproc-per-node $NPROC --no-python -- attrib magic \
+        --run '$WORK/run' --queries '$WORK/run-queries' --top 3 --out '$WORK/magic-fsdp.npy' \
+        --cache '$WORK/magic-fsdp-cache' --fsdp --device '$DEVICE' -q && python \
+        benchmarks/same_truth.py '$WORK/magic.npy' '$WORK/magic-fsdp.npy' --tolerance 1e-4"
 else
     printf '| fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
     printf '| retrain-fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
     printf '| perturb-fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
+    printf '| magic-fsdp | skipped: %s GPU | - |\n' "$GPUS" >> "$TABLE"
 fi
 cat "$TABLE"

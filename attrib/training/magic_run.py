@@ -53,6 +53,11 @@ def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> int:
         f"a segment of {segment} states and the adjoints of {block} queries",
         "lower --block",
     )
+    if loaded.stepper.replicas > 1:
+        # --fsdp keeps no segment's graphs: each step's is built when the reverse pass
+        # reaches it (memory is what it is for; and the graphs' size would be measured
+        # wrongly, their weights being saved as shards).
+        return 0
     # Half of the rest may hold a segment's step graphs; the other half is the reverse
     # pass's room (its batched double backward holds a block's worth of activations).
     return budget.left // 2
