@@ -142,8 +142,9 @@ class GatheredStepper(Stepper):
     def describe(self) -> str:
         whole = sum(math.prod(s) for s in self.shapes) * self.shards[0].element_size()
         held = sum(s.numel() * s.element_size() for s in self.shards)
+        units = len(self.units) + 1
         return (
-            f"{len(self.units) + 1} units gathered as they run; this process holds "
+            f"{units} unit{'s' if units > 1 else ''} gathered as they run; this process holds "
             f"{held / 2**20:.2f} of {whole / 2**20:.2f} MiB of weights"
         )
 
