@@ -85,22 +85,22 @@ def _vectorized_grad(outputs, inputs, cotangents, count: int) -> list[torch.Tens
 
 def _looped_grad(outputs, inputs, cotangents, count: int) -> list[torch.Tensor | None]:
     """The same products one cotangent row at a time, for a graph the vectorized backward
-    cannot run (a UNet convolution's backward in some memory layouts)."""
-    rows = [
-        torch.autograd.grad(
-            outputs,
-            inputs,
-            grad_outputs=[c[i] for c in cotangents],
-            allow_unused=True,
+    cannot run (a UNet convolution's backward in some memory layouts, magic --fsdp's
+    gathers). Each row is copied into its place as it comes, so the rows are never held
+    twice (a list of them and their stack)."""
+    stacked: list[torch.Tensor | None] = [None] * len(inputs)
+    for i in range(count):
+        row = torch.autograd.grad(
+            outputs, inputs, grad_outputs=[c[i] for c in cotangents], allow_unused=True,
             retain_graph=True,
         )  # fmt: skip
-        for i in range(count)
-    ]
-    return [
-        None if all(r[j] is None for r in rows)
-        else torch.stack([torch.zeros_like(x) if r[j] is None else r[j] for r in rows])
-        for j, x in enumerate(inputs)
-    ]  # fmt: skip
+        for j, grad in enumerate(row):
+            if grad is None:
+                continue
+            if stacked[j] is None:
+                stacked[j] = grad.new_zeros((count, *inputs[j].shape))
+            stacked[j][i] = grad
+    return stacked
 
 
 def _stat_leaves(loaded: Loaded, state: State) -> dict[str, torch.Tensor]:
