@@ -1,8 +1,8 @@
 """Two nodes simulated on one machine: two torchrun agents meet through a c10d rendezvous on
 localhost (gloo, one process each), as two machines of a cluster would. Every stage gives the
-answer of one process: stores and ground truths bitwise, scores and magic within float
-rounding; a kernel is fitted once per launch; a launch whose nodes were given different work
-is refused on both; parts made by two nodes resume under one process."""
+answer of one process: stores and ground truths bitwise, scores and magic (sharded too)
+within float rounding; a kernel is fitted once per launch; a launch whose nodes were given
+different work is refused on both; parts made by two nodes resume under one process."""
 
 from __future__ import annotations
 
@@ -156,6 +156,19 @@ def test_ground_truths_and_magic_on_two_nodes_equal_one_process(recorded, tmp_pa
     assert np.array_equal(np.load(tmp_path / "m1.npy"), np.load(tmp_path / "m2.npy"))
     assert stdout == expected  # one process of the two reports, as one process would
     assert json.loads((tmp_path / "m2.npy.json").read_text())["made_by"] == {"processes": 2}
+
+    # Sharded over the two nodes (a ResNet: BatchNorm's statistics are replicated, and their
+    # adjoints split among the processes), and refused where the nodes were given other work.
+    sharded = [*magic, "--out", tmp_path / "m3.npy", "--cache", tmp_path / "c3", "--fsdp"]
+    two_nodes(*sharded)
+    want = np.load(tmp_path / "m1.npy")
+    np.testing.assert_allclose(
+        np.load(tmp_path / "m3.npy"), want, rtol=0, atol=1e-5 * np.abs(want).max()
+    )
+    other = list(sharded)
+    other[other.index("--block") + 1] = "2"
+    _, err = two_nodes(*sharded, expect=2, node_args={1: other})
+    assert "was given other magic settings (run, queries or options) than process 0" in err
 
 
 def test_a_launch_with_different_work_per_node_is_refused(recorded, image_data, tmp_path):

@@ -70,6 +70,9 @@ def run_magic(options: MagicOptions) -> tuple[list[dict] | None, dict | None]:
     queries = Store(options.queries)
     check_queries_are_the_runs(run, queries)
     execution = start_execution(options.device, options.shard, sharded=options.fsdp)
+    settings = [run.identity(), queries.fingerprint(), options.output, options.block]
+    settings += [options.per_token, options.fsdp, options.smoothness]
+    execution.agree(settings, "magic settings (run, queries or options)")
     runtime = execution.runtime if options.fsdp else None
     loaded = load_run(run, str(execution.device), runtime, gathered=options.fsdp)
     graph_bytes = check_budget(run, loaded, options)
