@@ -68,7 +68,7 @@ for dtype in float32 float16 bfloat16; do  # compute dtypes; the stores hold flo
 done
 step "half-vs-float32" 30 python benchmarks/same_store.py "$WORK/store-float32" \
     "$WORK/store-bfloat16" --tolerance 0.1
-step score-gemm 150 python benchmarks/score_speed.py --device "$DEVICE" --n "$N" --scales 1,10 \
+step score-gemm 240 python benchmarks/score_speed.py --device "$DEVICE" --n "$N" --scales 1,10 \
     --repeats 2 --methods shampoo,trak-block --store-dtypes int8,float16
 step train 90 attrib train --model "$WORK/resnet" --data "$WORK/images.parquet" \
     --out "$WORK/run" --epochs 1 --batch-size 64 --lr 1e-4 --device "$DEVICE" -q
