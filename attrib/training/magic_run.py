@@ -45,8 +45,6 @@ def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> int:
     segment = max(b - a for a, b in zip(run.snapshots, run.snapshots[1:]))
     block = min(options.block, 10**9)
     needed = per_state * (segment + 2 * block)
-    if loaded.stepper.replicas > 1:  # --fsdp: a step also holds the weights gathered whole
-        needed += state * loaded.stepper.replicas
     budget = Budget(options.memory_gb)
     budget.reserve(
         needed,
@@ -55,8 +53,8 @@ def check_budget(run: Run, loaded: Loaded, options: MagicOptions) -> int:
     )
     if loaded.stepper.replicas > 1:
         # --fsdp keeps no segment's graphs: each step's is built when the reverse pass
-        # reaches it (memory is what it is for; and the graphs' size would be measured
-        # wrongly, their weights being saved as shards).
+        # reaches it. Memory is what it is for, and the graphs could not be measured: the
+        # innermost saved-tensor hooks win, and the gathers' hide the model's activations.
         return 0
     # Half of the rest may hold a segment's step graphs; the other half is the reverse
     # pass's room (its batched double backward holds a block's worth of activations).
