@@ -3,7 +3,7 @@ base model, data and recipe, another seed) against the same-run ground truth of 
 user holds.
 
     python benchmarks/replica_magic.py [--task digits-finetune] [--replicas 2] [--queries 64]
-                                       [--subsets 64]
+                                       [--subsets 64] [--keeps 0.5,0.95]
 
 Issue 35 asks the default pipeline to come within 3 LDS points of magic from a checkpoint
 alone. A checkpoint holds the weights, not the order of the batches, the dropout and noise
@@ -56,7 +56,7 @@ def magic_scores(run: Path, queries: Path, out: Path) -> Path:
 
 
 def run(args) -> dict:
-    root, held, data, truths = same_run_setup(args.task, args.queries, args.subsets)
+    root, held, data, truths = same_run_setup(args.task, args.queries, args.subsets, args.keeps)
     _, task = build(args.task)
     train = default_store(held / "model", data["train"], root / "stores" / "default-train")
     queries = default_store(
@@ -118,7 +118,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--subsets", type=int, default=64)
+    parser.add_argument("--keeps", default="0.5,0.95")
     args = parser.parse_args()
+    args.keeps = tuple(float(k) for k in args.keeps.split(","))
     result = run(args)
     text = markdown(result)
     print(text)

@@ -35,6 +35,20 @@ def check_queries_are_the_runs(run: Run, queries: Store) -> None:
         )
 
 
+def check_replica(run: Run, replica: Run) -> None:
+    """A replica trained the same task on the same rows (its seed and recipe are its own)."""
+    same_task = replica.meta["task"] == run.meta["task"]
+    same_data = replica.meta["data"].get("fingerprint") == run.meta["data"].get("fingerprint")
+    if not same_task or not same_data or replica.rows != run.rows:
+        raise AttribError(
+            f"--replicas {replica.path} did not train a {run.meta['task']} model on the "
+            f"{run.rows} rows run {run.path} trained on; train it with `attrib train` on the "
+            "same data and model (another --seed)"
+        )
+    if replica.identity() == run.identity():
+        raise AttribError(f"--replicas {replica.path} is the run itself; give another seed's run")
+
+
 def check_store_is_the_runs(run: Run, store: Store) -> None:
     """A training store holds the run's rows, in the run's order."""
     data = run.meta["data"]

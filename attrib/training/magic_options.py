@@ -22,6 +22,15 @@ class MagicOptions(WithMemory, OnDevice, Options):
     checks that the run is smooth enough for metagradients to predict anything."""
 
     run: Path = option(help="A run folder from `attrib train`.")
+    replicas: tuple[str, ...] = option(
+        (),
+        separator=",",
+        help="Other runs of RUN's recipe on its rows with other seeds (`attrib train --seed`); "
+        "each is replayed for the same queries and the scores are the mean over RUN and "
+        "them: what the rows do in runs like RUN, whatever their batch order. For a "
+        "checkpoint whose run was not recorded: train RUN and its replicas from its base "
+        "model with its recipe (docs/magic.md).",
+    )
     queries: Path = option(
         help="Query store: its rows are the queries (featurize them from RUN/model, "
         "--no-gradients is enough)."
@@ -78,6 +87,11 @@ class MagicOptions(WithMemory, OnDevice, Options):
     def check(self) -> None:
         if not (Path(self.run) / "run.json").is_file():
             raise AttribError(f"--run {self.run} is not a recorded run (no run.json); attrib train")
+        for replica in self.replicas:
+            if not (Path(replica) / "run.json").is_file():
+                raise AttribError(
+                    f"--replicas {replica} is not a recorded run (no run.json); attrib train"
+                )
         existing_store(self.queries, "--queries")
         super().check()
         for name in ("top", "block", "smoothness_queries"):

@@ -23,7 +23,7 @@ from attrib.store import Store
 from attrib.store.lock import lock_store, unlock_store
 from attrib.tasks.output_functions import output_function
 from attrib.training.engine import set_buffers, state_from_snapshot
-from attrib.training.inputs import check_queries_are_the_runs
+from attrib.training.inputs import check_queries_are_the_runs, check_replica
 from attrib.training.load import Loaded, load_run
 from attrib.training.magic import metagradients
 from attrib.training.magic_options import MagicOptions
@@ -65,25 +65,28 @@ def run_magic(options: MagicOptions) -> tuple[list[dict] | None, dict | None]:
     """(ranked records, smoothness summary or None); (None, None) on a process that does not
     report: the launch's others, or an array job that finds blocks still missing."""
     run = Run.open(options.run)
+    replicas = [Run.open(path) for path in options.replicas]
     queries = Store(options.queries)
     check_queries_are_the_runs(run, queries)
+    for replica in replicas:
+        check_replica(run, replica)
+    if len({r.identity() for r in [run, *replicas]}) < 1 + len(replicas):
+        raise AttribError("--replicas names a run twice; give each run once")
     execution = start_execution(options.device, options.shard, sharded=options.fsdp)
-    settings = [run.identity(), queries.fingerprint(), options.output, options.block]
-    settings += [options.per_token, options.fsdp, options.smoothness]
-    execution.agree(settings, "magic settings (run, queries or options)")
-    runtime = execution.runtime if options.fsdp else None
-    loaded = load_run(run, str(execution.device), runtime, gathered=options.fsdp)
-    graph_bytes = check_budget(run, loaded, options)
-    output = options.output or loaded.task.evaluation_output
-    if output not in loaded.task.output_functions:
-        raise AttribError(f"--output {output} is not available for {loaded.task.name} models")
-    final = state_from_snapshot(run, run.steps, loaded.stepper, loaded.optimizer)
-    loaded.stepper.load_into_model(final.params)
-    set_buffers(loaded.stepper, final.buffers)
-    labels = fixed_query_labels(loaded.task, queries, loaded.device)
-    source = store_source(loaded.task, queries, loaded.device, labels)
-    blocks = _query_blocks(loaded, source, queries.num_examples, output, options)
-    matrix = _all_blocks(run, loaded, blocks, queries, output, options, graph_bytes, execution)
+    settings = [run.identity(), [r.identity() for r in replicas], queries.fingerprint()]
+    settings += [options.output, options.block, options.per_token, options.fsdp]
+    execution.agree(settings + [options.smoothness], "magic settings (run, queries or options)")
+    # The replicas first, RUN last: its replay stays loaded for the smoothness check.
+    parts = [_replayed(r, queries, options, execution)[-1] for r in replicas]  # freed
+    loaded, source, blocks, output, main_parts = _replayed(run, queries, options, execution)
+    parts.append(main_parts)
+    execution.barrier()
+    matrix = None
+    if execution.is_writer and all(_merged(p, blocks, run.rows, False) for p in parts):
+        if execution.claim_merge(main_parts, options.out):  # one array task merges
+            matrix = np.mean([_merged(p, blocks, run.rows) for p in parts], axis=0)
+    for p in parts:
+        unlock_store(p)
     if matrix is None:
         execution.finish()
         return None, None
@@ -101,20 +104,33 @@ def run_magic(options: MagicOptions) -> tuple[list[dict] | None, dict | None]:
     if options.out is not None:
         with atomic_path(options.out, ".npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, scores.astype(np.float32))
-        write_provenance(
-            options.out,
-            {
-                "command": "magic",
-                "shape": list(scores.shape),
-                "run": str(run.path),
-                "queries": str(queries.path),
-                "output": output,
-                "made_by": execution.record(),
-            },
-        )
+        provenance = {"command": "magic", "shape": list(scores.shape), "run": str(run.path)}
+        if replicas:
+            provenance["replicas"] = [str(r.path) for r in replicas]
+        provenance.update(queries=str(queries.path), output=output, made_by=execution.record())
+        write_provenance(options.out, provenance)
     records = _records(run, queries, scores, labels, options)
     execution.finish()
     return records, smooth
+
+
+def _replayed(run: Run, queries: Store, options: MagicOptions, execution: Execution):
+    """(loaded, query source, blocks, output, blocks folder): this process's query blocks of
+    `run` computed and kept in its blocks folder (locked until the caller unlocks it)."""
+    runtime = execution.runtime if options.fsdp else None
+    loaded = load_run(run, str(execution.device), runtime, gathered=options.fsdp)
+    graph_bytes = check_budget(run, loaded, options)
+    output = options.output or loaded.task.evaluation_output
+    if output not in loaded.task.output_functions:
+        raise AttribError(f"--output {output} is not available for {loaded.task.name} models")
+    final = state_from_snapshot(run, run.steps, loaded.stepper, loaded.optimizer)
+    loaded.stepper.load_into_model(final.params)
+    set_buffers(loaded.stepper, final.buffers)
+    labels = fixed_query_labels(loaded.task, queries, loaded.device)
+    source = store_source(loaded.task, queries, loaded.device, labels)
+    blocks = _query_blocks(loaded, source, queries.num_examples, output, options)
+    parts = _all_blocks(run, loaded, blocks, queries, output, options, graph_bytes, execution)
+    return loaded, source, blocks, output, parts
 
 
 Block = tuple[str, Callable[[], dict], list[tuple[int, int | None, str | None]]]
@@ -149,8 +165,8 @@ def _query_blocks(loaded: Loaded, source, count: int, output: str, options) -> l
 def _all_blocks(
     run, loaded: Loaded, blocks: list[Block], queries: Store, output: str, options,
     graph_bytes: int, execution: Execution,
-) -> np.ndarray | None:  # fmt: skip
-    """Every block's scores on the process that reports; None on the others."""
+) -> Path:  # fmt: skip
+    """This process's share of the blocks computed and kept; returns their folder, locked."""
     # Blocks are bound to the run and the queries: a resume after either changed starts over.
     key = [run.identity(), queries.fingerprint(), output, ALGORITHM]
     key += ["per-token"] if options.per_token else []
@@ -177,20 +193,16 @@ def _all_blocks(
             parts.mkdir(parents=True, exist_ok=True)
             with atomic_path(parts / f"{name}.npy", ".npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, block)
-    execution.barrier()
-    matrix = _merged(parts, blocks, run.rows) if execution.is_writer else None
-    if matrix is not None and not execution.claim_merge(parts, options.out):
-        matrix = None  # another array task merges (or merged) these blocks
-    unlock_store(parts)
-    return matrix
+    return parts
 
 
-def _merged(parts: Path, blocks: list[Block], rows: int) -> np.ndarray | None:
+def _merged(parts: Path, blocks: list[Block], rows: int, read: bool = True):
+    """The blocks' matrix (or, with read=False, True) once every block is done; else None."""
     done = sum(_block_done(parts, b[0], len(b[2]), rows) for b in blocks)
     if done < len(blocks):
         log.info(f"{done} of {len(blocks)} query blocks done in {parts}; run the other shards")
         return None
-    return np.concatenate([np.load(parts / f"{b[0]}.npy") for b in blocks])
+    return np.concatenate([np.load(parts / f"{b[0]}.npy") for b in blocks]) if read else True
 
 
 def _block_done(parts: Path, name: str, queries: int, rows: int) -> bool:
