@@ -15,8 +15,8 @@ def check_query_task(run: Run, queries: Store, flag: str = "--queries") -> None:
     task = queries.settings.get("task")
     if task != run.meta["task"]:
         raise AttribError(
-            f"{flag} {queries.path} is a {task} store, run {run.path} trained a "
-            f"{run.meta['task']} model; featurize the queries from {run.checkpoint}"
+            f"{flag} {queries.path} holds queries for task {task}, but run {run.path} trained "
+            f"task {run.meta['task']}; featurize the queries from {run.checkpoint}"
         )
 
 
