@@ -50,7 +50,7 @@ def test_replicas_of_other_rows_or_no_run_are_refused(lm_run, queries, gpt2_dir,
     fewer = builders.save_text_data(tmp_path / "fewer.parquet", texts[:20])
     other_rows = train_run(gpt2_dir, fewer, tmp_path / "other", *FLAGS)
     for replica, phrase in (
-        (other_rows, "did not train a"),
+        (other_rows, "did not train task causal-lm"),
         (lm_run, "is the run itself"),
         (tmp_path / "nothing", "is not a recorded run"),
     ):

@@ -127,7 +127,7 @@ DAMAGE = {
         "model/config.json",
     ),
     "snapshots out of order": (_edit_meta(lambda m: m.update(snapshots=[0, 6, 3])), "snapshots"),
-    "seed not a number": (_edit_meta(lambda m: m["recipe"].update(seed="x")), "seed"),
+    "seed not a number": (_edit_meta(lambda m: m["recipe"].update(seed="x")), "not of type int"),
     "complete is 'no'": (_edit_meta(lambda m: m.update(complete="no")), "complete"),
     "steps missing": (_edit_meta(lambda m: m.pop("steps")), "steps"),
     "steps null": (_edit_meta(lambda m: m.update(steps=None)), "steps"),

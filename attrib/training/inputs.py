@@ -41,7 +41,7 @@ def check_replica(run: Run, replica: Run) -> None:
     same_data = replica.meta["data"].get("fingerprint") == run.meta["data"].get("fingerprint")
     if not same_task or not same_data or replica.rows != run.rows:
         raise AttribError(
-            f"--replicas {replica.path} did not train a {run.meta['task']} model on the "
+            f"--replicas {replica.path} did not train task {run.meta['task']} on the "
             f"{run.rows} rows run {run.path} trained on; train it with `attrib train` on the "
             "same data and model (another --seed)"
         )

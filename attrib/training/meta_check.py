@@ -92,7 +92,7 @@ def _check_recipe(path: Path, recipe: dict) -> None:
     for name, value in recipe.items():
         kind = known[name].type if isinstance(known[name].type, str) else known[name].type.__name__
         if not kinds.get(kind, lambda v: True)(value):
-            raise damaged(path, f"run.json: recipe `{name}` is {value!r}, not a {kind}")
+            raise damaged(path, f"run.json: recipe `{name}` is {value!r}, not of type {kind}")
     if recipe.get("seed", -1) < 0:
         raise damaged(path, "run.json: the recipe has no seed of 0 or more")
     try:
