@@ -1,7 +1,7 @@
 """`magic --replicas`: the scores are the mean of each run's own magic (each replica replayed
 for RUN's queries), the provenance names the replicas, and a replica of other rows, the run
-itself, a folder that is no run or queries of another task are refused in one line before
-anything is replayed."""
+itself or a folder that is no run is refused in one line before anything is replayed (queries
+of another task: tests/test_run_record.py)."""
 
 from __future__ import annotations
 
@@ -61,16 +61,3 @@ def test_replicas_of_other_rows_or_no_run_are_refused(lm_run, queries, gpt2_dir,
         )  # fmt: skip
         _assert_one_line_error(code, err, "--replicas", phrase)
         assert not out.exists()
-
-
-def test_queries_of_another_task_are_refused(lm_run, resnet_dir, image_data, tmp_path):
-    """An image classifier's query store against a language model's run: one line naming
-    both tasks and the checkpoint to featurize from, before anything is replayed."""
-    images = featurize_store(resnet_dir, image_data, tmp_path / "q", "--max-examples", "2")
-    out = tmp_path / "scores.npy"
-    code, _, err = run_cli(
-        "magic", "--run", lm_run, "--queries", images, "--out", out, "--device", "cpu", "-q"
-    )
-    phrase = "holds queries for task image-classification, but run"
-    _assert_one_line_error(code, err, phrase, "trained task causal-lm", str(lm_run / "model"))
-    assert not out.exists()

@@ -196,13 +196,17 @@ def test_a_byte_identical_copy_of_the_data_is_the_same_data(runs):
 
 
 def test_queries_of_another_task_or_checkpoint_are_refused(runs, tmp_path):
-    _assert_one_line_error(*_magic(runs["base"], runs["text"])[::2], "causal-lm store")
+    _assert_one_line_error(
+        *_magic(runs["base"], runs["text"])[::2],
+        "holds queries for task causal-lm, but run",
+        "trained task image-classification",
+    )
     _assert_one_line_error(*_magic(runs["base"], runs["foreign"])[::2], "another checkpoint")
     code, _, err = run_cli(
         "evaluate", "retrain", "--same-run", runs["base"], "--train", runs["train"],
         "--queries", runs["text"], "--subsets", "2", "--out", tmp_path / "gt.npz",
     )  # fmt: skip
-    _assert_one_line_error(code, err, "causal-lm store")
+    _assert_one_line_error(code, err, "holds queries for task causal-lm")
 
 
 def test_magic_blocks_are_bound_to_the_run_and_a_cache_may_live_elsewhere(runs, tmp_path):
